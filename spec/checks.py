@@ -1,0 +1,201 @@
+"""Rules that relate two parts of a stack. Each problem names its config path."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .gpus import ACK_INSTANCE_GPUS, GKE_MACHINE_GPUS
+from .model import StackSpec
+
+# Pool API versions each platform's gateway serves: GKE Inference Gateway serves the
+# GA API only; ACK's add-on documents v1alpha2 and serves v1 from its newer releases.
+PLATFORM_POOL_VERSIONS = {
+    "ack": {"v1alpha2", "v1"},
+    "gke": {"v1"},
+    "kubeconfig": {"v1alpha2", "v1"},
+}
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"infershift:{self.path}: {self.message}"
+
+
+def _list(names) -> str:
+    return ", ".join(sorted(names)) or "none"
+
+
+def problems(spec: StackSpec) -> list[Problem]:
+    out: list[Problem] = []
+    out += _node_pools(spec)
+    out += _services(spec)
+    out += _pools(spec)
+    out += _routes(spec)
+    out += _mirrors(spec)
+    return out
+
+
+def warnings(spec: StackSpec) -> list[Problem]:
+    """Legal but likely surprising: a model one route backend serves and another does not."""
+    out: list[Problem] = []
+    for rname, route in spec.routes.items():
+        live = [p for p, w in route.backends.items() if w > 0 and p in spec.pools]
+        if len(live) < 2:
+            continue
+        routed = {p: set(spec.pools[p].models) | spec.pool_serves(p) for p in live}
+        for pool in live:
+            for model in sorted(set(spec.pools[pool].models) - set().union(*(routed[o] for o in live if o != pool))):
+                others = [o for o in live if model not in routed[o]]
+                out.append(Problem(
+                    f"routes.{rname}.backends",
+                    f"model {model!r} is routed only by pool {pool!r}; requests for it that the weights send to "
+                    f"{_list(others)} will get 404 model_not_found",
+                ))
+    return out
+
+
+def _node_pools(spec: StackSpec) -> list[Problem]:
+    out = []
+    kind = spec.platform.kind
+    for name, np in spec.node_pools.items():
+        path = f"nodePools.{name}"
+        if kind == "ack" and np.ack is None:
+            out.append(Problem(path, "an ACK node pool needs `ack: {instanceTypes, vswitchIds}`"))
+        if kind == "gke" and np.gke is None:
+            out.append(Problem(path, "a GKE node pool needs `gke: {machineType}`"))
+        if kind != "ack" and np.ack is not None:
+            out.append(Problem(f"{path}.ack", f"platform kind is {kind!r}, not 'ack'"))
+        if kind != "gke" and np.gke is not None:
+            out.append(Problem(f"{path}.gke", f"platform kind is {kind!r}, not 'gke'"))
+        if np.ack:
+            for i, itype in enumerate(np.ack.instance_types):
+                known = ACK_INSTANCE_GPUS.get(itype)
+                if known is not None and known != np.gpus_per_node:
+                    out.append(Problem(
+                        f"{path}.ack.instanceTypes[{i}]",
+                        f"{itype} has {known} GPU(s) per node but gpusPerNode is {np.gpus_per_node}",
+                    ))
+        if np.gke:
+            known = GKE_MACHINE_GPUS.get(np.gke.machine_type)
+            if known is not None and known != np.gpus_per_node:
+                out.append(Problem(
+                    f"{path}.gke.machineType",
+                    f"{np.gke.machine_type} has {known} GPU(s) per node but gpusPerNode is {np.gpus_per_node}",
+                ))
+    return out
+
+
+def _services(spec: StackSpec) -> list[Problem]:
+    out = []
+    for name, svc in spec.services.items():
+        path = f"services.{name}"
+        if svc.node_pool is not None:
+            np = spec.node_pools.get(svc.node_pool)
+            if np is None:
+                out.append(Problem(f"{path}.nodePool", f"no node pool named {svc.node_pool!r} (nodePools: {_list(spec.node_pools)})"))
+            else:
+                if svc.tensor_parallel_size > np.gpus_per_node:
+                    out.append(Problem(
+                        f"{path}.tensorParallelSize",
+                        f"tensor parallel size {svc.tensor_parallel_size} is larger than the {np.gpus_per_node} GPU(s) "
+                        f"per node of node pool {svc.node_pool!r}",
+                    ))
+                if svc.gpus > np.gpus_per_node:
+                    out.append(Problem(
+                        f"{path}.gpus",
+                        f"{svc.gpus} GPUs per replica do not fit on node pool {svc.node_pool!r} "
+                        f"({np.gpus_per_node} per node)",
+                    ))
+        if svc.endpoints and spec.platform.kind != "kubeconfig":
+            out.append(Problem(f"{path}.endpoints", "endpoints (external servers) are for the local stack; use a kubeconfig platform"))
+    return out
+
+
+def _pools(spec: StackSpec) -> list[Problem]:
+    out = []
+    served_versions = PLATFORM_POOL_VERSIONS[spec.platform.kind]
+    for name, pool in spec.pools.items():
+        path = f"pools.{name}"
+        if pool.api_version not in served_versions:
+            out.append(Problem(
+                f"{path}.apiVersion",
+                f"{spec.platform.kind} cannot serve InferencePool {pool.api_version} (it serves {_list(served_versions)})",
+            ))
+        services = spec.pool_services(name)
+        if not services:
+            out.append(Problem(
+                f"{path}.selector",
+                f"selector {pool.selector} matches no service (labels: "
+                + "; ".join(f"{s}={svc.pod_labels(s)}" for s, svc in spec.services.items()) + ")",
+            ))
+            continue
+        for sname, svc in services.items():
+            if svc.port not in pool.target_ports:
+                out.append(Problem(
+                    f"{path}.targetPorts",
+                    f"service {sname!r} listens on {svc.port}, which is not among the pool's target ports {pool.target_ports}",
+                ))
+        served = spec.pool_serves(name)
+        for model, routing in pool.models.items():
+            for target in routing.targets:
+                if target not in served:
+                    out.append(Problem(
+                        f"{path}.models.{model}.targets.{target}",
+                        f"target model {target!r} is not served by any server of pool {name!r} (served: {_list(served)})",
+                    ))
+            if not routing.targets and model not in served:
+                out.append(Problem(
+                    f"{path}.models.{model}",
+                    f"model {model!r} has no targets and no server of pool {name!r} serves it (served: {_list(served)})",
+                ))
+    return out
+
+
+def _listener(spec: StackSpec, path: str, listener: str | None) -> list[Problem]:
+    names = [l.name for l in spec.gateway.listeners]
+    if listener is not None and listener not in names:
+        return [Problem(f"{path}.listener", f"no gateway listener named {listener!r} (listeners: {_list(names)})")]
+    return []
+
+
+def _routes(spec: StackSpec) -> list[Problem]:
+    out = []
+    for name, route in spec.routes.items():
+        path = f"routes.{name}"
+        out += _listener(spec, path, route.listener)
+        for pool in route.backends:
+            if pool not in spec.pools:
+                out.append(Problem(f"{path}.backends.{pool}", f"no pool named {pool!r} (pools: {_list(spec.pools)})"))
+        for i, pin in enumerate(route.pins):
+            if pin.backend not in route.backends:
+                out.append(Problem(
+                    f"{path}.pins[{i}].backend",
+                    f"pinned backend {pin.backend!r} is not one of the route's backends ({_list(route.backends)})",
+                ))
+    return out
+
+
+def _mirrors(spec: StackSpec) -> list[Problem]:
+    out = []
+    for name, mirror in spec.mirrors.items():
+        path = f"mirrors.{name}"
+        out += _listener(spec, path, mirror.listener)
+        if mirror.backend not in spec.pools:
+            out.append(Problem(f"{path}.backend", f"no pool named {mirror.backend!r} (pools: {_list(spec.pools)})"))
+        target = mirror.mirror_to
+        if target.kind == "Service" and target.name not in spec.services:
+            out.append(Problem(f"{path}.mirrorTo.name", f"no service named {target.name!r} (services: {_list(spec.services)})"))
+        if target.kind == "InferencePool":
+            if target.name not in spec.pools:
+                out.append(Problem(f"{path}.mirrorTo.name", f"no pool named {target.name!r} (pools: {_list(spec.pools)})"))
+            if spec.platform.kind in ("ack", "gke"):
+                out.append(Problem(
+                    f"{path}.mirrorTo.kind",
+                    f"the {spec.platform.kind.upper()} gateway cannot mirror to an InferencePool; mirror to a Service",
+                ))
+        if target.name == mirror.backend and target.kind == "InferencePool":
+            out.append(Problem(f"{path}.mirrorTo.name", "a pool cannot mirror to itself"))
+    return out
