@@ -1,7 +1,9 @@
 """A pool's endpoint-picker config (the format picker/README.md documents), from the spec.
 
-The Pulumi program puts it in the pool's ConfigMap (endpoints come from the cluster);
-the local stack writes it to a file with a static endpoint list.
+The Pulumi program puts it in the pool's ConfigMap: endpoints and model routing then come
+from the cluster (pods, InferenceModel / InferenceObjective + InferenceModelRewrite), so a
+weight change touches only those objects, never the picker's ConfigMap or Deployment.
+The local stack writes it to a file with a static endpoint list and the model routing.
 """
 from __future__ import annotations
 
@@ -13,14 +15,6 @@ def picker_config(spec: StackSpec, pool_name: str, endpoints: list[dict] | None 
     pool = spec.pools[pool_name]
     config: dict = {
         "pool": {"name": pool_name, "namespace": spec.platform.namespace},
-        "models": {
-            model: {
-                "criticality": routing.effective_criticality,
-                **({"priority": routing.priority} if routing.priority is not None else {}),
-                "targets": [{"model": t, "weight": w} for t, w in routing.targets.items()],
-            }
-            for model, routing in pool.models.items()
-        },
         "failureMode": pool.failure_mode,
         "limits": {"maxBodyBytes": quantity_bytes(pool.picker.max_body_size)},
         "metrics": {"pollInterval": pool.picker.poll_interval, "staleAfter": pool.picker.stale_after},
@@ -29,12 +23,20 @@ def picker_config(spec: StackSpec, pool_name: str, endpoints: list[dict] | None 
         config["sessionHeader"] = pool.picker.session_header
     if pool.picker.scheduling:
         config["scheduling"] = pool.picker.scheduling
-    if endpoints is not None:
-        config["endpoints"] = endpoints
-    else:
+    if endpoints is None:
         version = {
             "v1": "inference.networking.k8s.io/v1",
             "v1alpha2": "inference.networking.x-k8s.io/v1alpha2",
         }[pool.api_version]
         config["kubernetes"] = {"poolApiVersion": version}
+        return config
+    config["endpoints"] = endpoints
+    config["models"] = {
+        model: {
+            "criticality": routing.effective_criticality,
+            **({"priority": routing.priority} if routing.priority is not None else {}),
+            "targets": [{"model": t, "weight": w} for t, w in routing.targets.items()],
+        }
+        for model, routing in pool.models.items()
+    }
     return config
