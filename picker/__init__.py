@@ -1,0 +1,1 @@
+"""infershift endpoint picker: an Envoy ext_proc service that picks a model server per request."""

@@ -1,0 +1,144 @@
+"""Wire the picker together: config, pool, scraper, gRPC servers, metrics, live config reload."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass
+
+import grpc
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
+
+from .config import PickerConfig, load_config
+from .errors import ConfigError
+from .extproc import ExtProc
+from .health import Health
+from .pool import Pool
+from .scraper import Scraper
+from .telemetry import Telemetry
+
+log = logging.getLogger("picker")
+
+
+@dataclass
+class Options:
+    config: str
+    host: str = "127.0.0.1"
+    grpc_port: int = 9002
+    health_port: int = 9003
+    metrics_port: int = 9090
+    pool_name: str | None = None
+    pool_namespace: str | None = None
+    poll_interval: float | None = None
+    stale_after: float | None = None
+    endpoints_file: str | None = None
+    fallbacks: int = 0
+    config_check_interval: float = 1.0
+    seed: int | None = None
+
+
+def load(opts: Options) -> PickerConfig:
+    from dataclasses import replace
+
+    from .config import StaticEndpoint, parse_address
+
+    cfg = load_config(opts.config)
+    over = {}
+    if opts.pool_name:
+        over["pool_name"] = opts.pool_name
+    if opts.pool_namespace:
+        over["pool_namespace"] = opts.pool_namespace
+    if opts.poll_interval:
+        over["poll_interval"] = opts.poll_interval
+    if opts.stale_after:
+        over["stale_after"] = opts.stale_after
+    if opts.endpoints_file:  # one "ip:port [name]" per line, for quick local runs
+        eps = []
+        with open(opts.endpoints_file, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                parts = line.split("#", 1)[0].split()
+                if parts:
+                    addr = parse_address(parts[0], f"{opts.endpoints_file}:{n}")
+                    eps.append(StaticEndpoint(addr, parts[1] if len(parts) > 1 else addr, None))
+        over["endpoints"] = tuple(eps)
+    return replace(cfg, **over) if over else cfg
+
+
+def _stat(path: str):
+    try:
+        s = os.stat(path)
+        return (s.st_ino, s.st_mtime_ns, s.st_size)
+    except OSError:
+        return None
+
+
+async def watch_config(opts: Options, pool: Pool, kube=None) -> None:
+    """Reload on change (atomic replace or in-place write); a bad file keeps the old config running."""
+    last = _stat(opts.config)
+    while True:
+        await asyncio.sleep(opts.config_check_interval)
+        cur = _stat(opts.config)
+        if cur == last or cur is None:
+            continue
+        last = cur
+        try:
+            cfg = load(opts)
+            if kube is not None:
+                cfg = kube.merge(cfg)
+            pool.apply_config(cfg)
+            log.info("config reloaded", extra={"config": opts.config, "endpoints": len(pool.endpoints)})
+        except (ConfigError, OSError) as e:
+            log.error("config reload rejected; keeping the previous config", extra={"error": str(e)})
+
+
+async def run(opts: Options, stop: asyncio.Event | None = None) -> None:
+    cfg = load(opts)
+    rng = random.Random(opts.seed)
+    pool = Pool(cfg, clock=time.monotonic, rng=rng, fallbacks=opts.fallbacks)
+    telemetry = Telemetry()
+    scraper = Scraper(pool, telemetry)
+    health = Health()
+    await health.set(live=True, ready=False)
+
+    max_msg = max(64 * 1024 * 1024, cfg.max_body_bytes * 2)
+    gopts = [("grpc.max_receive_message_length", max_msg), ("grpc.max_send_message_length", max_msg),
+             ("grpc.so_reuseport", 0)]
+    server = grpc.aio.server(options=gopts)
+    pb_grpc.add_ExternalProcessorServicer_to_server(ExtProc(pool, telemetry), server)
+    server.add_insecure_port(f"{opts.host}:{opts.grpc_port}")
+    hserver = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    health.add_to(hserver)
+    hserver.add_insecure_port(f"{opts.host}:{opts.health_port}")
+    metrics_server = telemetry.serve(opts.host, opts.metrics_port)
+
+    kube = None
+    tasks = []
+    if cfg.kubernetes is not None and cfg.endpoints is None:
+        from .k8s import KubeDiscovery
+
+        kube = KubeDiscovery(pool, cfg)
+        tasks.append(asyncio.create_task(kube.run()))
+    await scraper.start()
+    await server.start()
+    await hserver.start()
+    tasks.append(asyncio.create_task(watch_config(opts, pool, kube)))
+    log.info("picker started", extra={"pool": cfg.pool_name, "grpc": f"{opts.host}:{opts.grpc_port}",
+                                      "health": f"{opts.host}:{opts.health_port}",
+                                      "metrics": f"{opts.host}:{opts.metrics_port}", "endpoints": len(pool.endpoints)})
+    await scraper.first_round.wait()
+    await health.set(live=True, ready=True)
+    log.info("picker ready", extra={"ready_endpoints": len(pool.ready())})
+    stop = stop or asyncio.Event()
+    try:
+        await stop.wait()
+    finally:
+        await health.set(live=True, ready=False)
+        await server.stop(grace=2.0)
+        await hserver.stop(grace=0)
+        for t in tasks:
+            t.cancel()
+        await scraper.close()
+        if isinstance(metrics_server, tuple):
+            metrics_server[0].shutdown()

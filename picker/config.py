@@ -1,0 +1,305 @@
+"""The picker's config file: parse and validate it into plain data, naming the field on error."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+CRITICALITIES = ("Critical", "Standard", "Sheddable")
+POOL_API_VERSIONS = ("inference.networking.k8s.io/v1", "inference.networking.x-k8s.io/v1alpha2")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$")
+
+
+@dataclass(frozen=True)
+class StaticEndpoint:
+    address: str  # "ip:port"
+    name: str
+    models: tuple[str, ...] | None  # None: learn from the server
+
+
+@dataclass(frozen=True)
+class Target:
+    model: str
+    weight: int
+
+
+@dataclass(frozen=True)
+class ModelRoute:
+    name: str
+    targets: tuple[Target, ...]
+    criticality: str = "Standard"
+    priority: int | None = None
+
+    @property
+    def sheddable(self) -> bool:
+        if self.priority is not None:
+            return self.priority < 0
+        return self.criticality == "Sheddable"
+
+
+@dataclass(frozen=True)
+class PluginSpec:
+    type: str
+    name: str
+    parameters: dict
+
+
+@dataclass(frozen=True)
+class ProfileSpec:
+    filters: tuple[str, ...]
+    scorers: tuple[tuple[str, float], ...]
+    picker: str
+
+
+@dataclass(frozen=True)
+class SchedulingSpec:
+    plugins: tuple[PluginSpec, ...]
+    profile: ProfileSpec
+
+
+@dataclass(frozen=True)
+class PickerConfig:
+    pool_name: str = "default-pool"
+    pool_namespace: str = "default"
+    endpoints: tuple[StaticEndpoint, ...] | None = None
+    kubernetes: dict | None = None
+    models: dict[str, ModelRoute] = field(default_factory=dict)
+    objectives: dict[str, int] = field(default_factory=dict)  # InferenceObjective name -> priority
+    session_header: str | None = None
+    failure_mode: str = "FailOpen"
+    max_body_bytes: int = 20 * 1024 * 1024
+    poll_interval: float = 0.05
+    stale_after: float = 1.0
+    models_interval: float = 2.0
+    scheduling: SchedulingSpec = None  # type: ignore[assignment]
+
+    def with_models(self, models: dict[str, ModelRoute], objectives: dict[str, int]) -> "PickerConfig":
+        from dataclasses import replace
+
+        return replace(self, models=models, objectives=objectives)
+
+
+DEFAULT_SCHEDULING: dict = {
+    "plugins": [
+        {"type": "model-filter"},
+        {"type": "saturation-filter", "parameters": {"queueDepthThreshold": 5, "kvCacheThreshold": 0.8}},
+        {"type": "queue-scorer"},
+        {"type": "kv-cache-scorer"},
+        {"type": "lora-affinity-scorer"},
+        {"type": "prefix-cache-scorer", "parameters": {"blockSize": 64, "lruCapacityPerServer": 31250}},
+        {"type": "max-score-picker"},
+    ],
+    "profile": {
+        "filters": ["model-filter", "saturation-filter"],
+        "scorers": [
+            {"plugin": "queue-scorer", "weight": 2},
+            {"plugin": "kv-cache-scorer", "weight": 2},
+            {"plugin": "lora-affinity-scorer", "weight": 1},
+            {"plugin": "prefix-cache-scorer", "weight": 3},
+        ],
+        "picker": "max-score-picker",
+    },
+}
+
+
+def parse_duration(value: Any, where: str) -> float:
+    """'50ms' / '1s' / '2m' / a number of seconds -> seconds."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{where}: expected a duration like '50ms' or '1s', got {value!r}")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        m = _DURATION.match(str(value))
+        if not m:
+            raise ConfigError(f"{where}: expected a duration like '50ms' or '1s', got {value!r}")
+        seconds = float(m.group(1)) * {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}[m.group(2)]
+    if seconds <= 0:
+        raise ConfigError(f"{where}: must be positive, got {value!r}")
+    return seconds
+
+
+def _mapping(value: Any, where: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+    return value
+
+
+def _keys(d: dict, allowed: set[str], where: str) -> None:
+    unknown = sorted(set(d) - allowed)
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})")
+
+
+def _str(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where}: expected a non-empty string, got {value!r}")
+    return value
+
+
+def parse_address(value: Any, where: str) -> str:
+    addr = _str(value, where)
+    host, sep, port = addr.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{where}: expected 'ip:port', got {addr!r}")
+    return addr
+
+
+def parse_targets(raw: Any, where: str) -> tuple[Target, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(f"{where}: expected a non-empty list of {{model, weight}}")
+    out = []
+    for i, t in enumerate(raw):
+        w = f"{where}[{i}]"
+        t = _mapping(t, w)
+        _keys(t, {"model", "weight"}, w)
+        weight = t.get("weight", 1)
+        if isinstance(weight, bool) or not isinstance(weight, int) or weight < 0:
+            raise ConfigError(f"{w}.weight: expected a non-negative integer, got {weight!r}")
+        out.append(Target(_str(t.get("model"), f"{w}.model"), weight))
+    if sum(t.weight for t in out) <= 0:
+        raise ConfigError(f"{where}: weights must not all be zero")
+    return tuple(out)
+
+
+def parse_model_route(name: str, raw: Any, where: str) -> ModelRoute:
+    raw = _mapping(raw, where)
+    _keys(raw, {"criticality", "priority", "targets"}, where)
+    crit = raw.get("criticality", "Standard")
+    if crit not in CRITICALITIES:
+        raise ConfigError(f"{where}.criticality: expected one of {', '.join(CRITICALITIES)}, got {crit!r}")
+    prio = raw.get("priority")
+    if prio is not None and (isinstance(prio, bool) or not isinstance(prio, int)):
+        raise ConfigError(f"{where}.priority: expected an integer, got {prio!r}")
+    targets = parse_targets(raw["targets"], f"{where}.targets") if "targets" in raw else (Target(name, 1),)
+    return ModelRoute(name=name, targets=targets, criticality=crit, priority=prio)
+
+
+def parse_scheduling(raw: Any) -> SchedulingSpec:
+    raw = _mapping(raw if raw is not None else DEFAULT_SCHEDULING, "scheduling")
+    _keys(raw, {"plugins", "profile"}, "scheduling")
+    plugins_raw = raw.get("plugins")
+    if not isinstance(plugins_raw, list) or not plugins_raw:
+        raise ConfigError("scheduling.plugins: expected a non-empty list")
+    plugins: list[PluginSpec] = []
+    names: set[str] = set()
+    for i, p in enumerate(plugins_raw):
+        w = f"scheduling.plugins[{i}]"
+        p = _mapping(p, w)
+        _keys(p, {"type", "name", "parameters"}, w)
+        ptype = _str(p.get("type"), f"{w}.type")
+        name = _str(p.get("name", ptype), f"{w}.name")
+        if name in names:
+            raise ConfigError(f"{w}.name: duplicate plugin name {name!r}")
+        names.add(name)
+        plugins.append(PluginSpec(ptype, name, dict(_mapping(p.get("parameters"), f"{w}.parameters"))))
+    prof = _mapping(raw.get("profile"), "scheduling.profile")
+    _keys(prof, {"filters", "scorers", "picker"}, "scheduling.profile")
+    filters = prof.get("filters") or []
+    if not isinstance(filters, list):
+        raise ConfigError("scheduling.profile.filters: expected a list of plugin names")
+    for i, f in enumerate(filters):
+        if f not in names:
+            raise ConfigError(f"scheduling.profile.filters[{i}]: no plugin named {f!r}")
+    scorers = []
+    for i, s in enumerate(prof.get("scorers") or []):
+        w = f"scheduling.profile.scorers[{i}]"
+        s = _mapping(s, w)
+        _keys(s, {"plugin", "weight"}, w)
+        if s.get("plugin") not in names:
+            raise ConfigError(f"{w}.plugin: no plugin named {s.get('plugin')!r}")
+        weight = s.get("weight", 1)
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+            raise ConfigError(f"{w}.weight: expected a non-negative number, got {weight!r}")
+        scorers.append((s["plugin"], float(weight)))
+    picker = prof.get("picker")
+    if picker not in names:
+        raise ConfigError(f"scheduling.profile.picker: no plugin named {picker!r}")
+    return SchedulingSpec(tuple(plugins), ProfileSpec(tuple(filters), tuple(scorers), picker))
+
+
+def parse_config(raw: Any) -> PickerConfig:
+    raw = _mapping(raw, "config")
+    _keys(
+        raw,
+        {"pool", "endpoints", "kubernetes", "models", "sessionHeader", "failureMode", "limits", "metrics", "scheduling"},
+        "config",
+    )
+    pool = _mapping(raw.get("pool"), "pool")
+    _keys(pool, {"name", "namespace"}, "pool")
+    endpoints = None
+    if raw.get("endpoints") is not None:
+        if not isinstance(raw["endpoints"], list):
+            raise ConfigError("endpoints: expected a list")
+        eps, seen = [], set()
+        for i, e in enumerate(raw["endpoints"]):
+            w = f"endpoints[{i}]"
+            e = _mapping(e, w)
+            _keys(e, {"address", "name", "models"}, w)
+            addr = parse_address(e.get("address"), f"{w}.address")
+            if addr in seen:
+                raise ConfigError(f"{w}.address: duplicate endpoint {addr}")
+            seen.add(addr)
+            models = e.get("models")
+            if models is not None:
+                if not isinstance(models, list) or not all(isinstance(m, str) and m for m in models):
+                    raise ConfigError(f"{w}.models: expected a list of model names")
+                models = tuple(models)
+            eps.append(StaticEndpoint(addr, _str(e.get("name", addr), f"{w}.name"), models))
+        endpoints = tuple(eps)
+    kube = raw.get("kubernetes")
+    if kube is not None:
+        kube = _mapping(kube, "kubernetes")
+        _keys(kube, {"poolApiVersion"}, "kubernetes")
+        ver = kube.get("poolApiVersion", POOL_API_VERSIONS[0])
+        if ver not in POOL_API_VERSIONS:
+            raise ConfigError(f"kubernetes.poolApiVersion: expected one of {', '.join(POOL_API_VERSIONS)}, got {ver!r}")
+        kube = {"poolApiVersion": ver}
+    if endpoints is None and kube is None:
+        raise ConfigError("config: set either endpoints (static discovery) or kubernetes (cluster discovery)")
+    models = {}
+    for name, route in _mapping(raw.get("models"), "models").items():
+        models[str(name)] = parse_model_route(str(name), route, f"models.{name}")
+    session = raw.get("sessionHeader")
+    if session is not None:
+        session = _str(session, "sessionHeader").lower()
+    failure = raw.get("failureMode", "FailOpen")
+    if failure not in ("FailOpen", "FailClose"):
+        raise ConfigError(f"failureMode: expected FailOpen or FailClose, got {failure!r}")
+    limits = _mapping(raw.get("limits"), "limits")
+    _keys(limits, {"maxBodyBytes"}, "limits")
+    max_body = limits.get("maxBodyBytes", 20 * 1024 * 1024)
+    if isinstance(max_body, bool) or not isinstance(max_body, int) or max_body <= 0:
+        raise ConfigError(f"limits.maxBodyBytes: expected a positive integer, got {max_body!r}")
+    met = _mapping(raw.get("metrics"), "metrics")
+    _keys(met, {"pollInterval", "staleAfter", "modelsInterval"}, "metrics")
+    return PickerConfig(
+        pool_name=_str(pool.get("name", "default-pool"), "pool.name"),
+        pool_namespace=_str(pool.get("namespace", "default"), "pool.namespace"),
+        endpoints=endpoints,
+        kubernetes=kube,
+        models=models,
+        session_header=session,
+        failure_mode=failure,
+        max_body_bytes=max_body,
+        poll_interval=parse_duration(met.get("pollInterval", "50ms"), "metrics.pollInterval"),
+        stale_after=parse_duration(met.get("staleAfter", "1s"), "metrics.staleAfter"),
+        models_interval=parse_duration(met.get("modelsInterval", "2s"), "metrics.modelsInterval"),
+        scheduling=parse_scheduling(raw.get("scheduling")),
+    )
+
+
+def load_config(path: str) -> PickerConfig:
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = yaml.safe_load(f)
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
+    return parse_config(raw)

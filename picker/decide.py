@@ -1,0 +1,58 @@
+"""One request's decision: parse the body, resolve the target model, schedule an endpoint."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .endpoints import Endpoint
+from .errors import NoCapacity
+from .pool import Generation, Pool
+from .request_body import is_completion_path, parse_body, rewrite_model
+from .routing import resolve
+from .scheduling import SchedRequest
+
+
+@dataclass
+class Decision:
+    endpoints: list[Endpoint]  # primary first, then fallbacks
+    client_model: str | None = None
+    target_model: str | None = None
+    body: bytes | None = None  # the rewritten body, when it changed
+
+    @property
+    def destination(self) -> str:
+        return ",".join(e.address for e in self.endpoints)
+
+
+def candidates(pool: Pool, subset: list[str] | None) -> list[Endpoint]:
+    ready = pool.ready()
+    if subset:  # the data plane's subset hint narrows the pool
+        allowed = set(subset)
+        ready = [e for e in ready if e.address in allowed]
+        if not ready:
+            raise NoCapacity("no ready endpoint in the subset the gateway allowed")
+    return ready
+
+
+def by_load(pool: Pool, eps: list[Endpoint]) -> Decision:
+    """Requests without a model (no body, non-completion paths): the least-loaded ready endpoint."""
+    if not eps:
+        raise NoCapacity("no ready endpoint in the pool")
+    n = 1 + pool.fallbacks
+    ranked = sorted(eps, key=lambda e: (e.metrics.waiting, e.metrics.kv_usage, pool.rng.random()))
+    return Decision(ranked[:n])
+
+
+def decide(pool: Pool, gen: Generation, headers: dict[str, str], body: bytes | None,
+           subset: list[str] | None) -> Decision:
+    eps = candidates(pool, subset)
+    path = headers.get(":path", "/")
+    if body is None or not is_completion_path(path):
+        return by_load(pool, eps)
+    cfg = gen.config
+    parsed = parse_body(body, headers.get("content-type"), cfg.max_body_bytes)
+    routed = resolve(parsed.model, headers, cfg.models, cfg.objectives, cfg.session_header,
+                     pool.endpoints.values(), pool.rng)
+    req = SchedRequest(routed.target_model, parsed.prompt, routed.sheddable)
+    chosen = gen.scheduler.schedule(req, eps)
+    new_body = rewrite_model(body, parsed, routed.target_model)
+    return Decision(chosen, parsed.model, routed.target_model, new_body if new_body is not body else None)

@@ -1,0 +1,275 @@
+"""The Envoy ext_proc servicer: the endpoint-picker protocol over a per-request gRPC stream."""
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+from envoy.config.core.v3 import base_pb2
+from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2 as pm
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
+from envoy.type.v3 import http_status_pb2
+from google.protobuf import struct_pb2
+
+from .decide import Decision, decide
+from .errors import PickerError
+from .pool import Pool
+from .response_body import SSERestorer, restore_json
+from .telemetry import Telemetry
+
+log = logging.getLogger("picker.extproc")
+
+DEST = "x-gateway-destination-endpoint"
+SERVED = "x-gateway-destination-endpoint-served"
+SUBSET_NS, SUBSET_KEY = "envoy.lb.subset_hint", "x-gateway-destination-endpoint-subset"
+LB_NS = "envoy.lb"
+TARGET_HEADER = "x-infershift-target-model"
+FULL_DUPLEX = pm.ProcessingMode.FULL_DUPLEX_STREAMED
+OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+
+
+def _header(key: str, value: str) -> base_pb2.HeaderValueOption:
+    return base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=key, raw_value=value.encode()),
+                                      append_action=OVERWRITE)
+
+
+def _headers_dict(hm) -> dict[str, str]:
+    return {h.key: (h.raw_value.decode("utf-8", "replace") if h.raw_value else h.value) for h in hm.headers}
+
+
+def _metadata_value(md, ns: str, key: str):
+    s = md.filter_metadata.get(ns)
+    if s is None or key not in s.fields:
+        return None
+    v = s.fields[key]
+    kind = v.WhichOneof("kind")
+    if kind == "string_value":
+        return v.string_value
+    if kind == "list_value":
+        return [x.string_value for x in v.list_value.values if x.WhichOneof("kind") == "string_value"]
+    return None
+
+
+def _served_from(msg) -> str | None:
+    served = _metadata_value(msg.metadata_context, LB_NS, SERVED)
+    if isinstance(served, str) and served:
+        return served
+    attrs = msg.attributes.get("envoy.filters.http.ext_proc")
+    if attrs is not None and "upstream.address" in attrs.fields:
+        return attrs.fields["upstream.address"].string_value or None
+    return None
+
+
+def _error_response(err: PickerError, request_id: str) -> pb.ProcessingResponse:
+    return pb.ProcessingResponse(immediate_response=pb.ImmediateResponse(
+        status=http_status_pb2.HttpStatus(code=err.status),
+        headers=pb.HeaderMutation(set_headers=[_header("content-type", "application/json"),
+                                               _header("x-request-id", request_id)]),
+        body=err.body(),
+        details=f"picker_{err.code}",
+    ))
+
+
+class RequestState:
+    __slots__ = ("headers", "request_id", "new_request_id", "start", "decision", "full_duplex", "chunks",
+                 "status", "ttfb", "sse", "restore", "done", "outcome", "served")
+
+    def __init__(self):
+        self.headers: dict[str, str] = {}
+        self.request_id = ""
+        self.new_request_id = False
+        self.start = 0.0
+        self.decision: Decision | None = None
+        self.full_duplex = False
+        self.chunks: list[bytes] = []
+        self.status = 0
+        self.ttfb = None
+        self.sse: SSERestorer | None = None
+        self.restore = False
+        self.done = False
+        self.outcome = "unknown"
+        self.served = None
+
+
+class ExtProc(pb_grpc.ExternalProcessorServicer):
+    def __init__(self, pool: Pool, telemetry: Telemetry, clock=time.perf_counter):
+        self.pool = pool
+        self.tm = telemetry
+        self.clock = clock
+
+    async def Process(self, request_iterator, context):
+        st = RequestState()
+        try:
+            async for msg in request_iterator:
+                kind = msg.WhichOneof("request")
+                if kind == "request_headers":
+                    out = self._on_request_headers(st, msg)
+                elif kind == "request_body":
+                    out = self._on_request_body(st, msg)
+                elif kind == "response_headers":
+                    out = self._on_response_headers(st, msg)
+                elif kind == "response_body":
+                    out = self._on_response_body(st, msg)
+                elif kind == "request_trailers":
+                    out = [pb.ProcessingResponse(request_trailers=pb.TrailersResponse())]
+                elif kind == "response_trailers":
+                    out = [pb.ProcessingResponse(response_trailers=pb.TrailersResponse())]
+                else:
+                    out = []
+                for r in out:
+                    yield r
+        finally:
+            self._finish(st)
+
+    # --- request path -------------------------------------------------------------------------
+
+    def _on_request_headers(self, st: RequestState, msg) -> list:
+        st.start = self.clock()
+        st.headers = _headers_dict(msg.request_headers.headers)
+        rid = st.headers.get("x-request-id")
+        if not rid:
+            rid, st.new_request_id = str(uuid.uuid4()), True
+        st.request_id = rid
+        st.full_duplex = msg.protocol_config.request_body_mode == FULL_DUPLEX
+        if msg.request_headers.end_of_stream:  # no body: any ready endpoint will do
+            return self._route(st, None, msg)
+        if st.full_duplex:
+            return []  # the header response waits until the whole body has been seen
+        muts = [_header("x-request-id", rid)] if st.new_request_id else []
+        return [pb.ProcessingResponse(request_headers=pb.HeadersResponse(
+            response=pb.CommonResponse(header_mutation=pb.HeaderMutation(set_headers=muts))))]
+
+    def _on_request_body(self, st: RequestState, msg) -> list:
+        st.chunks.append(msg.request_body.body)
+        if not msg.request_body.end_of_stream:
+            if st.full_duplex:
+                limit = self.pool.gen.config.max_body_bytes
+                if sum(len(c) for c in st.chunks) > limit:  # don't keep buffering an oversize body
+                    return self._route(st, b"".join(st.chunks), msg)
+            return []
+        body = st.chunks[0] if len(st.chunks) == 1 else b"".join(st.chunks)
+        st.chunks = []
+        return self._route(st, body, msg)
+
+    def _route(self, st: RequestState, body: bytes | None, msg) -> list:
+        t0 = self.clock()
+        gen = self.pool.gen  # one generation for the whole decision, even if a reload lands meanwhile
+        pool_name = gen.config.pool_name
+        subset = _metadata_value(msg.metadata_context, SUBSET_NS, SUBSET_KEY)
+        if isinstance(subset, str):
+            subset = [s for s in subset.split(",") if s]
+        try:
+            d = decide(self.pool, gen, st.headers, body, subset)
+        except PickerError as e:
+            self.tm.decided(pool_name, self.clock() - t0)
+            st.done, st.outcome = True, str(e.status)
+            self.tm.errors.labels(pool_name, str(e.status), e.code or "").inc()
+            model = "" if body is None else _model_guess(body)
+            if e.status == 429:
+                self.tm.shed.labels(pool_name, model).inc()
+            self.tm.requests.labels(pool_name, model, "", "", str(e.status)).inc()
+            log.info("request rejected", extra={"request_id": st.request_id, "status": e.status,
+                                                "code": e.code, "error": e.message})
+            return [_error_response(e, st.request_id)]
+        self.tm.decided(pool_name, self.clock() - t0)
+        st.decision = d
+        st.outcome = "routed"
+        dest = d.destination
+        muts = [_header(DEST, dest)]
+        if st.new_request_id:
+            muts.append(_header("x-request-id", st.request_id))
+        if d.body is not None:
+            muts.append(_header("content-length", str(len(d.body))))
+        md = struct_pb2.Struct()
+        md.get_or_create_struct(LB_NS)[DEST] = dest
+        self.tm.requests.labels(pool_name, d.client_model or "", d.target_model or "",
+                                d.endpoints[0].address, "routed").inc()
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("routed", extra={"request_id": st.request_id, "model": d.client_model,
+                                       "target_model": d.target_model, "endpoint": dest})
+        common = pb.CommonResponse(header_mutation=pb.HeaderMutation(set_headers=muts))
+        if body is None:
+            return [pb.ProcessingResponse(request_headers=pb.HeadersResponse(response=common), dynamic_metadata=md)]
+        new_body = d.body if d.body is not None else body
+        if st.full_duplex:
+            return [
+                pb.ProcessingResponse(request_headers=pb.HeadersResponse(response=common), dynamic_metadata=md),
+                pb.ProcessingResponse(request_body=pb.BodyResponse(response=pb.CommonResponse(
+                    body_mutation=pb.BodyMutation(streamed_response=pb.StreamedBodyResponse(
+                        body=new_body, end_of_stream=True))))),
+            ]
+        if d.body is not None:
+            common.body_mutation.body = d.body
+        return [pb.ProcessingResponse(request_body=pb.BodyResponse(response=common), dynamic_metadata=md)]
+
+    # --- response path ------------------------------------------------------------------------
+
+    def _on_response_headers(self, st: RequestState, msg) -> list:
+        now = self.clock()
+        st.ttfb = now - st.start if st.start else None
+        h = _headers_dict(msg.response_headers.headers)
+        try:
+            st.status = int(h.get(":status", "0"))
+        except ValueError:
+            st.status = 0
+        st.served = _served_from(msg)
+        d = st.decision
+        muts = []
+        resp = pb.ProcessingResponse()
+        if d is not None and d.target_model:
+            muts.append(_header(TARGET_HEADER, d.target_model))
+            ctype = h.get("content-type", "")
+            if d.target_model != d.client_model and not msg.response_headers.end_of_stream:
+                if ctype.startswith("text/event-stream"):
+                    st.sse = SSERestorer(d.target_model, d.client_model)
+                    resp.mode_override.response_body_mode = pm.ProcessingMode.STREAMED
+                elif "json" in ctype:
+                    st.restore = True
+                    resp.mode_override.response_body_mode = pm.ProcessingMode.BUFFERED
+        resp.response_headers.response.header_mutation.set_headers.extend(muts)
+        return [resp]
+
+    def _on_response_body(self, st: RequestState, msg) -> list:
+        b = msg.response_body
+        d = st.decision
+        common = pb.CommonResponse()
+        if st.sse is not None:
+            common.body_mutation.body = st.sse.feed(b.body, b.end_of_stream)
+        elif st.restore and d is not None:
+            new = restore_json(b.body, d.target_model, d.client_model)
+            if new != b.body:
+                common.body_mutation.body = new
+                common.header_mutation.set_headers.append(_header("content-length", str(len(new))))
+        if b.end_of_stream:
+            self._finish(st)
+        return [pb.ProcessingResponse(response_body=pb.BodyResponse(response=common))]
+
+    def _finish(self, st: RequestState) -> None:
+        if st.done:
+            return
+        st.done = True
+        d = st.decision
+        if d is None or not d.target_model:
+            return
+        pool_name = self.pool.gen.config.pool_name
+        t = d.target_model
+        status = str(st.status) if st.status else "none"
+        self.tm.resp_status.labels(pool_name, t, status).inc()
+        if st.ttfb is not None:
+            self.tm.ttfb.labels(pool_name, t).observe(st.ttfb)
+        if st.start:
+            self.tm.latency.labels(pool_name, t).observe(self.clock() - st.start)
+        if st.served:
+            self.tm.served.labels(pool_name, st.served, str(st.served == d.endpoints[0].address).lower()).inc()
+
+
+def _model_guess(body: bytes) -> str:
+    """Best-effort model label for a rejected request (never raises)."""
+    import json
+
+    try:
+        m = json.loads(body).get("model")
+        return m if isinstance(m, str) and len(m) < 200 else ""
+    except Exception:
+        return ""

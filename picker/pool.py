@@ -1,0 +1,59 @@
+"""The live pool: endpoints from discovery, the current config and scheduler, swapped atomically."""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Callable
+
+from .config import PickerConfig, StaticEndpoint
+from .endpoints import Endpoint
+from .scheduling import Scheduler, build_scheduler
+
+
+@dataclass(frozen=True)
+class Generation:
+    """What one request uses from start to end, even if a reload replaces it meanwhile."""
+
+    config: PickerConfig
+    scheduler: Scheduler
+
+
+class Pool:
+    def __init__(self, config: PickerConfig, clock: Callable[[], float], rng: random.Random, fallbacks: int = 0):
+        self.clock = clock
+        self.rng = rng
+        self.fallbacks = fallbacks
+        self.endpoints: dict[str, Endpoint] = {}
+        self.on_endpoints_changed: list[Callable[[], None]] = []
+        self.gen = Generation(config, build_scheduler(config.scheduling, rng, fallbacks=fallbacks))
+        if config.endpoints is not None:
+            self.set_endpoints(config.endpoints)
+
+    def apply_config(self, config: PickerConfig) -> None:
+        """Build everything first, then swap one reference: requests in flight keep the old generation."""
+        sched = build_scheduler(config.scheduling, self.rng, previous=self.gen.scheduler, fallbacks=self.fallbacks)
+        self.gen = Generation(config, sched)
+        if config.endpoints is not None:
+            self.set_endpoints(config.endpoints)
+
+    def set_endpoints(self, eps: tuple[StaticEndpoint, ...] | list[StaticEndpoint]) -> None:
+        new: dict[str, Endpoint] = {}
+        for s in eps:
+            models = frozenset(s.models) if s.models is not None else None
+            old = self.endpoints.get(s.address)
+            if old is not None:  # keep learned state (metrics, models) for endpoints that stay
+                old.name, old.static_models = s.name, models
+                new[s.address] = old
+            else:
+                new[s.address] = Endpoint(s.address, s.name, models)
+        changed = new.keys() != self.endpoints.keys()
+        self.endpoints = new
+        if changed:
+            for cb in self.on_endpoints_changed:
+                cb()
+
+    def ready(self) -> list[Endpoint]:
+        """Endpoints whose metrics are fresh: stale or unreachable servers leave the candidate set."""
+        now = self.clock()
+        stale = self.gen.config.stale_after
+        return [e for e in self.endpoints.values() if now - e.last_ok <= stale]

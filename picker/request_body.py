@@ -1,0 +1,82 @@
+"""Read what the picker needs from an OpenAI-style request body and rewrite its `model`."""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+from .errors import BadRequest, BodyTooLarge
+
+COMPLETION_PATHS = frozenset({"/v1/completions", "/v1/chat/completions", "/v1/embeddings", "/v1/responses"})
+# A top-level or nested `"model": "<string>"` pair. Inside JSON strings quotes are escaped, so an
+# unescaped match is always a real key; when there is more than one we fall back to re-encoding.
+_MODEL_PAIR = re.compile(rb'"model"\s*:\s*"((?:[^"\\]|\\.)*)"')
+
+
+@dataclass
+class ParsedBody:
+    obj: dict
+    model: str
+    prompt: str
+
+
+def is_completion_path(path: str) -> bool:
+    return path.split("?", 1)[0] in COMPLETION_PATHS
+
+
+def _text(content) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # multi-part content: keep the text parts
+        return "".join(p.get("text", "") if isinstance(p, dict) else str(p) for p in content)
+    return "" if content is None else str(content)
+
+
+def prompt_of(obj: dict) -> str:
+    if "messages" in obj and isinstance(obj["messages"], list):
+        return "".join(
+            f"{m.get('role', '')}:{_text(m.get('content'))}\n" for m in obj["messages"] if isinstance(m, dict)
+        )
+    p = obj.get("prompt", obj.get("input"))
+    if isinstance(p, list):
+        return "\n".join(x if isinstance(x, str) else json.dumps(x) for x in p)
+    return _text(p)
+
+
+def parse_body(body: bytes, content_type: str | None, max_bytes: int) -> ParsedBody:
+    if len(body) > max_bytes:
+        raise BodyTooLarge(f"Request body is {len(body)} bytes; the limit is {max_bytes} bytes.")
+    ctype = (content_type or "").split(";", 1)[0].strip().lower()
+    if ctype != "application/json" and not ctype.endswith("+json"):
+        raise BadRequest(f"Content-Type must be application/json, got {content_type or 'none'!r}.",
+                         code="unsupported_content_type")
+    try:
+        obj = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BadRequest(f"We could not parse the JSON body of your request: {e}", code="invalid_json") from None
+    if not isinstance(obj, dict):
+        raise BadRequest("The request body must be a JSON object.", code="invalid_json")
+    model = obj.get("model")
+    if model is None:
+        raise BadRequest("You must provide a model parameter.", param="model", code="missing_model")
+    if not isinstance(model, str) or not model.strip():
+        raise BadRequest("The model parameter must be a non-empty string.", param="model", code="invalid_model")
+    return ParsedBody(obj, model, prompt_of(obj))
+
+
+def rewrite_model(body: bytes, parsed: ParsedBody, new_model: str) -> bytes:
+    """The body with `model` set to new_model; splices bytes when the key is unambiguous (big prompts)."""
+    if new_model == parsed.model:
+        return body
+    matches = list(_MODEL_PAIR.finditer(body))
+    if len(matches) == 1:
+        m = matches[0]
+        try:
+            old = json.loads(b'"' + m.group(1) + b'"')
+        except ValueError:
+            old = None
+        if old == parsed.model:
+            return body[:m.start(1)] + json.dumps(new_model)[1:-1].encode() + body[m.end(1):]
+    obj = dict(parsed.obj)
+    obj["model"] = new_model
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()

@@ -1,0 +1,62 @@
+"""Model routing: turn the client's model name into the target model the pool should run."""
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass
+from typing import Iterable
+
+from .config import ModelRoute, Target
+from .endpoints import Endpoint
+from .errors import ModelNotFound
+
+REWRITE_HEADER = "x-gateway-model-name-rewrite"
+OBJECTIVE_HEADER = "x-gateway-inference-objective"
+
+
+@dataclass(frozen=True)
+class Routed:
+    client_model: str
+    target_model: str
+    sheddable: bool
+
+
+def session_point(key: str) -> float:
+    """A stable point in [0, 1) for a session key: same key, same point, in every picker replica."""
+    digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0**64
+
+
+def choose_target(targets: tuple[Target, ...], point: float) -> str:
+    """Walk cumulative weights in list order. With a fixed key point, a canary listed last keeps
+    its sessions as its weight grows (its slice [1-w, 1) only widens)."""
+    total = sum(t.weight for t in targets)
+    x = point * total
+    acc = 0.0
+    for t in targets:
+        if t.weight <= 0:
+            continue
+        acc += t.weight
+        if x < acc:
+            return t.model
+    return next(t.model for t in reversed(targets) if t.weight > 0)
+
+
+def resolve(client_model: str, headers: dict[str, str], models: dict[str, ModelRoute],
+            objectives: dict[str, int], session_header: str | None, endpoints: Iterable[Endpoint],
+            rng: random.Random) -> Routed:
+    route = models.get(client_model)
+    sheddable = route.sheddable if route else False
+    objective = headers.get(OBJECTIVE_HEADER)
+    if objective and objective in objectives:
+        sheddable = objectives[objective] < 0
+    rewrite = headers.get(REWRITE_HEADER)
+    if rewrite:
+        return Routed(client_model, rewrite, sheddable)
+    if route is not None:
+        key = headers.get(session_header) if session_header else None
+        point = session_point(f"{client_model}\x00{key}") if key else rng.random()
+        return Routed(client_model, choose_target(route.targets, point), sheddable)
+    if any(e.can_serve(client_model) for e in endpoints):
+        return Routed(client_model, client_model, False)
+    raise ModelNotFound(f"The model `{client_model}` does not exist.", param="model")

@@ -1,0 +1,45 @@
+"""Filters: drop endpoints that cannot (or should not) serve the request."""
+from __future__ import annotations
+
+from ..endpoints import Endpoint
+from ..errors import NoCapacity, Shed
+from .plugins import Filter, SchedRequest, param
+
+
+class ModelFilter(Filter):
+    """Keep endpoints that serve the target base model or have the adapter registered/loaded."""
+
+    type_name = "model-filter"
+
+    def filter(self, req: SchedRequest, eps: list[Endpoint]) -> list[Endpoint]:
+        target = req.target_model
+        out = [e for e in eps if e.can_serve(target)]
+        if not out:
+            raise NoCapacity(f"no ready endpoint serves model {target!r}", param="model")
+        return out
+
+
+def saturated(e: Endpoint, queue_threshold: float, kv_threshold: float) -> bool:
+    m = e.metrics
+    return m.waiting > queue_threshold or m.kv_usage > kv_threshold
+
+
+class SaturationFilter(Filter):
+    """Drop saturated endpoints; when all are saturated shed sheddable requests, route the rest anyway."""
+
+    type_name = "saturation-filter"
+
+    def __init__(self, name: str, parameters: dict):
+        super().__init__(name, parameters)
+        where = f"scheduling plugin {name}"
+        self.queue = param(parameters, "queueDepthThreshold", 5, (int, float), where)
+        self.kv = param(parameters, "kvCacheThreshold", 0.8, (int, float), where)
+
+    def filter(self, req: SchedRequest, eps: list[Endpoint]) -> list[Endpoint]:
+        q, kv = self.queue, self.kv
+        out = [e for e in eps if not saturated(e, q, kv)]
+        if out:
+            return out
+        if req.sheddable:
+            raise Shed("the pool is saturated; sheddable request dropped, retry later")
+        return eps

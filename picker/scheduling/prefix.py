@@ -1,0 +1,105 @@
+"""Prefix-cache affinity: hash the prompt in blocks and remember which endpoint got which prefix.
+
+The index is learned from the picker's own routing decisions (no server feedback): after a
+request is routed, its block hashes are recorded against the chosen endpoint in a per-endpoint
+LRU, so later requests sharing the prefix score the endpoint by the fraction of blocks matched.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from ..endpoints import Endpoint
+from .plugins import SchedRequest, Scorer, param
+
+
+def block_hashes(model: str, prompt: str, block_size: int, max_blocks: int) -> list[int]:
+    """Chained hashes of the prompt's whole blocks: block i's hash covers blocks 0..i and the model."""
+    h = hash(model)
+    out = []
+    n = min(len(prompt) // block_size, max_blocks)
+    for i in range(n):
+        h = hash((h, prompt[i * block_size:(i + 1) * block_size]))
+        out.append(h)
+    return out
+
+
+class PrefixIndex:
+    def __init__(self, capacity_per_server: int):
+        self.capacity = capacity_per_server
+        self.by_hash: dict[int, set[str]] = {}
+        self.lru: dict[str, OrderedDict] = {}
+
+    def add(self, address: str, hashes: list[int]) -> None:
+        lru = self.lru.get(address)
+        if lru is None:
+            lru = self.lru[address] = OrderedDict()
+        by_hash = self.by_hash
+        for h in hashes:
+            if h in lru:
+                lru.move_to_end(h)
+                continue
+            lru[h] = None
+            owners = by_hash.get(h)
+            if owners is None:
+                by_hash[h] = {address}
+            else:
+                owners.add(address)
+        while len(lru) > self.capacity:
+            old, _ = lru.popitem(last=False)
+            owners = by_hash.get(old)
+            if owners is not None:
+                owners.discard(address)
+                if not owners:
+                    del by_hash[old]
+
+    def matched(self, hashes: list[int]) -> dict[str, int]:
+        """Address -> number of leading blocks it holds."""
+        matched: dict[str, int] = {}
+        by_hash = self.by_hash
+        for i, h in enumerate(hashes):
+            owners = by_hash.get(h)
+            if not owners:
+                break
+            alive = False
+            for a in owners:
+                if matched.get(a, 0) == i:
+                    matched[a] = i + 1
+                    alive = True
+            if not alive:
+                break
+        return matched
+
+
+class PrefixCacheScorer(Scorer):
+    type_name = "prefix-cache-scorer"
+
+    def __init__(self, name: str, parameters: dict, index: PrefixIndex | None = None):
+        super().__init__(name, parameters)
+        where = f"scheduling plugin {name}"
+        self.block_size = int(param(parameters, "blockSize", 64, int, where)) or 64
+        self.max_blocks = int(param(parameters, "maxPrefixBlocksToMatch", 512, int, where))
+        capacity = int(param(parameters, "lruCapacityPerServer", 31250, int, where))
+        self.index = index if index is not None and index.capacity == capacity else PrefixIndex(capacity)
+
+    def _hashes(self, req: SchedRequest) -> list[int]:
+        key = ("prefix", self.block_size)
+        hs = req.scratch.get(key)
+        if hs is None:
+            hs = block_hashes(req.target_model, req.prompt or "", self.block_size, self.max_blocks)
+            req.scratch[key] = hs
+        return hs
+
+    def score(self, req: SchedRequest, eps: list[Endpoint]) -> list[float]:
+        hs = self._hashes(req)
+        if not hs:
+            return [0.0] * len(eps)
+        matched = self.index.matched(hs)
+        if not matched:
+            return [0.0] * len(eps)
+        total = len(hs)
+        return [matched.get(e.address, 0) / total for e in eps]
+
+    def on_picked(self, req: SchedRequest, chosen: Endpoint) -> None:
+        hs = self._hashes(req)
+        if hs:
+            self.index.add(chosen.address, hs)

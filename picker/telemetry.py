@@ -1,0 +1,60 @@
+"""Prometheus metrics: decisions, outcomes, scraped endpoint state, and per-target response evidence."""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+_LAT = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+_DECISION = (0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05)
+
+
+class Telemetry:
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = r = registry or CollectorRegistry()
+        p = "infershift_picker_"
+        self.requests = Counter(p + "requests_total", "Requests decided by the picker",
+                                ["pool", "model", "target_model", "endpoint", "outcome"], registry=r)
+        self.decision = Histogram(p + "decision_seconds", "Time to decide one request (parse, route, schedule)",
+                                  ["pool"], buckets=_DECISION, registry=r)
+        self.shed = Counter(p + "shed_total", "Requests shed (429) under saturation", ["pool", "model"], registry=r)
+        self.errors = Counter(p + "errors_total", "Requests rejected with an error status",
+                              ["pool", "status", "code"], registry=r)
+        self.served = Counter(p + "served_total", "Responses by the endpoint Envoy reports as having served them",
+                              ["pool", "endpoint", "picked"], registry=r)
+        self.ep_waiting = Gauge(p + "endpoint_queue_depth", "Scraped waiting requests", ["pool", "endpoint"], registry=r)
+        self.ep_running = Gauge(p + "endpoint_running_requests", "Scraped running requests", ["pool", "endpoint"], registry=r)
+        self.ep_kv = Gauge(p + "endpoint_kv_cache_usage", "Scraped KV-cache usage (0..1)", ["pool", "endpoint"], registry=r)
+        self.ep_loras = Gauge(p + "endpoint_active_loras", "Scraped running LoRA adapters", ["pool", "endpoint"], registry=r)
+        self.ep_scrape_err = Counter(p + "endpoint_scrape_errors_total", "Failed /metrics scrapes",
+                                     ["pool", "endpoint"], registry=r)
+        self.resp_status = Counter(p + "target_responses_total", "Responses by target model and HTTP status",
+                                   ["pool", "target_model", "status"], registry=r)
+        self.ttfb = Histogram(p + "target_ttfb_seconds", "Time from request to response headers, by target model",
+                              ["pool", "target_model"], buckets=_LAT, registry=r)
+        self.latency = Histogram(p + "target_latency_seconds", "Time from request to end of response, by target model",
+                                 ["pool", "target_model"], buckets=_LAT, registry=r)
+        self._decision_children = {}
+
+    def serve(self, host: str, port: int):
+        return start_http_server(port, addr=host, registry=self.registry)
+
+    def decided(self, pool: str, seconds: float) -> None:
+        child = self._decision_children.get(pool)
+        if child is None:
+            child = self._decision_children[pool] = self.decision.labels(pool)
+        child.observe(seconds)
+
+    def observe_endpoint(self, pool: str, ep) -> None:
+        m = ep.metrics
+        self.ep_waiting.labels(pool, ep.address).set(m.waiting)
+        self.ep_running.labels(pool, ep.address).set(m.running)
+        self.ep_kv.labels(pool, ep.address).set(m.kv_usage)
+        self.ep_loras.labels(pool, ep.address).set(len(m.running_loras))
+
+    def scrape_error(self, pool: str, ep) -> None:
+        self.ep_scrape_err.labels(pool, ep.address).inc()
+
+    def forget_endpoint(self, addr: str) -> None:
+        for g in (self.ep_waiting, self.ep_running, self.ep_kv, self.ep_loras):
+            for labels in list(g._metrics):  # prometheus_client keeps children keyed by label tuple
+                if labels[-1] == addr:
+                    g.remove(*labels)
