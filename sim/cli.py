@@ -1,0 +1,121 @@
+"""Command line: vLLM's serving flags plus the simulator's own."""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+
+from .lora import parse_lora_modules
+from .profiles import PROFILES
+
+# vLLM flags the seeds (and common deployments) pass that change nothing here.
+# name -> takes a value
+IGNORED_VLLM_FLAGS = {
+    "--enable-lora": False, "--trust-remote-code": False, "--enforce-eager": False,
+    "--chat-template": True, "--dtype": True, "--disable-log-requests": False,
+    "--disable-log-stats": False, "--enable-prefix-caching": False, "--max-lora-rank": True,
+    "--quantization": True, "--kv-cache-dtype": True, "--swap-space": True,
+    "--download-dir": True, "--uvicorn-log-level": True, "--pipeline-parallel-size": True,
+    "--enable-chunked-prefill": False, "--seed-model": True, "--tokenizer": True,
+    "--revision": True, "--load-format": True, "--disable-custom-all-reduce": False,
+    "--enable-auto-tool-choice": False, "--tool-call-parser": True, "--generation-config": True,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m sim", description=(
+        "Simulated vLLM OpenAI-compatible server(s). Unlisted vLLM flags are rejected; "
+        "harmless ones (" + ", ".join(sorted(IGNORED_VLLM_FLAGS)) + ") are accepted and ignored."))
+    ap.add_argument("positional", nargs="*", help="optional `serve MODEL`, as `vllm serve MODEL`")
+    ap.add_argument("--profile", default="a10-7b", choices=sorted(PROFILES),
+                    help="GPU + model timing profile (default a10-7b)")
+    ap.add_argument("--model", help="model path or name, as vLLM's --model")
+    ap.add_argument("--served-model-name", nargs="+", help="name(s) clients use; default --model")
+    ap.add_argument("--lora-modules", nargs="+", default=[], help="name=path or vLLM's JSON form")
+    ap.add_argument("--max-loras", type=int, default=1)
+    ap.add_argument("--max-cpu-loras", type=int)
+    ap.add_argument("--max-num-seqs", type=int)
+    ap.add_argument("--max-num-batched-tokens", type=int)
+    ap.add_argument("--num-gpu-blocks", "--num-gpu-blocks-override", dest="num_gpu_blocks", type=int)
+    ap.add_argument("--block-size", type=int)
+    ap.add_argument("--max-model-len", type=int)
+    ap.add_argument("--tensor-parallel-size", "-tp", type=int, default=1)
+    ap.add_argument("--gpu-memory-utilization", type=float)
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8000)))
+    ap.add_argument("--servers", type=int, default=1, help="N servers on consecutive ports")
+    ap.add_argument("--pod-name", help="instance i is named PREFIX-i (default: served name and port)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--time-scale", type=float, default=1.0,
+                    help="divide every modelled duration by this (10 = ten times faster)")
+    ap.add_argument("--max-waiting", type=int, default=1024, help="waiting queue bound; beyond it 429")
+    ap.add_argument("--error-rate", type=float, default=0.0, help="fault: share of requests failed")
+    ap.add_argument("--error-status", type=int, default=500)
+    ap.add_argument("--slow-start-seconds", type=float, default=0.0,
+                    help="fault: answer 503 for this long after start")
+    return ap
+
+
+def _normalise(argv: list[str]) -> tuple[list[str], list[str]]:
+    """vLLM also takes --snake_case flags; drop the ignored ones, with a note."""
+    out, notes = [], []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a.startswith("--"):
+            name, eq, val = a.partition("=")
+            name = "--" + name[2:].replace("_", "-")
+            a = name + eq + val
+            if name in IGNORED_VLLM_FLAGS:
+                takes = IGNORED_VLLM_FLAGS[name]
+                skip = 1 + (1 if takes and not eq and i + 1 < len(argv) else 0)
+                notes.append(" ".join(argv[i:i + skip]))
+                i += skip
+                continue
+        out.append(a)
+        i += 1
+    return out, notes
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    argv, notes = _normalise(argv)
+    ap = build_parser()
+    ns = ap.parse_args(argv)
+    pos = list(ns.positional)
+    if pos and pos[0] == "serve":
+        pos = pos[1:]
+    if len(pos) > 1:
+        ap.error(f"unexpected arguments: {' '.join(pos[1:])}")
+    if pos:
+        if ns.model and ns.model != pos[0]:
+            ap.error("model given both positionally and with --model")
+        ns.model = pos[0]
+    if not ns.model:
+        ap.error("--model is required")
+    ns.served_model_name = ns.served_model_name or [ns.model]
+    try:
+        ns.adapters = parse_lora_modules(ns.lora_modules)
+    except ValueError as e:
+        ap.error(str(e))
+    for flag in ("max_loras", "servers", "max_waiting"):
+        if getattr(ns, flag) < 1:
+            ap.error(f"--{flag.replace('_', '-')} must be >= 1")
+    for flag in ("max_cpu_loras", "max_num_seqs", "num_gpu_blocks", "block_size", "max_model_len",
+                 "max_num_batched_tokens"):
+        v = getattr(ns, flag)
+        if v is not None and v < 1:
+            ap.error(f"--{flag.replace('_', '-')} must be >= 1")
+    if ns.time_scale <= 0:
+        ap.error("--time-scale must be > 0")
+    if not 0 <= ns.error_rate <= 1:
+        ap.error("--error-rate must be in [0, 1]")
+    if not 0 < ns.port + ns.servers - 1 < 65536 or ns.port < 0:
+        ap.error("--port out of range")
+    ns.notes = notes
+    return ns
+
+
+def default_pod_prefix(served: str) -> str:
+    return re.sub(r"[^a-z0-9-]+", "-", served.lower()).strip("-") or "sim"

@@ -1,0 +1,68 @@
+"""Injected faults: an error rate, a slow start, and stalling (never answering)."""
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass, field
+
+from .errors import bad_request
+
+
+@dataclass
+class Faults:
+    error_rate: float = 0.0
+    error_status: int = 500
+    stall: bool = False
+    slow_start_seconds: float = 0.0
+    since: float = 0.0                      # when slow start began (loop time)
+    rng: random.Random = field(default_factory=random.Random)
+    _unstall: asyncio.Event | None = None
+
+    def view(self, now: float) -> dict:
+        return {"error_rate": self.error_rate, "error_status": self.error_status,
+                "stall": self.stall, "slow_start_seconds": self.slow_start_seconds,
+                "starting": self.starting(now)}
+
+    def starting(self, now: float) -> bool:
+        return now - self.since < self.slow_start_seconds
+
+    def should_fail(self) -> bool:
+        return self.error_rate > 0 and self.rng.random() < self.error_rate
+
+    async def wait_unstalled(self) -> None:
+        if self._unstall is None:
+            self._unstall = asyncio.Event()
+        await self._unstall.wait()
+
+    def update(self, body, now: float) -> None:
+        """Apply a POST /admin/faults body; unknown or bad fields are errors."""
+        if not isinstance(body, dict):
+            raise bad_request("faults body must be a JSON object")
+        known = {"error_rate", "error_status", "stall", "slow_start_seconds"}
+        extra = set(body) - known
+        if extra:
+            raise bad_request(f"unknown fault field(s): {', '.join(sorted(extra))}", sorted(extra)[0])
+        if "error_rate" in body:
+            v = body["error_rate"]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
+                raise bad_request("error_rate must be a number in [0, 1]", "error_rate")
+        if "error_status" in body:
+            v = body["error_status"]
+            if isinstance(v, bool) or not isinstance(v, int) or not 400 <= v <= 599:
+                raise bad_request("error_status must be an HTTP error status (400-599)", "error_status")
+        if "stall" in body and not isinstance(body["stall"], bool):
+            raise bad_request("stall must be a boolean", "stall")
+        if "slow_start_seconds" in body:
+            v = body["slow_start_seconds"]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+                raise bad_request("slow_start_seconds must be a number >= 0", "slow_start_seconds")
+        self.error_rate = float(body.get("error_rate", self.error_rate))
+        self.error_status = int(body.get("error_status", self.error_status))
+        if "slow_start_seconds" in body:
+            self.slow_start_seconds = float(body["slow_start_seconds"])
+            self.since = now
+        if "stall" in body:
+            self.stall = body["stall"]
+            if not self.stall and self._unstall is not None:
+                self._unstall.set()
+                self._unstall = None

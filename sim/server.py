@@ -1,0 +1,319 @@
+"""One simulated vLLM server: an Engine, its Driver and an aiohttp app."""
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from .driver import Driver
+from .engine import Engine, QueueFull, Request, TooLarge
+from .errors import APIError, bad_request, not_found, status_error, too_many, unavailable
+from .faults import Faults
+from .lora import Adapter
+from .metrics import Stats, render
+from .parsing import Parsed, parse
+from .profiles import Profile
+from .text import Output
+
+
+@dataclass
+class ServerConfig:
+    profile: Profile                       # already scaled (time scale, TP, memory)
+    model: str                             # --model (path or name)
+    served: list[str]                      # --served-model-name(s); first is the label
+    adapters: list[Adapter] = field(default_factory=list)
+    max_loras: int = 1
+    max_cpu_loras: int | None = None
+    max_num_seqs: int | None = None
+    num_gpu_blocks: int | None = None
+    block_size: int | None = None
+    max_model_len: int | None = None
+    max_num_batched_tokens: int | None = None
+    max_waiting: int = 1024
+    seed: int = 0
+    error_rate: float = 0.0
+    error_status: int = 500
+    slow_start_seconds: float = 0.0
+
+
+class SimServer:
+    def __init__(self, cfg: ServerConfig, name: str, *, loop: asyncio.AbstractEventLoop | None = None,
+                 rng: random.Random | None = None, wall_clock=time.time):
+        self.cfg = cfg
+        self.name = name
+        self.port: int | None = None
+        self.loop = loop or asyncio.get_running_loop()
+        self.wall = wall_clock
+        self.stats = Stats()
+        p = cfg.profile
+        self.engine = Engine(p, max_num_seqs=cfg.max_num_seqs, num_gpu_blocks=cfg.num_gpu_blocks,
+                             block_size=cfg.block_size, max_loras=cfg.max_loras,
+                             max_cpu_loras=cfg.max_cpu_loras, max_waiting=cfg.max_waiting,
+                             max_num_batched_tokens=cfg.max_num_batched_tokens, stats=self.stats)
+        self.max_model_len = min(cfg.max_model_len or p.max_model_len,
+                                 self.engine.kv.num_blocks * self.engine.block_size)
+        self.driver = Driver(self.engine, self.loop)
+        self.adapters: dict[str, Adapter] = {a.name: a for a in cfg.adapters}
+        self.faults = Faults(error_rate=cfg.error_rate, error_status=cfg.error_status,
+                             slow_start_seconds=cfg.slow_start_seconds, since=self.loop.time(),
+                             rng=rng or random.Random(cfg.seed))
+        self.app = self._make_app()
+        self.runner: web.AppRunner | None = None
+
+    # ----------------------------------------------------------- lifecycle
+    async def start(self, host: str, port: int) -> int:
+        self.runner = web.AppRunner(self.app, access_log=None, handler_cancellation=True)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, host, port, reuse_address=True)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]
+        return self.port
+
+    async def stop(self) -> None:
+        self.driver.close()
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+    # ----------------------------------------------------------- app
+    def _make_app(self) -> web.Application:
+        app = web.Application(middlewares=[self._errors_and_faults], client_max_size=64 * 1024 * 1024)
+        app.on_response_prepare.append(self._stamp)
+        r = app.router
+        r.add_post("/v1/completions", self.completions)
+        r.add_post("/v1/chat/completions", self.chat)
+        r.add_get("/v1/models", self.models)
+        r.add_get("/health", self.health)
+        r.add_get("/ping", self.health)
+        r.add_get("/version", self.version)
+        r.add_get("/metrics", self.metrics)
+        r.add_post("/v1/load_lora_adapter", self.load_lora)
+        r.add_post("/v1/unload_lora_adapter", self.unload_lora)
+        r.add_get("/admin/faults", self.get_faults)
+        r.add_post("/admin/faults", self.set_faults)
+        r.add_post("/admin/predict", self.predict)
+        return app
+
+    async def _stamp(self, request: web.Request, response: web.StreamResponse) -> None:
+        response.headers["x-inference-pod"] = self.name
+        response.headers["x-inference-port"] = str(self.port)
+
+    @web.middleware
+    async def _errors_and_faults(self, request: web.Request, handler):
+        try:
+            if not request.path.startswith("/admin/"):
+                f = self.faults
+                while f.stall:
+                    await f.wait_unstalled()
+                if f.starting(self.loop.time()):
+                    raise unavailable("server is starting (injected slow start)")
+                if request.path.startswith("/v1/") and request.method == "POST" and f.should_fail():
+                    raise status_error(f.error_status, "injected fault")
+            return await handler(request)
+        except APIError as e:
+            return web.json_response(e.body(), status=e.status)
+        except web.HTTPException as e:
+            if e.status < 400:
+                raise
+            err = status_error(e.status, e.reason or "error")
+            return web.json_response(err.body(), status=e.status)
+
+    async def _json(self, request: web.Request):
+        try:
+            return await request.json(loads=json.loads)
+        except (ValueError, UnicodeDecodeError):
+            raise bad_request("request body is not valid JSON") from None
+
+    # ----------------------------------------------------------- generation
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        return await self._generate(request, chat=False)
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        return await self._generate(request, chat=True)
+
+    def _parse(self, body, chat: bool) -> Parsed:
+        return parse(body, chat, served=self.cfg.served, adapters=self.adapters,
+                     max_model_len=self.max_model_len, block_size=self.engine.block_size,
+                     seed=self.cfg.seed)
+
+    def _request(self, pr: Parsed) -> Request:
+        return Request(rid=uuid.uuid4().hex, prompt_tokens=pr.prompt_tokens, target=pr.target,
+                       block_hashes=pr.hashes, lora=pr.lora, end_reason=pr.end_reason)
+
+    def _submit(self, r: Request) -> None:
+        try:
+            self.engine.submit(r, self.loop.time())
+        except QueueFull as e:
+            raise too_many(str(e)) from None
+        except TooLarge as e:
+            raise bad_request(str(e)) from None
+        self.driver.kick()
+
+    async def _generate(self, request: web.Request, chat: bool) -> web.StreamResponse:
+        pr = self._parse(await self._json(request), chat)
+        r = self._request(pr)
+        out = Output(self.cfg.seed, pr.model, pr.key)
+        created = int(self.wall())
+        rid = ("chatcmpl-" if chat else "cmpl-") + r.rid
+        if pr.stream:
+            return await self._stream(request, pr, r, out, chat, rid, created)
+        done = self.loop.create_future()
+        r.on_finish = lambda _r: done.done() or done.set_result(None)
+        self._submit(r)
+        try:
+            await done
+        finally:
+            if r.state in ("waiting", "running"):
+                self.engine.abort(r, self.loop.time())
+                self.driver.kick()
+        text = out.text(0, r.generated)
+        if chat:
+            choice = {"index": 0, "message": {"role": "assistant", "content": text, "tool_calls": []},
+                      "logprobs": None, "finish_reason": r.finish_reason, "stop_reason": None}
+            obj = "chat.completion"
+        else:
+            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": r.finish_reason,
+                      "stop_reason": None}
+            obj = "text_completion"
+        return web.json_response({"id": rid, "object": obj, "created": created, "model": pr.model,
+                                  "choices": [choice], "usage": _usage(r)})
+
+    async def _stream(self, request, pr: Parsed, r: Request, out: Output, chat: bool, rid: str,
+                      created: int) -> web.StreamResponse:
+        wake = asyncio.Event()
+        r.on_update = lambda _r: wake.set()
+        r.on_finish = lambda _r: wake.set()
+        self._submit(r)   # errors (429, ...) still go out as plain JSON responses
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                           "Cache-Control": "no-cache"})
+        obj = "chat.completion.chunk" if chat else "text_completion"
+        head = f'{{"id":"{rid}","object":"{obj}","created":{created},"model":{json.dumps(pr.model)},'
+
+        def chunk(text: str, finish: str | None) -> bytes:
+            if chat:
+                c = {"index": 0, "delta": {"content": text}, "logprobs": None, "finish_reason": finish}
+            else:
+                c = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
+            return f'data: {head}"choices":[{json.dumps(c)}]}}\n\n'.encode()
+
+        timer = None
+        try:
+            await resp.prepare(request)
+            if chat:
+                first = {"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
+                         "finish_reason": None}
+                await resp.write(f'data: {head}"choices":[{json.dumps(first)}]}}\n\n'.encode())
+            sent = 0
+            while True:
+                n, nxt = self.engine.progress(r, self.loop.time())
+                finished = r.state == "finished"
+                if n > sent:
+                    buf = b"".join(chunk(out.text(i, i + 1),
+                                         r.finish_reason if finished and i == r.generated - 1 else None)
+                                   for i in range(sent, n))
+                    await resp.write(buf)
+                    if finished and n == r.generated:
+                        break
+                    sent = n
+                    continue
+                if finished:
+                    await resp.write(chunk("", r.finish_reason))
+                    break
+                wake.clear()
+                if nxt is not None:
+                    timer = self.loop.call_at(nxt, wake.set)
+                await wake.wait()
+                if timer is not None:
+                    timer.cancel()
+                    timer = None
+            if pr.include_usage:
+                await resp.write(f'data: {head}"choices":[],"usage":{json.dumps(_usage(r))}}}\n\n'.encode())
+            await resp.write(b"data: [DONE]\n\n")
+            await resp.write_eof()
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if r.state in ("waiting", "running"):
+                self.engine.abort(r, self.loop.time())
+                self.driver.kick()
+        return resp
+
+    # ----------------------------------------------------------- other endpoints
+    async def models(self, request: web.Request) -> web.Response:
+        created = int(self.wall())
+        data = []
+        for name in self.cfg.served:
+            data.append({"id": name, "object": "model", "created": created, "owned_by": "vllm",
+                         "root": self.cfg.model, "parent": None, "max_model_len": self.max_model_len,
+                         "permission": []})
+        for a in self.adapters.values():
+            data.append({"id": a.name, "object": "model", "created": created, "owned_by": "vllm",
+                         "root": a.path, "parent": self.cfg.served[0], "max_model_len": None,
+                         "permission": []})
+        return web.json_response({"object": "list", "data": data})
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.Response(status=200)
+
+    async def version(self, request: web.Request) -> web.Response:
+        return web.json_response({"version": "infershift-sim", "profile": self.cfg.profile.name})
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        self.engine.advance(self.loop.time())
+        self.driver.kick()
+        text = render(self.engine, self.stats, self.cfg.served[0], self.cfg.max_loras, self.wall())
+        return web.Response(body=text.encode(),
+                            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+    async def load_lora(self, request: web.Request) -> web.Response:
+        body = await self._json(request)
+        if not isinstance(body, dict):
+            raise bad_request("request body must be a JSON object")
+        name, path = body.get("lora_name"), body.get("lora_path")
+        if not isinstance(name, str) or not name:
+            raise bad_request("lora_name is required", "lora_name")
+        if not isinstance(path, str) or not path:
+            raise bad_request("lora_path is required", "lora_path")
+        if name in self.adapters or name in self.cfg.served:
+            raise bad_request(f"The lora adapter '{name}' has already been loaded.", "lora_name")
+        self.adapters[name] = Adapter(name, path)
+        return web.Response(text=f"Success: LoRA adapter '{name}' added successfully.")
+
+    async def unload_lora(self, request: web.Request) -> web.Response:
+        body = await self._json(request)
+        if not isinstance(body, dict):
+            raise bad_request("request body must be a JSON object")
+        name = body.get("lora_name")
+        if not isinstance(name, str) or not name:
+            raise bad_request("lora_name is required", "lora_name")
+        if name not in self.adapters:
+            raise not_found(f"The lora adapter '{name}' cannot be found.", "lora_name")
+        del self.adapters[name]
+        self.engine.lora.forget(name)
+        return web.Response(text=f"Success: LoRA adapter '{name}' removed successfully.")
+
+    async def get_faults(self, request: web.Request) -> web.Response:
+        return web.json_response(self.faults.view(self.loop.time()))
+
+    async def set_faults(self, request: web.Request) -> web.Response:
+        self.faults.update(await self._json(request), self.loop.time())
+        return web.json_response(self.faults.view(self.loop.time()))
+
+    async def predict(self, request: web.Request) -> web.Response:
+        body = await self._json(request)
+        chat = isinstance(body, dict) and "messages" in body and "prompt" not in body
+        pr = self._parse(body, chat)
+        ttft, pos = self.engine.predict(self._request(pr), self.loop.time())
+        self.driver.kick()
+        return web.json_response({"ttft_seconds": ttft, "queue_position": pos,
+                                  "queue_full": ttft is None and pos >= self.engine.max_waiting})
+
+
+def _usage(r: Request) -> dict:
+    return {"prompt_tokens": r.prompt_tokens, "completion_tokens": r.generated,
+            "total_tokens": r.prompt_tokens + r.generated,
+            "prompt_tokens_details": {"cached_tokens": r.cached_tokens}}
