@@ -1,0 +1,65 @@
+"""What every router launcher provides: start in front of a pool, a base URL, stop, CPU accounting."""
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..procs import Proc
+
+
+@dataclass
+class Setup:
+    """Everything a launcher needs to know about the pool it fronts."""
+    addresses: list[str]               # ip:port of each simulated server
+    workdir: Path                      # configs and logs go here
+    base_model: str
+    # client model name -> criticality ("Critical" | "Standard" | "Sheddable"), all served by base_model
+    classes: dict[str, str] = field(default_factory=dict)
+
+
+class Router:
+    name = "router"
+    description = ""
+
+    def __init__(self) -> None:
+        self.procs: list[Proc] = []
+        self.base_url = ""
+
+    def start(self, setup: Setup) -> str:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        for p in reversed(self.procs):
+            p.stop()
+        self.procs = []
+
+    def cpu_seconds(self) -> float:
+        return sum(p.cpu_seconds() for p in self.procs)
+
+    def core_processes(self) -> dict[str, int]:
+        return {p.name: p.pid for p in self.procs}
+
+
+def wait_serving(base_url: str, model: str, timeout: float = 60.0) -> None:
+    """Ready means a real request comes back 200 through the router (workers discovered, etc.)."""
+    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "ping"}],
+                       "max_tokens": 1}).encode()
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            req = urllib.request.Request(base_url + "/v1/chat/completions", data=body,
+                                         headers={"content-type": "application/json"})
+            with urllib.request.urlopen(req, timeout=10) as r:
+                if r.status == 200:
+                    return
+        except urllib.error.HTTPError as e:
+            last = f"HTTP {e.code}: {e.read()[:200]!r}"
+        except OSError as e:
+            last = str(e)
+        time.sleep(0.2)
+    raise TimeoutError(f"{base_url} did not serve a request within {timeout}s (last: {last})")
