@@ -1,0 +1,153 @@
+"""StackSpec -> the local data plane as plain data (no Envoy types).
+
+One direction only: this module reads the typed spec and the addresses the local
+processes got; `envoy_config.py` turns the result into Envoy configuration.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from spec import StackSpec
+from spec.base import duration_seconds, quantity_bytes
+
+ENDPOINT_HEADER = "x-gateway-destination-endpoint"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    address: str  # "ip:port"
+    name: str  # pod name, as the server reports it in x-inference-pod
+    service: str
+    models: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Listener:
+    name: str
+    port: int
+    hostname: str | None = None
+
+
+@dataclass(frozen=True)
+class Pin:
+    header: str
+    value: str
+    pool: str
+
+
+@dataclass(frozen=True)
+class MirrorTo:
+    kind: str  # "Service" | "InferencePool"
+    name: str
+    percent: int
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One HTTPRoute: its matches and where it sends (weighted pools, pins, a mirror)."""
+
+    name: str
+    listeners: tuple[str, ...]
+    hostnames: tuple[str, ...]
+    paths: tuple[str, ...]
+    backends: tuple[tuple[str, int], ...]  # pool -> weight, zero weights kept
+    pins: tuple[Pin, ...] = ()
+    mirror: MirrorTo | None = None
+
+
+@dataclass(frozen=True)
+class Pool:
+    name: str
+    failure_mode: str  # "FailOpen" | "FailClose"
+    endpoints: tuple[Endpoint, ...]
+    port: int  # the pool's own (second-tier) listener
+    picker_port: int  # the picker's ext_proc gRPC port
+    max_body_bytes: int
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    endpoints: tuple[Endpoint, ...]
+
+
+@dataclass(frozen=True)
+class DataPlane:
+    listeners: tuple[Listener, ...]
+    rules: tuple[Rule, ...]
+    pools: tuple[Pool, ...]
+    services: tuple[Service, ...]
+    buffer_limit: int | None  # bytes, ClientTrafficPolicy connection.bufferLimit
+    request_timeout: float | None  # seconds, BackendTrafficPolicy requestTimeout
+
+    def pool(self, name: str) -> Pool:
+        return next(p for p in self.pools if p.name == name)
+
+
+@dataclass(frozen=True)
+class Ports:
+    """Where the local processes listen; decided by the caller (free-port probing)."""
+
+    listeners: dict[str, int]  # gateway listener name -> port
+    pools: dict[str, int]  # pool name -> its second-tier listener port
+    pickers: dict[str, int]  # pool name -> picker gRPC port
+
+
+def build(spec: StackSpec, endpoints: dict[str, list[Endpoint]], ports: Ports) -> DataPlane:
+    """The data plane of `spec`, given each service's endpoints and the chosen ports."""
+    gw = spec.gateway
+    listeners = tuple(Listener(lst.name, ports.listeners[lst.name], lst.hostname) for lst in gw.listeners)
+    all_listeners = tuple(lst.name for lst in gw.listeners)
+    rules: list[Rule] = []
+    for name, route in spec.routes.items():
+        rules.append(Rule(
+            name=name,
+            listeners=(route.listener,) if route.listener else all_listeners,
+            hostnames=tuple(route.hostnames),
+            paths=tuple(route.paths),
+            backends=tuple(route.backends.items()),
+            pins=tuple(Pin(p.header.lower(), p.value, p.backend) for p in route.pins),
+        ))
+    for name, mirror in spec.mirrors.items():
+        rules.append(Rule(
+            name=name,
+            listeners=(mirror.listener,) if mirror.listener else all_listeners,
+            hostnames=tuple(mirror.hostnames),
+            paths=tuple(mirror.paths),
+            backends=((mirror.backend, 1),),
+            mirror=MirrorTo(mirror.mirror_to.kind, mirror.mirror_to.name, mirror.percent),
+        ))
+    pools = []
+    for name, pool in spec.pools.items():
+        members = tuple(ep for svc in spec.pool_services(name) for ep in endpoints.get(svc, []))
+        body = quantity_bytes(pool.picker.max_body_size)
+        if gw.buffer_limit:
+            body = max(body, quantity_bytes(gw.buffer_limit))
+        pools.append(Pool(
+            name=name,
+            failure_mode=pool.failure_mode,
+            endpoints=members,
+            port=ports.pools[name],
+            picker_port=ports.pickers[name],
+            max_body_bytes=body,
+        ))
+    services = tuple(Service(name, tuple(endpoints.get(name, []))) for name in spec.services)
+    return DataPlane(
+        listeners=listeners,
+        rules=tuple(rules),
+        pools=tuple(pools),
+        services=services,
+        buffer_limit=quantity_bytes(gw.buffer_limit) if gw.buffer_limit else None,
+        request_timeout=duration_seconds(gw.request_timeout) if gw.request_timeout else None,
+    )
+
+
+def shape(plane: DataPlane) -> tuple:
+    """What a live edit must not change (ports, processes, failure modes, body limits);
+    everything else — weights, pins, mirrors, percent, matches — is applied live."""
+    return (
+        plane.listeners,
+        tuple((p.name, p.failure_mode, p.endpoints, p.port, p.picker_port, p.max_body_bytes) for p in plane.pools),
+        plane.services,
+        plane.buffer_limit,
+    )

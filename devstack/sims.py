@@ -1,0 +1,47 @@
+"""A stack's inference service -> the simulator command that stands in for its replicas."""
+from __future__ import annotations
+
+from spec.model import InferenceService
+
+# The simulator's profiles; a stack may name a GPU/model the simulator does not model.
+KNOWN_PROFILES = ("a10-7b", "a100-8b", "h100-8b", "l4-7b")
+
+
+def sim_profile(wanted: str) -> tuple[str, str | None]:
+    """(profile to run, note when it differs): an unknown profile maps to the known one
+    on the same GPU, else a10-7b."""
+    if wanted in KNOWN_PROFILES:
+        return wanted, None
+    gpu = wanted.split("-")[0]
+    same_gpu = [p for p in KNOWN_PROFILES if p.split("-")[0] == gpu]
+    chosen = same_gpu[0] if same_gpu else "a10-7b"
+    return chosen, f"simulator has no profile {wanted!r}; using {chosen!r}"
+
+
+def sim_argv(python: str, name: str, svc: InferenceService, *, port: int, time_scale: float,
+             seed: int, host: str = "127.0.0.1") -> list[str]:
+    profile, _ = sim_profile(svc.sim_profile)
+    argv = [
+        python, "-m", "sim", "--profile", profile, "--model", svc.model,
+        "--served-model-name", svc.served_name,
+        "--host", host, "--port", str(port), "--servers", str(svc.replicas),
+        "--pod-name", name, "--time-scale", f"{time_scale:g}", "--seed", str(seed),
+        "--tensor-parallel-size", str(svc.tensor_parallel_size),
+        "--gpu-memory-utilization", f"{svc.gpu_memory_utilization:g}",
+    ]
+    if svc.max_model_len:
+        argv += ["--max-model-len", str(svc.max_model_len)]
+    if svc.max_num_seqs:
+        argv += ["--max-num-seqs", str(svc.max_num_seqs)]
+    if svc.lora:
+        argv += ["--max-loras", str(svc.lora.max_loras)]
+        if svc.lora.max_cpu_loras:
+            argv += ["--max-cpu-loras", str(svc.lora.max_cpu_loras)]
+        if svc.lora.modules:
+            argv += ["--lora-modules", *(f"{n}={p}" for n, p in svc.lora.modules.items())]
+    return argv
+
+
+def pod_name(service: str, replica: int) -> str:
+    """The name the simulator reports in x-inference-pod (its --pod-name PREFIX-i)."""
+    return f"{service}-{replica}"
