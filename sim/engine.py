@@ -112,8 +112,11 @@ class Engine:
 
     # ------------------------------------------------------------------ API
     def submit(self, r: Request, now: float) -> int:
-        """Queue a request; returns how many waiting requests are ahead of it."""
-        self.advance(now)
+        """Queue a request; returns how many waiting requests are ahead of it.
+
+        A request arriving exactly at a step boundary joins the step that starts
+        there, so the event at `now` is left for the next advance(now)."""
+        self.advance(now - 2 * _EPS)
         if len(self.waiting) >= self.max_waiting:
             raise QueueFull(f"waiting queue is full ({self.max_waiting} requests)")
         total = blocks_for(r.prompt_tokens + r.target, self.block_size)
@@ -125,7 +128,7 @@ class Engine:
         self.waiting.append(r)
         if self.seg is None:
             self.t = now
-            self._plan(now)
+            self.seg = Segment(now, 0.0, 0, [], [])   # schedule at `now`
         elif not self.seg.prefill and len(self.running) < self.max_num_seqs:
             self._cut(now)
         return ahead
@@ -201,7 +204,6 @@ class Engine:
         k = max(0, math.ceil((now - seg.start) / seg.step - _EPS)) if seg.step > 0 else 0
         if k < seg.steps:
             seg.steps = k
-            self.advance(now)
 
     def _complete(self, seg: Segment) -> None:
         k = seg.steps
