@@ -19,7 +19,8 @@ def _addr(hostport: str) -> dict:
 
 def gateway_config(*, listen_port: int, admin_port: int, picker_port: int, pool: list[str],
                    fail_open: bool = True, full_duplex: bool = False, message_timeout: str = "5s",
-                   buffer_limit: int = 64 * 1024 * 1024, override_host: bool = False) -> dict:
+                   buffer_limit: int = 64 * 1024 * 1024, override_host: bool = False,
+                   generate_request_id: bool = True) -> dict:
     """`pool` lists the pool's endpoints (ip:port) for the FailOpen fallback cluster."""
     body_mode = "FULL_DUPLEX_STREAMED" if full_duplex else "BUFFERED"
     ext_proc = {
@@ -33,8 +34,11 @@ def gateway_config(*, listen_port: int, admin_port: int, picker_port: int, pool:
             "route_cache_action": "CLEAR",
             "processing_mode": {
                 "request_header_mode": "SEND", "response_header_mode": "SEND",
-                "request_body_mode": body_mode, "response_body_mode": "NONE",
-                "request_trailer_mode": "SEND" if full_duplex else "SKIP", "response_trailer_mode": "SKIP",
+                "request_body_mode": body_mode,
+                # full duplex: every response chunk goes through the picker (mode overrides don't apply)
+                "response_body_mode": body_mode if full_duplex else "NONE",
+                "request_trailer_mode": "SEND" if full_duplex else "SKIP",
+                "response_trailer_mode": "SEND" if full_duplex else "SKIP",
             },
             "metadata_options": {"forwarding_namespaces": {"untyped": ["envoy.lb", "envoy.lb.subset_hint"]}},
             "response_attributes": ["upstream.address"],
@@ -60,6 +64,7 @@ def gateway_config(*, listen_port: int, admin_port: int, picker_port: int, pool:
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "gw",
         "codec_type": "AUTO",
+        "generate_request_id": generate_request_id,
         "route_config": {"name": "r", "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}]},
         "http_filters": [subset_hint, ext_proc, router],
     }

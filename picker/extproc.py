@@ -73,7 +73,8 @@ def _error_response(err: PickerError, request_id: str) -> pb.ProcessingResponse:
 
 class RequestState:
     __slots__ = ("headers", "request_id", "new_request_id", "start", "decision", "full_duplex", "chunks",
-                 "status", "ttfb", "sse", "restore", "done", "outcome", "served")
+                 "status", "ttfb", "sse", "restore", "done", "outcome", "served", "resp_duplex",
+                 "held_headers", "resp_chunks")
 
     def __init__(self):
         self.headers: dict[str, str] = {}
@@ -90,6 +91,9 @@ class RequestState:
         self.done = False
         self.outcome = "unknown"
         self.served = None
+        self.resp_duplex = False
+        self.held_headers = None  # full-duplex JSON rewrite: header response sent with the final body
+        self.resp_chunks: list[bytes] = []
 
 
 class ExtProc(pb_grpc.ExternalProcessorServicer):
@@ -132,6 +136,7 @@ class ExtProc(pb_grpc.ExternalProcessorServicer):
             rid, st.new_request_id = str(uuid.uuid4()), True
         st.request_id = rid
         st.full_duplex = msg.protocol_config.request_body_mode == FULL_DUPLEX
+        st.resp_duplex = msg.protocol_config.response_body_mode == FULL_DUPLEX
         if msg.request_headers.end_of_stream:  # no body: any ready endpoint will do
             return self._route(st, None, msg)
         if st.full_duplex:
@@ -223,16 +228,23 @@ class ExtProc(pb_grpc.ExternalProcessorServicer):
             if d.target_model != d.client_model and not msg.response_headers.end_of_stream:
                 if ctype.startswith("text/event-stream"):
                     st.sse = SSERestorer(d.target_model, d.client_model)
-                    resp.mode_override.response_body_mode = pm.ProcessingMode.STREAMED
+                    if not st.resp_duplex:
+                        resp.mode_override.response_body_mode = pm.ProcessingMode.STREAMED
                 elif "json" in ctype:
                     st.restore = True
-                    resp.mode_override.response_body_mode = pm.ProcessingMode.BUFFERED
+                    if not st.resp_duplex:
+                        resp.mode_override.response_body_mode = pm.ProcessingMode.BUFFERED
         resp.response_headers.response.header_mutation.set_headers.extend(muts)
+        if st.resp_duplex and st.restore:
+            st.held_headers = resp  # content-length is known only once the whole body is in
+            return []
         return [resp]
 
     def _on_response_body(self, st: RequestState, msg) -> list:
         b = msg.response_body
         d = st.decision
+        if st.resp_duplex:
+            return self._on_response_body_duplex(st, b)
         common = pb.CommonResponse()
         if st.sse is not None:
             common.body_mutation.body = st.sse.feed(b.body, b.end_of_stream)
@@ -244,6 +256,33 @@ class ExtProc(pb_grpc.ExternalProcessorServicer):
         if b.end_of_stream:
             self._finish(st)
         return [pb.ProcessingResponse(response_body=pb.BodyResponse(response=common))]
+
+    def _on_response_body_duplex(self, st: RequestState, b) -> list:
+        """FULL_DUPLEX_STREAMED: every chunk must be answered with the bytes to send on."""
+        d = st.decision
+        out = []
+        if st.restore and d is not None:
+            st.resp_chunks.append(b.body)
+            if not b.end_of_stream:
+                return []
+            data = restore_json(b"".join(st.resp_chunks), d.target_model, d.client_model)
+            st.resp_chunks = []
+            held = st.held_headers
+            if held is not None:
+                held.response_headers.response.header_mutation.set_headers.append(
+                    _header("content-length", str(len(data))))
+                out.append(held)
+                st.held_headers = None
+        elif st.sse is not None:
+            data = st.sse.feed(b.body, b.end_of_stream)
+        else:
+            data = b.body
+        out.append(pb.ProcessingResponse(response_body=pb.BodyResponse(response=pb.CommonResponse(
+            body_mutation=pb.BodyMutation(streamed_response=pb.StreamedBodyResponse(
+                body=data, end_of_stream=b.end_of_stream))))))
+        if b.end_of_stream:
+            self._finish(st)
+        return out
 
     def _finish(self, st: RequestState) -> None:
         if st.done:

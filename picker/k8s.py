@@ -1,0 +1,212 @@
+"""Kubernetes discovery: translate cluster objects into the picker's endpoints and model routes.
+
+The translation functions are pure (objects in, plain data out) and tested on real-shaped
+objects; KubeDiscovery is a small list+watch client (in-cluster service account) feeding them.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import ssl
+from dataclasses import replace
+
+from .config import CRITICALITIES, ModelRoute, PickerConfig, StaticEndpoint, Target
+
+log = logging.getLogger("picker.k8s")
+
+V1 = "inference.networking.k8s.io/v1"
+V1ALPHA2 = "inference.networking.x-k8s.io/v1alpha2"
+LLMD = "llm-d.ai/v1alpha2"
+
+
+def pool_selector_and_ports(pool: dict) -> tuple[dict[str, str], list[int]]:
+    """InferencePool (v1 or v1alpha2) -> (label selector, target ports)."""
+    spec = pool.get("spec") or {}
+    api = pool.get("apiVersion", V1)
+    if api == V1ALPHA2:
+        sel = spec.get("selector") or {}
+        ports = [int(spec["targetPortNumber"])] if spec.get("targetPortNumber") else []
+    else:
+        sel = (spec.get("selector") or {}).get("matchLabels") or {}
+        ports = [int(p["number"]) for p in spec.get("targetPorts") or [] if p.get("number")]
+    return {str(k): str(v) for k, v in sel.items()}, ports
+
+
+def _pod_ready(pod: dict) -> bool:
+    if (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    status = pod.get("status") or {}
+    if status.get("phase") != "Running" or not status.get("podIP"):
+        return False
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+
+
+def endpoints_from_pods(pods: list[dict], selector: dict[str, str], ports: list[int]) -> list[StaticEndpoint]:
+    """Ready pods matching the selector, one endpoint per target port (data-parallel servers)."""
+    out = []
+    for pod in sorted(pods, key=lambda p: (p.get("metadata") or {}).get("name", "")):
+        meta = pod.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        if any(labels.get(k) != v for k, v in selector.items()) or not _pod_ready(pod):
+            continue
+        ip = pod["status"]["podIP"]
+        host = f"[{ip}]" if ":" in ip else ip
+        for port in ports:
+            name = meta.get("name", ip) if len(ports) == 1 else f"{meta.get('name', ip)}:{port}"
+            out.append(StaticEndpoint(f"{host}:{port}", name, None))
+    return out
+
+
+def _for_pool(obj: dict, pool_name: str) -> bool:
+    return ((obj.get("spec") or {}).get("poolRef") or {}).get("name") == pool_name
+
+
+def routes_from_inference_models(objs: list[dict], pool_name: str) -> dict[str, ModelRoute]:
+    """v1alpha2 InferenceModel: modelName, criticality, weighted targetModels."""
+    out = {}
+    for o in objs:
+        if not _for_pool(o, pool_name):
+            continue
+        spec = o["spec"]
+        name = spec.get("modelName")
+        if not name:
+            continue
+        crit = spec.get("criticality") or "Standard"
+        crit = crit if crit in CRITICALITIES else "Standard"
+        targets = tuple(Target(t["name"], int(t.get("weight", 1))) for t in spec.get("targetModels") or [] if t.get("name"))
+        if not targets or sum(t.weight for t in targets) <= 0:
+            targets = (Target(name, 1),)
+        out[name] = ModelRoute(name, targets, criticality=crit)
+    return out
+
+
+def routes_from_rewrites(objs: list[dict], pool_name: str) -> dict[str, ModelRoute]:
+    """llm-d InferenceModelRewrite: rules of exact model matches -> weighted modelRewrite targets."""
+    out = {}
+    for o in sorted(objs, key=lambda x: (x.get("metadata") or {}).get("name", "")):
+        if not _for_pool(o, pool_name):
+            continue
+        for rule in (o.get("spec") or {}).get("rules") or []:
+            targets = tuple(Target(t["modelRewrite"], int(t.get("weight", 1)))
+                            for t in rule.get("targets") or [] if t.get("modelRewrite"))
+            if not targets or sum(t.weight for t in targets) <= 0:
+                continue
+            for m in rule.get("matches") or []:
+                value = (m.get("model") or {}).get("value")
+                if value and value not in out:  # first rule wins, as in the upstream matcher
+                    out[value] = ModelRoute(value, targets)
+    return out
+
+
+def objectives_from(objs: list[dict], pool_name: str) -> dict[str, int]:
+    """llm-d InferenceObjective name -> priority (negative: sheddable); chosen per request by header."""
+    return {o["metadata"]["name"]: int((o.get("spec") or {}).get("priority") or 0)
+            for o in objs if _for_pool(o, pool_name) and (o.get("metadata") or {}).get("name")}
+
+
+def merge_routing(cfg: PickerConfig, models: list[dict], rewrites: list[dict], objectives: list[dict]) -> PickerConfig:
+    """Config-file routes first, cluster objects on top (they are the live source of truth)."""
+    routes = dict(cfg.models)
+    routes.update(routes_from_inference_models(models, cfg.pool_name))
+    routes.update(routes_from_rewrites(rewrites, cfg.pool_name))
+    objs = dict(cfg.objectives)
+    objs.update(objectives_from(objectives, cfg.pool_name))
+    return replace(cfg, models=routes, objectives=objs)
+
+
+def apply_watch_event(store: dict[str, dict], event: dict) -> None:
+    """Keep a name -> object store current from one watch event."""
+    obj = event.get("object") or {}
+    name = (obj.get("metadata") or {}).get("name")
+    if not name:
+        return
+    if event.get("type") == "DELETED":
+        store.pop(name, None)
+    elif event.get("type") in ("ADDED", "MODIFIED"):
+        store[name] = obj
+
+
+SA = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+
+class KubeDiscovery:
+    """List+watch the pool, its pods and the routing objects with the pod's service account."""
+
+    def __init__(self, pool, cfg: PickerConfig):
+        self.pool = pool
+        self.base_cfg = cfg
+        self.ns = cfg.pool_namespace
+        self.stores: dict[str, dict[str, dict]] = {k: {} for k in ("pool", "pods", "models", "rewrites", "objectives")}
+
+    def merge(self, cfg: PickerConfig) -> PickerConfig:
+        self.base_cfg = cfg
+        s = self.stores
+        return merge_routing(cfg, list(s["models"].values()), list(s["rewrites"].values()),
+                             list(s["objectives"].values()))
+
+    def _recompute(self) -> None:
+        pool_obj = self.stores["pool"].get(self.base_cfg.pool_name)
+        if pool_obj is not None:
+            sel, ports = pool_selector_and_ports(pool_obj)
+            self.pool.set_endpoints(endpoints_from_pods(list(self.stores["pods"].values()), sel, ports))
+        self.pool.apply_config(self.merge(self.base_cfg))
+
+    async def run(self) -> None:
+        import aiohttp
+
+        host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+        if not host:
+            log.error("kubernetes discovery configured but KUBERNETES_SERVICE_HOST is not set; no endpoints")
+            return
+        with open(f"{SA}/token") as f:
+            token = f.read().strip()
+        ctx = ssl.create_default_context(cafile=f"{SA}/ca.crt")
+        h = f"[{host}]" if ":" in host else host
+        base = f"https://{h}:{port}"
+        group, version = self.base_cfg.kubernetes["poolApiVersion"].split("/")
+        ns = self.ns
+        paths = {
+            "pool": f"/apis/{group}/{version}/namespaces/{ns}/inferencepools",
+            "pods": f"/api/v1/namespaces/{ns}/pods",
+            "models": f"/apis/inference.networking.x-k8s.io/v1alpha2/namespaces/{ns}/inferencemodels",
+            "rewrites": f"/apis/llm-d.ai/v1alpha2/namespaces/{ns}/inferencemodelrewrites",
+            "objectives": f"/apis/llm-d.ai/v1alpha2/namespaces/{ns}/inferenceobjectives",
+        }
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"},
+                                         connector=aiohttp.TCPConnector(ssl=ctx)) as session:
+            await asyncio.gather(*(self._watch(session, base + p, k) for k, p in paths.items()))
+
+    async def _watch(self, session, url: str, kind: str) -> None:
+        import aiohttp
+
+        store = self.stores[kind]
+        while True:
+            try:
+                async with session.get(url) as r:
+                    if r.status == 404:  # CRD not installed: nothing of this kind to follow
+                        log.info("resource not served; not watching", extra={"kind": kind})
+                        return
+                    r.raise_for_status()
+                    doc = await r.json()
+                store.clear()
+                for o in doc.get("items") or []:
+                    store[o["metadata"]["name"]] = o
+                self._recompute()
+                rv = doc["metadata"].get("resourceVersion", "")
+                watch_url = f"{url}?watch=1&allowWatchBookmarks=true&resourceVersion={rv}"
+                async with session.get(watch_url, timeout=aiohttp.ClientTimeout(total=None, sock_read=600)) as r:
+                    r.raise_for_status()
+                    async for line in r.content:
+                        ev = json.loads(line)
+                        if ev.get("type") == "ERROR":  # e.g. 410 Gone: relist
+                            break
+                        if ev.get("type") != "BOOKMARK":
+                            apply_watch_event(store, ev)
+                            self._recompute()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # API server hiccup: back off and relist
+                log.warning("watch failed; relisting", extra={"kind": kind, "error": str(e)})
+                await asyncio.sleep(2)
