@@ -39,8 +39,15 @@ def problems(spec: StackSpec) -> list[Problem]:
 
 
 def warnings(spec: StackSpec) -> list[Problem]:
-    """Legal but likely surprising: a model one route backend serves and another does not."""
+    """Legal but likely surprising: a model one route backend serves and another does not;
+    GKE pickers open to any address because the proxy-only subnet is not given."""
     out: list[Problem] = []
+    if spec.platform.kind == "gke" and not spec.gateway.proxy_subnets:
+        out.append(Problem(
+            "gateway.proxySubnets",
+            "not set: the endpoint pickers' NetworkPolicy admits port 9002 from any address; "
+            "set the region's proxy-only subnet CIDR",
+        ))
     for rname, route in spec.routes.items():
         live = [p for p, w in route.backends.items() if w > 0 and p in spec.pools]
         if len(live) < 2:

@@ -195,6 +195,8 @@ class InferenceService(Spec):
     """Run the project's simulator image instead of vLLM (clusters without GPUs)."""
     sim_profile: str = "a10-7b"
     """Simulator engine profile when simulated (and in the local stack)."""
+    sim_image: str = "ghcr.io/infershift/sim:0.1.0"
+    """Simulator image when simulated on a cluster."""
     endpoints: list[str] | None = None
     """Local stack only: URLs of real OpenAI-compatible servers to use instead of simulators."""
 
@@ -362,6 +364,21 @@ class Gateway(Spec):
     """Envoy Gateway BackendTrafficPolicy timeout.http.requestTimeout, e.g. `24h`."""
     service_type: Literal["LoadBalancer", "ClusterIP", "NodePort"] | None = None
     """Envoy Gateway's proxy Service type (an EnvoyProxy resource); default LoadBalancer."""
+    proxy_subnets: list[str] = []
+    """GKE: CIDRs the managed proxies call the endpoint pickers from (the region's proxy-only
+    subnet); the pickers' NetworkPolicy admits only these to port 9002."""
+
+    @field_validator("proxy_subnets")
+    @classmethod
+    def _cidrs(cls, v: list[str]) -> list[str]:
+        import ipaddress
+
+        for cidr in v:
+            try:
+                ipaddress.ip_network(cidr)
+            except ValueError:
+                raise ValueError(f"{cidr!r} is not a CIDR like '10.129.0.0/23'") from None
+        return v
 
     @field_validator("name")
     @classmethod

@@ -1,0 +1,101 @@
+"""Gateway: the GatewayClass (Envoy Gateway) or a built-in GKE class, the Gateway and its listeners,
+and on Envoy Gateway the traffic policies the guides use (buffer limit, request timeout)."""
+from __future__ import annotations
+
+from typing import Literal, NotRequired, Optional, TypedDict
+
+import pulumi
+
+from .api import ENVOY_GATEWAY_API, ENVOY_GATEWAY_CONTROLLER, GATEWAY_API, GATEWAY_GROUP
+from .objects import child_opts, declare
+
+
+class ListenerArgs(TypedDict):
+    name: str
+    port: int
+    protocol: NotRequired[str]
+    hostname: NotRequired[Optional[str]]
+
+
+class GatewayArgs(TypedDict):
+    class_name: str
+    """GatewayClass: Envoy Gateway's (created here) or GKE's `gke-l7-regional-external-managed` / `gke-l7-rilb`."""
+    listeners: list[ListenerArgs]
+    namespace: NotRequired[str]
+    create_class: NotRequired[bool]
+    """Create the GatewayClass with Envoy Gateway's controller (ACK, kubeconfig clusters)."""
+    envoy_gateway: NotRequired[bool]
+    """The gateway is Envoy Gateway: policies and EnvoyProxy apply."""
+    buffer_limit: NotRequired[Optional[str]]
+    """ClientTrafficPolicy connection.bufferLimit, e.g. `20Mi` (large prompts)."""
+    request_timeout: NotRequired[Optional[str]]
+    """BackendTrafficPolicy timeout.http.requestTimeout, e.g. `24h` (long generations)."""
+    service_type: NotRequired[Optional[Literal["LoadBalancer", "ClusterIP", "NodePort"]]]
+    """Envoy proxy Service type, through an EnvoyProxy resource; default LoadBalancer."""
+
+
+def envoy_proxy_peers(gateway: str, namespace: str) -> list[dict]:
+    """NetworkPolicy peers matching Envoy Gateway's proxy pods for this Gateway (any namespace)."""
+    return [{"namespaceSelector": {}, "podSelector": {"matchLabels": {
+        "gateway.envoyproxy.io/owning-gateway-name": gateway,
+        "gateway.envoyproxy.io/owning-gateway-namespace": namespace,
+    }}}]
+
+
+def manifests(name: str, a: GatewayArgs) -> list[dict]:
+    ns = a.get("namespace", "default")
+    envoy = a.get("envoy_gateway", True)
+    target = [{"group": GATEWAY_GROUP, "kind": "Gateway", "name": name}]
+    out = []
+    if a.get("create_class"):
+        out.append({"apiVersion": GATEWAY_API, "kind": "GatewayClass", "metadata": {"name": a["class_name"]},
+                    "spec": {"controllerName": ENVOY_GATEWAY_CONTROLLER}})
+    listeners = []
+    for listener in a["listeners"]:
+        entry = {"name": listener["name"], "port": listener["port"], "protocol": listener.get("protocol", "HTTP"),
+                 "allowedRoutes": {"namespaces": {"from": "Same"}}}
+        if listener.get("hostname"):
+            entry["hostname"] = listener["hostname"]
+        listeners.append(entry)
+    spec: dict = {"gatewayClassName": a["class_name"], "listeners": listeners}
+    if envoy and a.get("service_type"):
+        proxy = "custom-proxy-config"
+        spec["infrastructure"] = {"parametersRef": {"group": "gateway.envoyproxy.io", "kind": "EnvoyProxy",
+                                                    "name": proxy}}
+        out.append({"apiVersion": ENVOY_GATEWAY_API, "kind": "EnvoyProxy",
+                    "metadata": {"name": proxy, "namespace": ns},
+                    "spec": {"provider": {"type": "Kubernetes", "kubernetes": {
+                        "envoyService": {"type": a["service_type"]}}}}})
+    out.append({"apiVersion": GATEWAY_API, "kind": "Gateway", "metadata": {"name": name, "namespace": ns},
+                "spec": spec})
+    if envoy and a.get("buffer_limit"):
+        out.append({"apiVersion": ENVOY_GATEWAY_API, "kind": "ClientTrafficPolicy",
+                    "metadata": {"name": "client-buffer-limit", "namespace": ns},
+                    "spec": {"targetRefs": target, "connection": {"bufferLimit": a["buffer_limit"]}}})
+    if envoy and a.get("request_timeout"):
+        out.append({"apiVersion": ENVOY_GATEWAY_API, "kind": "BackendTrafficPolicy",
+                    "metadata": {"name": "backend-timeout", "namespace": ns},
+                    "spec": {"targetRefs": target, "timeout": {"http": {"requestTimeout": a["request_timeout"]}}}})
+    return out
+
+
+_ROLES = {"GatewayClass": "class", "Gateway": "gateway", "EnvoyProxy": "envoyproxy",
+          "ClientTrafficPolicy": "client-policy", "BackendTrafficPolicy": "backend-policy"}
+
+
+class Gateway(pulumi.ComponentResource):
+    """`gateway_name` is what routes attach to; `proxy_peers` select its proxies (Envoy Gateway)."""
+
+    gateway_name: str
+    proxy_peers: list[dict]
+
+    def __init__(self, name: str, args: GatewayArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("infershift:index:Gateway", name, None, opts)
+        ns = args.get("namespace", "default")
+        self.gateway_name = name
+        self.proxy_peers = envoy_proxy_peers(name, ns) if args.get("envoy_gateway", True) else []
+        self.objects = {}
+        for m in manifests(name, args):
+            role = _ROLES[m["kind"]]
+            self.objects[role] = declare(f"{name}-{role}", m, child_opts(self))
+        self.register_outputs({"gateway_name": name})

@@ -1,0 +1,111 @@
+"""InferencePool: the pool object, its endpoint picker, its model routing and (GKE) backend policies."""
+from __future__ import annotations
+
+from typing import Literal, NotRequired, Optional, TypedDict
+
+import pulumi
+
+from . import model_routing
+from .api import GKE_NETWORKING_API, pool_api_version, pool_ref
+from .endpoint_picker import GRPC_PORT, EndpointPicker, EndpointPickerArgs, picker_name
+from .model_routing import ModelRoutingArgs
+from .objects import child_opts, declare
+
+
+class InferencePoolArgs(TypedDict):
+    selector: dict[str, str]
+    """Pod labels of the model servers the pool spans."""
+    api_version: NotRequired[Literal["v1", "v1alpha2"]]
+    """`v1` (inference.networking.k8s.io) or `v1alpha2` (inference.networking.x-k8s.io, ACK's add-on)."""
+    namespace: NotRequired[str]
+    target_ports: NotRequired[list[int]]
+    failure_mode: NotRequired[Literal["FailOpen", "FailClose"]]
+    models: NotRequired[dict[str, ModelRoutingArgs]]
+    """Client model name -> routing (weighted targets, criticality or priority)."""
+    picker_image: NotRequired[str]
+    picker_replicas: NotRequired[int]
+    picker_cpu: NotRequired[str]
+    picker_memory: NotRequired[str]
+    picker_config: NotRequired[dict]
+    """The picker's config file; default: pool, failure mode and the pool API version only."""
+    gateway_peers: NotRequired[list[dict]]
+    """NetworkPolicy peers that may call the picker (the gateway's proxies)."""
+    gke_policies: NotRequired[bool]
+    """Also render GKE's HealthCheckPolicy and GCPBackendPolicy for the pool."""
+    health_check_path: NotRequired[str]
+    backend_timeout_sec: NotRequired[int]
+
+
+def pool_manifest(name: str, a: InferencePoolArgs) -> dict:
+    version = a.get("api_version", "v1")
+    ports = a.get("target_ports") or [8000]
+    failure_mode = a.get("failure_mode", "FailClose")
+    meta = {"name": name, "namespace": a.get("namespace", "default")}
+    if version == "v1alpha2":
+        spec = {"selector": dict(a["selector"]), "targetPortNumber": ports[0],
+                "extensionRef": {"group": "", "kind": "Service", "name": picker_name(name),
+                                 "portNumber": GRPC_PORT, "failureMode": failure_mode}}
+    else:
+        spec = {"selector": {"matchLabels": dict(a["selector"])}, "targetPorts": [{"number": p} for p in ports],
+                "endpointPickerRef": {"group": "", "kind": "Service", "name": picker_name(name),
+                                      "port": {"number": GRPC_PORT}, "failureMode": failure_mode}}
+    return {"apiVersion": pool_api_version(version), "kind": "InferencePool", "metadata": meta, "spec": spec}
+
+
+def gke_policy_manifests(name: str, a: InferencePoolArgs) -> list[dict]:
+    """GKE's load balancer health check and backend settings for the pool (networking.gke.io/v1)."""
+    ns = a.get("namespace", "default")
+    target = pool_ref(a.get("api_version", "v1"), name)
+    port = (a.get("target_ports") or [8000])[0]
+    return [
+        {"apiVersion": GKE_NETWORKING_API, "kind": "HealthCheckPolicy",
+         "metadata": {"name": f"{name}-health", "namespace": ns},
+         "spec": {"targetRef": target, "default": {"config": {
+             "type": "HTTP", "httpHealthCheck": {"requestPath": a.get("health_check_path", "/health"),
+                                                 "port": port}}}}},
+        {"apiVersion": GKE_NETWORKING_API, "kind": "GCPBackendPolicy",
+         "metadata": {"name": f"{name}-backend", "namespace": ns},
+         "spec": {"targetRef": target, "default": {"timeoutSec": a.get("backend_timeout_sec", 300),
+                                                   "logging": {"enabled": True}}}},
+    ]
+
+
+def default_picker_config(name: str, a: InferencePoolArgs) -> dict:
+    return {"pool": {"name": name, "namespace": a.get("namespace", "default")},
+            "failureMode": a.get("failure_mode", "FailClose"),
+            "kubernetes": {"poolApiVersion": pool_api_version(a.get("api_version", "v1"))}}
+
+
+class InferencePool(pulumi.ComponentResource):
+    """`pool_name`, `api_version` and `group` are what an HTTPRoute backendRef needs."""
+
+    pool_name: str
+    api_version: str
+    group: str
+
+    def __init__(self, name: str, args: InferencePoolArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("infershift:index:InferencePool", name, None, opts)
+        version = args.get("api_version", "v1")
+        ns = args.get("namespace", "default")
+        self.pool_name = name
+        self.api_version = version
+        self.group = pool_ref(version, name)["group"]
+        picker_args: EndpointPickerArgs = {
+            "pool_name": name, "pool_api_version": version, "namespace": ns,
+            "config": args.get("picker_config") or default_picker_config(name, args),
+            "gateway_peers": args.get("gateway_peers", []),
+        }
+        for key, arg in (("picker_image", "image"), ("picker_replicas", "replicas"), ("picker_cpu", "cpu"),
+                         ("picker_memory", "memory")):
+            if args.get(key) is not None:
+                picker_args[arg] = args[key]
+        self.picker = EndpointPicker(f"{name}-picker", picker_args, pulumi.ResourceOptions(parent=self))
+        self.pool = declare(f"{name}-pool", pool_manifest(name, args), child_opts(self))
+        self.routing = {}
+        for m in model_routing.manifests(name, version, ns, args.get("models") or {}):
+            role = f"{m['kind'].lower()}-{m['metadata']['name'].removeprefix(name + '-')}"
+            self.routing[role] = declare(f"{name}-{role}", m, child_opts(self, [self.pool]))
+        if args.get("gke_policies"):
+            for m in gke_policy_manifests(name, args):
+                declare(f"{name}-{m['kind'].lower()}", m, child_opts(self, [self.pool]))
+        self.register_outputs({"pool_name": name, "api_version": version})

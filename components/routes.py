@@ -1,0 +1,130 @@
+"""CanaryRoute (weighted InferencePool backends, optional header pins) and MirrorRoute
+(a primary InferencePool plus a RequestMirror copy), both Gateway API HTTPRoutes."""
+from __future__ import annotations
+
+from typing import Literal, NotRequired, Optional, TypedDict
+
+import pulumi
+
+from .api import GATEWAY_API, GATEWAY_GROUP, POOL_GROUPS
+from .objects import child_opts, declare
+
+
+class PinArgs(TypedDict):
+    header: str
+    value: str
+    backend: str
+    """The pool that requests carrying `header: value` always go to."""
+
+
+class RouteMatchArgs(TypedDict):
+    gateway: str
+    namespace: NotRequired[str]
+    listener: NotRequired[Optional[str]]
+    """Gateway listener (sectionName); every listener when omitted."""
+    hostnames: NotRequired[list[str]]
+    paths: NotRequired[list[str]]
+    """PathPrefix matches, e.g. `/v1/completions`, `/v1/chat/completions`. Default `/`."""
+
+
+class CanaryRouteArgs(RouteMatchArgs):
+    backends: dict[str, int]
+    """InferencePool name -> weight (90/10 -> 50/50 -> 100)."""
+    pool_api_version: NotRequired[Literal["v1", "v1alpha2"]]
+    """API version of the pools (one for all backends); default v1."""
+    pool_versions: NotRequired[dict[str, str]]
+    """Per-pool API version, when pools differ."""
+    pins: NotRequired[list[PinArgs]]
+
+
+class MirrorTargetArgs(TypedDict):
+    name: str
+    kind: NotRequired[Literal["Service", "InferencePool"]]
+    port: NotRequired[Optional[int]]
+    """Service port (required for a Service)."""
+
+
+class MirrorRouteArgs(RouteMatchArgs):
+    backend: str
+    """The primary InferencePool; clients see only its answers."""
+    mirror_to: MirrorTargetArgs
+    percent: NotRequired[int]
+    pool_api_version: NotRequired[Literal["v1", "v1alpha2"]]
+    mirror_pool_api_version: NotRequired[Literal["v1", "v1alpha2"]]
+
+
+def _pool_backend(name: str, version: str, weight: int) -> dict:
+    return {"group": POOL_GROUPS[version], "kind": "InferencePool", "name": name, "weight": weight}
+
+
+def _matches(a: RouteMatchArgs, headers: Optional[list[dict]] = None) -> list[dict]:
+    out = []
+    for path in a.get("paths") or ["/"]:
+        match: dict = {"path": {"type": "PathPrefix", "value": path}}
+        if headers:
+            match["headers"] = headers
+        out.append(match)
+    return out
+
+
+def _route(name: str, a: RouteMatchArgs, rules: list[dict]) -> dict:
+    parent = {"group": GATEWAY_GROUP, "kind": "Gateway", "name": a["gateway"]}
+    if a.get("listener"):
+        parent["sectionName"] = a["listener"]
+    spec: dict = {"parentRefs": [parent]}
+    if a.get("hostnames"):
+        spec["hostnames"] = list(a["hostnames"])
+    spec["rules"] = rules
+    return {"apiVersion": GATEWAY_API, "kind": "HTTPRoute",
+            "metadata": {"name": name, "namespace": a.get("namespace", "default")}, "spec": spec}
+
+
+def canary_manifest(name: str, a: CanaryRouteArgs) -> dict:
+    versions = a.get("pool_versions") or {}
+    default = a.get("pool_api_version", "v1")
+
+    def backend(pool: str, weight: int) -> dict:
+        return _pool_backend(pool, versions.get(pool, default), weight)
+
+    # Pinned requests match a header as well, which Gateway API ranks above path-only matches.
+    rules = [{"matches": _matches(a, [{"type": "Exact", "name": pin["header"], "value": pin["value"]}]),
+              "backendRefs": [backend(pin["backend"], 1)]} for pin in a.get("pins") or []]
+    rules.append({"matches": _matches(a),
+                  "backendRefs": [backend(pool, weight) for pool, weight in a["backends"].items()]})
+    return _route(name, a, rules)
+
+
+def mirror_manifest(name: str, a: MirrorRouteArgs) -> dict:
+    target = a["mirror_to"]
+    if target.get("kind", "Service") == "Service":
+        mirror_ref = {"group": "", "kind": "Service", "name": target["name"], "port": target.get("port") or 8000}
+    else:
+        version = a.get("mirror_pool_api_version", a.get("pool_api_version", "v1"))
+        mirror_ref = {"group": POOL_GROUPS[version], "kind": "InferencePool", "name": target["name"]}
+    rule = {
+        "matches": _matches(a),
+        "backendRefs": [_pool_backend(a["backend"], a.get("pool_api_version", "v1"), 1)],
+        "filters": [{"type": "RequestMirror",
+                     "requestMirror": {"backendRef": mirror_ref, "percent": a.get("percent", 100)}}],
+    }
+    return _route(name, a, [rule])
+
+
+class CanaryRoute(pulumi.ComponentResource):
+    route_name: str
+
+    def __init__(self, name: str, args: CanaryRouteArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("infershift:index:CanaryRoute", name, None, opts)
+        self.route_name = name
+        self.route = declare(f"{name}-httproute", canary_manifest(name, args), child_opts(self))
+        self.register_outputs({"route_name": name})
+
+
+class MirrorRoute(pulumi.ComponentResource):
+    route_name: str
+
+    def __init__(self, name: str, args: MirrorRouteArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("infershift:index:MirrorRoute", name, None, opts)
+        self.route_name = name
+        self.route = declare(f"{name}-httproute", mirror_manifest(name, args), child_opts(self))
+        self.register_outputs({"route_name": name})
