@@ -58,5 +58,5 @@ def resolve(client_model: str, headers: dict[str, str], models: dict[str, ModelR
         point = session_point(f"{client_model}\x00{key}") if key else rng.random()
         return Routed(client_model, choose_target(route.targets, point), sheddable)
     if any(e.can_serve(client_model) for e in endpoints):
-        return Routed(client_model, client_model, False)
+        return Routed(client_model, client_model, sheddable)
     raise ModelNotFound(f"The model `{client_model}` does not exist.", param="model")

@@ -1,0 +1,116 @@
+"""The config file: the documented example parses; every mistake names its field."""
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+import yaml
+
+from picker.config import load_config, parse_config, parse_duration
+from picker.errors import ConfigError
+from picker.scheduling import build_scheduler
+
+EXAMPLE = textwrap.dedent("""
+    pool: {name: mymodel-pool-v1, namespace: default}
+    endpoints:
+      - {address: "127.0.0.1:8001", name: qwen-0, models: [mymodel, travel-helper-v1]}
+    kubernetes:
+      poolApiVersion: inference.networking.k8s.io/v1
+    models:
+      travelhelper:
+        criticality: Critical
+        targets: [{model: travel-helper-v1, weight: 90}, {model: travel-helper-v2, weight: 10}]
+    sessionHeader: x-session-id
+    failureMode: FailOpen
+    limits: {maxBodyBytes: 20971520}
+    metrics: {pollInterval: 50ms, staleAfter: 1s, modelsInterval: 2s}
+    scheduling:
+      plugins:
+        - {type: model-filter}
+        - {type: saturation-filter, parameters: {queueDepthThreshold: 5, kvCacheThreshold: 0.8}}
+        - {type: queue-scorer}
+        - {type: kv-cache-scorer}
+        - {type: lora-affinity-scorer}
+        - {type: prefix-cache-scorer, parameters: {blockSize: 64, lruCapacityPerServer: 31250}}
+        - {type: max-score-picker}
+      profile:
+        filters: [model-filter, saturation-filter]
+        scorers: [{plugin: queue-scorer, weight: 2}, {plugin: kv-cache-scorer, weight: 2}, {plugin: lora-affinity-scorer, weight: 1}, {plugin: prefix-cache-scorer, weight: 3}]
+        picker: max-score-picker
+""")
+
+
+def test_documented_example_parses(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text(EXAMPLE)
+    cfg = load_config(str(p))
+    assert cfg.pool_name == "mymodel-pool-v1"
+    assert cfg.endpoints[0].address == "127.0.0.1:8001" and cfg.endpoints[0].models == ("mymodel", "travel-helper-v1")
+    route = cfg.models["travelhelper"]
+    assert route.criticality == "Critical" and not route.sheddable
+    assert [(t.model, t.weight) for t in route.targets] == [("travel-helper-v1", 90), ("travel-helper-v2", 10)]
+    assert cfg.session_header == "x-session-id"
+    assert (cfg.poll_interval, cfg.stale_after, cfg.models_interval) == (0.05, 1.0, 2.0)
+    sched = build_scheduler(cfg.scheduling, __import__("random").Random(1))
+    assert [f.name for f in sched.filters] == ["model-filter", "saturation-filter"]
+    assert [(s.name, w) for s, w in sched.scorers] == [("queue-scorer", 2), ("kv-cache-scorer", 2),
+                                                       ("lora-affinity-scorer", 1), ("prefix-cache-scorer", 3)]
+
+
+def test_defaults_when_omitted():
+    cfg = parse_config({"endpoints": [{"address": "10.0.0.1:8000"}]})
+    assert cfg.pool_name == "default-pool" and cfg.max_body_bytes == 20 * 1024 * 1024
+    assert cfg.scheduling.profile.picker == "max-score-picker"
+    assert cfg.endpoints[0].models is None
+
+
+@pytest.mark.parametrize("mutate, field", [
+    (lambda c: c.update(endpoints=[{"address": "nohost"}]), "endpoints[0].address"),
+    (lambda c: c.update(endpoints=[{"address": "1.2.3.4:80", "modles": []}]), "endpoints[0]: unknown field(s) modles"),
+    (lambda c: c["models"]["travelhelper"].update(criticality="Urgent"), "models.travelhelper.criticality"),
+    (lambda c: c["models"]["travelhelper"]["targets"][1].update(weight=-1), "models.travelhelper.targets[1].weight"),
+    (lambda c: c["models"]["travelhelper"].update(targets=[]), "models.travelhelper.targets"),
+    (lambda c: c["models"]["travelhelper"].update(priority="high"), "models.travelhelper.priority"),
+    (lambda c: c["metrics"].update(pollInterval="fast"), "metrics.pollInterval"),
+    (lambda c: c["limits"].update(maxBodyBytes=0), "limits.maxBodyBytes"),
+    (lambda c: c.update(failureMode="Maybe"), "failureMode"),
+    (lambda c: c["kubernetes"].update(poolApiVersion="v9"), "kubernetes.poolApiVersion"),
+    (lambda c: c["scheduling"]["profile"].update(picker="nope"), "scheduling.profile.picker"),
+    (lambda c: c["scheduling"]["profile"]["scorers"][0].update(plugin="ghost"), "scheduling.profile.scorers[0].plugin"),
+    (lambda c: c["scheduling"]["plugins"].append({"type": "queue-scorer"}), "duplicate plugin name"),
+    (lambda c: c.update(extra=1), "config: unknown field(s) extra"),
+    (lambda c: (c.pop("endpoints"), c.pop("kubernetes")), "set either endpoints"),
+])
+def test_errors_name_the_field(mutate, field):
+    raw = yaml.safe_load(EXAMPLE)
+    mutate(raw)
+    with pytest.raises(ConfigError) as e:
+        parse_config(raw)
+    assert field in str(e.value)
+
+
+def test_unknown_plugin_type_and_wrong_role():
+    raw = yaml.safe_load(EXAMPLE)
+    raw["scheduling"]["plugins"].append({"type": "magic-scorer"})
+    with pytest.raises(ConfigError, match="unknown plugin type 'magic-scorer'"):
+        build_scheduler(parse_config(raw).scheduling, __import__("random").Random(1))
+    raw = yaml.safe_load(EXAMPLE)
+    raw["scheduling"]["profile"]["picker"] = "queue-scorer"
+    with pytest.raises(ConfigError, match="not a picker"):
+        build_scheduler(parse_config(raw).scheduling, __import__("random").Random(1))
+
+
+def test_durations():
+    assert parse_duration("50ms", "x") == 0.05 and parse_duration("2m", "x") == 120 and parse_duration(1.5, "x") == 1.5
+    for bad in ("0s", "-1s", "soon", True):
+        with pytest.raises(ConfigError, match="x"):
+            parse_duration(bad, "x")
+
+
+def test_unreadable_or_invalid_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(str(tmp_path / "missing.yaml"))
+    p = tmp_path / "bad.yaml"
+    p.write_text("pool: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(str(p))
