@@ -28,9 +28,11 @@ class RunResult:
     max_lag: float         # worst delay of a send behind its schedule (open loop)
 
 
-def _classify(status: int, body: bytes) -> str:
-    # The picker (like GIE's EPP) sheds with 429; anything else non-200 is an error.
-    return "shed" if status == 429 else "error"
+def classify(status: int, from_server: bool) -> str:
+    """A 429 the gateway answers itself is a shed request (the picker, like GIE's EPP, sheds with
+    429); a 429 from a model server (its waiting queue is full) and any other non-200 is an error.
+    The simulator stamps x-inference-pod on every response, so its absence means the gateway."""
+    return "shed" if status == 429 and not from_server else "error"
 
 
 async def one_request(session: aiohttp.ClientSession, base_url: str, req: BenchRequest, payload: bytes,
@@ -47,7 +49,7 @@ async def one_request(session: aiohttp.ClientSession, base_url: str, req: BenchR
             rec["pod"] = resp.headers.get("x-inference-pod")
             if resp.status != 200:
                 body = await resp.read()
-                rec["status"] = _classify(resp.status, body)
+                rec["status"] = classify(resp.status, rec["pod"] is not None)
                 rec["error"] = body[:300].decode("utf-8", "replace")
                 rec["e2e"] = clock() - t0
                 return rec
@@ -98,7 +100,12 @@ def _session(limit: int = 0) -> aiohttp.ClientSession:
                                  cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False)
 
 
-async def run_open(base_url: str, requests: list[BenchRequest], offsets: list[float], *,
+def _pick(base_url: str | list[str], i: int) -> str:
+    # A list of URLs means "no router": the client spreads requests round robin itself.
+    return base_url if isinstance(base_url, str) else base_url[i % len(base_url)]
+
+
+async def run_open(base_url: str | list[str], requests: list[BenchRequest], offsets: list[float], *,
                    timeout: float = 300.0, clock: Callable[[], float] = time.perf_counter) -> RunResult:
     """Send requests[i] at offsets[i] seconds after start, regardless of answers (open loop)."""
     if len(offsets) > len(requests):
@@ -109,13 +116,13 @@ async def run_open(base_url: str, requests: list[BenchRequest], offsets: list[fl
         start = clock()
         tasks = []
         max_lag = 0.0
-        for req, payload, off in zip(requests, payloads, offsets):
+        for i, (req, payload, off) in enumerate(zip(requests, payloads, offsets)):
             delay = start + off - clock()
             if delay > 0:
                 await asyncio.sleep(delay)
             else:
                 max_lag = max(max_lag, -delay)
-            t = asyncio.create_task(one_request(session, base_url, req, payload, clock, timeout))
+            t = asyncio.create_task(one_request(session, _pick(base_url, i), req, payload, clock, timeout))
             tasks.append((off, t))
         records = []
         for off, t in tasks:
@@ -126,7 +133,7 @@ async def run_open(base_url: str, requests: list[BenchRequest], offsets: list[fl
     return RunResult(records, wall, time.process_time() - cpu0, max_lag)
 
 
-async def run_closed(base_url: str, requests: list[BenchRequest], concurrency: int, *,
+async def run_closed(base_url: str | list[str], requests: list[BenchRequest], concurrency: int, *,
                      timeout: float = 300.0, clock: Callable[[], float] = time.perf_counter) -> RunResult:
     """Keep `concurrency` requests in flight until all have been sent (closed loop)."""
     if concurrency <= 0:
@@ -140,7 +147,7 @@ async def run_closed(base_url: str, requests: list[BenchRequest], concurrency: i
 
         async def worker() -> None:
             for i in it:
-                rec = await one_request(session, base_url, requests[i], payloads[i], clock, timeout)
+                rec = await one_request(session, _pick(base_url, i), requests[i], payloads[i], clock, timeout)
                 rec["sent_at"] = None
                 records[i] = rec
 

@@ -1,0 +1,46 @@
+"""python -m bench [--quick] [--out DIR] [--routers a,b] [--scenarios a,b]: run, then write the report."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import plan, report, runner
+from .routers import FACTORIES
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="smoke run: 3 servers, tiny counts, one load level")
+    ap.add_argument("--out", default=None, help="output directory (default bench/results or bench/results-quick)")
+    ap.add_argument("--routers", help=f"comma-separated subset of: direct, {', '.join(FACTORIES)}")
+    ap.add_argument("--scenarios", help="comma-separated subset of: shared-prefix, multi-turn, lora-mix, "
+                                        "overload, long-context")
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args(argv)
+    scs = plan.scenarios(a.quick)
+    if a.scenarios:
+        want = set(a.scenarios.split(","))
+        unknown = want - {s.name for s in scs}
+        if unknown:
+            ap.error(f"--scenarios: unknown {', '.join(sorted(unknown))}")
+        scs = [s for s in scs if s.name in want]
+    only = None
+    if a.routers:
+        only = set(a.routers.split(","))
+        unknown = only - set(FACTORIES) - {"direct"}
+        if unknown:
+            ap.error(f"--routers: unknown {', '.join(sorted(unknown))}")
+    default = Path(__file__).parent / ("results-quick" if a.quick else "results")
+    out = Path(a.out) if a.out else default
+    meta = runner.run(scs, out, seed=a.seed, only_routers=only, quick=a.quick, argv=argv)
+    path = report.write(out)
+    print(f"report: {path}")
+    for f in meta["failures"]:
+        print(f"FAILED {f['scenario']} / {f['router']}: {f['error'][:300]}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

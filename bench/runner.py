@@ -1,0 +1,160 @@
+"""Run the plan: capacity per scenario, then every router x load level on a fresh pool; raw JSON out."""
+from __future__ import annotations
+
+import json
+import platform
+import random
+import time
+import traceback
+from pathlib import Path
+
+import psutil
+
+from . import arrivals, loadgen, routers
+from .plan import MODEL, Scenario
+from .routers.base import Setup, wait_serving
+from .simpool import SimPool
+from .stats import summarize
+
+
+def _log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def _busy_cores() -> float:
+    t = psutil.cpu_times()
+    return t.user + t.system + getattr(t, "nice", 0.0)
+
+
+def compact(records: list[dict]) -> list[list]:
+    """Per-request rows for the raw JSON: [status, ttft_ms, e2e_ms, output_tokens, pod]."""
+    def ms(x):
+        return None if x is None else round(x * 1000, 1)
+    return [[r["status"], ms(r["ttft"]), ms(r["e2e"]), r["output_tokens"], r["pod"],
+             r["tags"].get("criticality")] for r in records]
+
+
+def measure_capacity(sc: Scenario, workdir: Path, seed: int) -> dict:
+    """Closed-loop saturation run through Envoy least-request: completed requests per second."""
+    with SimPool(sc.sims, workdir / "capacity") as pool:
+        r = routers.make("envoy-lr")
+        try:
+            url = r.start(Setup(pool.addresses, workdir / "capacity", MODEL, sc.classes))
+            wait_serving(url, MODEL)
+            reqs = sc.make(sc.capacity_count, seed + 999)
+            res = loadgen.new_loop().run_until_complete(
+                loadgen.run_closed(url, reqs, sc.capacity_concurrency))
+        finally:
+            r.stop()
+    s = summarize(res.records, res.wall)
+    rps = s["ok"] / res.wall if res.wall > 0 else 0.0
+    return {"method": f"closed loop, concurrency {sc.capacity_concurrency}, {sc.capacity_count} requests, "
+                      "through Envoy least-request", "requests_per_s": rps,
+            "output_tokens_per_s": s["output_tokens_per_s"], "ttft_p90": s["ttft_p90"], "errors": s["errors"]}
+
+
+def run_level(sc: Scenario, router_name: str, url, pool: SimPool, router, level: float, capacity: dict | None,
+              seed: int) -> dict:
+    if sc.mode == "open":
+        rate = level * capacity["requests_per_s"]
+        count = int(min(sc.max_count, max(sc.min_count, rate * sc.duration)))
+        reqs = sc.make(count, seed)
+        offsets = arrivals.poisson_offsets(rate, count, random.Random(seed))
+    else:
+        rate = None
+        count = int(level * sc.per_level_count)
+        reqs = sc.make(count, seed)
+    q0, h0 = pool.prefix_cache()
+    sim0, rt0, busy0 = pool.cpu_seconds(), router.cpu_seconds() if router else 0.0, _busy_cores()
+    loop = loadgen.new_loop()
+    try:
+        if sc.mode == "open":
+            res = loop.run_until_complete(loadgen.run_open(url, reqs, offsets))
+        else:
+            res = loop.run_until_complete(loadgen.run_closed(url, reqs, int(level)))
+    finally:
+        loop.close()
+    q1, h1 = pool.prefix_cache()
+    sim1, rt1, busy1 = pool.cpu_seconds(), router.cpu_seconds() if router else 0.0, _busy_cores()
+    s = summarize(res.records, res.wall)
+    s["prefix_cache_hit_rate"] = (h1 - h0) / (q1 - q0) if q1 > q0 else None
+    wall = res.wall or 1e-9
+    pods: dict[str, int] = {}
+    for r in res.records:
+        if r["pod"]:
+            pods[r["pod"]] = pods.get(r["pod"], 0) + 1
+    return {
+        "scenario": sc.name, "router": router_name, "mode": sc.mode, "level": level,
+        "rate_per_s": rate, "count": count, "summary": s,
+        "cores": {"loadgen": res.cpu / wall, "sims": (sim1 - sim0) / wall, "router": (rt1 - rt0) / wall,
+                  "machine_busy": (busy1 - busy0) / wall},
+        "loadgen_max_send_lag_s": res.max_lag,
+        "requests_per_pod": pods,
+        "requests": compact(res.records),
+    }
+
+
+def run_router(sc: Scenario, name: str, workdir: Path, capacity: dict | None, seed: int) -> list[dict]:
+    wd = workdir / sc.name / name
+    wd.mkdir(parents=True, exist_ok=True)
+    out = []
+    with SimPool(sc.sims, wd) as pool:
+        router = None if name == "direct" else routers.make(name)
+        try:
+            if router is None:
+                url = pool.urls()
+                wait_serving(url[0], MODEL)
+            else:
+                url = router.start(Setup(pool.addresses, wd, MODEL, sc.classes))
+                wait_serving(url, MODEL)
+            for i, level in enumerate(sc.levels):
+                _log(f"{sc.name} / {name} / level {level}")
+                out.append(run_level(sc, name, url, pool, router, level, capacity, seed + i))
+        finally:
+            if router is not None:
+                router.stop()
+    return out
+
+
+def machine() -> dict:
+    return {"cpus": psutil.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+            "python": platform.python_version(), "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine()}
+
+
+def run(plan: list[Scenario], out: Path, *, seed: int = 0, only_routers: set[str] | None = None,
+        quick: bool = False, argv: list[str] | None = None) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    raw = out / "raw"
+    raw.mkdir(exist_ok=True)
+    work = out / "work"
+    meta = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "quick": quick, "seed": seed,
+            "argv": argv, "machine": machine(), "scenarios": {}, "failures": []}
+    t0 = time.monotonic()
+    for sc in plan:
+        names = [n for n in sc.routers if only_routers is None or n in only_routers]
+        info = {"mode": sc.mode, "levels": sc.levels, "routers": names, "notes": sc.notes,
+                "servers": sc.sims.servers, "sim_processes": sc.sims.processes, "time_scale": sc.sims.time_scale,
+                "profile": sc.sims.profile, "descriptions": {}}
+        capacity = None
+        if sc.mode == "open":
+            _log(f"{sc.name}: measuring capacity")
+            capacity = measure_capacity(sc, work / sc.name, seed)
+            _log(f"{sc.name}: capacity {capacity['requests_per_s']:.2f} req/s")
+        info["capacity"] = capacity
+        for name in names:
+            if name != "direct":
+                info["descriptions"][name] = routers.make(name).description
+            try:
+                runs = run_router(sc, name, work, capacity, seed)
+            except Exception as e:  # a router that cannot run is reported, not faked
+                _log(f"{sc.name} / {name} FAILED: {e}")
+                meta["failures"].append({"scenario": sc.name, "router": name, "error": str(e)[-1500:],
+                                         "trace": traceback.format_exc()[-3000:]})
+                continue
+            for r in runs:
+                (raw / f"{sc.name}__{name}__{r['level']:g}.json").write_text(json.dumps(r, indent=None))
+        meta["scenarios"][sc.name] = info
+    meta["wall_s"] = time.monotonic() - t0
+    (out / "meta.json").write_text(json.dumps(meta, indent=1))
+    return meta
