@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 
@@ -29,8 +30,12 @@ async def serve(ns) -> None:
                 max_model_len=ns.max_model_len, max_num_batched_tokens=ns.max_num_batched_tokens,
                 max_waiting=ns.max_waiting, seed=ns.seed, error_rate=ns.error_rate,
                 error_status=ns.error_status, slow_start_seconds=ns.slow_start_seconds)
-            prefix = ns.pod_name or f"{default_pod_prefix(ns.served_model_name[0])}-{ns.port}"
-            s = SimServer(cfg, f"{prefix}-{i}")
+            if ns.pod_name is None and ns.servers == 1 and os.environ.get("POD_NAME"):
+                name = os.environ["POD_NAME"]   # in Kubernetes: the real pod name (downward API)
+            else:
+                prefix = ns.pod_name or f"{default_pod_prefix(ns.served_model_name[0])}-{ns.port}"
+                name = f"{prefix}-{i}"
+            s = SimServer(cfg, name)
             bound = await s.start(ns.host, port)
             servers.append(s)
             print(f"sim: {s.name} listening on http://{ns.host}:{bound} profile={profile.name} "

@@ -42,10 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-model-len", type=int)
     ap.add_argument("--tensor-parallel-size", "-tp", type=int, default=1)
     ap.add_argument("--gpu-memory-utilization", type=float)
-    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--host", default=os.environ.get("SIM_HOST", "127.0.0.1"),
+                    help="bind address (default 127.0.0.1, or $SIM_HOST; the image sets 0.0.0.0)")
     ap.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8000)))
     ap.add_argument("--servers", type=int, default=1, help="N servers on consecutive ports")
-    ap.add_argument("--pod-name", help="instance i is named PREFIX-i (default: served name and port)")
+    ap.add_argument("--pod-name", help="instance i is named PREFIX-i (default: served name and port; "
+                    "with one server and $POD_NAME set, exactly $POD_NAME)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--time-scale", type=float, default=1.0,
                     help="divide every modelled duration by this (10 = ten times faster)")

@@ -242,9 +242,11 @@ class Engine:
         # Give the survivors blocks for the tokens they now hold; preempt from the
         # back of the batch when the cache is short, as vLLM does.
         i = 0
+        bs = self.block_size
         while i < len(self.running):
             r = self.running[i]
-            if self.kv.grow(r, r.prompt_tokens + r.generated):
+            held = (len(r.kv_hashes) + r.kv_own) * bs
+            if r.prompt_tokens + r.generated <= held or self.kv.grow(r, r.prompt_tokens + r.generated):
                 i += 1
                 continue
             victim = self.running[-1]

@@ -1,0 +1,86 @@
+"""`python -m sim` as users and the devstack run it: a real subprocess."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+
+from conftest import free_port_range
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture
+def run_sim():
+    procs = []
+
+    def run(*args, env=None):
+        p = subprocess.Popen([sys.executable, "-m", "sim", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True,
+                             env={**os.environ, **(env or {})})
+        procs.append(p)
+        return p
+
+    yield run
+    for p in procs:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGTERM)
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait(10)
+
+
+def get(url):
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return r.status, dict(r.headers), r.read()
+
+
+def test_servers_on_consecutive_ports_with_vllm_flags(run_sim):
+    base = free_port_range(3)
+    p = run_sim("--profile", "a10-7b", "--model", "/models/Qwen-2.5-7B-Instruct", "--served-model-name", "mymodel",
+                "--port", str(base), "--servers", "3", "--pod-name", "pool-a", "--max-loras", "2",
+                "--lora-modules", '{"name": "travel-helper-v1", "path": "/m/v1"}', "travel-helper-v2=/m/v2",
+                "--trust-remote-code", "--enforce-eager", "--gpu_memory_utilization", "0.95",
+                "--tensor-parallel-size", "1", "--chat-template", "/etc/t.jinja", "--time-scale", "10")
+    lines = [p.stdout.readline() for _ in range(3)]
+    for i, line in enumerate(lines):
+        assert f"pool-a-{i} listening on http://127.0.0.1:{base + i}" in line, lines
+    for i in range(3):
+        st, h, body = get(f"http://127.0.0.1:{base + i}/v1/models")
+        assert st == 200 and h["x-inference-pod"] == f"pool-a-{i}" and h["x-inference-port"] == str(base + i)
+        ids = [m["id"] for m in json.loads(body)["data"]]
+        assert ids == ["mymodel", "travel-helper-v1", "travel-helper-v2"]
+    _, _, metrics = get(f"http://127.0.0.1:{base}/metrics")
+    assert b'max_lora="2"' in metrics
+    os.killpg(p.pid, signal.SIGTERM)
+    assert p.wait(10) == 0
+    err = p.stderr.read()
+    assert "ignoring vLLM flag '--trust-remote-code'" in err and "--chat-template /etc/t.jinja" in err
+
+
+def test_vllm_serve_positional_form_and_pod_name_env(run_sim):
+    base = free_port_range(1)
+    p = run_sim("serve", "/models/llama", "--port", str(base), "--profile", "l4-7b",
+                env={"POD_NAME": "vllm-llama2-7b-pool-abc12"})
+    assert "vllm-llama2-7b-pool-abc12 listening" in p.stdout.readline()
+    st, h, body = get(f"http://127.0.0.1:{base}/v1/models")
+    assert json.loads(body)["data"][0]["id"] == "/models/llama"
+    assert h["x-inference-pod"] == "vllm-llama2-7b-pool-abc12"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "m", "--profile", "nope"], "invalid choice: 'nope'"),
+    (["--model", "m", "--lora-modules", "justaname"], "expected name=path"),
+    (["--model", "m", "--frobnicate"], "unrecognized arguments: --frobnicate"),
+    (["--profile", "h100-8b"], "--model is required"),
+    (["--model", "m", "--max-loras", "0"], "--max-loras must be >= 1"),
+])
+def test_bad_flags_exit_with_a_clear_message(run_sim, args, message):
+    p = run_sim(*args)
+    assert p.wait(20) == 2
+    assert message in p.stderr.read()
