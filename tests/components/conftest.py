@@ -1,0 +1,28 @@
+"""Renders shared by the component tests: each stack is rendered once per session."""
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+import spec
+from components.render import Render, render_stack
+
+STACKS = spec.stack_names()
+
+
+class Renders:
+    def __init__(self):
+        self._cache: dict[str, Render] = {}
+
+    def __call__(self, name: str) -> Render:
+        if name not in self._cache:
+            self._cache[name] = render_stack(name)
+        return self._cache[name]
+
+
+@pytest.fixture(scope="session")
+def renders() -> Renders:
+    # Stack warnings go to the root logger under mocks; they are asserted where they matter.
+    logging.getLogger().setLevel(logging.ERROR)
+    return Renders()
