@@ -1,0 +1,90 @@
+from collections import Counter
+
+import pytest
+
+from bench import workloads as wl
+
+
+def _tokens(s: str) -> int:
+    return len(s) // wl.CHARS_PER_TOKEN
+
+
+def test_shared_prefix_groups_share_exact_system_prompts():
+    reqs = wl.shared_prefix("m", 200, groups=4, users=3, system_tokens=256, question_tokens=32,
+                            output_tokens=16, seed=1)
+    assert len(reqs) == 200
+    by_group = {}
+    for r in reqs:
+        sys_msg, q = r.body["messages"]
+        assert _tokens(sys_msg["content"]) == 256 and _tokens(q["content"]) == 32
+        by_group.setdefault(r.tags["group"], set()).add(sys_msg["content"])
+        assert r.body["max_tokens"] == 16 and r.body["ignore_eos"] is True
+        assert 0 <= r.tags["user"] < 3
+    assert sorted(by_group) == [0, 1, 2, 3]
+    assert all(len(v) == 1 for v in by_group.values())          # one prompt per group
+    assert len({next(iter(v)) for v in by_group.values()}) == 4  # distinct across groups
+    assert len({r.body["messages"][1]["content"] for r in reqs}) == 200  # fresh questions
+
+
+def test_workloads_are_deterministic_by_seed():
+    a = wl.shared_prefix("m", 20, groups=2, system_tokens=64, seed=7)
+    b = wl.shared_prefix("m", 20, groups=2, system_tokens=64, seed=7)
+    c = wl.shared_prefix("m", 20, groups=2, system_tokens=64, seed=8)
+    assert [r.body for r in a] == [r.body for r in b]
+    assert [r.body for r in a] != [r.body for r in c]
+    assert [r.body for r in wl.lora_mix(["x", "y"], 10, seed=1)] == [r.body for r in wl.lora_mix(["x", "y"], 10, seed=1)]
+
+
+def test_multi_turn_resends_its_own_history():
+    reqs = wl.multi_turn("m", 40, active=4, turns=3, system_tokens=32, question_tokens=8, answer_tokens=8, seed=0)
+    convs = {}
+    for r in reqs:
+        convs.setdefault(r.tags["conversation"], []).append(r)
+    for turns in convs.values():
+        assert [t.tags["turn"] for t in turns] == list(range(len(turns)))
+        assert len(turns) <= 3
+        for prev, nxt in zip(turns, turns[1:]):
+            p, n = prev.body["messages"], nxt.body["messages"]
+            assert n[:len(p)] == p                       # the earlier prompt is a prefix
+            assert n[len(p)]["role"] == "assistant"      # then the earlier answer, then a new question
+            assert len(n) == len(p) + 2
+    # Turns of one conversation are `active` arrivals apart.
+    first_conv = [i for i, r in enumerate(reqs) if r.tags["conversation"] == 0]
+    assert first_conv == [0, 4, 8]
+
+
+def test_lora_mix_popularity_is_skewed():
+    ads = [f"a{i}" for i in range(10)]
+    reqs = wl.lora_mix(ads, 5000, skew=1.0, seed=2)
+    c = Counter(r.body["model"] for r in reqs)
+    assert set(c) <= set(ads) and len(c) == 10
+    assert c["a0"] > c["a1"] > c["a4"] > c["a9"]
+    # Zipf(1) over 10: the top adapter gets 1/H(10) ~ 34% of requests.
+    assert c["a0"] / 5000 == pytest.approx(1 / sum(1 / k for k in range(1, 11)), abs=0.03)
+    assert c["a0"] == pytest.approx(c["a9"] * 10, rel=0.3)
+
+
+def test_long_context_prompts_are_220_kb():
+    reqs = wl.long_context("m", 3, seed=0)
+    sizes = [len(r.body["messages"][0]["content"]) for r in reqs]
+    assert all(abs(s - 220 * 1024) <= 64 for s in sizes)
+    assert len({r.body["messages"][0]["content"] for r in reqs}) == 3
+
+
+def test_mixed_criticality_share_and_model_names():
+    reqs = wl.mixed_criticality("crit", "shed", 2000, critical_share=0.3, seed=1)
+    crit = [r for r in reqs if r.tags["criticality"] == "Critical"]
+    assert all(r.body["model"] == "crit" for r in crit)
+    assert all(r.body["model"] == "shed" for r in reqs if r.tags["criticality"] == "Sheddable")
+    assert len(crit) / 2000 == pytest.approx(0.3, abs=0.03)
+
+
+@pytest.mark.parametrize("call", [
+    lambda: wl.shared_prefix("m", 0),
+    lambda: wl.multi_turn("m", 5, turns=0),
+    lambda: wl.lora_mix([], 5),
+    lambda: wl.mixed_criticality("a", "b", 5, critical_share=1.5),
+])
+def test_bad_parameters_name_the_field(call):
+    with pytest.raises(ValueError, match="count|turns|adapters|critical_share"):
+        call()
