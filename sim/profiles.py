@@ -83,28 +83,28 @@ PROFILES: dict[str, Profile] = {
     # NVIDIA A10 (24 GB, 600 GB/s) + Qwen2.5-7B-Instruct, as on the seeds' ecs.gn7i nodes.
     "a10-7b": Profile(
         name="a10-7b", gpu="NVIDIA A10 24GB", model="Qwen2.5-7B-Instruct (bf16)",
-        step_base=0.0290, step_per_seq=0.0010,
+        step_base=0.0290, step_per_seq=0.00025,
         prefill_overhead=0.030, prefill_per_token=0.00040,
-        num_gpu_blocks=2250,
+        num_gpu_blocks=5000,
     ),
     # NVIDIA H100 SXM (80 GB, 3.35 TB/s) + Llama-3.1-8B-Instruct.
     "h100-8b": Profile(
         name="h100-8b", gpu="NVIDIA H100 SXM 80GB", model="Llama-3.1-8B-Instruct (bf16)",
-        step_base=0.0115, step_per_seq=0.0005,
+        step_base=0.01195, step_per_seq=0.00005,
         prefill_overhead=0.0368, prefill_per_token=0.00020,
         num_gpu_blocks=26000, max_num_seqs=256,
     ),
     # NVIDIA L4 (24 GB, 300 GB/s) + Mistral-7B-Instruct.
     "l4-7b": Profile(
         name="l4-7b", gpu="NVIDIA L4 24GB", model="Mistral-7B-Instruct-v0.2 (bf16)",
-        step_base=0.0540, step_per_seq=0.0015,
+        step_base=0.0540, step_per_seq=0.00040,
         prefill_overhead=0.035, prefill_per_token=0.00050,
         num_gpu_blocks=2500,
     ),
     # NVIDIA A100 SXM 80 GB (2.0 TB/s) + Llama-3.1-8B-Instruct; an in-between point.
     "a100-8b": Profile(
         name="a100-8b", gpu="NVIDIA A100 SXM 80GB", model="Llama-3.1-8B-Instruct (bf16)",
-        step_base=0.0125, step_per_seq=0.0007,
+        step_base=0.0105, step_per_seq=0.00008,
         prefill_overhead=0.040, prefill_per_token=0.00030,
         num_gpu_blocks=26000,
     ),
