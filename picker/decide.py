@@ -24,7 +24,7 @@ class Decision:
 
 
 def candidates(pool: Pool, subset: list[str] | None) -> list[Endpoint]:
-    ready = pool.ready()
+    ready = pool.snapshot().ready
     if subset:  # the data plane's subset hint narrows the pool
         allowed = set(subset)
         ready = [e for e in ready if e.address in allowed]
@@ -44,6 +44,7 @@ def by_load(pool: Pool, eps: list[Endpoint]) -> Decision:
 
 def decide(pool: Pool, gen: Generation, headers: dict[str, str], body: bytes | None,
            subset: list[str] | None) -> Decision:
+    snap = pool.snapshot()
     eps = candidates(pool, subset)
     path = headers.get(":path", "/")
     if body is None or not is_completion_path(path):
@@ -53,6 +54,6 @@ def decide(pool: Pool, gen: Generation, headers: dict[str, str], body: bytes | N
     routed = resolve(parsed.model, headers, cfg.models, cfg.objectives, cfg.session_header,
                      pool.endpoints.values(), pool.rng)
     req = SchedRequest(routed.target_model, parsed.prompt, routed.sheddable)
-    chosen = gen.scheduler.schedule(req, eps)
+    chosen = gen.scheduler.schedule(req, eps, (snap.id, tuple(subset) if subset else None))
     new_body = rewrite_model(body, parsed, routed.target_model)
     return Decision(chosen, parsed.model, routed.target_model, new_body if new_body is not body else None)

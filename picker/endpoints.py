@@ -29,5 +29,8 @@ class Endpoint:
         return known | m.running_loras | m.waiting_loras
 
     def can_serve(self, model: str) -> bool:
-        known = self.models()
-        return known is None or model in known
+        known = self.static_models if self.static_models is not None else self.served_models
+        if known is None or model in known:
+            return True
+        m = self.metrics  # adapters the server reports loaded or queued count too
+        return model in m.running_loras or model in m.waiting_loras

@@ -18,11 +18,25 @@ class Generation:
     scheduler: Scheduler
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """The ready endpoints as of `at`; rebuilt at most every `snapshot_ttl`, so per-snapshot work
+    (filters, load scores) is shared by the requests that arrive meanwhile."""
+
+    id: int
+    at: float
+    ready: list
+
+
 class Pool:
-    def __init__(self, config: PickerConfig, clock: Callable[[], float], rng: random.Random, fallbacks: int = 0):
+    def __init__(self, config: PickerConfig, clock: Callable[[], float], rng: random.Random, fallbacks: int = 0,
+                 snapshot_ttl: float = 0.01):
         self.clock = clock
         self.rng = rng
         self.fallbacks = fallbacks
+        self.snapshot_ttl = snapshot_ttl
+        self._snap: Snapshot | None = None
+        self._snap_ids = 0
         self.endpoints: dict[str, Endpoint] = {}
         self.on_endpoints_changed: list[Callable[[], None]] = []
         self.gen = Generation(config, build_scheduler(config.scheduling, rng, fallbacks=fallbacks))
@@ -33,6 +47,7 @@ class Pool:
         """Build everything first, then swap one reference: requests in flight keep the old generation."""
         sched = build_scheduler(config.scheduling, self.rng, previous=self.gen.scheduler, fallbacks=self.fallbacks)
         self.gen = Generation(config, sched)
+        self._snap = None
         if config.endpoints is not None:
             self.set_endpoints(config.endpoints)
 
@@ -48,6 +63,7 @@ class Pool:
                 new[s.address] = Endpoint(s.address, s.name, models)
         changed = new.keys() != self.endpoints.keys()
         self.endpoints = new
+        self._snap = None
         if changed:
             for cb in self.on_endpoints_changed:
                 cb()
@@ -57,3 +73,11 @@ class Pool:
         now = self.clock()
         stale = self.gen.config.stale_after
         return [e for e in self.endpoints.values() if now - e.last_ok <= stale]
+
+    def snapshot(self) -> Snapshot:
+        now = self.clock()
+        s = self._snap
+        if s is None or now - s.at >= self.snapshot_ttl or now < s.at:
+            self._snap_ids += 1
+            s = self._snap = Snapshot(self._snap_ids, now, self.ready())
+        return s

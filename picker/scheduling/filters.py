@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..endpoints import Endpoint
-from ..errors import NoCapacity, Shed
+from ..errors import NoCapacity
 from .plugins import Filter, SchedRequest, param
 
 
@@ -40,6 +40,6 @@ class SaturationFilter(Filter):
         out = [e for e in eps if not saturated(e, q, kv)]
         if out:
             return out
-        if req.sheddable:
-            raise Shed("the pool is saturated; sheddable request dropped, retry later")
+        # Admission happens in the scheduler: sheddable requests get 429, the rest are still routed.
+        req.scratch["shed_reason"] = "the pool is saturated; sheddable request dropped, retry later"
         return eps

@@ -19,9 +19,9 @@ class MaxScorePicker(Picker):
 
     def pick(self, req: SchedRequest, eps: Sequence[Endpoint], scores: list[float], n: int) -> list[Endpoint]:
         if n == 1:
-            best = max(scores)
-            top = [e for e, s in zip(eps, scores) if s >= best - 1e-9]
-            return [top[0] if len(top) == 1 else self.rng.choice(top)]
+            best = max(scores) - 1e-9
+            top = [i for i, s in enumerate(scores) if s >= best]
+            return [eps[top[0] if len(top) == 1 else self.rng.choice(top)]]
         rnd = self.rng.random
         order = sorted(zip(scores, [rnd() for _ in eps], range(len(eps))), reverse=True)
         return [eps[i] for _, _, i in order[:n]]

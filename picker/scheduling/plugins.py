@@ -17,6 +17,9 @@ class SchedRequest:
 
 class Plugin:
     type_name = ""
+    # False: the result depends only on the endpoint snapshot and the target model, so the
+    # scheduler may reuse it for every request with the same target until the snapshot changes.
+    per_request = False
 
     def __init__(self, name: str, parameters: dict):
         self.name = name
@@ -34,8 +37,8 @@ class Filter(Plugin):
 
 
 class Scorer(Plugin):
-    def score(self, req: SchedRequest, eps: list[Endpoint]) -> list[float]:
-        """One score in [0, 1] per endpoint, same order."""
+    def score(self, req: SchedRequest, eps: list[Endpoint]) -> list[float] | None:
+        """One score in [0, 1] per endpoint, same order; None means 0 for all (nothing to add)."""
         raise NotImplementedError
 
 

@@ -34,7 +34,7 @@ class PrefixIndex:
         if lru is None:
             lru = self.lru[address] = OrderedDict()
         by_hash = self.by_hash
-        for h in hashes:
+        for h in reversed(hashes):  # leading blocks end up most recent, so they are evicted last
             if h in lru:
                 lru.move_to_end(h)
                 continue
@@ -53,25 +53,36 @@ class PrefixIndex:
                     del by_hash[old]
 
     def matched(self, hashes: list[int]) -> dict[str, int]:
-        """Address -> number of leading blocks it holds."""
-        matched: dict[str, int] = {}
+        """Address -> number of leading blocks it holds (set intersections run in C)."""
+        if not hashes:
+            return {}
         by_hash = self.by_hash
-        for i, h in enumerate(hashes):
+        first = by_hash.get(hashes[0])
+        if not first:
+            return {}
+        alive = set(first)
+        out: dict[str, int] = {}
+        count = 1  # blocks matched by every address still in `alive`
+        for h in hashes[1:]:
             owners = by_hash.get(h)
             if not owners:
                 break
-            alive = False
-            for a in owners:
-                if matched.get(a, 0) == i:
-                    matched[a] = i + 1
-                    alive = True
-            if not alive:
-                break
-        return matched
+            if not alive <= owners:
+                keep = alive & owners
+                for a in alive - keep:
+                    out[a] = count
+                alive = keep
+                if not alive:
+                    return out
+            count += 1
+        for a in alive:
+            out[a] = count
+        return out
 
 
 class PrefixCacheScorer(Scorer):
     type_name = "prefix-cache-scorer"
+    per_request = True
 
     def __init__(self, name: str, parameters: dict, index: PrefixIndex | None = None):
         super().__init__(name, parameters)
@@ -92,12 +103,23 @@ class PrefixCacheScorer(Scorer):
     def score(self, req: SchedRequest, eps: list[Endpoint]) -> list[float]:
         hs = self._hashes(req)
         if not hs:
-            return [0.0] * len(eps)
+            return None
         matched = self.index.matched(hs)
         if not matched:
-            return [0.0] * len(eps)
+            return None
         total = len(hs)
         return [matched.get(e.address, 0) / total for e in eps]
+
+    def score_sparse(self, req: SchedRequest, position: dict[str, int]) -> list[tuple[int, float]] | None:
+        """(candidate position, score) for the few endpoints that hold part of the prefix."""
+        hs = self._hashes(req)
+        if not hs:
+            return None
+        matched = self.index.matched(hs)
+        if not matched:
+            return None
+        total = len(hs)
+        return [(position[a], n / total) for a, n in matched.items() if a in position]
 
     def on_picked(self, req: SchedRequest, chosen: Endpoint) -> None:
         hs = self._hashes(req)

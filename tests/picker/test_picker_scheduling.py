@@ -77,9 +77,12 @@ def test_prefix_index_learns_from_decisions_and_evicts():
     idx = PrefixIndex(capacity_per_server=3)
     hs = block_hashes("m", "x" * 64 * 5, 64, 100)
     idx.add("a", hs)
-    assert idx.matched(hs) == {}  # the leading blocks were evicted: only the last 3 remain
-    idx.add("b", hs[:3])
-    assert idx.matched(hs) == {"b": 3}
+    assert idx.matched(hs) == {"a": 3}  # over capacity: the trailing blocks go first, the prefix stays
+    idx.add("b", hs[:2])
+    assert idx.matched(hs) == {"a": 3, "b": 2}
+    for i in range(3):  # other traffic pushes a's old prefix out of its LRU
+        idx.add("a", block_hashes("m", f"other {i}" * 64, 64, 1))
+    assert idx.matched(hs) == {"b": 2}
 
 
 def test_block_hashes_chain_and_cap():

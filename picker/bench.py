@@ -1,0 +1,247 @@
+"""Benchmark: `python -m picker.bench` prints the picker's figures, each against a baseline measured
+in the same run (see picker/BENCH.md for the targets and the last recorded results).
+
+1. Scheduler decision time at 8, 64 and 256 endpoints (in process, default profile).
+2. Envoy straight to a model server vs Envoy + picker at a fixed request rate: added latency p50/p99
+   and the picker's CPU time per request.
+3. The highest request rate one picker process sustains (closed loop, all cores busy).
+4. 220 KB prompts at concurrency 20: added latency p50.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import time
+
+import yaml
+
+from .config import parse_config
+from .decide import decide
+from .endpoints import Endpoint
+from .metrics_parse import ServerMetrics
+from .pool import Pool
+from .procs import free_port, start_envoy, start_modelservers, start_picker, tempdir
+from .envoy_config import direct_config, gateway_config
+
+
+def pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(p / 100 * len(xs)))]
+
+
+# --- 1. decision time ------------------------------------------------------------------------
+
+
+def decision_bench(n_endpoints: int, iters: int, prompt_chars: int = 2000) -> dict:
+    rng = random.Random(1)
+    cfg = parse_config({"endpoints": [{"address": f"10.0.{i // 250}.{i % 250}:8000"} for i in range(n_endpoints)],
+                        "models": {"travel": {"targets": [{"model": "t-v1", "weight": 90},
+                                                          {"model": "t-v2", "weight": 10}]}}})
+    clock = [0.0]
+    pool = Pool(cfg, clock=lambda: clock[0], rng=rng)
+    for e in pool.endpoints.values():
+        e.last_ok = 0.0
+        e.served_models = frozenset({"llama", "t-v1", "t-v2"})
+        e.base_models = frozenset({"llama"})
+        e.metrics = ServerMetrics(waiting=rng.randint(0, 4), running=rng.randint(0, 20), kv_usage=rng.random() * 0.7,
+                                  running_loras=frozenset({"t-v1"}) if rng.random() < 0.3 else frozenset(), max_lora=4)
+    systems = ["You are a helpful travel agent. " * 20, "You answer SQL questions. " * 25, "Summarise. " * 60]
+    bodies = []
+    for i in range(200):
+        prompt = rng.choice(systems) + f"user {i}: " + "question text " * ((prompt_chars - 800) // 14)
+        bodies.append(json.dumps({"model": "travel" if i % 2 else "llama", "prompt": prompt, "max_tokens": 64}).encode())
+    headers = {":path": "/v1/completions", "content-type": "application/json"}
+    gen = pool.gen
+    sched_times, full_times = [], []
+    from .request_body import parse_body
+    from .routing import resolve
+    from .scheduling import SchedRequest
+    eps = pool.ready()
+    for i in range(iters):  # the whole decision, as the ext_proc handler runs it
+        clock[0] += 0.002  # 500 req/s of simulated time: the 10 ms snapshot is rebuilt every 5 requests
+        if i % 25 == 0:
+            for e in eps:
+                e.last_ok = clock[0]
+        body = bodies[i % len(bodies)]
+        t0 = time.perf_counter()
+        decide(pool, gen, headers, body, None)
+        full_times.append(time.perf_counter() - t0)
+    reqs = []
+    for i in range(len(bodies)):
+        parsed = parse_body(bodies[i], "application/json", 1 << 30)
+        reqs.append((parsed, resolve(parsed.model, headers, cfg.models, {}, None, eps, rng).target_model))
+    for i in range(iters):  # the scheduler alone, on already-parsed requests
+        parsed, target = reqs[i % len(reqs)]
+        req = SchedRequest(target, parsed.prompt)
+        t0 = time.perf_counter()
+        gen.scheduler.schedule(req, eps, cache_key=(i // 5,))
+        sched_times.append(time.perf_counter() - t0)
+    us = lambda xs, p: pct(xs, p) * 1e6  # noqa: E731
+    return {"endpoints": n_endpoints, "schedule_p50_us": us(sched_times, 50), "schedule_p99_us": us(sched_times, 99),
+            "decide_p50_us": us(full_times, 50), "decide_p99_us": us(full_times, 99),
+            "decide_mean_us": statistics.mean(full_times) * 1e6}
+
+
+# --- 2-4. data plane -------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def fixed_rate(port: int, rate: float, seconds: float, body: bytes) -> list[float]:
+    import aiohttp
+
+    lat: list[float] = []
+    errors = 0
+    conn = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=conn) as s:
+        async def one():
+            nonlocal errors
+            t0 = time.perf_counter()
+            async with s.post(f"http://127.0.0.1:{port}/v1/completions", data=body,
+                              headers={"content-type": "application/json"}) as r:
+                await r.read()
+                if r.status != 200:
+                    errors += 1
+            lat.append(time.perf_counter() - t0)
+
+        tasks = []
+        start = time.perf_counter()
+        n = int(rate * seconds)
+        for i in range(n):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.ensure_future(one()))
+        await asyncio.gather(*tasks)
+    if errors:
+        raise RuntimeError(f"{errors} requests failed")
+    return lat
+
+
+async def closed_loop(port: int, concurrency: int, seconds: float, body: bytes) -> tuple[int, list[float]]:
+    import aiohttp
+
+    lat: list[float] = []
+    deadline = time.perf_counter() + seconds
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
+        async def worker():
+            while time.perf_counter() < deadline:
+                t0 = time.perf_counter()
+                async with s.post(f"http://127.0.0.1:{port}/v1/completions", data=body,
+                                  headers={"content-type": "application/json"}) as r:
+                    await r.read()
+                    if r.status != 200:
+                        raise RuntimeError(f"HTTP {r.status}")
+                lat.append(time.perf_counter() - t0)
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return len(lat), lat
+
+
+def dataplane_bench(rate: float, seconds: float, big_kb: int, big_conc: int, big_seconds: float) -> dict:
+    wd = tempdir("picker-bench-")
+    sport = free_port()
+    procs = []
+    try:
+        procs.append(start_modelservers([{"port": sport, "name": "bench-0", "models": ["llama"]}], wd))
+        upstream = f"127.0.0.1:{sport}"
+        cfg_path = os.path.join(wd, "picker.yaml")
+        with open(cfg_path, "w") as f:
+            yaml.safe_dump({"pool": {"name": "bench"}, "endpoints": [{"address": upstream, "models": ["llama"]}],
+                            "models": {"travel": {"targets": [{"model": "llama", "weight": 1}]}},
+                            "limits": {"maxBodyBytes": 8 * 1024 * 1024}}, f)
+        gp = free_port()
+        picker = start_picker(cfg_path, wd, grpc_port=gp, health_port=free_port(), metrics_port=free_port(),
+                              extra=["--log-level", "warning"])
+        procs.append(picker)
+        dl, da = free_port(), free_port()
+        procs.append(start_envoy(direct_config(listen_port=dl, admin_port=da, upstream=upstream), wd, da))
+        gl, ga = free_port(), free_port()
+        procs.append(start_envoy(gateway_config(listen_port=gl, admin_port=ga, picker_port=gp, pool=[upstream]), wd, ga))
+
+        small = json.dumps({"model": "travel", "prompt": "Hello, how are you? " * 20, "max_tokens": 16}).encode()
+        big = json.dumps({"model": "travel", "prompt": ("lorem ipsum dolor sit amet " * (big_kb * 40))[:big_kb * 1024],
+                          "max_tokens": 16}).encode()
+        run = asyncio.run
+        run(fixed_rate(dl, 100, 1, small))  # warm up both paths
+        run(fixed_rate(gl, 100, 1, small))
+        out: dict = {"rate": rate, "seconds": seconds}
+        direct = run(fixed_rate(dl, rate, seconds, small))
+        c0 = cpu_seconds(picker.p.pid)
+        via = run(fixed_rate(gl, rate, seconds, small))
+        c1 = cpu_seconds(picker.p.pid)
+        out["direct_p50_ms"], out["direct_p99_ms"] = pct(direct, 50) * 1e3, pct(direct, 99) * 1e3
+        out["picker_p50_ms"], out["picker_p99_ms"] = pct(via, 50) * 1e3, pct(via, 99) * 1e3
+        out["added_p50_ms"] = out["picker_p50_ms"] - out["direct_p50_ms"]
+        out["added_p99_ms"] = out["picker_p99_ms"] - out["direct_p99_ms"]
+        out["picker_cpu_ms_per_req"] = (c1 - c0) / len(via) * 1e3
+
+        c0, t0 = cpu_seconds(picker.p.pid), time.perf_counter()
+        n, _ = run(closed_loop(gl, 64, 5, small))
+        c1, t1 = cpu_seconds(picker.p.pid), time.perf_counter()
+        out["max_rps_closed_loop"] = n / (t1 - t0)
+        out["picker_cpu_util_at_max"] = (c1 - c0) / (t1 - t0)
+        out["max_rps_picker_cpu_bound"] = n / (c1 - c0) if c1 > c0 else float("inf")
+        n_direct, _ = run(closed_loop(dl, 64, 3, small))
+        out["max_rps_direct"] = n_direct / 3
+
+        run(closed_loop(dl, big_conc, 1, big))
+        run(closed_loop(gl, big_conc, 1, big))
+        _, big_direct = run(closed_loop(dl, big_conc, big_seconds, big))
+        _, big_via = run(closed_loop(gl, big_conc, big_seconds, big))
+        out["big_kb"] = big_kb
+        out["big_direct_p50_ms"] = pct(big_direct, 50) * 1e3
+        out["big_picker_p50_ms"] = pct(big_via, 50) * 1e3
+        out["big_added_p50_ms"] = out["big_picker_p50_ms"] - out["big_direct_p50_ms"]
+        out["big_direct_p99_ms"] = pct(big_direct, 99) * 1e3
+        out["big_picker_p99_ms"] = pct(big_via, 99) * 1e3
+        return out
+    finally:
+        for p in reversed(procs):
+            p.stop()
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m picker.bench")
+    ap.add_argument("--rate", type=float, default=500)
+    ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--decision-iters", type=int, default=5000)
+    ap.add_argument("--big-kb", type=int, default=220)
+    ap.add_argument("--big-concurrency", type=int, default=20)
+    ap.add_argument("--big-seconds", type=float, default=5)
+    ap.add_argument("--skip-dataplane", action="store_true")
+    a = ap.parse_args(argv)
+    print("== scheduler decision time (default profile: 2 filters, 4 scorers incl. prefix; ~2 KB prompts;\n"
+          "   500 req/s of simulated time, so the 10 ms endpoint snapshot is rebuilt every 5th request)")
+    print(f"{'endpoints':>9} {'schedule p50':>13} {'p99':>9} {'parse+route+schedule p50':>25} {'p99':>9}")
+    for n in (8, 64, 256):
+        r = decision_bench(n, a.decision_iters)
+        print(f"{n:>9} {r['schedule_p50_us']:>10.1f} µs {r['schedule_p99_us']:>6.1f} µs "
+              f"{r['decide_p50_us']:>22.1f} µs {r['decide_p99_us']:>6.1f} µs")
+    if a.skip_dataplane:
+        return
+    r = dataplane_bench(a.rate, a.seconds, a.big_kb, a.big_concurrency, a.big_seconds)
+    print(f"\n== Envoy direct vs Envoy + picker, {r['rate']:.0f} req/s for {r['seconds']:.0f} s (small prompts)")
+    print(f"direct:        p50 {r['direct_p50_ms']:.2f} ms   p99 {r['direct_p99_ms']:.2f} ms")
+    print(f"with picker:   p50 {r['picker_p50_ms']:.2f} ms   p99 {r['picker_p99_ms']:.2f} ms")
+    print(f"added:         p50 {r['added_p50_ms']:.2f} ms   p99 {r['added_p99_ms']:.2f} ms")
+    print(f"picker CPU:    {r['picker_cpu_ms_per_req']:.3f} ms per request")
+    print("\n== highest rate, closed loop (64 concurrent, everything on this machine's cores)")
+    print(f"Envoy direct: {r['max_rps_direct']:.0f} req/s; Envoy + picker: {r['max_rps_closed_loop']:.0f} req/s "
+          f"(picker at {r['picker_cpu_util_at_max'] * 100:.0f}% of one core; "
+          f"one picker core would sustain ~{r['max_rps_picker_cpu_bound']:.0f} req/s)")
+    print(f"\n== {r['big_kb']} KB prompts, concurrency {a.big_concurrency}")
+    print(f"direct p50 {r['big_direct_p50_ms']:.2f} ms, with picker p50 {r['big_picker_p50_ms']:.2f} ms, "
+          f"added p50 {r['big_added_p50_ms']:.2f} ms (p99 {r['big_direct_p99_ms']:.1f} -> {r['big_picker_p99_ms']:.1f} ms)")
+
+
+if __name__ == "__main__":
+    main()
