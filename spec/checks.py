@@ -147,6 +147,12 @@ def _pools(spec: StackSpec) -> list[Problem]:
                 ))
         served = spec.pool_serves(name)
         for model, routing in pool.models.items():
+            live = [t for t, w in routing.targets.items() if w > 0]
+            if pool.api_version == "v1alpha2" and len(live) > 10:
+                out.append(Problem(
+                    f"{path}.models.{model}.targets",
+                    f"{len(live)} target models; an InferenceModel (v1alpha2) holds at most 10 (use apiVersion v1)",
+                ))
             for target in routing.targets:
                 if target not in served:
                     out.append(Problem(
