@@ -32,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="GPU + model timing profile (default a10-7b)")
     ap.add_argument("--model", help="model path or name, as vLLM's --model")
     ap.add_argument("--served-model-name", nargs="+", help="name(s) clients use; default --model")
-    ap.add_argument("--lora-modules", nargs="+", default=[], help="name=path or vLLM's JSON form")
+    ap.add_argument("--lora-modules", nargs="+", action="extend", default=[],
+                    help="name=path or vLLM's JSON form; may repeat")
     ap.add_argument("--max-loras", type=int, default=1)
     ap.add_argument("--max-cpu-loras", type=int)
     ap.add_argument("--max-num-seqs", type=int)
