@@ -1,0 +1,60 @@
+"""Bring your own cluster: a base-model canary composed from infershift's components.
+
+A stable and a canary model server, one InferencePool (with its endpoint picker) each, and an
+HTTPRoute splitting traffic between the pools on a Gateway the cluster already has. No stack
+config schema: plain Pulumi config of this project.
+
+    pulumi config set canaryWeight 25      # share of requests for the canary pool
+    pulumi config set simulated true       # GPU-less cluster: the project's simulator
+    pulumi up
+"""
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components import CanaryRoute, InferencePool, InferenceService
+from components.gateway import envoy_proxy_peers
+
+
+def main() -> dict:
+    config = pulumi.Config()
+    namespace = config.get("namespace") or "default"
+    gateway = config.get("gateway") or "inference-gateway"
+    weight = config.get_int("canaryWeight")
+    weight = 10 if weight is None else weight
+    simulated = config.get_bool("simulated") or False
+
+    provider = k8s.Provider("cluster", context=config.get("context"))
+    opts = pulumi.ResourceOptions(providers=[provider])
+
+    models = {
+        "stable": ("Qwen/Qwen2.5-7B-Instruct", "qwen/travel-helper-v1"),
+        "canary": ("Qwen/Qwen3-8B", "qwen3/travel-helper-v1"),
+    }
+    pools = {}
+    for track, (model, adapter) in models.items():
+        labels = {"app": "chat", "track": track}
+        InferenceService(f"chat-{track}", {
+            "model": model, "served_model_name": "chat", "namespace": namespace, "labels": labels,
+            "replicas": 2, "max_model_len": 8192, "lora_modules": {"travel-helper": f"/adapters/{adapter}"},
+            "max_loras": 2, "simulated": simulated,
+        }, opts)
+        pools[track] = InferencePool(f"chat-{track}", {
+            "selector": labels, "namespace": namespace, "api_version": "v1",
+            "models": {"chat": {"criticality": "Critical"}, "travel-helper": {"criticality": "Standard"}},
+            "gateway_peers": envoy_proxy_peers(gateway, namespace),
+        }, opts)
+
+    route = CanaryRoute("chat", {
+        "gateway": gateway, "namespace": namespace, "paths": ["/v1/completions", "/v1/chat/completions"],
+        "backends": {pools["stable"].pool_name: 100 - weight, pools["canary"].pool_name: weight},
+        "pins": [{"header": "x-canary", "value": "true", "backend": pools["canary"].pool_name}],
+    }, opts)
+
+    exports = {"route": route.route_name, "pools": [p.pool_name for p in pools.values()]}
+    for key, value in exports.items():
+        pulumi.export(key, value)
+    return exports
+
+
+if __name__ == "__main__":
+    main()
