@@ -174,8 +174,9 @@ class Engine:
 
     def predict(self, r: Request, now: float, max_events: int = 100000) -> tuple[float | None, int]:
         """Time to first token `r` would get if submitted now and nothing else
-        arrived, from a what-if copy of the engine; and its queue position."""
-        self.advance(now)
+        arrived, from a what-if copy of the engine; and its queue position.
+        Raises TooLarge like submit() would."""
+        self.advance(now - 2 * _EPS)   # as submit() does, so both see the same state
         f = self._fork()
         r = r.clone()
         try:

@@ -19,14 +19,14 @@ class KVCache:
         self.num_blocks = num_blocks
         self.block_size = block_size
         self.free_plain = num_blocks          # free blocks without a hash
-        self.refs: dict[int, int] = {}        # hash -> number of requests using it
+        self.refs = {}                        # hash -> number of requests using it
         self.evictable: OrderedDict[int, None] = OrderedDict()  # refs == 0, LRU first
         self.queries = 0                      # prompt tokens looked up
         self.hits = 0                         # of which found in the cache
 
     # -- queries ---------------------------------------------------------------
     def num_free(self) -> int:
-        return self.free_plain + len(self.evictable)
+        return self.free_plain + self._evictable_count()
 
     def usage(self) -> float:
         return 1.0 - self.num_free() / self.num_blocks
@@ -52,14 +52,16 @@ class KVCache:
         limit = (tokens - 1) // bs
         hit = self.match(req.block_hashes, limit)
         hit_hashes = req.block_hashes[:hit]
-        reclaimed = sum(1 for h in hit_hashes if self.refs[h] == 0)
+        refs = self.refs
+        reclaimed = sum(1 for h in hit_hashes if refs[h] == 0)
         need = blocks_for(tokens + 1, bs) - hit
         if self.num_free() - reclaimed < need:
             return False
         for h in hit_hashes:
-            if self.refs[h] == 0:
-                del self.evictable[h]
-            self.refs[h] += 1
+            r = refs[h]
+            if r == 0:
+                self._evictable_remove(h)
+            refs[h] = r + 1
         self._take(need)
         req.kv_hashes = list(hit_hashes)
         req.kv_own = need
@@ -90,11 +92,12 @@ class KVCache:
 
     def release(self, req) -> None:
         # Free the chain tail first, so eviction takes tails before shared heads.
+        refs = self.refs
         for h in reversed(req.kv_hashes):
-            r = self.refs[h] - 1
-            self.refs[h] = r
+            r = refs[h] - 1
+            refs[h] = r
             if r == 0:
-                self.evictable[h] = None
+                self._evictable_add(h)
         self.free_plain += req.kv_own
         req.kv_hashes = []
         req.kv_own = 0
@@ -103,68 +106,31 @@ class KVCache:
         take = min(n, self.free_plain)
         self.free_plain -= take
         for _ in range(n - take):
-            h, _ = self.evictable.popitem(last=False)
-            del self.refs[h]
+            del self.refs[self._evictable_pop()]
+
+    # -- the evictable set (overridden by KVFork) --------------------------------
+    def _evictable_count(self) -> int:
+        return len(self.evictable)
+
+    def _evictable_add(self, h: int) -> None:
+        self.evictable[h] = None
+
+    def _evictable_remove(self, h: int) -> None:
+        del self.evictable[h]
+
+    def _evictable_pop(self) -> int:
+        return self.evictable.popitem(last=False)[0]
 
     def fork(self) -> "KVFork":
         return KVFork(self)
 
 
-class KVFork(KVCache):
-    """A cheap what-if copy for predictions: reads through to the live cache,
-    records its own changes, and never mutates the original. Unlike the live
-    cache it does not forget hashes it evicts (only matters under memory pressure)."""
-
-    def __init__(self, base: KVCache):
-        self.num_blocks = base.num_blocks
-        self.block_size = base.block_size
-        self._base = base
-        self._free = base.num_free()
-        self.refs = _Overlay(base.refs)
-        self.queries = self.hits = 0
-
-    def num_free(self) -> int:
-        return self._free
-
-    def admit(self, req, tokens: int) -> bool:
-        bs = self.block_size
-        hit = self.match(req.block_hashes, (tokens - 1) // bs)
-        hit_hashes = req.block_hashes[:hit]
-        reclaimed = sum(1 for h in hit_hashes if self.refs[h] == 0)
-        need = blocks_for(tokens + 1, bs) - hit
-        if self._free - reclaimed < need:
-            return False
-        for h in hit_hashes:
-            self.refs[h] += 1
-        self._free -= reclaimed + need
-        req.kv_hashes = list(hit_hashes)
-        req.kv_own = need
-        req.cached_tokens = hit * bs
-        return True
-
-    def grow(self, req, tokens: int) -> bool:
-        need = blocks_for(tokens, self.block_size) - len(req.kv_hashes) - req.kv_own
-        if need <= 0:
-            return True
-        if self._free < need:
-            return False
-        self._free -= need
-        req.kv_own += need
-        return True
-
-    def release(self, req) -> None:
-        for h in req.kv_hashes:
-            r = self.refs[h] - 1
-            self.refs[h] = r
-            if r == 0:
-                self._free += 1
-        self._free += req.kv_own
-        req.kv_hashes = []
-        req.kv_own = 0
+_GONE = object()
 
 
 class _Overlay(dict):
-    """dict of local changes that falls back to a base dict for reads."""
+    """Local changes over a base dict that is not modified meanwhile; deletions
+    of base keys are recorded as tombstones."""
 
     def __init__(self, base: dict):
         super().__init__()
@@ -173,5 +139,58 @@ class _Overlay(dict):
     def __missing__(self, key):
         return self._base[key]
 
+    def __getitem__(self, key):
+        v = dict.get(self, key, _GONE) if dict.__contains__(self, key) else self._base[key]
+        if v is _GONE:
+            raise KeyError(key)
+        return v
+
     def __contains__(self, key):
-        return dict.__contains__(self, key) or key in self._base
+        if dict.__contains__(self, key):
+            return dict.__getitem__(self, key) is not _GONE
+        return key in self._base
+
+    def __delitem__(self, key):
+        if key not in self:
+            raise KeyError(key)
+        dict.__setitem__(self, key, _GONE)
+
+
+class KVFork(KVCache):
+    """A what-if copy for predictions that costs nothing up front: it reads
+    through to the live cache, records its own changes, and never mutates the
+    original. The live cache must not change while the fork is in use."""
+
+    def __init__(self, base: KVCache):
+        self.num_blocks = base.num_blocks
+        self.block_size = base.block_size
+        self.free_plain = base.free_plain
+        self.refs = _Overlay(base.refs)
+        self.queries = self.hits = 0
+        self._base_evictable = base.evictable
+        self._base_iter = iter(base.evictable)
+        self._removed: set[int] = set()            # base-evictable hashes no longer evictable here
+        self._added: OrderedDict[int, None] = OrderedDict()   # newer than every base entry
+        self._count = len(base.evictable)
+
+    def _evictable_count(self) -> int:
+        return self._count
+
+    def _evictable_add(self, h: int) -> None:
+        self._added[h] = None
+        self._count += 1
+
+    def _evictable_remove(self, h: int) -> None:
+        if h in self._added:
+            del self._added[h]
+        else:
+            self._removed.add(h)
+        self._count -= 1
+
+    def _evictable_pop(self) -> int:
+        self._count -= 1
+        for h in self._base_iter:       # oldest base entries first, skipping reclaimed ones
+            if h not in self._removed:
+                self._removed.add(h)
+                return h
+        return self._added.popitem(last=False)[0]

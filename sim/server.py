@@ -307,7 +307,10 @@ class SimServer:
         body = await self._json(request)
         chat = isinstance(body, dict) and "messages" in body and "prompt" not in body
         pr = self._parse(body, chat)
-        ttft, pos = self.engine.predict(self._request(pr), self.loop.time())
+        try:
+            ttft, pos = self.engine.predict(self._request(pr), self.loop.time())
+        except TooLarge as e:
+            raise bad_request(str(e)) from None
         self.driver.kick()
         return web.json_response({"ttft_seconds": ttft, "queue_position": pos,
                                   "queue_full": ttft is None and pos >= self.engine.max_waiting})

@@ -232,3 +232,36 @@ def test_time_scale_and_tensor_parallel_scale_the_profile():
     assert tp.itl(1) < P.itl(1) and tp.num_gpu_blocks > P.num_gpu_blocks
     assert P.scaled(gpu_memory_utilization=0.5).num_gpu_blocks < P.num_gpu_blocks
     assert math.isclose(P.ttft(256), 0.100, rel_tol=0.02) and math.isclose(P.itl(1), 0.012, rel_tol=0.02)
+
+
+@pytest.mark.parametrize("seed, kw", [
+    (1, {}),
+    (2, {"max_num_seqs": 4}),
+    (3, {"num_gpu_blocks": 400}),              # memory pressure: waits and preemptions
+    (4, {"max_loras": 1}),
+    (5, {"max_loras": 2, "max_num_seqs": 8, "num_gpu_blocks": 600}),
+    (6, {"num_gpu_blocks": 150}),              # growth overflows: recompute preemptions
+])
+def test_predictions_are_exact_on_random_workloads(seed, kw):
+    import random
+    rng = random.Random(seed)
+    shared = ["S" * rng.randint(100, 2000) for _ in range(3)]
+    work = []
+    t = 0.0
+    for i in range(40):
+        t += rng.expovariate(20)
+        text = rng.choice(shared) + str(i) * rng.randint(1, 300)
+        lora = rng.choice([None, "A", "B", "C"]) if "max_loras" in kw else None
+        work.append((t, text, rng.randint(5, 200), lora))
+    for probe_at in (0.3, 0.9, 1.7):
+        e = Engine(P, **kw)
+        pending = list(work)
+        while pending and pending[0][0] <= probe_at:
+            at, text, target, lora = pending.pop(0)
+            e.submit(req(prompt=text, target=target, lora=lora, rid=str(at)), at)
+        probe_text = rng.choice(shared) + "probe"
+        probe = req(prompt=probe_text, target=5, lora="A" if "max_loras" in kw else None)
+        predicted, _ = e.predict(probe, probe_at)
+        e.submit(probe, probe_at)
+        until(e, lambda: probe.first_token_at is not None)
+        assert probe.first_token_at - probe_at == pytest.approx(predicted, abs=1e-9), (seed, probe_at)
