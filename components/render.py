@@ -85,7 +85,7 @@ SECRET_SIG = "4dabf18193072939515e22adb298388d"
 _TOP = ("apiVersion", "kind", "metadata")
 
 
-def _plain(value: Any) -> Any:
+def _plain(value: Any, top: bool = True) -> Any:
     """Inputs as plain data: integral floats (protobuf Struct numbers) back to ints, secrets
     redacted, map keys sorted for stable diffs (a manifest's top keys in the usual order)."""
     if isinstance(value, float) and value.is_integer():
@@ -93,11 +93,20 @@ def _plain(value: Any) -> Any:
     if isinstance(value, dict):
         if SECRET_SIG in value:
             return "[secret]"
-        keys = [k for k in _TOP if k in value] + sorted(k for k in value if k not in _TOP)
-        return {k: _plain(value[k]) for k in keys}
+        first = [k for k in _TOP if k in value] if top else []
+        keys = first + sorted(k for k in value if k not in first)
+        return {k: _plain(value[k], False) for k in keys}
     if isinstance(value, list):
-        return [_plain(v) for v in value]
+        return [_plain(v, False) for v in value]
     return value
+
+
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings (chat templates, the picker's config) as literal blocks."""
+
+
+_Dumper.add_representer(str, lambda dumper, text: dumper.represent_scalar(
+    "tag:yaml.org,2002:str", text, style="|" if "\n" in text else None))
 
 
 def _mocks():
@@ -207,7 +216,7 @@ def write(render: Render, out: Path) -> list[Path]:
         path = out / "k8s" / f"{obj['kind'].lower()}-{_slug(obj['metadata']['name'])}.yaml"
         if path in written:
             raise ValueError(f"two objects would be written to {path}")
-        path.write_text(yaml.safe_dump(obj, sort_keys=False, allow_unicode=True, width=120))
+        path.write_text(yaml.dump(obj, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=120))
         written.append(path)
     for res in render.cloud:
         token = res.type.split(":")

@@ -37,8 +37,8 @@ def _header_commands(stack: str) -> list[tuple[str, str]]:
     return re.findall(rf"pulumi config set --path '([^']+)' (\S+) -s {re.escape(stack)}", text)
 
 
-def _shift(stack: str, path: str, value: int):
-    before = render_values(spec.config_values(_document(stack)), stack)
+def _shift(renders, stack: str, path: str, value: int):
+    before = renders(stack)
     document = set_path(copy.deepcopy(_document(stack)), path, value)
     after = render_values(spec.config_values(document), stack)
     old, new = _objects(before), _objects(after)
@@ -54,9 +54,9 @@ def test_every_stack_documents_a_weight_command():
 
 
 @pytest.mark.parametrize("stack,path,value", CASES, ids=[f"{s}:{p}" for s, p, _ in CASES])
-def test_documented_weight_change_touches_only_routing_objects(stack, path, value):
+def test_documented_weight_change_touches_only_routing_objects(renders, stack, path, value):
     assert path in weight_paths(spec.load_stack(stack)), "the header's path is not a weight of the stack"
-    before, after, changed = _shift(stack, path, value)
+    before, after, changed = _shift(renders, stack, path, value)
     assert changed, "the weight change changed nothing"
     assert {kind for kind, _ in changed} <= ROUTING_KINDS
     assert _cloud(before) == _cloud(after)
@@ -65,8 +65,8 @@ def test_documented_weight_change_touches_only_routing_objects(stack, path, valu
     assert re.search(rf"weight: {value}\b|percent: {value}\b", dumped)
 
 
-def test_weight_shift_is_one_scalar_in_one_object():
-    _, after, changed = _shift("ack-canary", "pools.mymodel-pool-v1.models.travelhelper.targets.travel-helper-v2", 50)
+def test_weight_shift_is_one_scalar_in_one_object(renders):
+    _, after, changed = _shift(renders, "ack-canary", "pools.mymodel-pool-v1.models.travelhelper.targets.travel-helper-v2", 50)
     assert changed == {("InferenceModel", "mymodel-pool-v1-travelhelper")}
     targets = after.one("InferenceModel", "mymodel-pool-v1-travelhelper")["spec"]["targetModels"]
     assert targets == [{"name": "travel-helper-v1", "weight": 90}, {"name": "travel-helper-v2", "weight": 50}]
@@ -80,9 +80,9 @@ def test_route_shift_to_100_and_0_keeps_both_backends():
         ("mymodel-pool-v1", 0), ("mymodel-pool-v2", 100)]
 
 
-def test_v1_rewrite_weight_change_touches_only_the_rewrite():
+def test_v1_rewrite_weight_change_touches_only_the_rewrite(renders):
     path = "pools.llama2-pool.models.lora-request.targets.sql-lora"
-    _, after, changed = _shift("local", path, 80)
+    _, after, changed = _shift(renders, "local", path, 80)
     assert changed == {("InferenceModelRewrite", "llama2-pool-lora-request")}
     rule = after.one("InferenceModelRewrite", "llama2-pool-lora-request")["spec"]["rules"][0]
     assert rule["targets"] == [{"modelRewrite": "tweet-summary", "weight": 50},
