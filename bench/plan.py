@@ -29,7 +29,9 @@ class Scenario:
     duration: float = 20.0             # open loop: seconds of arrivals per level
     min_count: int = 20
     max_count: int = 2000
-    capacity_concurrency: int = 64     # closed-loop saturation run through Envoy least-request
+    capacity_concurrency: int = 64     # closed-loop saturation run, through capacity_router
+    capacity_router: str = "omniscient"
+    warmup: Callable[[], list[wl.BenchRequest]] | None = None   # sent before the levels, not measured
     capacity_count: int = 200
     per_level_count: float = 2.0       # closed loop: requests = this x concurrency
     classes: dict[str, str] = field(default_factory=dict)
@@ -39,29 +41,34 @@ class Scenario:
 def _base_sims(quick: bool) -> SimSpec:
     # A small KV cache (4096 blocks = 65k tokens) so a server cannot hold every group's prefix:
     # where requests land then decides the hit rate, which is what routing quality is about here.
-    # time_scale 0.5 halves the sims' pace so 8 of them stream within 2 cores' budget.
+    # Real H100 pace (time scale 1); answers are kept short (64 tokens) so 8 sims stream
+    # within the 2 cores' budget.
     return SimSpec(servers=3 if quick else 8, processes=1 if quick else 2, profile="h100-8b", model=MODEL,
                    aliases=tuple(CLASSES), num_gpu_blocks=4096, max_num_seqs=64,
-                   time_scale=0.5, seed=0)
+                   time_scale=1.0, seed=0)
 
 
 def scenarios(quick: bool) -> list[Scenario]:
     base = _base_sims(quick)
     q = quick
+    groups = 12 if q else 64
     shared = Scenario(
         "shared-prefix", base,
-        lambda n, seed: wl.shared_prefix(MODEL, n, groups=8 if q else 32, users=16, system_tokens=2048,
-                                         question_tokens=128, output_tokens=32 if q else 64, seed=seed),
+        lambda n, seed: wl.shared_prefix(MODEL, n, groups=groups, users=16, system_tokens=2048,
+                                         question_tokens=128, output_tokens=32 if q else 64, seed=0,
+                                         sample_seed=seed),
         ROUTING_ROUTERS, levels=[0.8] if q else [0.5, 0.8, 1.0], duration=8 if q else 25,
-        capacity_concurrency=24 if q else 64, capacity_count=48 if q else 256,
-        notes="groups x 16 users, 2048-token system prompt, 128-token question")
+        capacity_concurrency=24 if q else 64, capacity_count=48 if q else 320,
+        warmup=lambda: wl.shared_prefix_warmup(MODEL, groups=groups, system_tokens=2048, seed=0),
+        notes=f"{groups} groups x 16 users, 2048-token system prompt, 128-token question, "
+              f"{32 if q else 64}-token answer; each group's prompt sent once (warm-up) before measuring")
     multi = Scenario(
         "multi-turn", base,
         lambda n, seed: wl.multi_turn(MODEL, n, active=8 if q else 32, turns=6, system_tokens=256,
                                       question_tokens=128, answer_tokens=32 if q else 64, seed=seed),
         ["envoy-lr", "infershift"] if q else ROUTING_ROUTERS, levels=[0.8], duration=8 if q else 25,
         capacity_concurrency=24 if q else 64, capacity_count=48 if q else 256,
-        notes="conversations of 6 turns resending their history")
+        notes=f"{8 if q else 32} concurrent conversations of 6 turns resending their history, 128-token questions, {32 if q else 64}-token answers")
     lora = Scenario(
         "lora-mix",
         replace(base, lora_modules=tuple(f"{a}=/adapters/{a}" for a in ADAPTERS), max_loras=4),
@@ -69,7 +76,7 @@ def scenarios(quick: bool) -> list[Scenario]:
                                     seed=seed),
         ["envoy-lr", "infershift"] if q else ROUTING_ROUTERS, levels=[0.8], duration=8 if q else 25,
         capacity_concurrency=24 if q else 64, capacity_count=48 if q else 256,
-        notes="10 adapters, Zipf(1.0) popularity, max_loras 4")
+        notes=f"10 adapters, Zipf(1.0) popularity, max_loras 4, 256-token prompts, {32 if q else 64}-token answers")
     overload = Scenario(
         "overload", base,
         lambda n, seed: wl.mixed_criticality("critical-chat", "batch-chat", n, critical_share=0.5,
@@ -78,7 +85,7 @@ def scenarios(quick: bool) -> list[Scenario]:
                                               "vllm-least-loaded", "omniscient"],
         levels=[1.5] if q else [0.8, 1.5], duration=8 if q else 25,
         capacity_concurrency=24 if q else 64, capacity_count=48 if q else 256, classes=dict(CLASSES),
-        notes="half critical, half sheddable (by model name), offered at 1.5x capacity")
+        notes="half critical, half sheddable (by model name), 512-token prompts, offered at 0.8x and 1.5x capacity")
     longctx = Scenario(
         "long-context",
         # Near-instant servers (1000x faster than an H100) with room for 56k-token prompts: what is

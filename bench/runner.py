@@ -34,22 +34,36 @@ def compact(records: list[dict]) -> list[list]:
              r["tags"].get("criticality")] for r in records]
 
 
+def warm_up(sc: Scenario, url) -> None:
+    if sc.warmup is None:
+        return
+    loop = loadgen.new_loop()
+    try:
+        loop.run_until_complete(loadgen.run_closed(url, sc.warmup(), 4))
+    finally:
+        loop.close()
+
+
 def measure_capacity(sc: Scenario, workdir: Path, seed: int) -> dict:
-    """Closed-loop saturation run through Envoy least-request: completed requests per second."""
+    """Closed-loop saturation run (after the warm-up) through sc.capacity_router: completed requests/s."""
     with SimPool(sc.sims, workdir / "capacity") as pool:
-        r = routers.make("envoy-lr")
+        r = routers.make(sc.capacity_router)
         try:
             url = r.start(Setup(pool.addresses, workdir / "capacity", MODEL, sc.classes))
             wait_serving(url, MODEL)
+            warm_up(sc, url)
             reqs = sc.make(sc.capacity_count, seed + 999)
-            res = loadgen.new_loop().run_until_complete(
-                loadgen.run_closed(url, reqs, sc.capacity_concurrency))
+            loop = loadgen.new_loop()
+            try:
+                res = loop.run_until_complete(loadgen.run_closed(url, reqs, sc.capacity_concurrency))
+            finally:
+                loop.close()
         finally:
             r.stop()
     s = summarize(res.records, res.wall)
     rps = s["ok"] / res.wall if res.wall > 0 else 0.0
     return {"method": f"closed loop, concurrency {sc.capacity_concurrency}, {sc.capacity_count} requests, "
-                      "through Envoy least-request", "requests_per_s": rps,
+                      f"through {sc.capacity_router}", "requests_per_s": rps,
             "output_tokens_per_s": s["output_tokens_per_s"], "ttft_p90": s["ttft_p90"], "errors": s["errors"]}
 
 
@@ -107,6 +121,7 @@ def run_router(sc: Scenario, name: str, workdir: Path, capacity: dict | None, se
             else:
                 url = router.start(Setup(pool.addresses, wd, MODEL, sc.classes))
                 wait_serving(url, MODEL)
+            warm_up(sc, url)
             for i, level in enumerate(sc.levels):
                 _log(f"{sc.name} / {name} / level {level}")
                 out.append(run_level(sc, name, url, pool, router, level, capacity, seed + i))

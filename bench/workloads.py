@@ -38,16 +38,18 @@ def _check_positive(**kw: int) -> None:
 
 def shared_prefix(model: str, count: int, *, groups: int = 64, users: int = 16,
                   system_tokens: int = 2048, question_tokens: int = 128,
-                  output_tokens: int = 256, seed: int = 0) -> list[BenchRequest]:
+                  output_tokens: int = 256, seed: int = 0, sample_seed: int = 0) -> list[BenchRequest]:
     """Groups of users sharing a long system prompt, each asking short questions.
 
     The shape of SGLang's generated-shared-prefix: a request picks a group and a
     user uniformly; its prompt is the group's system prompt plus a fresh question.
+    `seed` fixes the groups' prompts, `sample_seed` the questions and their order,
+    so successive load levels reuse the same groups (and the caches they warmed).
     """
     _check_positive(count=count, groups=groups, users=users, system_tokens=system_tokens,
                     question_tokens=question_tokens, output_tokens=output_tokens)
-    rng = random.Random(seed)
-    systems = [text(rng, system_tokens) for _ in range(groups)]
+    systems = group_prompts(groups, system_tokens, seed)
+    rng = random.Random(f"{seed}:{sample_seed}")
     out = []
     for i in range(count):
         g = rng.randrange(groups)
@@ -56,6 +58,20 @@ def shared_prefix(model: str, count: int, *, groups: int = 64, users: int = 16,
                 {"role": "user", "content": text(rng, question_tokens)}]
         out.append(BenchRequest(_body(model, msgs, output_tokens), {"group": g, "user": u}))
     return out
+
+
+def group_prompts(groups: int, system_tokens: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    return [text(rng, system_tokens) for _ in range(groups)]
+
+
+def shared_prefix_warmup(model: str, *, groups: int, system_tokens: int, seed: int = 0) -> list[BenchRequest]:
+    """Each group's system prompt once (one output token): the same warm start for every router,
+    so the measured run shows steady state rather than the first sight of each group."""
+    rng = random.Random(f"{seed}:warmup")
+    return [BenchRequest(_body(model, [{"role": "system", "content": p},
+                                       {"role": "user", "content": text(rng, 8)}], 1), {"group": g})
+            for g, p in enumerate(group_prompts(groups, system_tokens, seed))]
 
 
 def multi_turn(model: str, count: int, *, active: int = 16, turns: int = 6,

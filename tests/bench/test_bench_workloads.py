@@ -88,3 +88,14 @@ def test_mixed_criticality_share_and_model_names():
 def test_bad_parameters_name_the_field(call):
     with pytest.raises(ValueError, match="count|turns|adapters|critical_share"):
         call()
+
+
+def test_shared_prefix_levels_reuse_groups_and_warmup_covers_each_group():
+    a = wl.shared_prefix("m", 50, groups=3, system_tokens=64, seed=0, sample_seed=1)
+    b = wl.shared_prefix("m", 50, groups=3, system_tokens=64, seed=0, sample_seed=2)
+    systems = lambda reqs: {r.body["messages"][0]["content"] for r in reqs}
+    assert systems(a) == systems(b) and len(systems(a)) == 3
+    assert [r.body["messages"][1] for r in a] != [r.body["messages"][1] for r in b]
+    warm = wl.shared_prefix_warmup("m", groups=3, system_tokens=64, seed=0)
+    assert [r.tags["group"] for r in warm] == [0, 1, 2]
+    assert systems(warm) == systems(a) and all(r.body["max_tokens"] == 1 for r in warm)
