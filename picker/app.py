@@ -104,7 +104,9 @@ async def run(opts: Options, stop: asyncio.Event | None = None) -> None:
 
     max_msg = max(64 * 1024 * 1024, cfg.max_body_bytes * 2)
     gopts = [("grpc.max_receive_message_length", max_msg), ("grpc.max_send_message_length", max_msg),
-             ("grpc.so_reuseport", 0)]
+             ("grpc.so_reuseport", 0),
+             # big bodies: let Envoy send a whole buffered body without waiting on window updates
+             ("grpc.http2.lookahead_bytes", 16 * 1024 * 1024)]
     server = grpc.aio.server(options=gopts)
     pb_grpc.add_ExternalProcessorServicer_to_server(ExtProc(pool, telemetry), server)
     server.add_insecure_port(f"{opts.host}:{opts.grpc_port}")

@@ -146,7 +146,8 @@ async def closed_loop(port: int, concurrency: int, seconds: float, body: bytes) 
     return len(lat), lat
 
 
-def dataplane_bench(rate: float, seconds: float, big_kb: int, big_conc: int, big_seconds: float) -> dict:
+def dataplane_bench(rate: float, seconds: float, big_kb: int, big_conc: int, big_seconds: float,
+                    parts: set[str] = frozenset({"rate", "max", "big"})) -> dict:
     wd = tempdir("picker-bench-")
     sport = free_port()
     procs = []
@@ -174,6 +175,20 @@ def dataplane_bench(rate: float, seconds: float, big_kb: int, big_conc: int, big
         run(fixed_rate(dl, 100, 1, small))  # warm up both paths
         run(fixed_rate(gl, 100, 1, small))
         out: dict = {"rate": rate, "seconds": seconds}
+        if "rate" in parts:
+            out.update(_rate_part(run, dl, gl, picker, rate, seconds, small))
+        if "max" in parts:
+            out.update(_max_part(run, dl, gl, picker, small))
+        if "big" in parts:
+            out.update(_big_part(run, dl, gl, picker, big, big_kb, big_conc, big_seconds))
+        return out
+    finally:
+        for p in reversed(procs):
+            p.stop()
+
+
+def _rate_part(run, dl, gl, picker, rate, seconds, small) -> dict:
+        out = {}
         direct = run(fixed_rate(dl, rate, seconds, small))
         c0 = cpu_seconds(picker.p.pid)
         via = run(fixed_rate(gl, rate, seconds, small))
@@ -183,7 +198,11 @@ def dataplane_bench(rate: float, seconds: float, big_kb: int, big_conc: int, big
         out["added_p50_ms"] = out["picker_p50_ms"] - out["direct_p50_ms"]
         out["added_p99_ms"] = out["picker_p99_ms"] - out["direct_p99_ms"]
         out["picker_cpu_ms_per_req"] = (c1 - c0) / len(via) * 1e3
+        return out
 
+
+def _max_part(run, dl, gl, picker, small) -> dict:
+        out = {}
         c0, t0 = cpu_seconds(picker.p.pid), time.perf_counter()
         n, _ = run(closed_loop(gl, 64, 5, small))
         c1, t1 = cpu_seconds(picker.p.pid), time.perf_counter()
@@ -192,11 +211,18 @@ def dataplane_bench(rate: float, seconds: float, big_kb: int, big_conc: int, big
         out["max_rps_picker_cpu_bound"] = n / (c1 - c0) if c1 > c0 else float("inf")
         n_direct, _ = run(closed_loop(dl, 64, 3, small))
         out["max_rps_direct"] = n_direct / 3
+        return out
 
+
+def _big_part(run, dl, gl, picker, big, big_kb, big_conc, big_seconds) -> dict:
+        out = {}
         run(closed_loop(dl, big_conc, 1, big))
         run(closed_loop(gl, big_conc, 1, big))
         _, big_direct = run(closed_loop(dl, big_conc, big_seconds, big))
+        c0 = cpu_seconds(picker.p.pid)
         _, big_via = run(closed_loop(gl, big_conc, big_seconds, big))
+        out["big_picker_cpu_ms_per_req"] = (cpu_seconds(picker.p.pid) - c0) / len(big_via) * 1e3
+        out["big_rps_direct"], out["big_rps_picker"] = len(big_direct) / big_seconds, len(big_via) / big_seconds
         out["big_kb"] = big_kb
         out["big_direct_p50_ms"] = pct(big_direct, 50) * 1e3
         out["big_picker_p50_ms"] = pct(big_via, 50) * 1e3
@@ -204,9 +230,6 @@ def dataplane_bench(rate: float, seconds: float, big_kb: int, big_conc: int, big
         out["big_direct_p99_ms"] = pct(big_direct, 99) * 1e3
         out["big_picker_p99_ms"] = pct(big_via, 99) * 1e3
         return out
-    finally:
-        for p in reversed(procs):
-            p.stop()
 
 
 def main(argv=None) -> None:
@@ -217,30 +240,37 @@ def main(argv=None) -> None:
     ap.add_argument("--big-kb", type=int, default=220)
     ap.add_argument("--big-concurrency", type=int, default=20)
     ap.add_argument("--big-seconds", type=float, default=5)
-    ap.add_argument("--skip-dataplane", action="store_true")
+    ap.add_argument("--parts", default="decision,rate,max,big",
+                    help="comma list of: decision, rate (fixed-rate added latency), max (closed loop), big (220 KB)")
     a = ap.parse_args(argv)
+    parts = set(a.parts.split(","))
     print("== scheduler decision time (default profile: 2 filters, 4 scorers incl. prefix; ~2 KB prompts;\n"
           "   500 req/s of simulated time, so the 10 ms endpoint snapshot is rebuilt every 5th request)")
     print(f"{'endpoints':>9} {'schedule p50':>13} {'p99':>9} {'parse+route+schedule p50':>25} {'p99':>9}")
-    for n in (8, 64, 256):
+    for n in ((8, 64, 256) if "decision" in parts else ()):
         r = decision_bench(n, a.decision_iters)
         print(f"{n:>9} {r['schedule_p50_us']:>10.1f} µs {r['schedule_p99_us']:>6.1f} µs "
               f"{r['decide_p50_us']:>22.1f} µs {r['decide_p99_us']:>6.1f} µs")
-    if a.skip_dataplane:
+    if not parts & {"rate", "max", "big"}:
         return
-    r = dataplane_bench(a.rate, a.seconds, a.big_kb, a.big_concurrency, a.big_seconds)
-    print(f"\n== Envoy direct vs Envoy + picker, {r['rate']:.0f} req/s for {r['seconds']:.0f} s (small prompts)")
-    print(f"direct:        p50 {r['direct_p50_ms']:.2f} ms   p99 {r['direct_p99_ms']:.2f} ms")
-    print(f"with picker:   p50 {r['picker_p50_ms']:.2f} ms   p99 {r['picker_p99_ms']:.2f} ms")
-    print(f"added:         p50 {r['added_p50_ms']:.2f} ms   p99 {r['added_p99_ms']:.2f} ms")
-    print(f"picker CPU:    {r['picker_cpu_ms_per_req']:.3f} ms per request")
-    print("\n== highest rate, closed loop (64 concurrent, everything on this machine's cores)")
-    print(f"Envoy direct: {r['max_rps_direct']:.0f} req/s; Envoy + picker: {r['max_rps_closed_loop']:.0f} req/s "
+    r = dataplane_bench(a.rate, a.seconds, a.big_kb, a.big_concurrency, a.big_seconds, parts)
+    if "rate" in parts:
+        print(f"\n== Envoy direct vs Envoy + picker, {r['rate']:.0f} req/s for {r['seconds']:.0f} s (small prompts)")
+        print(f"direct:        p50 {r['direct_p50_ms']:.2f} ms   p99 {r['direct_p99_ms']:.2f} ms")
+        print(f"with picker:   p50 {r['picker_p50_ms']:.2f} ms   p99 {r['picker_p99_ms']:.2f} ms")
+        print(f"added:         p50 {r['added_p50_ms']:.2f} ms   p99 {r['added_p99_ms']:.2f} ms")
+        print(f"picker CPU:    {r['picker_cpu_ms_per_req']:.3f} ms per request")
+    if "max" in parts:
+        print("\n== highest rate, closed loop (64 concurrent, everything on this machine's cores)")
+        print(f"Envoy direct: {r['max_rps_direct']:.0f} req/s; Envoy + picker: {r['max_rps_closed_loop']:.0f} req/s "
           f"(picker at {r['picker_cpu_util_at_max'] * 100:.0f}% of one core; "
           f"one picker core would sustain ~{r['max_rps_picker_cpu_bound']:.0f} req/s)")
-    print(f"\n== {r['big_kb']} KB prompts, concurrency {a.big_concurrency}")
-    print(f"direct p50 {r['big_direct_p50_ms']:.2f} ms, with picker p50 {r['big_picker_p50_ms']:.2f} ms, "
+    if "big" in parts:
+        print(f"\n== {r['big_kb']} KB prompts, concurrency {a.big_concurrency}")
+        print(f"direct p50 {r['big_direct_p50_ms']:.2f} ms, with picker p50 {r['big_picker_p50_ms']:.2f} ms, "
           f"added p50 {r['big_added_p50_ms']:.2f} ms (p99 {r['big_direct_p99_ms']:.1f} -> {r['big_picker_p99_ms']:.1f} ms)")
+        print(f"throughput {r['big_rps_direct']:.0f} -> {r['big_rps_picker']:.0f} req/s; "
+              f"picker CPU {r['big_picker_cpu_ms_per_req']:.2f} ms per request")
 
 
 if __name__ == "__main__":

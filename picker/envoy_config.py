@@ -70,7 +70,11 @@ def gateway_config(*, listen_port: int, admin_port: int, picker_port: int, pool:
     }
     h2 = {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
         "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-        "explicit_http_config": {"http2_protocol_options": {}}}}
+        "explicit_http_config": {"http2_protocol_options": {
+            # big prompts cross this link twice (to the picker and back); the 64 KiB default windows
+            # would make every 220 KB body wait on several flow-control round trips
+            "initial_stream_window_size": 16 * 1024 * 1024,
+            "initial_connection_window_size": 64 * 1024 * 1024}}}}
     if override_host:
         # Alternative to ORIGINAL_DST that understands a comma-separated list with fallbacks.
         pool_cluster = {

@@ -114,11 +114,23 @@ def start_picker(config_path: str, workdir: str, *, grpc_port: int, health_port:
               "--health-port", str(health_port), "--metrics-port", str(metrics_port), *extra],
              os.path.join(workdir, f"picker-{grpc_port}.log"), env=env)
     try:
-        wait_until(lambda: "picker ready" in p.output(), 30, "picker ready", p)
+        wait_until(lambda: picker_ready(health_port), 30, "picker ready", p)
     except Exception:
         p.stop()
         raise
     return p
+
+
+def picker_ready(health_port: int) -> bool:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{health_port}") as ch:
+        try:
+            r = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service="readiness"), timeout=1)
+        except grpc.RpcError:
+            return False
+    return r.status == health_pb2.HealthCheckResponse.SERVING
 
 
 def start_modelservers(specs: list[dict], workdir: str) -> Proc:
