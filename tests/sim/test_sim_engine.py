@@ -265,3 +265,44 @@ def test_predictions_are_exact_on_random_workloads(seed, kw):
         e.submit(probe, probe_at)
         until(e, lambda: probe.first_token_at is not None)
         assert probe.first_token_at - probe_at == pytest.approx(predicted, abs=1e-9), (seed, probe_at)
+
+
+def check_kv_invariants(e):
+    kv = e.kv
+    holders = {}
+    for r in e.running:
+        for h in r.kv_hashes:
+            holders[h] = holders.get(h, 0) + 1
+    assert {h: n for h, n in kv.refs.items() if n} == holders
+    assert set(kv.evictable) == {h for h, n in kv.refs.items() if n == 0}
+    own = sum(r.kv_own for r in e.running)
+    assert kv.free_plain + len(kv.evictable) + len(holders) + own == kv.num_blocks
+    for r in e.running:   # every running sequence holds blocks for all its tokens
+        assert (len(r.kv_hashes) + r.kv_own) * kv.block_size >= r.prompt_tokens + r.generated
+    assert not any(r.kv_hashes or r.kv_own for r in e.waiting)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_block_accounting_stays_consistent_under_random_load(seed):
+    import random
+    rng = random.Random(seed)
+    e = Engine(P, num_gpu_blocks=rng.choice([120, 300, 2000]), max_num_seqs=rng.choice([4, 16, 256]),
+               max_loras=2)
+    shared = ["T" * rng.randint(50, 1500) for _ in range(4)]
+    reqs, t = [], 0.0
+    for i in range(80):
+        t += rng.expovariate(30)
+        e.advance(t)
+        check_kv_invariants(e)
+        r = req(prompt=rng.choice(shared) + str(i) * rng.randint(1, 200), target=rng.randint(1, 150),
+                rid=str(i), lora=rng.choice([None, None, "A", "B", "C"]))
+        e.submit(r, t)
+        reqs.append(r)
+        if rng.random() < 0.05:
+            e.abort(rng.choice(reqs), t)
+    while e.next_event_time() is not None:
+        e.advance(e.next_event_time())
+        check_kv_invariants(e)
+    assert all(r.state in ("finished", "aborted") for r in reqs)
+    assert all(r.generated == r.target for r in reqs if r.state == "finished")
+    assert e.kv.num_free() == e.kv.num_blocks

@@ -15,7 +15,7 @@ async def test_batch1_ttft_and_itl_within_15_percent_of_profile(start_server, pr
     srv, base, sess = await start_server(profile=profile)
     p = get_profile(profile)
     ttfts, itls = [], []
-    for i in range(3):
+    for i in range(5):
         prompt = f"{i}" + "w" * (4 * 256 - 1)        # 256 tokens, no shared prefix
         ttft, times, _ = await stream_times(sess, base + "/v1/completions",
                                             {"model": "base", "prompt": prompt, "max_tokens": 30,
