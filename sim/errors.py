@@ -34,4 +34,5 @@ def unavailable(message: str) -> APIError:
 def status_error(status: int, message: str) -> APIError:
     types = {400: "BadRequestError", 404: "NotFoundError", 429: "RateLimitError",
              500: "InternalServerError", 502: "BadGatewayError", 503: "ServiceUnavailableError"}
-    return APIError(status, message, types.get(status, "InternalServerError"))
+    default = "BadRequestError" if status < 500 else "InternalServerError"
+    return APIError(status, message, types.get(status, default))

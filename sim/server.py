@@ -111,7 +111,7 @@ class SimServer:
                     await f.wait_unstalled()
                 if f.starting(self.loop.time()):
                     raise unavailable("server is starting (injected slow start)")
-                if request.path.startswith("/v1/") and request.method == "POST" and f.should_fail():
+                if request.path in _GENERATION and f.should_fail():
                     raise status_error(f.error_status, "injected fault")
             return await handler(request)
         except APIError as e:
@@ -314,6 +314,9 @@ class SimServer:
         self.driver.kick()
         return web.json_response({"ttft_seconds": ttft, "queue_position": pos,
                                   "queue_full": ttft is None and pos >= self.engine.max_waiting})
+
+
+_GENERATION = frozenset({"/v1/completions", "/v1/chat/completions"})
 
 
 def _usage(r: Request) -> dict:
