@@ -273,3 +273,32 @@ def test_full_duplex_streaming_response(stack, reset_servers):
     assert r.status == 200 and len(events) == 3 and all(e["model"] == "sql" for e in events)
     r = request(port, "GET", "/hello")  # no rewrite: chunks pass through unchanged
     assert r.status == 200 and r.body.decode().startswith("pod-")
+
+
+def test_fallback_list_with_override_host_policy(stack, reset_servers, workdir):
+    """--fallbacks N sends `primary,fallback,...` in header and metadata; with Envoy's override_host
+    policy the request lands on the primary (what an ORIGINAL_DST cluster could not parse)."""
+    import yaml
+
+    from picker.procs import http_get, start_picker
+
+    s = reset_servers
+    path = f"{workdir}/fallbacks.yaml"
+    with open(path, "w") as f:
+        yaml.safe_dump(base_config(s), f)
+    gp, hp, mp = free_port(), free_port(), free_port()
+    picker = start_picker(path, workdir, grpc_port=gp, health_port=hp, metrics_port=mp,
+                          extra=["--fallbacks", "2", "--log-level", "debug"])
+    try:
+        port = stack.envoy(picker_port=gp, override_host=True, pool_keys=["a1", "a2", "b"])
+        for i in range(10):
+            r = complete(port, "llama", f"fb{i}", {"x-test-subset": f"{s.addr('a2')},{s.addr('b')}"})
+            assert r.status == 200 and served_port(r) in (s.ports["a2"], s.ports["b"])
+        assert complete(port, "sql").json()["model"] == "sql"
+        time.sleep(0.1)
+        text = http_get(f"http://127.0.0.1:{mp}/metrics")[1]
+        assert 'picked="true"' in text and 'picked="false"' not in text  # always the primary
+        routed = [json.loads(line) for line in picker.output().splitlines() if '"msg": "routed"' in line]
+        assert routed and all(len(x["endpoint"].split(",")) == 2 for x in routed[:10])  # primary + 1 of subset
+    finally:
+        picker.stop()
