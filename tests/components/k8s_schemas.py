@@ -1,5 +1,5 @@
 """Validate rendered objects: custom resources against the upstream CRDs' served-version
-openAPIV3Schema (../shared/crds), core objects with kubernetes-validate."""
+openAPIV3Schema (../shared/crds) and its CEL rules, core objects with kubernetes-validate."""
 from __future__ import annotations
 
 import copy
@@ -57,10 +57,23 @@ def crd_schemas() -> dict[tuple[str, str], dict]:
     return out
 
 
+def cel_available() -> bool:
+    try:
+        import celpy  # noqa: F401  (cel-python, a test dependency)
+    except ImportError:
+        return False
+    return True
+
+
 def crd_errors(obj: dict) -> list[str]:
     schema = crd_schemas()[(obj["apiVersion"], obj["kind"])]
     validator = jsonschema.Draft7Validator(schema)
-    return [f"{'.'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}" for e in validator.iter_errors(obj)]
+    errors = [f"{'.'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}" for e in validator.iter_errors(obj)]
+    if not errors and cel_available():
+        from k8s_cel import cel_errors
+
+        errors = cel_errors(schema, obj)
+    return errors
 
 
 def is_custom(obj: dict) -> bool:

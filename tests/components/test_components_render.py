@@ -137,3 +137,19 @@ def test_gke_custom_policies_without_crd_have_their_shape(renders):
     hc = r.one("HealthCheckPolicy", "llm-health")["spec"]["default"]["config"]
     assert hc == {"httpHealthCheck": {"port": 8000, "requestPath": "/health"}, "type": "HTTP"}
     assert r.one("GCPBackendPolicy", "llm-new-backend")["spec"]["default"]["timeoutSec"] > 0
+
+
+def test_schema_check_enforces_crd_cel_rules(renders):
+    pytest.importorskip("celpy", reason="cel-python not installed: CRD CEL rules are not evaluated")
+    import copy
+
+    route = copy.deepcopy(renders("local").one("HTTPRoute", "llama2-mirror"))
+    route["spec"]["rules"][0]["filters"][0]["requestMirror"]["fraction"] = {"numerator": 1}
+    assert validate(route) == ["spec.rules[0].filters[0].requestMirror: "
+                               "Only one of percent or fraction may be specified in HTTPRequestMirrorFilter"]
+    pool = copy.deepcopy(renders("local").one("InferencePool", "llama2-pool"))
+    pool["spec"]["targetPorts"] = [{"number": 8000}, {"number": 8000}]
+    assert validate(pool) == ["spec.targetPorts: port number must be unique"]
+    route = copy.deepcopy(renders("ack-canary").one("HTTPRoute", "inference-route"))
+    route["spec"]["rules"][0]["backendRefs"].append({"group": "", "kind": "Service", "name": "x"})
+    assert validate(route) == ["spec.rules[0].backendRefs[2]: Must have port for Service reference"]
