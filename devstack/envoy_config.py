@@ -22,6 +22,8 @@ ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
 EXT_PROC = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor"
 HTTP_OPTIONS = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 ROUTE_CONFIG = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+HEADER_MUTATION = "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation"
+MIRROR_HEADER = "x-infershift-mirror"
 LOOPBACK = "127.0.0.1"
 PICKER_MESSAGE_TIMEOUT = "10s"  # generous: on 2 busy cores a picker answer can be slow
 
@@ -81,8 +83,12 @@ def service_cluster(service: str) -> str:
     return f"svc-{service}"
 
 
-def rds_file(xds_dir: Path, listener: str) -> Path:
-    return xds_dir / f"rds-{gateway_route_name(listener)}.yaml"
+def pool_route_name(pool: str) -> str:
+    return f"pool-{pool}"
+
+
+def rds_file(xds_dir: Path, route_name: str) -> Path:
+    return xds_dir / f"rds-{route_name}.yaml"
 
 
 # --- first tier: HTTPRoutes ------------------------------------------------------------
@@ -104,13 +110,23 @@ def _route_action(rule: Rule, clusters: list[tuple[str, int]], timeout: float | 
         action = {"weighted_clusters": {"clusters": [{"name": c, "weight": w} for c, w in live]}}
     if timeout is not None:
         action["timeout"] = _seconds(timeout)
-    if rule.mirror:
-        target = service_cluster(rule.mirror.name) if rule.mirror.kind == "Service" else pool_cluster(rule.mirror.name)
-        policy: dict = {"cluster": target}
-        if rule.mirror.percent < 100:
-            policy["runtime_fraction"] = {"default_value": {"numerator": rule.mirror.percent, "denominator": "HUNDRED"}}
-        action["request_mirror_policies"] = [policy]
     return action
+
+
+def _tag(rule: Rule) -> dict:
+    """A mirror route tags its requests so the pool tier mirrors them after the picker."""
+    if rule.mirror:
+        return {"request_headers_to_add": [{"header": {"key": MIRROR_HEADER, "value": rule.name},
+                                            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]}
+    return {"request_headers_to_remove": [MIRROR_HEADER]}
+
+
+def _mirror_policy(rule: Rule) -> dict:
+    target = service_cluster(rule.mirror.name) if rule.mirror.kind == "Service" else pool_cluster(rule.mirror.name)
+    policy: dict = {"cluster": target}
+    if rule.mirror.percent < 100:
+        policy["runtime_fraction"] = {"default_value": {"numerator": rule.mirror.percent, "denominator": "HUNDRED"}}
+    return policy
 
 
 def _rule_routes(rule: Rule, timeout: float | None) -> list[tuple[tuple, dict]]:
@@ -124,9 +140,11 @@ def _rule_routes(rule: Rule, timeout: float | None) -> list[tuple[tuple, dict]]:
                 "name": f"{rule.name}-pin-{i}",
                 "match": {**_path_match(path), "headers": [{"name": pin.header, "string_match": {"exact": pin.value}}]},
                 "route": _route_action(rule, [(pool_cluster(pin.pool), 1)], timeout),
+                **_tag(rule),
             }
             out.append(((-len(path), -1, rule.name, i), route))
-        route = {"name": rule.name, "match": _path_match(path), "route": _route_action(rule, weighted, timeout)}
+        route = {"name": rule.name, "match": _path_match(path), "route": _route_action(rule, weighted, timeout),
+                 **_tag(rule)}
         out.append(((-len(path), 0, rule.name, 0), route))
     return out
 
@@ -190,22 +208,24 @@ def _hcm(stat_prefix: str, routes: dict, http_filters: list[dict]) -> dict:
     }
 
 
-def _gateway_listener(plane: DataPlane, name: str, port: int, xds_dir: Path | None) -> dict:
-    route_name = gateway_route_name(name)
+def _routes_source(name: str, inline: dict, xds_dir: Path | None) -> dict:
     if xds_dir is None:  # inline variant, used to validate the routes with the bootstrap
-        routes = {"route_config": gateway_routes(plane, name)}
-    else:
-        path = str(rds_file(xds_dir, name))
-        routes = {"rds": {
-            "route_config_name": route_name,
-            "config_source": {
-                "resource_api_version": "V3",
-                "path_config_source": {"path": path, "watched_directory": {"path": str(xds_dir)}},
-            },
-        }}
+        return {"route_config": inline}
+    return {"rds": {
+        "route_config_name": name,
+        "config_source": {
+            "resource_api_version": "V3",
+            "path_config_source": {"path": str(rds_file(xds_dir, name)), "watched_directory": {"path": str(xds_dir)}},
+        },
+    }}
+
+
+def _gateway_listener(plane: DataPlane, name: str, port: int, xds_dir: Path | None) -> dict:
+    routes = _routes_source(gateway_route_name(name), gateway_routes(plane, name), xds_dir)
     listener: dict = {
         "name": f"gateway-{name}",
         "address": _addr(LOOPBACK, port),
+        "enable_reuse_port": False,  # a second devstack on the same port must fail, not share it
         "filter_chains": [{"filters": [_hcm(f"gw_{name}", routes, [])]}],
     }
     if plane.buffer_limit:
@@ -228,23 +248,56 @@ def fallback_cluster(pool: str) -> str:
     return f"pool-{pool}-fallback"
 
 
-def _pool_listener(pool: Pool) -> dict:
-    picked = {
-        "name": "picked-endpoint",
-        "match": {"prefix": "/", "headers": [{"name": ENDPOINT_HEADER, "present_match": True}]},
-        "route": {"cluster": endpoints_cluster(pool.name), "timeout": "0s"},
-    }
+def pool_routes(plane: DataPlane, pool: Pool) -> dict:
+    """The pool tier's RouteConfiguration (RDS resource): to the picked endpoint, else
+    the failure mode; mirrors happen here, after the picker rewrote the body, as a
+    gateway's router mirrors after its ext_proc filter."""
+    mirrors = sorted((r for r in plane.rules if r.mirror and r.backends[0][0] == pool.name), key=lambda r: r.name)
+    picked_header = {"name": ENDPOINT_HEADER, "present_match": True}
+
+    def tagged(rule: Rule) -> dict:
+        return {"name": MIRROR_HEADER, "string_match": {"exact": rule.name}}
+
+    routes = []
+    for rule in mirrors:
+        routes.append({
+            "name": f"picked-endpoint-{rule.name}",
+            "match": {"prefix": "/", "headers": [picked_header, tagged(rule)]},
+            "route": {"cluster": endpoints_cluster(pool.name), "timeout": "0s",
+                      "request_mirror_policies": [_mirror_policy(rule)]},
+        })
+    routes.append({"name": "picked-endpoint", "match": {"prefix": "/", "headers": [picked_header]},
+                   "route": {"cluster": endpoints_cluster(pool.name), "timeout": "0s"}})
     if pool.failure_mode == "FailOpen":
-        unpicked = {"name": "fail-open", "match": {"prefix": "/"}, "route": {"cluster": fallback_cluster(pool.name), "timeout": "0s"}}
+        for rule in mirrors:
+            routes.append({
+                "name": f"fail-open-{rule.name}",
+                "match": {"prefix": "/", "headers": [tagged(rule)]},
+                "route": {"cluster": fallback_cluster(pool.name), "timeout": "0s",
+                          "request_mirror_policies": [_mirror_policy(rule)]},
+            })
+        routes.append({"name": "fail-open", "match": {"prefix": "/"},
+                       "route": {"cluster": fallback_cluster(pool.name), "timeout": "0s"}})
     else:
-        unpicked = {
+        routes.append({
             "name": "fail-close",
             "match": {"prefix": "/"},
             "direct_response": {"status": 503, "body": {"inline_string": openai_error(
-                f"endpoint picker of InferencePool {pool.name} chose no endpoint (failureMode FailClose)",
+                f"the endpoint picker of InferencePool {pool.name} chose no endpoint (failureMode FailClose)",
                 "service_unavailable", "picker_unavailable")}},
             "response_headers_to_add": [_json_header()],
-        }
+        })
+    return {"name": pool_route_name(pool.name), "virtual_hosts": [{"name": pool.name, "domains": ["*"], "routes": routes}]}
+
+
+def _pool_listener(plane: DataPlane, pool: Pool, xds_dir: Path | None) -> dict:
+    # Only this pool's picker may choose the endpoint: drop any header that came with the
+    # request (from a client, or from another pool's picker on a mirrored copy).
+    strip = {
+        "name": "envoy.filters.http.header_mutation",
+        "typed_config": {"@type": HEADER_MUTATION, "mutations": {"request_mutations": [
+            {"remove": ENDPOINT_HEADER}]}},
+    }
     ext_proc = {
         "name": "envoy.filters.http.ext_proc",
         "typed_config": {
@@ -252,6 +305,7 @@ def _pool_listener(pool: Pool) -> dict:
             "grpc_service": {"envoy_grpc": {"cluster_name": picker_cluster(pool.name)}, "timeout": PICKER_MESSAGE_TIMEOUT},
             "failure_mode_allow": pool.failure_mode == "FailOpen",
             "message_timeout": PICKER_MESSAGE_TIMEOUT,
+            "allow_mode_override": True,
             "processing_mode": {
                 "request_header_mode": "SEND",
                 "request_body_mode": "BUFFERED",
@@ -260,19 +314,18 @@ def _pool_listener(pool: Pool) -> dict:
                 "response_body_mode": "NONE",
                 "response_trailer_mode": "SKIP",
             },
-            # The picker's endpoint header must select the route below.
+            # The picker's endpoint header must select the route (see pool_routes).
             "route_cache_action": "CLEAR",
             "status_on_error": {"code": 503},
         },
     }
-    routes = {"route_config": {"name": f"pool-{pool.name}", "virtual_hosts": [
-        {"name": pool.name, "domains": ["*"], "routes": [picked, unpicked]},
-    ]}}
+    routes = _routes_source(pool_route_name(pool.name), pool_routes(plane, pool), xds_dir)
     return {
         "name": f"pool-{pool.name}",
         "address": _addr(LOOPBACK, pool.port),
+        "enable_reuse_port": False,
         "per_connection_buffer_limit_bytes": pool.max_body_bytes,
-        "filter_chains": [{"filters": [_hcm(f"pool_{pool.name}", routes, [ext_proc])]}],
+        "filter_chains": [{"filters": [_hcm(f"pool_{pool.name}", routes, [strip, ext_proc])]}],
     }
 
 
@@ -301,7 +354,7 @@ def bootstrap(plane: DataPlane, admin_port: int, xds_dir: Path | None) -> dict:
     (see `route_files`); without, they are inline (the variant `envoy --mode validate`
     checks, since validation does not read dynamic resources)."""
     listeners = [_gateway_listener(plane, lst.name, lst.port, xds_dir) for lst in plane.listeners]
-    listeners += [_pool_listener(p) for p in plane.pools]
+    listeners += [_pool_listener(plane, p, xds_dir) for p in plane.pools]
     clusters = [c for p in plane.pools for c in _pool_clusters(p)]
     clusters += [
         _static_cluster(service_cluster(s.name), [e.address for e in s.endpoints])
@@ -315,11 +368,14 @@ def bootstrap(plane: DataPlane, admin_port: int, xds_dir: Path | None) -> dict:
 
 
 def route_files(plane: DataPlane, xds_dir: Path, version: str) -> dict[Path, dict]:
-    """RDS files (filesystem xDS DiscoveryResponses), one per gateway listener."""
+    """RDS files (filesystem xDS DiscoveryResponses): one per gateway listener, one per pool."""
+    configs = [gateway_routes(plane, lst.name) for lst in plane.listeners]
+    configs += [pool_routes(plane, p) for p in plane.pools]
     return {
-        rds_file(xds_dir, lst.name): {
-            "version_info": version,
-            "resources": [{"@type": ROUTE_CONFIG, **gateway_routes(plane, lst.name)}],
-        }
-        for lst in plane.listeners
+        rds_file(xds_dir, c["name"]): {"version_info": version, "resources": [{"@type": ROUTE_CONFIG, **c}]}
+        for c in configs
     }
+
+
+def route_names(plane: DataPlane) -> list[str]:
+    return [gateway_route_name(lst.name) for lst in plane.listeners] + [pool_route_name(p.name) for p in plane.pools]

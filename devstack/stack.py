@@ -323,7 +323,7 @@ class LocalStack:
         return out
 
     def _wait_routes(self, version: int, timeout: float) -> bool:
-        want = {envoy_config.gateway_route_name(lst.name) for lst in self.plane.listeners}
+        want = set(envoy_config.route_names(self.plane))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:

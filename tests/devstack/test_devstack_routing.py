@@ -1,0 +1,85 @@
+"""The local stack through the real Envoy: canary splits, pins, mirrors, errors.
+
+One running `local` stack (a copy of its file) for the whole module."""
+from __future__ import annotations
+
+import httpx
+from devstack_helpers import within
+
+from devstack.traffic import burst, chat_body, served_count
+
+N = 200
+
+
+def pools_of(stack) -> dict[str, str]:
+    svc_pool = {svc: pools[0] for svc, pools in stack.service_pools().items()}
+    return {pod: svc_pool.get(svc, "?") for pod, svc in stack.pod_service().items()}
+
+
+def test_base_model_canary_splits_by_route_weight(local_stack):
+    tally = burst(local_stack.url("llm-gw") + "/v1/chat/completions", chat_body("mymodel"), N)
+    assert tally.failed == 0, tally.errors
+    by_pool = tally.by(pools_of(local_stack))
+    assert set(by_pool) <= {"mymodel-pool-v1", "mymodel-pool-v2"}
+    ok, why = within(by_pool["mymodel-pool-v2"], N, 10 / 100)
+    assert ok, why
+    assert tally.targets == {"mymodel": N}
+
+
+def test_lora_canary_splits_by_target_weight_and_rewrites_model(local_stack):
+    url = local_stack.url("llm-gw") + "/v1/chat/completions"
+    tally = burst(url, chat_body("travelhelper"), N)
+    assert tally.failed == 0, tally.errors
+    assert set(tally.targets) <= {"travel-helper-v1", "travel-helper-v2"}
+    ok, why = within(tally.targets["travel-helper-v2"], N, 10 / 100)
+    assert ok, why
+    # The client keeps seeing the name it asked for; the header says which adapter served.
+    r = httpx.post(url, json=chat_body("travelhelper"), timeout=30)
+    assert r.json()["model"] == "travelhelper"
+    assert r.headers["x-infershift-target-model"] in {"travel-helper-v1", "travel-helper-v2"}
+
+
+def test_in_pool_split_and_mirror_to_a_pool_through_its_own_picker(local_stack):
+    candidate = [e.address for e in local_stack.endpoints["llama2-candidate"]]
+    before = sum(served_count(a) for a in candidate)
+    tally = burst(local_stack.url("lora-gw") + "/v1/chat/completions", chat_body("lora-request"), N)
+    assert tally.failed == 0, tally.errors
+    # The client sees only the primary pool's answers ...
+    assert set(tally.by(local_stack.pod_service())) == {"llama2"}
+    ok, why = within(tally.targets["sql-lora"], N, 50 / 100)
+    assert ok, why
+    # ... and every request was copied to the candidate pool, whose picker rewrote the
+    # model to an adapter the candidate serves (else the shadow would 404 and not count).
+    mirrored = sum(served_count(a) for a in candidate) - before
+    assert mirrored >= N * 0.95, f"candidate pool served {mirrored} of {N} mirrored requests"
+
+
+def test_pinned_header_always_reaches_the_canary(local_stack):
+    tally = burst(local_stack.url("llm-gw") + "/v1/chat/completions", chat_body("mymodel"), 40,
+                  headers={"x-canary": "true"})
+    assert tally.failed == 0, tally.errors
+    assert tally.by(pools_of(local_stack)) == {"mymodel-pool-v2": 40}
+    other = burst(local_stack.url("llm-gw") + "/v1/chat/completions", chat_body("mymodel"), 40,
+                  headers={"x-canary": "false"})
+    assert other.by(pools_of(local_stack))["mymodel-pool-v1"] > 20
+
+
+def test_completions_endpoint_as_in_the_seeds(local_stack):
+    r = httpx.post(local_stack.url("llm-gw") + "/v1/completions",
+                   json={"model": "mymodel", "prompt": "San Francisco is a", "max_tokens": 5}, timeout=30)
+    assert r.status_code == 200, r.text
+    assert r.json()["object"] == "text_completion"
+
+
+def test_unknown_model_is_an_openai_404(local_stack):
+    r = httpx.post(local_stack.url("llm-gw") + "/v1/chat/completions", json=chat_body("no-such-model"), timeout=30)
+    assert r.status_code == 404
+    error = r.json()["error"]
+    assert set(error) >= {"message", "type", "param", "code"}
+    assert "no-such-model" in error["message"]
+
+
+def test_unmatched_path_is_an_openai_404(local_stack):
+    r = httpx.post(local_stack.url("llm-gw") + "/v2/other", json=chat_body("mymodel"), timeout=30)
+    assert r.status_code == 404
+    assert r.json()["error"]["code"] == "route_not_found"
