@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import re
 import sys
 import threading
@@ -237,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, type=Path, help="output directory")
     ap.add_argument("--stacks-dir", type=Path, help="directory of Pulumi.<stack>.yaml files")
     ns = ap.parse_args(argv)
+    # The program's warnings (pulumi.log.warn) reach the root logger under mocks.
+    logging.basicConfig(format="warning: %(message)s", level=logging.WARNING)
     try:
         result = render_stack(ns.stack, ns.stacks_dir)
     except spec.StackConfigError as err:

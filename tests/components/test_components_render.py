@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 import spec
-from components.render import render_stack, write
+from components.render import write
 from conftest import STACKS
 from k8s_schemas import NO_CRD, validate
 
@@ -153,3 +153,18 @@ def test_schema_check_enforces_crd_cel_rules(renders):
     route = copy.deepcopy(renders("ack-canary").one("HTTPRoute", "inference-route"))
     route["spec"]["rules"][0]["backendRefs"].append({"group": "", "kind": "Service", "name": "x"})
     assert validate(route) == ["spec.rules[0].backendRefs[2]: Must have port for Service reference"]
+
+
+def test_main_py_runs_the_program_with_engine_style_config(renders, monkeypatch):
+    """`__main__.py` as the Pulumi engine runs it: config arrives in PULUMI_CONFIG as JSON strings."""
+    import runpy
+
+    from components.render import render_program, stack_config
+
+    values = spec.config_values(yaml.safe_load(spec.stack_path("gke-node-rollout").read_text()))
+    monkeypatch.setenv("PULUMI_CONFIG", json.dumps(stack_config(values)))
+    r = render_program(lambda: runpy.run_path(str(REPO / "__main__.py"), run_name="__main__"),
+                       stack="gke-node-rollout")
+    expected = renders("gke-node-rollout")
+    assert sorted(map(str, r.objects)) == sorted(map(str, expected.objects))
+    assert {(c.type, c.name) for c in r.cloud} == {(c.type, c.name) for c in expected.cloud}
