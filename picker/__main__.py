@@ -35,22 +35,22 @@ def parse_args(argv: list[str]) -> Options:
                    help="fallback endpoints appended to the destination (needs an Envoy LB that takes a list)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--seed", type=int, help="random seed (tests and benchmarks)")
+    p.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio",
+                   help="event loop; grpc.aio measured no faster on uvloop (see BENCH.md)")
     a = p.parse_args(argv)
     setup_logging(a.log_level)
     return Options(config=a.config, host=a.host, grpc_port=a.grpc_port, health_port=a.health_port,
                    metrics_port=a.metrics_port, pool_name=a.pool_name, pool_namespace=a.pool_namespace,
                    poll_interval=a.poll_interval, stale_after=a.stale_after, endpoints_file=a.endpoints_file,
-                   fallbacks=a.fallbacks, seed=a.seed)
+                   fallbacks=a.fallbacks, seed=a.seed, loop=a.loop)
 
 
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(sys.argv[1:] if argv is None else argv)
-    try:
+    if opts.loop == "uvloop":
         import uvloop
 
         uvloop.install()
-    except ImportError:
-        pass
 
     async def _main() -> None:
         stop = asyncio.Event()

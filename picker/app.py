@@ -37,6 +37,7 @@ class Options:
     fallbacks: int = 0
     config_check_interval: float = 1.0
     seed: int | None = None
+    loop: str = "asyncio"
 
 
 def load(opts: Options) -> PickerConfig:

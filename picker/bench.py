@@ -24,7 +24,9 @@ from .decide import decide
 from .endpoints import Endpoint
 from .metrics_parse import ServerMetrics
 from .pool import Pool
-from .procs import free_port, start_envoy, start_modelservers, start_picker, tempdir
+import sys
+
+from .procs import REPO, Proc, free_port, start_envoy, start_modelservers, start_picker, tempdir, wait_until
 from .envoy_config import direct_config, gateway_config
 
 
@@ -147,7 +149,7 @@ async def closed_loop(port: int, concurrency: int, seconds: float, body: bytes) 
 
 
 def dataplane_bench(rate: float, seconds: float, big_kb: int, big_conc: int, big_seconds: float,
-                    parts: set[str] = frozenset({"rate", "max", "big"})) -> dict:
+                    parts: set[str] = frozenset({"rate", "max", "big"}), loop: str = "asyncio") -> dict:
     wd = tempdir("picker-bench-")
     sport = free_port()
     procs = []
@@ -161,12 +163,20 @@ def dataplane_bench(rate: float, seconds: float, big_kb: int, big_conc: int, big
                             "limits": {"maxBodyBytes": 8 * 1024 * 1024}}, f)
         gp = free_port()
         picker = start_picker(cfg_path, wd, grpc_port=gp, health_port=free_port(), metrics_port=free_port(),
-                              extra=["--log-level", "warning"])
+                              extra=["--log-level", "warning", "--loop", loop])
         procs.append(picker)
         dl, da = free_port(), free_port()
         procs.append(start_envoy(direct_config(listen_port=dl, admin_port=da, upstream=upstream), wd, da))
         gl, ga = free_port(), free_port()
         procs.append(start_envoy(gateway_config(listen_port=gl, admin_port=ga, picker_port=gp, pool=[upstream]), wd, ga))
+        # floor: the same Envoy setup in front of a no-op grpc.aio ext_proc servicer
+        np_ = free_port()
+        noop = Proc([sys.executable, "-m", "picker.noop_extproc", str(np_), upstream], os.path.join(wd, "noop.log"),
+                    env=dict(os.environ, PYTHONPATH=str(REPO)))
+        procs.append(noop)
+        wait_until(lambda: "ready" in noop.output(), 30, "noop ext_proc", noop)
+        nl, na = free_port(), free_port()
+        procs.append(start_envoy(gateway_config(listen_port=nl, admin_port=na, picker_port=np_, pool=[upstream]), wd, na))
 
         small = json.dumps({"model": "travel", "prompt": "Hello, how are you? " * 20, "max_tokens": 16}).encode()
         big = json.dumps({"model": "travel", "prompt": ("lorem ipsum dolor sit amet " * (big_kb * 40))[:big_kb * 1024],
@@ -177,6 +187,10 @@ def dataplane_bench(rate: float, seconds: float, big_kb: int, big_conc: int, big
         out: dict = {"rate": rate, "seconds": seconds}
         if "rate" in parts:
             out.update(_rate_part(run, dl, gl, picker, rate, seconds, small))
+            c0 = cpu_seconds(noop.p.pid)
+            floor = run(fixed_rate(nl, rate, seconds, small))
+            out["noop_cpu_ms_per_req"] = (cpu_seconds(noop.p.pid) - c0) / len(floor) * 1e3
+            out["noop_p50_ms"], out["noop_p99_ms"] = pct(floor, 50) * 1e3, pct(floor, 99) * 1e3
         if "max" in parts:
             out.update(_max_part(run, dl, gl, picker, small))
         if "big" in parts:
@@ -240,6 +254,7 @@ def main(argv=None) -> None:
     ap.add_argument("--big-kb", type=int, default=220)
     ap.add_argument("--big-concurrency", type=int, default=20)
     ap.add_argument("--big-seconds", type=float, default=5)
+    ap.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio", help="the picker's event loop")
     ap.add_argument("--parts", default="decision,rate,max,big",
                     help="comma list of: decision, rate (fixed-rate added latency), max (closed loop), big (220 KB)")
     a = ap.parse_args(argv)
@@ -253,13 +268,16 @@ def main(argv=None) -> None:
               f"{r['decide_p50_us']:>22.1f} µs {r['decide_p99_us']:>6.1f} µs")
     if not parts & {"rate", "max", "big"}:
         return
-    r = dataplane_bench(a.rate, a.seconds, a.big_kb, a.big_concurrency, a.big_seconds, parts)
+    r = dataplane_bench(a.rate, a.seconds, a.big_kb, a.big_concurrency, a.big_seconds, parts, a.loop)
     if "rate" in parts:
+        print(f"\n(load average when starting: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores)")
         print(f"\n== Envoy direct vs Envoy + picker, {r['rate']:.0f} req/s for {r['seconds']:.0f} s (small prompts)")
         print(f"direct:        p50 {r['direct_p50_ms']:.2f} ms   p99 {r['direct_p99_ms']:.2f} ms")
         print(f"with picker:   p50 {r['picker_p50_ms']:.2f} ms   p99 {r['picker_p99_ms']:.2f} ms")
         print(f"added:         p50 {r['added_p50_ms']:.2f} ms   p99 {r['added_p99_ms']:.2f} ms")
         print(f"picker CPU:    {r['picker_cpu_ms_per_req']:.3f} ms per request")
+        print(f"floor: no-op grpc.aio ext_proc servicer, same Envoy setup: p50 {r['noop_p50_ms']:.2f} ms   "
+              f"p99 {r['noop_p99_ms']:.2f} ms   CPU {r['noop_cpu_ms_per_req']:.3f} ms per request")
     if "max" in parts:
         print("\n== highest rate, closed loop (64 concurrent, everything on this machine's cores)")
         print(f"Envoy direct: {r['max_rps_direct']:.0f} req/s; Envoy + picker: {r['max_rps_closed_loop']:.0f} req/s "
