@@ -89,3 +89,11 @@ def set_in_file(file: Path, path: str, value: Any) -> None:
     document = yaml.safe_load(Path(file).read_text()) or {}
     set_path(document, path, value)
     write_atomic(Path(file), yaml.safe_dump(document, sort_keys=False))
+
+
+def set_many_in_file(file: Path, values: dict[str, Any]) -> None:
+    """Several `--path` sets in one atomic write (no invalid state in between)."""
+    document = yaml.safe_load(Path(file).read_text()) or {}
+    for path, value in values.items():
+        set_path(document, path, value)
+    write_atomic(Path(file), yaml.safe_dump(document, sort_keys=False))

@@ -142,12 +142,24 @@ def build(spec: StackSpec, endpoints: dict[str, list[Endpoint]], ports: Ports) -
     )
 
 
-def shape(plane: DataPlane) -> tuple:
-    """What a live edit must not change (ports, processes, failure modes, body limits);
-    everything else — weights, pins, mirrors, percent, matches — is applied live."""
-    return (
-        plane.listeners,
-        tuple((p.name, p.failure_mode, p.endpoints, p.port, p.picker_port, p.max_body_bytes) for p in plane.pools),
-        plane.services,
-        plane.buffer_limit,
-    )
+def restart_needed(old: StackSpec, new: StackSpec) -> list[str]:
+    """Config paths an edit changed that the running processes cannot take live.
+    Live: routes, mirrors, each pool's model routing, the gateway's request timeout."""
+
+    def fixed(spec: StackSpec) -> dict:
+        d = spec.model_dump(by_alias=True)
+        d.pop("routes"), d.pop("mirrors")
+        d["gateway"].pop("requestTimeout")
+        for pool in d["pools"].values():
+            pool.pop("models")
+        return d
+
+    def diff(a, b, path: str) -> list[str]:
+        if isinstance(a, dict) and isinstance(b, dict):
+            out = []
+            for key in sorted(set(a) | set(b), key=str):
+                out += diff(a.get(key), b.get(key), f"{path}.{key}" if path else str(key))
+            return out
+        return [] if a == b else [path]
+
+    return diff(fixed(old), fixed(new), "")

@@ -130,6 +130,7 @@ class LocalStack:
         self._watcher: threading.Thread | None = None
         self._file_state: bytes = b""
         self.applied: list[Applied] = []
+        self._routes_written: dict[str, dict] = {}
 
     # --- plan --------------------------------------------------------------------------
 
@@ -215,7 +216,7 @@ class LocalStack:
         envoy_check.validate(envoy_config.bootstrap(self.plane, self.admin_port, None), envoy=self.options.envoy)
         for name in self.spec.pools:
             write_yaml(self.pools[name].config_file, self.picker_config(self.spec, name))
-        self._write_routes(self.plane)
+        first_routes = self._write_routes(self.plane)
         bootstrap = envoy_config.bootstrap(self.plane, self.admin_port, self.xds_dir)
         bootstrap_file = self.workdir / "envoy.yaml"
         write_atomic(bootstrap_file, envoy_check.dump(bootstrap))
@@ -250,7 +251,8 @@ class LocalStack:
             "--log-level", "warning",
         ])
         self.supervisor.wait_ready(self.envoy, lambda: http_ok(f"{self.admin_url}/ready"), self.options.ready_timeout)
-        self._wait_routes(self.version, self.options.ready_timeout)
+        if not self._wait_routes(first_routes, self.version, self.options.ready_timeout):
+            raise ProcessError(f"Envoy did not load its route files; log {self.envoy.log}:\n{self.envoy.log_tail()}")
         if self.options.watch:
             self._watcher = threading.Thread(target=self._watch, name="devstack-watch", daemon=True)
             self._watcher.start()
@@ -307,10 +309,19 @@ class LocalStack:
 
     # --- live changes ------------------------------------------------------------------
 
-    def _write_routes(self, plane: DataPlane) -> None:
+    def _write_routes(self, plane: DataPlane) -> list[str]:
+        """Write the RDS files whose routes changed; return their route config names.
+        Envoy ignores an identical route config (its version stays), so only changed
+        ones are written and awaited."""
         self.version += 1
+        changed = []
         for path, doc in envoy_config.route_files(plane, self.xds_dir, str(self.version)).items():
-            write_yaml(path, doc)
+            resource = doc["resources"][0]
+            if self._routes_written.get(resource["name"]) != resource:
+                write_yaml(path, doc)
+                self._routes_written[resource["name"]] = resource
+                changed.append(resource["name"])
+        return changed
 
     def route_versions(self) -> dict[str, str]:
         """RDS version Envoy is serving, per gateway route config."""
@@ -322,15 +333,14 @@ class LocalStack:
             out[rc.get("name", "")] = cfg.get("version_info", "")
         return out
 
-    def _wait_routes(self, version: int, timeout: float) -> bool:
-        want = set(envoy_config.route_names(self.plane))
+    def _wait_routes(self, names: list[str], version: int, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
                 got = self.route_versions()
             except OSError:
                 got = {}
-            if all(got.get(n) == str(version) for n in want):
+            if all(got.get(n) == str(version) for n in names):
                 return True
             time.sleep(0.05)
         return False
@@ -348,14 +358,13 @@ class LocalStack:
     def _apply(self) -> Applied:
         try:
             spec = stackspec.load_file(self.stack_file)
-            plane = dataplane.build(spec, self.endpoints, self.ports)
         except stackspec.StackConfigError as e:
             return Applied(False, f"{e} (the running config stays)")
-        except KeyError as e:
-            return Applied(False, f"{e} was added to the stack; restart devstack to start it (the running config stays)")
-        if dataplane.shape(plane) != dataplane.shape(self.plane):
-            return Applied(False, "the edit changes listeners, services, pools, endpoints, failure modes or buffer "
-                                  "limits; restart devstack for those (the running config stays)")
+        fixed = dataplane.restart_needed(self.spec, spec)
+        if fixed:
+            return Applied(False, f"the edit changes {', '.join(fixed[:5])}{' ...' if len(fixed) > 5 else ''}, "
+                                  "which needs a restart of devstack (the running config stays)")
+        plane = dataplane.build(spec, self.endpoints, self.ports)
         try:
             envoy_check.validate(envoy_config.bootstrap(plane, self.admin_port, None), envoy=self.options.envoy)
         except envoy_check.EnvoyConfigError as e:
@@ -366,11 +375,11 @@ class LocalStack:
             if new != self.picker_config(self.spec, name):
                 write_yaml(self.pools[name].config_file, new)
                 changed.append(f"picker {name}")
-        if plane != self.plane:
-            self._write_routes(plane)
-            if not self._wait_routes(self.version, 10):
+        routes = self._write_routes(plane)
+        if routes:
+            if not self._wait_routes(routes, self.version, 10):
                 return Applied(False, f"Envoy did not take route version {self.version} within 10s")
-            changed.append(f"gateway routes (version {self.version})")
+            changed.append(f"Envoy routes {', '.join(routes)} (version {self.version})")
         self.spec, self.plane = spec, plane
         return Applied(True, ", ".join(changed) or "nothing changed")
 
