@@ -195,7 +195,27 @@ def _json_header() -> dict:
     return {"header": {"key": "content-type", "value": "application/json"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
 
 
-def _hcm(stat_prefix: str, routes: dict, http_filters: list[dict]) -> dict:
+CEL_FILTER = "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter"
+
+
+def _picker_failure_reply(pool: str) -> dict:
+    """Envoy's own reply when a FailClose pool's picker cannot be reached is an empty 503;
+    give it the OpenAI error shape. Only that reply: the picker's own error answers
+    (which already carry OpenAI JSON) have other response code details."""
+    return {"mappers": [{
+        "filter": {"extension_filter": {
+            "name": "envoy.access_loggers.extension_filters.cel",
+            "typed_config": {"@type": CEL_FILTER, "expression": "response.code_details.startsWith('ext_proc')"},
+        }},
+        "body": {"inline_string": openai_error(
+            f"the endpoint picker of InferencePool {pool} is unavailable (failureMode FailClose)",
+            "service_unavailable", "picker_unavailable")},
+        "body_format_override": {"text_format": "%LOCAL_REPLY_BODY%", "content_type": "application/json"},
+    }]}
+
+
+def _hcm(stat_prefix: str, routes: dict, http_filters: list[dict], local_reply: dict | None = None) -> dict:
+    extra = {"local_reply_config": local_reply} if local_reply else {}
     return {
         "name": "envoy.filters.network.http_connection_manager",
         "typed_config": {
@@ -203,6 +223,7 @@ def _hcm(stat_prefix: str, routes: dict, http_filters: list[dict]) -> dict:
             "stat_prefix": stat_prefix,
             "codec_type": "AUTO",
             **routes,
+            **extra,
             "http_filters": http_filters + [{"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER}}],
         },
     }
@@ -325,7 +346,8 @@ def _pool_listener(plane: DataPlane, pool: Pool, xds_dir: Path | None) -> dict:
         "address": _addr(LOOPBACK, pool.port),
         "enable_reuse_port": False,
         "per_connection_buffer_limit_bytes": pool.max_body_bytes,
-        "filter_chains": [{"filters": [_hcm(f"pool_{pool.name}", routes, [strip, ext_proc])]}],
+        "filter_chains": [{"filters": [_hcm(f"pool_{pool.name}", routes, [strip, ext_proc],
+                                            _picker_failure_reply(pool.name) if pool.failure_mode == "FailClose" else None)]}],
     }
 
 

@@ -83,3 +83,10 @@ def test_unmatched_path_is_an_openai_404(local_stack):
     r = httpx.post(local_stack.url("llm-gw") + "/v2/other", json=chat_body("mymodel"), timeout=30)
     assert r.status_code == 404
     assert r.json()["error"]["code"] == "route_not_found"
+
+
+def test_picker_errors_keep_their_own_answer_in_a_fail_close_pool(local_stack):
+    assert local_stack.spec.pools["llama2-pool"].failure_mode == "FailClose"
+    r = httpx.post(local_stack.url("lora-gw") + "/v1/chat/completions", json=chat_body("no-such-model"), timeout=30)
+    assert r.status_code == 404
+    assert "no-such-model" in r.json()["error"]["message"]
