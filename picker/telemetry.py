@@ -24,6 +24,8 @@ class Telemetry:
         self.ep_running = Gauge(p + "endpoint_running_requests", "Scraped running requests", ["pool", "endpoint"], registry=r)
         self.ep_kv = Gauge(p + "endpoint_kv_cache_usage", "Scraped KV-cache usage (0..1)", ["pool", "endpoint"], registry=r)
         self.ep_loras = Gauge(p + "endpoint_active_loras", "Scraped running LoRA adapters", ["pool", "endpoint"], registry=r)
+        self.ep_last_ok = Gauge(p + "endpoint_last_scrape_timestamp_seconds", "Unix time of the last good /metrics scrape",
+                                ["pool", "endpoint"], registry=r)
         self.ep_scrape_err = Counter(p + "endpoint_scrape_errors_total", "Failed /metrics scrapes",
                                      ["pool", "endpoint"], registry=r)
         self.resp_status = Counter(p + "target_responses_total", "Responses by target model and HTTP status",
@@ -49,12 +51,13 @@ class Telemetry:
         self.ep_running.labels(pool, ep.address).set(m.running)
         self.ep_kv.labels(pool, ep.address).set(m.kv_usage)
         self.ep_loras.labels(pool, ep.address).set(len(m.running_loras))
+        self.ep_last_ok.labels(pool, ep.address).set_to_current_time()
 
     def scrape_error(self, pool: str, ep) -> None:
         self.ep_scrape_err.labels(pool, ep.address).inc()
 
     def forget_endpoint(self, addr: str) -> None:
-        for g in (self.ep_waiting, self.ep_running, self.ep_kv, self.ep_loras):
+        for g in (self.ep_waiting, self.ep_running, self.ep_kv, self.ep_loras, self.ep_last_ok):
             for labels in list(g._metrics):  # prometheus_client keeps children keyed by label tuple
                 if labels[-1] == addr:
                     g.remove(*labels)

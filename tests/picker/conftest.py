@@ -49,13 +49,13 @@ def stack(workdir, servers):
 
 
 @pytest.fixture
-def reset_servers(servers):
+def reset_servers(servers, stack):
     def reset():
         for k in SERVER_SPECS:
             servers.admin(k, waiting=0, running=0, kv=0.0, running_loras=[], waiting_loras=[],
                           max_lora=SERVER_SPECS[k].get("max_lora", 4), status=200, delay=0.0, metrics_status=200)
+        stack.wait_scraped(servers, **{k: (0, 0.0, 0) for k in SERVER_SPECS})
+
     reset()
-    time.sleep(0.15)  # a few scrape rounds
     yield servers
     reset()
-    time.sleep(0.15)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import shutil
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -87,6 +86,22 @@ class Stack:
             if all(f'{k}="{v}"' in lab for k, v in labels.items()):
                 total += float(value)
         return total
+
+    def wait_scraped(self, servers: "Servers", timeout: float = 20, **want) -> None:
+        """Poll the picker's gauges until it has scraped the given state, e.g. a1=(waiting, kv, loras),
+        in a scrape that started after this call."""
+        since = time.time()
+
+        def ok():
+            for key, (waiting, kv, loras) in want.items():
+                addr = servers.addr(key)
+                if (self.metric("infershift_picker_endpoint_last_scrape_timestamp_seconds", endpoint=addr) <= since or self.metric("infershift_picker_endpoint_queue_depth", endpoint=addr) != waiting
+                        or abs(self.metric("infershift_picker_endpoint_kv_cache_usage", endpoint=addr) - kv) > 1e-9
+                        or self.metric("infershift_picker_endpoint_active_loras", endpoint=addr) != loras):
+                    return False
+            return True
+        wait_until(ok, timeout, f"picker to scrape {want}")
+        time.sleep(0.05)  # past the 10 ms scheduling snapshot
 
     def write_config(self, cfg: dict) -> None:
         tmp = self.config_path + ".tmp"

@@ -7,7 +7,7 @@ import threading
 import time
 from collections import Counter
 
-from picker.procs import free_port
+from picker.procs import free_port, wait_until
 from pickertest import base_config, complete, request
 
 
@@ -33,7 +33,7 @@ def test_load_aware_and_several_target_ports_per_pod(stack, reset_servers):
     ports = Counter(served_port(complete(stack.port, "llama", f"p{i}", subset)) for i in range(30))
     assert set(ports) == {s.ports["a1"], s.ports["a2"]}, ports  # both ports of pod-a are endpoints
     s.admin("a1", waiting=3, kv=0.5)  # busier, not saturated
-    time.sleep(0.2)
+    stack.wait_scraped(s, a1=(3, 0.5, 0))
     ports = Counter(served_port(complete(stack.port, "llama", f"q{i}", subset)) for i in range(20))
     assert ports == {s.ports["a2"]: 20}, ports
 
@@ -43,9 +43,10 @@ def test_served_endpoint_is_reported(stack, reset_servers):
     before = stack.metric("infershift_picker_served_total", endpoint=s.addr("b"), picked="true")
     for _ in range(4):
         assert complete(stack.port, "llama", headers={"x-test-subset": s.addr("b")}).status == 200
-    time.sleep(0.1)
-    after = stack.metric("infershift_picker_served_total", endpoint=s.addr("b"), picked="true")
-    assert after - before == 4
+    wait_until(lambda: stack.metric("infershift_picker_served_total", endpoint=s.addr("b"), picked="true")
+               - before >= 4, 20, "served reports")
+    time.sleep(0.2)
+    assert stack.metric("infershift_picker_served_total", endpoint=s.addr("b"), picked="true") - before == 4
     assert stack.metric("infershift_picker_served_total", picked="false") == 0
 
 
@@ -92,11 +93,11 @@ def test_lora_affinity(stack, reset_servers):
     s.admin("a1", running_loras=["x1", "x2"], max_lora=2)  # slots full: would have to evict
     s.admin("a2", waiting_loras=["sql-v1"])                 # adapter only waiting
     s.admin("b", running_loras=["sql-v1"])                  # adapter active
-    time.sleep(0.2)
+    stack.wait_scraped(s, a1=(0, 0.0, 2), a2=(0, 0.0, 0), b=(0, 0.0, 1))
     ports = Counter(served_port(complete(stack.port, "sql-v1", f"lora {i}")) for i in range(12))
     assert ports == {s.ports["b"]: 12}, ports
-    s.admin("b", running_loras=["y1", "y2"])  # now a2 (waiting) ranks below a fresh load? a2 has a free slot
-    time.sleep(0.2)
+    s.admin("b", running_loras=["y1", "y2"])  # b full now: a2 (adapter waiting there) beats evicting
+    stack.wait_scraped(s, b=(0, 0.0, 2))
     ports = Counter(served_port(complete(stack.port, "sql-v1", f"lora2 {i}")) for i in range(8))
     assert ports == {s.ports["a2"]: 8}, ports
 
@@ -121,7 +122,7 @@ def test_pool_mixing_base_models(stack, reset_servers):
 def test_sglang_metrics_drive_routing(stack, reset_servers):
     s = reset_servers
     s.admin("s1", waiting=4, kv=0.6)
-    time.sleep(0.2)
+    stack.wait_scraped(s, s1=(4, 0.6, 0))
     assert {served_port(complete(stack.port, "mistral", f"{i}")) for i in range(12)} == {s.ports["s2"]}
 
 
@@ -129,7 +130,7 @@ def test_shedding_under_saturation(stack, reset_servers):
     s = reset_servers
     for k in ("a1", "a2", "b"):
         s.admin(k, waiting=12, kv=0.95)
-    time.sleep(0.2)
+    stack.wait_scraped(s, a1=(12, 0.95, 0), a2=(12, 0.95, 0), b=(12, 0.95, 0))
     shed_before = stack.metric("infershift_picker_shed_total")
     r = complete(stack.port, "batch")
     assert r.status == 429
@@ -143,9 +144,10 @@ def test_shedding_under_saturation(stack, reset_servers):
 def test_unreachable_endpoint_leaves_candidates_then_503(stack, reset_servers):
     s = reset_servers
     s.admin("q", metrics_status=500)
-    time.sleep(0.8)  # > staleAfter
+    wait_until(lambda: complete(stack.port, "qwq-32b").status == 503, 20, "q to go stale")  # > staleAfter
     r = complete(stack.port, "qwq-32b")
     assert r.status == 503 and r.json()["error"]["code"] == "no_ready_endpoint"
+    assert stack.metric("infershift_picker_endpoint_scrape_errors_total", endpoint=s.addr("q")) > 0
     assert complete(stack.port, "llama").status == 200  # the rest keeps serving
 
 
@@ -188,7 +190,8 @@ def test_response_metrics_per_target(stack, reset_servers):
     before = stack.metric("infershift_picker_target_ttfb_seconds_count", target_model="sql-v2")
     for i in range(30):
         complete(stack.port, "sql", f"m{i}", {"x-gateway-model-name-rewrite": "sql-v2"})
-    time.sleep(0.1)
+    wait_until(lambda: stack.metric("infershift_picker_target_latency_seconds_count", target_model="sql-v2")
+               >= 30, 20, "response metrics")
     assert stack.metric("infershift_picker_target_ttfb_seconds_count", target_model="sql-v2") - before == 30
     assert stack.metric("infershift_picker_target_responses_total", target_model="sql-v2", status="200") >= 30
     assert stack.metric("infershift_picker_target_latency_seconds_count", target_model="sql-v2") >= 30
@@ -220,15 +223,16 @@ def test_live_config_reload_without_dropping_requests(stack, reset_servers):
         # a broken config is rejected and the running one stays
         with open(stack.config_path, "w") as f:
             f.write("pool: {name: x}\nendpoints: 12\n")
-        time.sleep(1.5)
+        wait_until(lambda: "config reload rejected" in stack.picker.output(), 20, "reload rejected")
+        assert "endpoints: expected a list" in stack.picker.output()
         assert complete(stack.port, "sql").headers["x-infershift-target-model"] == "sql-v2"
-        assert "config reload rejected" in stack.picker.output() and "endpoints: expected a list" in stack.picker.output()
     finally:
         stop.set()
         for t in threads:
             t.join()
+        reloads = stack.picker.output().count("config reloaded")
         stack.write_config(base_config(reset_servers))
-        time.sleep(1.5)
+        wait_until(lambda: stack.picker.output().count("config reloaded") > reloads, 20, "config restored")
     assert len(statuses) > 10 and set(statuses) == {200}, Counter(statuses)
 
 
@@ -295,7 +299,7 @@ def test_fallback_list_with_override_host_policy(stack, reset_servers, workdir):
             r = complete(port, "llama", f"fb{i}", {"x-test-subset": f"{s.addr('a2')},{s.addr('b')}"})
             assert r.status == 200 and served_port(r) in (s.ports["a2"], s.ports["b"])
         assert complete(port, "sql").json()["model"] == "sql"
-        time.sleep(0.1)
+        wait_until(lambda: http_get(f"http://127.0.0.1:{mp}/metrics")[1].count('picked="true"') > 0, 20, "served")
         text = http_get(f"http://127.0.0.1:{mp}/metrics")[1]
         assert 'picked="true"' in text and 'picked="false"' not in text  # always the primary
         routed = [json.loads(line) for line in picker.output().splitlines() if '"msg": "routed"' in line]
