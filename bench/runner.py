@@ -37,9 +37,11 @@ def compact(records: list[dict]) -> list[list]:
 def warm_up(sc: Scenario, url) -> None:
     if sc.warmup is None:
         return
+    # As many at once as there are servers: SGLang's and vLLM's cache-aware policies place a group
+    # on the least-loaded worker, so a sequential warm-up would pile every group onto one worker.
     loop = loadgen.new_loop()
     try:
-        loop.run_until_complete(loadgen.run_closed(url, sc.warmup(), 4))
+        loop.run_until_complete(loadgen.run_closed(url, sc.warmup(), sc.sims.servers))
     finally:
         loop.close()
 

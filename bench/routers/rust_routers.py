@@ -2,6 +2,9 @@
 binaries behind a Python launcher, installed in their own venv (.venv-routers)."""
 from __future__ import annotations
 
+import json
+import urllib.request
+
 from ..procs import ROUTERS_VENV, Proc, free_port
 from .base import Router, Setup
 
@@ -35,6 +38,17 @@ class RustRouter(Router):
             raise RuntimeError(f"{ROUTERS_VENV} is missing: python3.11 -m venv {ROUTERS_VENV} && "
                                f"{ROUTERS_VENV}/bin/pip install sglang-router==0.3.2 vllm-router==0.1.17")
         port, prom = free_port(), free_port()
-        self.procs.append(Proc(self.name, self.argv(setup, port, prom), setup.workdir / f"{self.name}.log"))
+        p = Proc(self.name, self.argv(setup, port, prom), setup.workdir / f"{self.name}.log")
+        self.procs.append(p)
         self.base_url = f"http://127.0.0.1:{port}"
+        # Workers register one by one in the background; a request answered early may have seen
+        # only some of them, and cache-aware placement would then stick to those.
+        n = len(setup.addresses)
+        p.wait_for(lambda: healthy_workers(self.base_url) >= n, 90, f"reporting {n} healthy workers")
         return self.base_url
+
+
+def healthy_workers(base_url: str) -> int:
+    with urllib.request.urlopen(base_url + "/workers", timeout=2) as r:
+        body = json.loads(r.read())
+    return sum(1 for w in body.get("workers", []) if w.get("is_healthy"))
