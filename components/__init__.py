@@ -1,16 +1,24 @@
-"""infershift's Pulumi components: compose them in any Pulumi program, or run the stack program."""
-from .cluster import Cluster, ClusterArgs
-from .endpoint_picker import EndpointPicker, EndpointPickerArgs
-from .gateway import Gateway, GatewayArgs, ListenerArgs
-from .inference_pool import InferencePool, InferencePoolArgs
-from .inference_service import InferenceService, InferenceServiceArgs
-from .model_routing import ModelRoutingArgs
-from .node_pool import GpuNodePool, GpuNodePoolArgs
-from .routes import CanaryRoute, CanaryRouteArgs, MirrorRoute, MirrorRouteArgs, MirrorTargetArgs, PinArgs
+"""infershift's Pulumi components: compose them in any Pulumi program, or run the stack program.
 
-__all__ = [
-    "Cluster", "ClusterArgs", "EndpointPicker", "EndpointPickerArgs", "Gateway", "GatewayArgs", "ListenerArgs",
-    "InferencePool", "InferencePoolArgs", "InferenceService", "InferenceServiceArgs", "ModelRoutingArgs",
-    "GpuNodePool", "GpuNodePoolArgs", "CanaryRoute", "CanaryRouteArgs", "MirrorRoute", "MirrorRouteArgs",
-    "MirrorTargetArgs", "PinArgs",
-]
+Exports load on first use, so the small CLIs (`components.config_path`) start without Pulumi.
+"""
+from importlib import import_module
+
+_EXPORTS = {
+    "Cluster": "cluster", "ClusterArgs": "cluster",
+    "EndpointPicker": "endpoint_picker", "EndpointPickerArgs": "endpoint_picker",
+    "Gateway": "gateway", "GatewayArgs": "gateway", "ListenerArgs": "gateway",
+    "InferencePool": "inference_pool", "InferencePoolArgs": "inference_pool",
+    "InferenceService": "inference_service", "InferenceServiceArgs": "inference_service",
+    "ModelRoutingArgs": "model_routing",
+    "GpuNodePool": "node_pool", "GpuNodePoolArgs": "node_pool",
+    "CanaryRoute": "routes", "CanaryRouteArgs": "routes", "MirrorRoute": "routes", "MirrorRouteArgs": "routes",
+    "MirrorTargetArgs": "routes", "PinArgs": "routes",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

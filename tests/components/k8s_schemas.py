@@ -14,6 +14,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 CRDS_DIR = Path(os.environ.get("INFERSHIFT_CRDS", REPO.parent / "shared" / "crds"))
 K8S_VERSION = kubernetes_validate.latest_version()
+# kubernetes-validate re-reads its JSON schema files on every call; read each once (read-only use).
+kubernetes_validate.utils.schema_contents = lru_cache(maxsize=None)(kubernetes_validate.utils.schema_contents)
 # Kinds with no public CRD here (GKE's): checked by hand-picked assertions instead.
 NO_CRD = {("networking.gke.io/v1", "HealthCheckPolicy"), ("networking.gke.io/v1", "GCPBackendPolicy")}
 
@@ -65,9 +67,15 @@ def cel_available() -> bool:
     return True
 
 
+@lru_cache(maxsize=None)
+def _validator(key: tuple[str, str]) -> jsonschema.Draft7Validator:
+    return jsonschema.Draft7Validator(crd_schemas()[key])
+
+
 def crd_errors(obj: dict) -> list[str]:
-    schema = crd_schemas()[(obj["apiVersion"], obj["kind"])]
-    validator = jsonschema.Draft7Validator(schema)
+    key = (obj["apiVersion"], obj["kind"])
+    schema = crd_schemas()[key]
+    validator = _validator(key)
     errors = [f"{'.'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}" for e in validator.iter_errors(obj)]
     if not errors and cel_available():
         from k8s_cel import cel_errors

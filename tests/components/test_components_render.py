@@ -11,7 +11,7 @@ import yaml
 
 import spec
 from components.render import write
-from conftest import STACKS
+STACKS = spec.stack_names()
 from k8s_schemas import NO_CRD, validate
 
 REPO = Path(__file__).resolve().parents[2]

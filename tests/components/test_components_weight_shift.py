@@ -14,7 +14,7 @@ import yaml
 import spec
 from components.config_path import parse_path, parse_value, set_path, weight_paths
 from components.render import render_values
-from conftest import STACKS
+STACKS = spec.stack_names()
 
 REPO = Path(__file__).resolve().parents[2]
 ROUTING_KINDS = {"HTTPRoute", "InferenceModel", "InferenceModelRewrite"}
