@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 import threading
@@ -106,15 +107,10 @@ def _up(args) -> int:
 def _examples(stack: LocalStack) -> str:
     """The seeds' curl commands, pointed at this stack's listeners."""
     lines = ["try:"]
-    for name, route in {**stack.spec.routes, **stack.spec.mirrors}.items():
-        listener = route.listener or next(iter(stack.gateway))
-        pool = next(iter(route.backends)) if hasattr(route, "backends") else route.backend
-        models = list(stack.spec.pools[pool].models) or sorted(stack.spec.pool_serves(pool))
-        host = f" -H 'host: {route.hostnames[0]}'" if route.hostnames else ""
-        lines.append(
-            f"  curl{host} {stack.gateway[listener]}/v1/chat/completions -H 'Content-Type: application/json' "
-            f"-d '{{\"model\": \"{models[0]}\", \"messages\": [{{\"role\": \"user\", \"content\": \"hi\"}}], "
-            f"\"max_tokens\": 20}}'   # {name}")
+    for req in stack.sample_requests():
+        host = "".join(f" -H '{k}: {v}'" for k, v in req["headers"].items())
+        lines.append(f"  curl{host} {req['url']} -H 'Content-Type: application/json' "
+                     f"-d '{json.dumps(req['body'])}'   # {req['route']}")
     return "\n".join(lines)
 
 

@@ -188,7 +188,13 @@ class LocalStack:
             {"address": e.address, "name": e.name, "models": list(e.models)}
             for svc in spec.pool_services(pool) for e in self.endpoints.get(svc, [])
         ]
-        return stackspec.picker_config(spec, pool, endpoints=eps)
+        config = stackspec.picker_config(spec, pool, endpoints=eps)
+        # Workaround: spec writes `targets: []` for a model served as named, which the
+        # picker rejects; say it explicitly (the model itself, all the weight).
+        for model, routing in config.get("models", {}).items():
+            if not routing.get("targets"):
+                routing["targets"] = [{"model": model, "weight": 100}]
+        return config
 
     # --- start / stop ------------------------------------------------------------------
 
@@ -306,6 +312,26 @@ class LocalStack:
         lines.append(f"configs     {self.workdir}  (logs in {self.log_dir})")
         lines += [f"note        {n}" for n in self.notes]
         return lines
+
+    def sample_requests(self) -> list[dict]:
+        """One request per route (HTTPRoute or mirror): {route, url, headers, body}, for a
+        model the route's main pool routes or serves — the seeds' curl commands, here."""
+        out = []
+        spec = self.spec
+        for name, route in {**spec.routes, **spec.mirrors}.items():
+            pool = route.backend if name in spec.mirrors else max(route.backends, key=route.backends.get)
+            models = list(spec.pools[pool].models) or sorted(spec.pool_serves(pool))
+            listener = route.listener or next(iter(self.gateway))
+            matches = lambda p: any(p == x or p.startswith(x.rstrip("/") + "/") for x in route.paths)  # noqa: E731
+            if matches("/v1/chat/completions"):
+                path, body = "/v1/chat/completions", {
+                    "model": models[0], "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 8}
+            else:
+                path = "/v1/completions" if matches("/v1/completions") else route.paths[0]
+                body = {"model": models[0], "prompt": "San Francisco is a", "max_tokens": 8}
+            headers = {"host": route.hostnames[0]} if route.hostnames and "*" not in route.hostnames[0] else {}
+            out.append({"route": name, "url": self.gateway[listener] + path, "headers": headers, "body": body})
+        return out
 
     # --- live changes ------------------------------------------------------------------
 
