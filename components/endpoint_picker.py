@@ -1,8 +1,8 @@
 """EndpointPicker: the pool's endpoint picker (Envoy ext_proc gRPC service) and what it needs to run.
 
 Deployment (9002 gRPC ext_proc, 9003 gRPC health, 9090 metrics; non-root, read-only root
-filesystem), Service, ServiceAccount, a namespaced Role + RoleBinding (read pods, its own pool,
-the model routing objects), the ConfigMap with its config, and a NetworkPolicy that admits only
+filesystem), Service, ServiceAccount, a namespaced read-only Role + RoleBinding (pods, pools,
+model routing objects), the ConfigMap with its config, and a NetworkPolicy that admits only
 the gateway to 9002.
 """
 from __future__ import annotations
@@ -38,12 +38,14 @@ def picker_name(pool: str) -> str:
     return f"{pool}-epp"
 
 
-def _routing_rule(version: str) -> dict:
-    if version == "v1alpha2":
-        return {"apiGroups": [POOL_GROUPS["v1alpha2"]], "resources": ["inferencemodels"],
-                "verbs": ["get", "list", "watch"]}
-    return {"apiGroups": [LLMD_API.split("/")[0]], "resources": ["inferenceobjectives", "inferencemodelrewrites"],
-            "verbs": ["get", "list", "watch"]}
+# The picker lists and watches collections (its pool among the namespace's pools, and every
+# model-routing kind it understands, whichever pool API the stack uses), so the rules name
+# kinds, not objects: `list` cannot be limited by resourceNames. Read-only, this namespace only.
+ROUTING_RULES = [
+    {"apiGroups": [POOL_GROUPS["v1alpha2"]], "resources": ["inferencemodels"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": [LLMD_API.split("/")[0]], "resources": ["inferenceobjectives", "inferencemodelrewrites"],
+     "verbs": ["get", "list", "watch"]},
+]
 
 
 def manifests(a: EndpointPickerArgs) -> list[dict]:
@@ -76,9 +78,8 @@ def manifests(a: EndpointPickerArgs) -> list[dict]:
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta, "rules": [
             {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
-            {"apiGroups": [POOL_GROUPS[version]], "resources": ["inferencepools"], "resourceNames": [pool],
-             "verbs": ["get", "list", "watch"]},
-            _routing_rule(version),
+            {"apiGroups": [POOL_GROUPS[version]], "resources": ["inferencepools"], "verbs": ["get", "list", "watch"]},
+            *ROUTING_RULES,
         ]},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": meta,
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},

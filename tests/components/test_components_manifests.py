@@ -51,8 +51,12 @@ def test_picker_rbac_is_namespaced_and_read_only():
     rules = objs["Role"]["rules"]
     assert all(set(r["verbs"]) <= {"get", "list", "watch"} for r in rules)
     pool_rule = next(r for r in rules if "inferencepools" in r["resources"])
-    assert pool_rule["resourceNames"] == ["p"] and pool_rule["apiGroups"] == ["inference.networking.x-k8s.io"]
-    assert any(r["resources"] == ["inferencemodels"] for r in rules)
+    assert pool_rule["apiGroups"] == ["inference.networking.x-k8s.io"]
+    # Exactly what the picker lists and watches (picker/k8s.py), nothing else.
+    granted = {(g, res) for r in rules for g in r["apiGroups"] for res in r["resources"]}
+    assert granted == {("", "pods"), ("inference.networking.x-k8s.io", "inferencepools"),
+                       ("inference.networking.x-k8s.io", "inferencemodels"),
+                       ("llm-d.ai", "inferenceobjectives"), ("llm-d.ai", "inferencemodelrewrites")}
     assert objs["RoleBinding"]["subjects"] == [{"kind": "ServiceAccount", "name": "p-epp", "namespace": "ns"}]
     assert objs["Deployment"]["spec"]["template"]["spec"]["serviceAccountName"] == "p-epp"
 
