@@ -12,7 +12,7 @@ from typing import NotRequired, Optional, TypedDict
 import pulumi
 import yaml
 
-from .api import LLMD_API, POOL_GROUPS
+from .api import LLMD_API, POOL_GROUPS, pool_api_version
 from .objects import child_opts, declare
 
 GRPC_PORT, HEALTH_PORT, METRICS_PORT = 9002, 9003, 9090
@@ -53,7 +53,8 @@ def manifests(a: EndpointPickerArgs) -> list[dict]:
     name = picker_name(pool)
     labels = {"app": name, "infershift.io/pool": pool}
     meta = {"name": name, "namespace": ns, "labels": labels}
-    config = a.get("config") or {"pool": {"name": pool, "namespace": ns}}
+    config = a.get("config") or {"pool": {"name": pool, "namespace": ns},
+                                 "kubernetes": {"poolApiVersion": pool_api_version(version)}}
     container = {
         "name": "picker",
         "image": a.get("image", "ghcr.io/infershift/picker:0.1.0"),

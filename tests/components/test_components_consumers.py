@@ -31,3 +31,14 @@ def test_simulator_accepts_the_rendered_args(renders):
         assert ns.model == svc.model and ns.served_model_name == [svc.served_name]
         assert [a.name for a in ns.adapters] == svc.adapters
         assert (ns.host, ns.port, ns.profile, ns.max_loras) == ("0.0.0.0", svc.port, svc.sim_profile, svc.lora.max_loras)
+
+
+@pytest.mark.parametrize("version", ["v1", "v1alpha2"])
+def test_picker_accepts_the_components_default_configs(version):
+    from components import endpoint_picker, inference_pool
+
+    picker = {o["kind"]: o for o in endpoint_picker.manifests({"pool_name": "p", "pool_api_version": version})}
+    assert parse_config(yaml.safe_load(picker["ConfigMap"]["data"]["config.yaml"])).pool_name == "p"
+    config = parse_config(inference_pool.default_picker_config("p", {"selector": {"a": "b"}, "api_version": version,
+                                                                     "failure_mode": "FailOpen"}))
+    assert config.kubernetes["poolApiVersion"].endswith(version)
