@@ -29,7 +29,8 @@ async def serve(ns) -> None:
                 num_gpu_blocks=ns.num_gpu_blocks, block_size=ns.block_size,
                 max_model_len=ns.max_model_len, max_num_batched_tokens=ns.max_num_batched_tokens,
                 max_waiting=ns.max_waiting, seed=ns.seed, error_rate=ns.error_rate,
-                error_status=ns.error_status, slow_start_seconds=ns.slow_start_seconds)
+                error_status=ns.error_status, slow_start_seconds=ns.slow_start_seconds,
+                stream_coalesce=ns.stream_coalesce_ms / 1000)
             if ns.pod_name is None and ns.servers == 1 and os.environ.get("POD_NAME"):
                 name = os.environ["POD_NAME"]   # in Kubernetes: the real pod name (downward API)
             else:

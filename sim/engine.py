@@ -7,13 +7,15 @@ the same, so a run of steps is one *segment* and a request's token count at any
 moment is arithmetic. Events are: a segment ends (a request finishes, a prefill
 completes, the KV cache would overflow), or a request arrives or is aborted.
 
-Time model (per step, see Profile): step_base + step_per_seq * sequences, plus
-prefill_overhead + prefill_per_token * uncached prompt tokens when the step
-carries prefill work, plus adapter load time when it brings in a new adapter.
+Time model (see Profile): a request becomes schedulable prefill_overhead after
+it arrives (CPU-side work); a step lasts step_base + step_per_seq * sequences,
+plus prefill_per_token * uncached prompt tokens when it carries prefill work,
+plus adapter load time when it brings in a new adapter.
 """
 from __future__ import annotations
 
 import copy
+import heapq
 import math
 from dataclasses import dataclass, field
 from typing import Callable
@@ -42,8 +44,9 @@ class Request:
     lora: str | None = None
     end_reason: str = "length"           # finish_reason once `target` is reached
     arrival: float = 0.0
+    ready_at: float = 0.0                # arrival + the fixed per-request overhead
     # --- engine state ---
-    state: str = "new"                   # waiting | running | finished | aborted
+    state: str = "new"                   # pending | waiting | running | finished | aborted
     generated: int = 0
     cached_tokens: int = 0               # prefix-cache hit at the last admission
     first_token_at: float | None = None
@@ -105,6 +108,8 @@ class Engine:
         self.lora = LoraSlots(max_loras, max_cpu_loras or max_loras,
                               profile.lora_load_seconds, profile.lora_cpu_load_seconds)
         self.stats = stats or NullStats()
+        self.pending: list[tuple[float, int, Request]] = []   # heap: not yet schedulable
+        self._n = 0                        # heap tie-break: arrival order
         self.waiting: list[Request] = []
         self.running: list[Request] = []   # in admission order; preemption takes the last
         self.seg: Segment | None = None
@@ -117,26 +122,40 @@ class Engine:
         A request arriving exactly at a step boundary joins the step that starts
         there, so the event at `now` is left for the next advance(now)."""
         self.advance(now - 2 * _EPS)
-        if len(self.waiting) >= self.max_waiting:
+        # Requests still being pre-processed count as queued unless a batch seat awaits them.
+        free_seats = max(0, self.max_num_seqs - len(self.running))
+        if len(self.waiting) + len(self.pending) - free_seats >= self.max_waiting:
             raise QueueFull(f"waiting queue is full ({self.max_waiting} requests)")
         total = blocks_for(r.prompt_tokens + r.target, self.block_size)
         if total > self.kv.num_blocks:
             raise TooLarge(f"request needs {total} KV blocks; the cache has {self.kv.num_blocks}")
-        r.state = "waiting"
         r.arrival = now
-        ahead = len(self.waiting)
+        r.ready_at = now + self.p.prefill_overhead
+        ahead = len(self.waiting) + len(self.pending)
+        if r.ready_at > now:
+            r.state = "pending"
+            self._n += 1
+            heapq.heappush(self.pending, (r.ready_at, self._n, r))
+        else:
+            self._enqueue(r, now)
+        return ahead
+
+    def _enqueue(self, r: Request, t: float) -> None:
+        r.state = "waiting"
         self.waiting.append(r)
         if self.seg is None:
-            self.t = now
-            self.seg = Segment(now, 0.0, 0, [], [])   # schedule at `now`
+            self.t = t
+            self.seg = Segment(t, 0.0, 0, [], [])   # schedule at `t`
         elif not self.seg.prefill and len(self.running) < self.max_num_seqs:
-            self._cut(now)
-        return ahead
+            self._cut(t)
 
     def abort(self, r: Request, now: float) -> None:
         """The client went away: drop the request and free its memory."""
         self.advance(now)
-        if r.state == "waiting":
+        if r.state == "pending":
+            self.pending = [e for e in self.pending if e[2] is not r]
+            heapq.heapify(self.pending)
+        elif r.state == "waiting":
             self.waiting.remove(r)
         elif r.state == "running":
             self.running.remove(r)
@@ -149,15 +168,25 @@ class Engine:
         self.stats.finished(r, now)
 
     def next_event_time(self) -> float | None:
-        return self.seg.end if self.seg is not None else None
+        t = self.seg.end if self.seg is not None else None
+        if self.pending and (t is None or self.pending[0][0] < t):
+            t = self.pending[0][0]
+        return t
 
     def advance(self, now: float) -> None:
-        """Process every event up to `now`."""
-        while self.seg is not None and self.seg.end <= now + _EPS:
-            seg, self.seg = self.seg, None
-            self.t = seg.end
-            self._complete(seg)
-            self._plan(self.t)
+        """Process every event up to `now`, in time order."""
+        while True:
+            seg_end = self.seg.end if self.seg is not None else math.inf
+            if self.pending and self.pending[0][0] <= seg_end and self.pending[0][0] <= now + _EPS:
+                t, _, r = heapq.heappop(self.pending)   # ready requests join the boundary they meet
+                self._enqueue(r, t)
+            elif seg_end <= now + _EPS:
+                seg, self.seg = self.seg, None
+                self.t = seg.end
+                self._complete(seg)
+                self._plan(self.t)
+            else:
+                return
 
     def progress(self, r: Request, now: float) -> tuple[int, float | None]:
         """(tokens generated by `now`, time of the next token if already known)."""
@@ -324,7 +353,7 @@ class Engine:
             n = len(running) + len(new)
             chunks = max(1, -(-(uncached + len(running)) // self.max_batched))
             total = (chunks * (p.step_base + p.step_per_seq * n)
-                     + p.prefill_overhead + p.prefill_per_token * uncached) * factor + load
+                     + p.prefill_per_token * uncached) * factor + load
             seg = Segment(t, total / chunks, chunks, new, list(running))
             for r in new:
                 r.state = "running"
@@ -354,9 +383,10 @@ class Engine:
         f.stats = NullStats()
         f.kv = self.kv.fork()
         f.lora = self.lora.copy()
-        twin = {id(r): r.clone() for r in self.running + self.waiting}
+        twin = {id(r): r.clone() for r in self.running + self.waiting + [e[2] for e in self.pending]}
         f.running = [twin[id(r)] for r in self.running]
         f.waiting = [twin[id(r)] for r in self.waiting]
+        f.pending = [(t, n, twin[id(r)]) for t, n, r in self.pending]   # keeps heap order
         if self.seg is not None:
             s = self.seg
             f.seg = Segment(s.start, s.step, s.steps,

@@ -94,10 +94,11 @@ def main(argv=None) -> None:
     ap.add_argument("--stream-fraction", type=float, default=0.1)
     ap.add_argument("--profile", default="h100-8b")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--stream-coalesce-ms", type=float, default=0.0, help="passed to the simulator")
     a = ap.parse_args(argv)
     base = free_base_port(a.servers)
     cmd = [sys.executable, "-m", "sim", "--profile", a.profile, "--model", "sim", "--port", str(base),
-           "--servers", str(a.servers)]
+           "--servers", str(a.servers), "--stream-coalesce-ms", str(a.stream_coalesce_ms)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, start_new_session=True)
     try:
         for _ in range(a.servers):
@@ -119,7 +120,7 @@ def main(argv=None) -> None:
     n = stats["ok"] + stats["err"]
     per_req = cpu / max(n, 1)
     print(f"servers={a.servers} profile={a.profile} target_rate={a.rate:g}/s "
-          f"stream_fraction={a.stream_fraction:g}")
+          f"stream_fraction={a.stream_fraction:g} stream_coalesce_ms={a.stream_coalesce_ms:g}")
     print(f"requests: sent={stats['sent']} in {a.seconds:g}s ({stats['sent'] / a.seconds:.1f}/s) "
           f"ok={stats['ok']} errors={stats['err']}; all answered after {wall:.1f}s")
     print(f"sim process CPU: idle={idle:.4f} cores; {cpu:.2f} s CPU for the whole run")

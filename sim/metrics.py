@@ -53,7 +53,7 @@ class Stats:
 
     def admitted(self, r, now: float) -> None:
         if r.preemptions == 0:
-            self.queue.observe(now - r.arrival)
+            self.queue.observe(now - r.ready_at)
 
     def first_token(self, r, now: float) -> None:
         self.ttft.observe(now - r.arrival)

@@ -15,8 +15,10 @@ class Profile:
     # Decode step: step_base + step_per_seq * sequences in the step (seconds).
     step_base: float
     step_per_seq: float
-    # Prefill work inside a step: prefill_overhead + prefill_per_token * uncached tokens.
+    # Per-request fixed latency before a request can be scheduled (HTTP, tokenising,
+    # scheduling, detokenising: CPU-side work that does not occupy the GPU step).
     prefill_overhead: float
+    # Prefill work inside a step: prefill_per_token * uncached prompt tokens.
     prefill_per_token: float
     num_gpu_blocks: int          # at --gpu-memory-utilization 0.9, tensor parallel 1
     block_size: int = 16

@@ -39,6 +39,7 @@ class ServerConfig:
     error_rate: float = 0.0
     error_status: int = 500
     slow_start_seconds: float = 0.0
+    stream_coalesce: float = 0.0           # seconds; >0 batches a stream's tokens into fewer writes
 
 
 class SimServer:
@@ -62,6 +63,8 @@ class SimServer:
         self.faults = Faults(error_rate=cfg.error_rate, error_status=cfg.error_status,
                              slow_start_seconds=cfg.slow_start_seconds, since=self.loop.time(),
                              rng=rng or random.Random(cfg.seed))
+        for name in cfg.served:   # build the output-text streams before the first request
+            Output(cfg.seed, name, 0)
         self.app = self._make_app()
         self.runner: web.AppRunner | None = None
 
@@ -167,7 +170,7 @@ class SimServer:
         try:
             await done
         finally:
-            if r.state in ("waiting", "running"):
+            if r.state in ("pending", "waiting", "running"):
                 self.engine.abort(r, self.loop.time())
                 self.driver.kick()
         text = out.text(0, r.generated)
@@ -193,37 +196,41 @@ class SimServer:
         obj = "chat.completion.chunk" if chat else "text_completion"
         head = f'{{"id":"{rid}","object":"{obj}","created":{created},"model":{json.dumps(pr.model)},'
 
+        # Chunks are assembled from fixed pieces: one json.dumps per token, not per dict.
+        pre = f'data: {head}"choices":[{{"index":0,' + ('"delta":{"content":' if chat else '"text":')
+        mid = '},"logprobs":null,"finish_reason":' if chat else ',"logprobs":null,"finish_reason":'
+
         def chunk(text: str, finish: str | None) -> bytes:
-            if chat:
-                c = {"index": 0, "delta": {"content": text}, "logprobs": None, "finish_reason": finish}
-            else:
-                c = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
-            return f'data: {head}"choices":[{json.dumps(c)}]}}\n\n'.encode()
+            return f'{pre}{json.dumps(text)}{mid}{json.dumps(finish)}}}]}}\n\n'.encode()
 
         timer = None
+        sent = 0
         try:
             await resp.prepare(request)
             if chat:
                 first = {"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
                          "finish_reason": None}
                 await resp.write(f'data: {head}"choices":[{json.dumps(first)}]}}\n\n'.encode())
-            sent = 0
-            while True:
-                n, nxt = self.engine.progress(r, self.loop.time())
-                finished = r.state == "finished"
-                if n > sent:
-                    buf = b"".join(chunk(out.text(i, i + 1),
-                                         r.finish_reason if finished and i == r.generated - 1 else None)
-                                   for i in range(sent, n))
-                    await resp.write(buf)
-                    if finished and n == r.generated:
-                        break
+            last = r.target - 1   # the last token carries finish_reason, as in vLLM
+            coalesce = self.cfg.stream_coalesce
+            wrote_at = -1e18
+            while sent < r.target:
+                now = self.loop.time()
+                n, nxt = self.engine.progress(r, now)
+                # With coalescing, tokens after the first wait up to `coalesce` to share a write.
+                if n > sent and (sent == 0 or n == r.target or now >= wrote_at + coalesce):
+                    await resp.write(b"".join(chunk(out.text(i, i + 1), r.end_reason if i == last else None)
+                                              for i in range(sent, n)))
                     sent = n
+                    wrote_at = now
                     continue
-                if finished:
-                    await resp.write(chunk("", r.finish_reason))
-                    break
                 wake.clear()
+                if coalesce and sent:
+                    flush = wrote_at + coalesce
+                    if nxt is None:
+                        nxt = flush if n > sent else None
+                    elif n + 1 < r.target:     # the next token is not the last: no hurry
+                        nxt = max(nxt, flush)
                 if nxt is not None:
                     timer = self.loop.call_at(nxt, wake.set)
                 await wake.wait()
@@ -231,13 +238,15 @@ class SimServer:
                     timer.cancel()
                     timer = None
             if pr.include_usage:
-                await resp.write(f'data: {head}"choices":[],"usage":{json.dumps(_usage(r))}}}\n\n'.encode())
+                usage = _usage(r, generated=sent)
+                await resp.write(f'data: {head}"choices":[],"usage":{json.dumps(usage)}}}\n\n'.encode())
             await resp.write(b"data: [DONE]\n\n")
             await resp.write_eof()
         finally:
             if timer is not None:
                 timer.cancel()
-            if r.state in ("waiting", "running"):
+            # A stream cut short frees its place; a complete one finishes in the engine on its own.
+            if sent < r.target and r.state in ("pending", "waiting", "running"):
                 self.engine.abort(r, self.loop.time())
                 self.driver.kick()
         return resp
@@ -319,7 +328,8 @@ class SimServer:
 _GENERATION = frozenset({"/v1/completions", "/v1/chat/completions"})
 
 
-def _usage(r: Request) -> dict:
-    return {"prompt_tokens": r.prompt_tokens, "completion_tokens": r.generated,
-            "total_tokens": r.prompt_tokens + r.generated,
+def _usage(r: Request, generated: int | None = None) -> dict:
+    g = r.generated if generated is None else generated
+    return {"prompt_tokens": r.prompt_tokens, "completion_tokens": g,
+            "total_tokens": r.prompt_tokens + g,
             "prompt_tokens_details": {"cached_tokens": r.cached_tokens}}

@@ -105,7 +105,7 @@ async def test_errors_as_vllm_returns_them(start_server):
 async def test_full_waiting_queue_gets_429(start_server):
     srv, base, sess = await start_server(time_scale=FAST, max_num_seqs=1, max_waiting=2)
     url = base + "/v1/completions"
-    long = {"model": "base", "prompt": "long", "max_tokens": 400, "ignore_eos": True}
+    long = {"model": "base", "prompt": "long", "max_tokens": 3000, "ignore_eos": True}
     tasks = [asyncio.create_task(post(sess, url, dict(long, prompt=f"p{i}"))) for i in range(3)]
     await asyncio.sleep(0.2)
     st, body, h = await post(sess, url, long)

@@ -67,8 +67,10 @@ def test_arrival_waits_for_the_step_boundary_and_prefill_shares_the_step():
     b = req(target=5, rid="b", prompt="q" * 1024)
     e.submit(b, t_arr)
     run_until_idle(e)
-    boundary = a.first_token_at + P.itl(1)
-    mixed_step = P.step_base + 2 * P.step_per_seq + P.prefill_overhead + 256 * P.prefill_per_token
+    # b becomes schedulable after the fixed overhead, then waits for the next step boundary
+    ready = t_arr + P.prefill_overhead
+    boundary = a.first_token_at + math.ceil((ready - a.first_token_at) / P.itl(1)) * P.itl(1)
+    mixed_step = P.step_base + 2 * P.step_per_seq + 256 * P.prefill_per_token
     assert b.first_token_at == pytest.approx(boundary + mixed_step)
     assert b.first_token_at - b.arrival > P.ttft(256)   # the queue wait is part of TTFT
 
@@ -109,7 +111,7 @@ def test_more_requests_than_max_num_seqs_wait():
     rs = [req(target=20, rid=str(i), prompt=f"{i}" * 400) for i in range(5)]
     for r in rs:
         e.submit(r, 0.0)
-    e.advance(0.5 * P.ttft(100))
+    e.advance(P.prefill_overhead + 1e-3)
     assert len(e.running) == 2 and len(e.waiting) == 3
     run_until_idle(e)
     assert all(r.state == "finished" for r in rs)
@@ -121,7 +123,7 @@ def test_requests_wait_when_the_kv_cache_is_full():
     rs = [req(tokens=256, target=20, rid=str(i), prompt=chr(97 + i) * 1024) for i in range(3)]
     for r in rs:
         e.submit(r, 0.0)
-    e.advance(1e-3)
+    e.advance(P.prefill_overhead + 1e-3)
     # each needs 17 blocks: two fit in 40, the third waits
     assert len(e.running) == 2 and len(e.waiting) == 1
     run_until_idle(e)
@@ -164,7 +166,7 @@ def test_adapter_in_running_set_after_it_is_admitted():
     b = req(target=50, lora="B", rid="b", prompt="b" * 400)
     e.submit(a, 0.0)
     e.submit(b, 0.0)
-    until(e, lambda: e.next_event_time() > 0.01)
+    until(e, lambda: a.state == "running")
     assert e.lora_info() == (["A"], ["B"])
     until(e, lambda: a.state == "finished")
     assert e.lora_info() == (["B"], []) and b.state == "running"

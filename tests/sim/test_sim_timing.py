@@ -62,3 +62,21 @@ async def test_repeated_prefix_lowers_ttft_and_raises_hit_counters(start_server)
     q1 = value(m1, "vllm:prefix_cache_queries_total", model_name="base")
     q2 = value(m2, "vllm:prefix_cache_queries_total", model_name="base")
     assert hits1 == 0 and hits2 >= 960 and q2 > q1
+
+
+async def test_coalesced_streams_write_less_often_but_keep_ttft_and_content(start_server):
+    _, base, sess = await start_server(profile="h100-8b", name="plain")
+    _, base_c, _ = await start_server(profile="h100-8b", name="coalesced", stream_coalesce=0.05)
+    p = get_profile("h100-8b")
+    body = {"model": "base", "prompt": "c" * 1024, "max_tokens": 40, "ignore_eos": True}
+    for b in (base, base_c):   # warm both servers and connections up
+        await stream_times(sess, b + "/v1/completions", dict(body, max_tokens=2, prompt="warm"))
+    ttft, times, chunks = await stream_times(sess, base + "/v1/completions", body)
+    ttft_c, times_c, chunks_c = await stream_times(sess, base_c + "/v1/completions", dict(body, prompt="d" * 1024))
+    assert len(times) == 40 and len(times_c) == 40
+    # same pace overall and the same first token time, in far fewer network writes
+    assert ttft_c == pytest.approx(p.ttft(256), rel=0.15)
+    assert times_c[-1] - ttft_c == pytest.approx(39 * p.itl(1), rel=0.15)
+    gaps = sorted({round(t, 3) for t in times_c})
+    assert len(gaps) < 20
+    assert chunks_c[-1]["choices"][0]["finish_reason"] == "length"
