@@ -26,6 +26,7 @@ class Tally:
     pods: Counter = field(default_factory=Counter)
     targets: Counter = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
+    pod_targets: Counter = field(default_factory=Counter)  # (pod, target model) -> count
 
     @property
     def total(self) -> int:
@@ -44,6 +45,7 @@ class Tally:
         if status == 200:
             self.pods[headers.get(POD_HEADER, "?")] += 1
             self.targets[headers.get(TARGET_HEADER, "?")] += 1
+            self.pod_targets[(headers.get(POD_HEADER, "?"), headers.get(TARGET_HEADER, "?"))] += 1
         elif len(self.errors) < 20:
             self.errors.append(f"{status}: {body_hint[:200]}")
 
@@ -52,6 +54,13 @@ class Tally:
         out: Counter = Counter()
         for pod, n in self.pods.items():
             out[mapping.get(pod, "?")] += n
+        return out
+
+    def targets_by(self, mapping: dict[str, str]) -> dict[str, Counter]:
+        """Target models of successful responses, per mapping[pod] (e.g. per pool)."""
+        out: dict[str, Counter] = {}
+        for (pod, target), n in self.pod_targets.items():
+            out.setdefault(mapping.get(pod, "?"), Counter())[target] += n
         return out
 
 
@@ -108,12 +117,12 @@ class Load:
 
     def snapshot(self) -> Tally:
         t = self.tally
-        return Tally(Counter(t.statuses), Counter(t.pods), Counter(t.targets), list(t.errors))
+        return Tally(Counter(t.statuses), Counter(t.pods), Counter(t.targets), list(t.errors), Counter(t.pod_targets))
 
 
 def since(now: Tally, before: Tally) -> Tally:
     return Tally(now.statuses - before.statuses, now.pods - before.pods, now.targets - before.targets,
-                 now.errors[len(before.errors):])
+                 now.errors[len(before.errors):], now.pod_targets - before.pod_targets)
 
 
 def tolerance(p: float, n: int) -> float:

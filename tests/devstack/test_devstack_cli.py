@@ -123,3 +123,12 @@ def test_config_path_syntax():
         config_path.set_path(doc, "routes.r[0]", 1)
     with pytest.raises(config_path.ConfigPathError, match="invalid config path"):
         config_path.parse_path('routes["unterminated')
+
+
+def test_demo_runs_end_to_end_and_exits_zero():
+    proc = devstack("demo", "--requests", "120")
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    for title in ("Base-model canary", "LoRA canary", "In-pool split", "Mirror llama2-mirror", "after the shift"):
+        assert title in out, out
+    assert "every process stopped" in out
