@@ -43,6 +43,8 @@ class RenderedResource:
     custom: bool
     provider: str = ""
     """The provider reference (`urn::id`) the resource was registered with."""
+    parent: str = ""
+    """The parent's URN (empty: the stack)."""
 
     @property
     def is_kubernetes(self) -> bool:
@@ -112,14 +114,25 @@ _Dumper.add_representer(str, lambda dumper, text: dumper.represent_scalar(
 
 def _mocks():
     import pulumi
+    from pulumi.runtime.mocks import MockMonitor
+
+    class Monitor(MockMonitor):
+        """Notes each registration's parent, which the mock resource args do not carry."""
+
+        def RegisterResource(self, request):
+            # Registrations run on worker threads; new_resource runs on the same one.
+            self.mocks.local.parent = request.parent
+            return super().RegisterResource(request)
 
     class Mocks(pulumi.runtime.Mocks):
         def __init__(self):
             self.registered: list[RenderedResource] = []
+            self.local = threading.local()
+            self.monitor = Monitor(self)
 
         def new_resource(self, args: pulumi.runtime.MockResourceArgs):
             self.registered.append(RenderedResource(args.typ, args.name, _plain(args.inputs), bool(args.custom),
-                                                     args.provider or ""))
+                                                     args.provider or "", getattr(self.local, "parent", "")))
             return [f"{args.name}-id", args.inputs]
 
         def call(self, args: pulumi.runtime.MockCallArgs):
@@ -150,7 +163,7 @@ def render_program(program: Callable[[], Any], stack: str = "render", config: di
         asyncio.set_event_loop(loop)
         try:
             mocks = _mocks()
-            pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False)
+            pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False, monitor=mocks.monitor)
             pulumi.runtime.set_all_config({k: v if isinstance(v, str) else json.dumps(v)
                                            for k, v in (config or {}).items()})
             box: dict = {}

@@ -168,3 +168,16 @@ def test_main_py_runs_the_program_with_engine_style_config(renders, monkeypatch)
     expected = renders("gke-node-rollout")
     assert sorted(map(str, r.objects)) == sorted(map(str, expected.objects))
     assert {(c.type, c.name) for c in r.cloud} == {(c.type, c.name) for c in expected.cloud}
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_children_are_parented_and_named_after_their_component(renders, stack):
+    r = renders(stack)
+    components = {(res.type, res.name) for res in r.resources if not res.custom}
+    for res in r.resources:
+        parent_type, parent_name = res.parent.rsplit("::", 2)[-2:]
+        if parent_type == "pulumi:pulumi:Stack":
+            assert not res.custom, f"{res.type} {res.name} is not inside a component"
+            continue
+        assert (parent_type.rsplit("$", 1)[-1], parent_name) in components
+        assert res.name.startswith(f"{parent_name}-"), (res.name, parent_name)
