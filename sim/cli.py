@@ -17,7 +17,7 @@ IGNORED_VLLM_FLAGS = {
     "--disable-log-stats": False, "--enable-prefix-caching": False, "--max-lora-rank": True,
     "--quantization": True, "--kv-cache-dtype": True, "--swap-space": True,
     "--download-dir": True, "--uvicorn-log-level": True, "--pipeline-parallel-size": True,
-    "--enable-chunked-prefill": False, "--seed-model": True, "--tokenizer": True,
+    "--enable-chunked-prefill": False, "--max-log-len": True, "--tokenizer": True,
     "--revision": True, "--load-format": True, "--disable-custom-all-reduce": False,
     "--enable-auto-tool-choice": False, "--tool-call-parser": True, "--generation-config": True,
 }

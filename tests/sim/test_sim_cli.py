@@ -65,9 +65,11 @@ def test_servers_on_consecutive_ports_with_vllm_flags(run_sim):
 
 def test_vllm_serve_positional_form_and_pod_name_env(run_sim):
     base = free_port_range(1)
-    p = run_sim("serve", "/models/llama", "--port", str(base), "--profile", "l4-7b",
-                env={"POD_NAME": "vllm-llama2-7b-pool-abc12"})
-    assert "vllm-llama2-7b-pool-abc12 listening" in p.stdout.readline()
+    # as the seeds write it: vllm serve MODEL ... --tensor-parallel=4 (an abbreviation vLLM accepts)
+    p = run_sim("serve", "/models/llama", "--port", str(base), "--profile", "l4-7b", "--tensor-parallel=4",
+                "--max-model-len", "8192", env={"POD_NAME": "vllm-llama2-7b-pool-abc12"})
+    line = p.stdout.readline()
+    assert "vllm-llama2-7b-pool-abc12 listening" in line and "blocks=10000" in line
     st, h, body = get(f"http://127.0.0.1:{base}/v1/models")
     assert json.loads(body)["data"][0]["id"] == "/models/llama"
     assert h["x-inference-pod"] == "vllm-llama2-7b-pool-abc12"
