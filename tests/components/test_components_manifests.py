@@ -122,3 +122,21 @@ def test_pins_come_before_the_weighted_rule():
                                "headers": [{"type": "Exact", "name": "x-canary", "value": "1"}]}]
     assert [b["weight"] for b in weighted["backendRefs"]] == [100, 0]
     assert "sectionName" not in m["spec"]["parentRefs"][0]
+
+
+def test_gke_pickers_admit_the_proxy_subnet_only(renders):
+    import copy
+
+    from components.render import render_values
+
+    document = yaml.safe_load(spec.stack_path("gke-node-rollout").read_text())
+    values = spec.config_values(document)
+    assert [w.path for w in spec.warnings(spec.validate(values))] == ["gateway.proxySubnets"]
+    open_policy = renders("gke-node-rollout").one("NetworkPolicy", "llm-epp")["spec"]["ingress"][0]
+    assert open_policy["from"] == [{"ipBlock": {"cidr": "0.0.0.0/0"}}]
+
+    values = copy.deepcopy(values)
+    values["gateway"]["proxySubnets"] = ["10.129.0.0/23"]
+    assert spec.warnings(spec.validate(values)) == []
+    ingress = render_values(values, "gke-node-rollout").one("NetworkPolicy", "llm-epp")["spec"]["ingress"]
+    assert ingress[0] == {"from": [{"ipBlock": {"cidr": "10.129.0.0/23"}}], "ports": [{"port": 9002, "protocol": "TCP"}]}
