@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sys
 
-from .cli import default_pod_prefix, parse_args
+from .cli import instance_name, parse_args
 from .profiles import get_profile
 from .server import ServerConfig, SimServer
 
@@ -31,11 +30,7 @@ async def serve(ns) -> None:
                 max_waiting=ns.max_waiting, seed=ns.seed, error_rate=ns.error_rate,
                 error_status=ns.error_status, slow_start_seconds=ns.slow_start_seconds,
                 stream_coalesce=ns.stream_coalesce_ms / 1000)
-            if ns.pod_name is None and ns.servers == 1 and os.environ.get("POD_NAME"):
-                name = os.environ["POD_NAME"]   # in Kubernetes: the real pod name (downward API)
-            else:
-                prefix = ns.pod_name or f"{default_pod_prefix(ns.served_model_name[0])}-{ns.port}"
-                name = f"{prefix}-{i}"
+            name = instance_name(i, ns.servers, ns.pod_name, ns.served_model_name[0], ns.port)
             s = SimServer(cfg, name)
             bound = await s.start(ns.host, port)
             servers.append(s)

@@ -119,10 +119,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ap.error("--time-scale must be > 0")
     if not 0 <= ns.error_rate <= 1:
         ap.error("--error-rate must be in [0, 1]")
-    if not 0 < ns.port + ns.servers - 1 < 65536 or ns.port < 0:
-        ap.error("--port out of range")
+    if ns.port < 0 or (ns.port and ns.port + ns.servers - 1 > 65535):
+        ap.error(f"--port {ns.port} with --servers {ns.servers} is out of range (0 picks free ports)")
     ns.notes = notes
     return ns
+
+
+def instance_name(i: int, servers: int, pod_name: str | None, served: str, port: int,
+                  env: dict | None = None) -> str:
+    """--pod-name PREFIX -> PREFIX-i. Without it, a lone server in Kubernetes is named after
+    its pod ($POD_NAME, else $HOSTNAME, which Kubernetes sets to the pod name); otherwise
+    <served>-<port>-i."""
+    env = os.environ if env is None else env
+    if pod_name is None and servers == 1:
+        if env.get("POD_NAME"):
+            return env["POD_NAME"]
+        if env.get("KUBERNETES_SERVICE_HOST") and env.get("HOSTNAME"):
+            return env["HOSTNAME"]
+    prefix = pod_name or f"{default_pod_prefix(served)}-{port}"
+    return f"{prefix}-{i}"
 
 
 def default_pod_prefix(served: str) -> str:

@@ -86,3 +86,22 @@ def test_bad_flags_exit_with_a_clear_message(run_sim, args, message):
     p = run_sim(*args)
     assert p.wait(20) == 2
     assert message in p.stderr.read()
+
+
+def test_port_zero_picks_free_ports_even_for_one_server(run_sim):
+    p = run_sim("--model", "m", "--port", "0", "--pod-name", "solo", "--time-scale", "10")
+    line = p.stdout.readline()
+    port = int(line.rsplit(":", 1)[1].split()[0])
+    st, h, _ = get(f"http://127.0.0.1:{port}/health")
+    assert st == 200 and h["x-inference-pod"] == "solo-0"
+
+
+def test_instance_names():
+    from sim.cli import instance_name
+    assert instance_name(2, 3, "pool", "m", 8000, env={}) == "pool-2"
+    assert instance_name(0, 1, None, "Qwen/Qwen-2.5 7B", 8000, env={}) == "qwen-qwen-2-5-7b-8000-0"
+    k8s = {"KUBERNETES_SERVICE_HOST": "10.0.0.1", "HOSTNAME": "mymodel-v1-5d9c-xk2"}
+    assert instance_name(0, 1, None, "m", 8000, env=k8s) == "mymodel-v1-5d9c-xk2"
+    assert instance_name(0, 1, None, "m", 8000, env={**k8s, "POD_NAME": "p"}) == "p"
+    assert instance_name(0, 1, None, "m", 8000, env={"HOSTNAME": "laptop"}) == "m-8000-0"
+    assert instance_name(1, 2, None, "m", 8000, env=k8s) == "m-8000-1"
