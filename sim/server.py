@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 import time
 import uuid
@@ -19,6 +20,8 @@ from .metrics import Stats, render
 from .parsing import Parsed, parse
 from .profiles import Profile
 from .text import Output
+
+log = logging.getLogger("sim")
 
 
 @dataclass
@@ -124,6 +127,10 @@ class SimServer:
                 raise
             err = status_error(e.status, e.reason or "error")
             return web.json_response(err.body(), status=e.status)
+        except Exception as e:   # a bug here still answers in the API's error shape
+            log.exception("unhandled error in %s %s", request.method, request.path)
+            err = status_error(500, f"internal error: {type(e).__name__}: {e}")
+            return web.json_response(err.body(), status=500)
 
     async def _json(self, request: web.Request):
         try:

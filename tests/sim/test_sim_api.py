@@ -277,3 +277,15 @@ async def test_client_disconnect_aborts_the_request(start_server):
     await asyncio.gather(task, return_exceptions=True)
     await asyncio.sleep(0.1)
     assert len(srv.engine.running) == 0 and srv.engine.kv.usage() == 0
+
+
+async def test_unexpected_errors_still_answer_in_the_error_shape(start_server, monkeypatch):
+    srv, base, sess = await start_server(time_scale=FAST)
+
+    def broken(*a, **k):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(srv.engine, "predict", broken)
+    st, body, h = await post(sess, base + "/admin/predict", {"model": "base", "prompt": "x"})
+    assert st == 500 and body["error"]["type"] == "InternalServerError" and "boom" in body["error"]["message"]
+    assert h["x-inference-pod"] == "sim-test-0"
