@@ -88,6 +88,54 @@ def decision_bench(n_endpoints: int, iters: int, prompt_chars: int = 2000) -> di
             "decide_mean_us": statistics.mean(full_times) * 1e6}
 
 
+# --- 1b. the servicer's own work per request, without the gRPC transport -----------------------
+
+
+def servicer_bench(iters: int) -> dict:
+    """Feed the ext_proc servicer the 4 messages Envoy sends for one request (serialized bytes in,
+    serialized bytes out), in process: the picker's Python cost per request minus grpc.aio."""
+    from envoy.config.core.v3 import base_pb2
+    from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+
+    from .extproc import ExtProc
+    from .telemetry import Telemetry
+
+    cfg = parse_config({"endpoints": [{"address": f"10.0.0.{i}:8000", "models": ["llama"]} for i in range(8)],
+                        "models": {"travel": {"targets": [{"model": "llama", "weight": 1}]}}})
+    pool = Pool(cfg, clock=time.monotonic, rng=random.Random(1))
+    for e in pool.endpoints.values():
+        e.last_ok = float("inf")
+    svc = ExtProc(pool, Telemetry())
+
+    def hm(pairs):
+        return base_pb2.HeaderMap(headers=[base_pb2.HeaderValue(key=k, raw_value=v.encode()) for k, v in pairs])
+
+    body = json.dumps({"model": "travel", "prompt": "Hello, how are you? " * 20, "max_tokens": 16}).encode()
+    wire = [m.SerializeToString() for m in (
+        pb.ProcessingRequest(request_headers=pb.HttpHeaders(headers=hm([
+            (":method", "POST"), (":path", "/v1/completions"), (":authority", "gw"), ("content-type", "application/json"),
+            ("x-request-id", "r1"), ("user-agent", "bench"), ("content-length", str(len(body)))]))),
+        pb.ProcessingRequest(request_body=pb.HttpBody(body=body, end_of_stream=True)),
+        pb.ProcessingRequest(response_headers=pb.HttpHeaders(headers=hm([(":status", "200"),
+                                                                         ("content-type", "application/json")]))),
+        pb.ProcessingRequest(response_body=pb.HttpBody(body=b'{"id":"1","model":"llama","choices":[]}',
+                                                       end_of_stream=True)))]
+
+    async def stream():
+        for w in wire:
+            yield pb.ProcessingRequest.FromString(w)
+
+    async def run(n):
+        for _ in range(n):
+            async for r in svc.Process(stream(), None):
+                r.SerializeToString()
+
+    asyncio.run(run(200))
+    t0 = time.perf_counter()
+    asyncio.run(run(iters))
+    return {"servicer_us_per_req": (time.perf_counter() - t0) / iters * 1e6}
+
+
 # --- 2-4. data plane -------------------------------------------------------------------------
 
 
@@ -266,6 +314,10 @@ def main(argv=None) -> None:
         r = decision_bench(n, a.decision_iters)
         print(f"{n:>9} {r['schedule_p50_us']:>10.1f} µs {r['schedule_p99_us']:>6.1f} µs "
               f"{r['decide_p50_us']:>22.1f} µs {r['decide_p99_us']:>6.1f} µs")
+    if "decision" in parts:
+        r = servicer_bench(a.decision_iters)
+        print(f"\nservicer work per request in process (4 messages parsed and answered, no gRPC transport): "
+              f"{r['servicer_us_per_req']:.0f} µs")
     if not parts & {"rate", "max", "big"}:
         return
     r = dataplane_bench(a.rate, a.seconds, a.big_kb, a.big_concurrency, a.big_seconds, parts, a.loop)
