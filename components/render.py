@@ -22,6 +22,8 @@ from typing import Any, Callable
 import yaml
 
 PROJECT = "infershift"
+# The program's pulumi.log messages (stack warnings) under mocks.
+LOG = logging.getLogger("infershift.render")
 MOCK_KUBECONFIG = """apiVersion: v1
 kind: Config
 clusters: [{name: mock, cluster: {server: "https://192.0.2.1:6443"}}]
@@ -163,7 +165,8 @@ def render_program(program: Callable[[], Any], stack: str = "render", config: di
         asyncio.set_event_loop(loop)
         try:
             mocks = _mocks()
-            pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False, monitor=mocks.monitor)
+            pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False, monitor=mocks.monitor,
+                                     logger=LOG)
             pulumi.runtime.set_all_config({k: v if isinstance(v, str) else json.dumps(v)
                                            for k, v in (config or {}).items()})
             box: dict = {}
@@ -251,8 +254,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, type=Path, help="output directory")
     ap.add_argument("--stacks-dir", type=Path, help="directory of Pulumi.<stack>.yaml files")
     ns = ap.parse_args(argv)
-    # The program's warnings (pulumi.log.warn) reach the root logger under mocks.
-    logging.basicConfig(format="warning: %(message)s", level=logging.WARNING)
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    LOG.addHandler(handler)
     try:
         result = render_stack(ns.stack, ns.stacks_dir)
     except spec.StackConfigError as err:

@@ -1,8 +1,6 @@
 """Renders shared by the component tests: each stack is rendered once per session."""
 from __future__ import annotations
 
-import logging
-
 import pytest
 
 import spec
@@ -23,6 +21,4 @@ class Renders:
 
 @pytest.fixture(scope="session")
 def renders() -> Renders:
-    # Stack warnings go to the root logger under mocks; they are asserted where they matter.
-    logging.getLogger().setLevel(logging.ERROR)
     return Renders()

@@ -181,3 +181,13 @@ def test_children_are_parented_and_named_after_their_component(renders, stack):
             continue
         assert (parent_type.rsplit("$", 1)[-1], parent_name) in components
         assert res.name.startswith(f"{parent_name}-"), (res.name, parent_name)
+
+
+def test_stack_warnings_are_logged_not_fatal(caplog):
+    from components.render import render_values
+
+    values = spec.config_values(yaml.safe_load(spec.stack_path("ack-canary").read_text()))
+    with caplog.at_level("WARNING", logger="infershift.render"):
+        r = render_values(values, "ack-canary")
+    assert r.objects
+    assert any("model 'travelhelper' is routed only by pool 'mymodel-pool-v1'" in m for m in caplog.messages)
