@@ -90,3 +90,24 @@ def test_picker_errors_keep_their_own_answer_in_a_fail_close_pool(local_stack):
     r = httpx.post(local_stack.url("lora-gw") + "/v1/chat/completions", json=chat_body("no-such-model"), timeout=30)
     assert r.status_code == 404
     assert "no-such-model" in r.json()["error"]["message"]
+
+
+# The seeds' requests, bodies and headers as written (000 / 003 / 004); ports 8080 and
+# 8081 are the stack's llm-gw and lora-gw listeners, here moved to free ports.
+SEED_REQUESTS = [
+    ("llm-gw", "/v1/chat/completions", {}, {
+        "model": "mymodel", "temperature": 0, "messages": [{"role": "user", "content": "Who are you?"}]}),
+    ("llm-gw", "/v1/chat/completions", {}, {
+        "model": "travelhelper", "temperature": 0,
+        "messages": [{"role": "user", "content": "I just arrived in Beijing, please recommend a tourist attraction"}]}),
+    ("lora-gw", "/v1/completions", {"host": "test.com"}, {
+        "model": "lora-request", "prompt": "Write as if you were a critic: San Francisco", "max_tokens": 100,
+        "temperature": 0}),
+]
+
+
+def test_seed_requests_work_as_written(local_stack):
+    for listener, path, headers, body in SEED_REQUESTS:
+        r = httpx.post(local_stack.url(listener) + path, json=body, headers=headers, timeout=120)
+        assert r.status_code == 200, (body["model"], r.text)
+        assert r.json()["choices"], r.text

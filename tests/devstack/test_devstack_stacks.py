@@ -2,11 +2,18 @@
 serves one request per route through the real Envoy; ack-mirror's shadow is counted."""
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+
 import httpx
 import pytest
-from devstack_helpers import FAST, copy_stack
+from devstack_helpers import FAST, REPO, copy_stack
 
 import spec
+from devstack.ports import free_port
 from devstack.stack import Options, run
 from devstack.traffic import served_count
 
@@ -43,3 +50,49 @@ def test_mirror_to_a_service_counts_on_the_shadow_and_the_client_sees_the_primar
         # A host the route does not name gets the gateway's OpenAI-style 404.
         r = httpx.post(req["url"], json=req["body"], timeout=30)
         assert r.status_code == 404 and r.json()["error"]["code"] == "route_not_found"
+
+
+def test_service_endpoints_use_running_servers_instead_of_simulators(tmp_path):
+    """`endpoints:` points a service at servers already running (a local vLLM, say);
+    here a simulator started outside devstack stands in for one."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "sim", "--model", "/models/external", "--served-model-name", "ext",
+         "--port", str(port), "--pod-name", "outside", "--time-scale", "50"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline and server.poll() is None, "external server did not start"
+            time.sleep(0.1)
+        stack_file = tmp_path / "Pulumi.external.yaml"
+        stack_file.write_text(f"""
+config:
+  infershift:platform: {{kind: kubeconfig}}
+  infershift:services:
+    ext:
+      model: /models/external
+      servedModelName: ext
+      replicas: 1
+      endpoints: ["http://localhost:{port}"]
+  infershift:pools:
+    ext-pool: {{selector: {{app: ext}}, failureMode: FailClose}}
+  infershift:gateway:
+    listeners: [{{name: http, port: 8080}}]
+  infershift:routes:
+    r: {{backends: {{ext-pool: 1}}}}
+""")
+        with run(stack_file, Options(**FAST, watch=False)) as stack:
+            assert "ext" not in stack.sim_ports  # no simulator was started for it
+            r = httpx.post(stack.url() + "/v1/chat/completions", timeout=60, json={
+                "model": "ext", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})
+            assert r.status_code == 200, r.text
+            assert r.headers["x-inference-pod"] == "outside-0"
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(10)
