@@ -188,8 +188,8 @@ class ExtProc(pb_grpc.ExternalProcessorServicer):
             muts.append(_header("content-length", str(len(d.body))))
         md = struct_pb2.Struct()
         md.get_or_create_struct(LB_NS)[DEST] = dest
-        self.tm.requests.labels(pool_name, d.client_model or "", d.target_model or "",
-                                d.endpoints[0].address, "routed").inc()
+        self.tm.child(self.tm.requests, pool_name, d.client_model or "", d.target_model or "",
+                      d.endpoints[0].address, "routed").inc()
         if log.isEnabledFor(logging.DEBUG):
             log.debug("routed", extra={"request_id": st.request_id, "model": d.client_model,
                                        "target_model": d.target_model, "endpoint": dest})
@@ -294,13 +294,18 @@ class ExtProc(pb_grpc.ExternalProcessorServicer):
         pool_name = self.pool.gen.config.pool_name
         t = d.target_model
         status = str(st.status) if st.status else "none"
-        self.tm.resp_status.labels(pool_name, t, status).inc()
+        tm = self.tm
+        tm.child(tm.resp_status, pool_name, t, status).inc()
         if st.ttfb is not None:
-            self.tm.ttfb.labels(pool_name, t).observe(st.ttfb)
+            tm.child(tm.ttfb, pool_name, t).observe(st.ttfb)
         if st.start:
-            self.tm.latency.labels(pool_name, t).observe(self.clock() - st.start)
+            tm.child(tm.latency, pool_name, t).observe(self.clock() - st.start)
         if st.served:
-            self.tm.served.labels(pool_name, st.served, str(st.served == d.endpoints[0].address).lower()).inc()
+            picked = st.served == d.endpoints[0].address
+            tm.child(tm.served, pool_name, st.served, "true" if picked else "false").inc()
+            if not picked:  # Envoy fell back (or ignored the pick): worth a line in the logs
+                log.info("served by another endpoint than picked", extra={
+                    "request_id": st.request_id, "picked": d.endpoints[0].address, "served": st.served})
 
 
 def _model_guess(body: bytes) -> str:

@@ -35,6 +35,15 @@ class Telemetry:
         self.latency = Histogram(p + "target_latency_seconds", "Time from request to end of response, by target model",
                                  ["pool", "target_model"], buckets=_LAT, registry=r)
         self._decision_children = {}
+        self._children: dict = {}
+
+    def child(self, metric, *labels):
+        """metric.labels(*labels), memoised: prometheus_client validates labels on every call."""
+        key = (id(metric), labels)
+        c = self._children.get(key)
+        if c is None:
+            c = self._children[key] = metric.labels(*labels)
+        return c
 
     def serve(self, host: str, port: int):
         return start_http_server(port, addr=host, registry=self.registry)
@@ -57,6 +66,7 @@ class Telemetry:
         self.ep_scrape_err.labels(pool, ep.address).inc()
 
     def forget_endpoint(self, addr: str) -> None:
+        self._children = {k: v for k, v in self._children.items() if addr not in k[1]}
         for g in (self.ep_waiting, self.ep_running, self.ep_kv, self.ep_loras, self.ep_last_ok):
             for labels in list(g._metrics):  # prometheus_client keeps children keyed by label tuple
                 if labels[-1] == addr:
