@@ -205,6 +205,11 @@ def render(meta: dict, runs: list[dict], plots: list[Path], out: Path) -> str:
             L += lc_lines + [""]
         else:
             L += scenario_table(rs) + [""]
+        if rs:
+            lag = max(r.get("loadgen_max_send_lag_s") or 0.0 for r in rs)
+            cores = max(r["cores"]["loadgen"] for r in rs)
+            L += [f"Load generator: at most {cores:.2f} cores; worst send lag behind the Poisson schedule "
+                  f"{lag * 1000:.0f} ms.", ""]
         if any(r["summary"].get("by_criticality") for r in rs):
             L += criticality_table(rs) + [""]
         p = out / "plots" / f"{scn}-ttft-p90.png"
