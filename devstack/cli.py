@@ -155,4 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             stackspec.StackConfigError) as e:
         print(f"devstack: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `render | head`
+        sys.stderr.close()
+        return 0
     return 1

@@ -1,0 +1,72 @@
+"""Small pure parts: what a live edit may change, simulator flags, port planning."""
+from __future__ import annotations
+
+import socket
+
+import pytest
+from devstack_helpers import TESTDATA
+
+import spec
+from devstack import dataplane, sims
+from devstack.ports import PortError, PortPlan
+
+
+def edited(stack, **changes):
+    values = stack.model_dump(by_alias=True, exclude_none=True)
+    for path, value in changes.items():
+        node = values
+        *parents, last = path.split("__")
+        for p in parents:
+            node = node[p]
+        node[last] = value
+    return spec.validate(values)
+
+
+def test_live_edits_allowed_and_refused():
+    stack = spec.load_file(TESTDATA / "local.stack.yaml")
+    routes = stack.model_dump(by_alias=True, exclude_none=True)["routes"]
+    routes["inference-route"]["backends"] = {"mymodel-pool-v1": 50, "mymodel-pool-v2": 50}
+    assert dataplane.restart_needed(stack, edited(stack, routes=routes)) == []
+    assert dataplane.restart_needed(stack, edited(stack, gateway__requestTimeout="10s")) == []
+    assert dataplane.restart_needed(stack, edited(stack, services__qwen__replicas=3)) == ["services.qwen.replicas"]
+    changed = dataplane.restart_needed(stack, edited(stack, **{"pools__llama2-pool__failureMode": "FailOpen"}))
+    assert changed == ["pools.llama2-pool.failureMode"]
+
+
+def test_sim_flags_follow_the_service():
+    stack = spec.load_stack("ack-reasoning")
+    argv = sims.sim_argv("python", "qwq-32b", stack.services["qwq-32b"], port=9000, time_scale=10, seed=1)
+    flags = dict(zip(argv[3::2], argv[4::2]))
+    assert flags["--profile"] == "a10-7b"  # a10-32b is not simulated; same GPU instead
+    assert flags["--servers"] == "5" and flags["--tensor-parallel-size"] == "4"
+    assert flags["--served-model-name"] == "qwq-32b" and flags["--pod-name"] == "qwq-32b"
+    assert sims.sim_profile("a10-32b")[1] and sims.sim_profile("h100-8b") == ("h100-8b", None)
+    lora = sims.sim_argv("python", "llama2", spec.load_stack("local").services["llama2"], port=1, time_scale=1, seed=0)
+    assert lora[lora.index("--lora-modules") + 1].startswith("sql-lora=")
+    assert lora[lora.index("--max-cpu-loras") + 1] == "12"
+
+
+def test_port_plan_names_every_bad_port():
+    with socket.socket() as a, socket.socket() as b:
+        for s in (a, b):
+            s.bind(("127.0.0.1", 0))
+            s.listen()
+        web, api = a.getsockname()[1], b.getsockname()[1]
+        plan = PortPlan()
+        plan.claim(web, "gateway listener web")
+        plan.claim(api, "gateway listener api")
+        plan.fresh("Envoy admin")
+        with pytest.raises(PortError) as err:
+            plan.check("Use --port-offset N.")
+    text = str(err.value)
+    assert "gateway listener web) is already in use" in text and "gateway listener api)" in text
+    assert "Envoy admin" not in text and text.endswith("Use --port-offset N.")
+    with pytest.raises(PortError, match="wanted by both"):
+        plan.claim(web, "pool x")
+
+
+def test_consecutive_ports_for_replicas():
+    plan = PortPlan()
+    base = plan.fresh_run(3, "simulator of service s")
+    assert [plan.wanted[base + i] for i in range(3)] == [f"simulator of service s (replica {i})" for i in range(3)]
+    plan.check()
