@@ -106,25 +106,30 @@ class ExtProc(pb_grpc.ExternalProcessorServicer):
         st = RequestState()
         try:
             async for msg in request_iterator:
-                kind = msg.WhichOneof("request")
-                if kind == "request_headers":
-                    out = self._on_request_headers(st, msg)
-                elif kind == "request_body":
-                    out = self._on_request_body(st, msg)
-                elif kind == "response_headers":
-                    out = self._on_response_headers(st, msg)
-                elif kind == "response_body":
-                    out = self._on_response_body(st, msg)
-                elif kind == "request_trailers":
-                    out = [pb.ProcessingResponse(request_trailers=pb.TrailersResponse())]
-                elif kind == "response_trailers":
-                    out = [pb.ProcessingResponse(response_trailers=pb.TrailersResponse())]
-                else:
-                    out = []
-                for r in out:
+                for r in self._handle(st, msg):
                     yield r
+        except Exception:
+            # A bug must not go unnoticed: Envoy applies the pool's failure mode to the broken stream.
+            log.exception("ext_proc stream failed", extra={"request_id": st.request_id})
+            raise
         finally:
             self._finish(st)
+
+    def _handle(self, st: RequestState, msg) -> list:
+        kind = msg.WhichOneof("request")
+        if kind == "request_headers":
+            return self._on_request_headers(st, msg)
+        if kind == "request_body":
+            return self._on_request_body(st, msg)
+        if kind == "response_headers":
+            return self._on_response_headers(st, msg)
+        if kind == "response_body":
+            return self._on_response_body(st, msg)
+        if kind == "request_trailers":
+            return [pb.ProcessingResponse(request_trailers=pb.TrailersResponse())]
+        if kind == "response_trailers":
+            return [pb.ProcessingResponse(response_trailers=pb.TrailersResponse())]
+        return []
 
     # --- request path -------------------------------------------------------------------------
 
@@ -170,7 +175,7 @@ class ExtProc(pb_grpc.ExternalProcessorServicer):
             self.tm.decided(pool_name, self.clock() - t0)
             st.done, st.outcome = True, str(e.status)
             self.tm.errors.labels(pool_name, str(e.status), e.code or "").inc()
-            model = "" if body is None else _model_guess(body)
+            model = "" if body is None else self._model_label(_model_guess(body), gen)
             if e.status == 429:
                 self.tm.shed.labels(pool_name, model).inc()
             self.tm.requests.labels(pool_name, model, "", "", str(e.status)).inc()
@@ -207,6 +212,13 @@ class ExtProc(pb_grpc.ExternalProcessorServicer):
         if d.body is not None:
             common.body_mutation.body = d.body
         return [pb.ProcessingResponse(request_body=pb.BodyResponse(response=common), dynamic_metadata=md)]
+
+    def _model_label(self, model: str, gen) -> str:
+        """Client-supplied names become metric labels only if the pool knows them (bounded cardinality)."""
+        if not model or model in gen.config.models:
+            return model
+        known = any(e.can_serve(model) and e.models() is not None for e in self.pool.endpoints.values())
+        return model if known else "other"
 
     # --- response path ------------------------------------------------------------------------
 

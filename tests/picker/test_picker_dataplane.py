@@ -306,3 +306,10 @@ def test_fallback_list_with_override_host_policy(stack, reset_servers, workdir):
         assert routed and all(len(x["endpoint"].split(",")) == 2 for x in routed[:10])  # primary + 1 of subset
     finally:
         picker.stop()
+
+
+def test_unknown_model_names_do_not_become_metric_labels(stack, reset_servers):
+    for i in range(3):
+        assert complete(stack.port, f"made-up-{i}").status == 404
+    text = stack.metrics()
+    assert "made-up-" not in text and 'model="other"' in text
