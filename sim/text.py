@@ -51,7 +51,7 @@ class Output:
 
     def __init__(self, seed: int, model: str, key: int):
         self._s = _stream(seed, model)
-        self._off = (key % _STREAM_TOKENS) * _TOKEN_CHARS
+        self._off = key % _STREAM_TOKENS   # in tokens
         self._marker = marker(model)
 
     def text(self, start: int, end: int) -> str:
@@ -63,7 +63,7 @@ class Output:
         i = start
         while i < end:  # only loops again past _STREAM_TOKENS tokens
             n = min(end - i, _STREAM_TOKENS)
-            a = self._off + (i % _STREAM_TOKENS) * _TOKEN_CHARS
+            a = ((self._off + i) % _STREAM_TOKENS) * _TOKEN_CHARS   # the doubled stream holds n more
             out.append(self._s[a:a + n * _TOKEN_CHARS])
             i += n
         return head + "".join(out)
