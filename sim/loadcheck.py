@@ -48,7 +48,7 @@ def _free(port: int) -> bool:
             return False
 
 
-async def _load(ports, rate, seconds, stream_fraction, rng):
+async def _load(ports, rate, seconds, stream_fraction, rng, max_output=256):
     prefixes = ["You are a helpful assistant. " * rng.randint(5, 60) for _ in range(8)]
     stats = {"ok": 0, "err": 0, "sent": 0}
     conn = aiohttp.TCPConnector(limit=0)
@@ -56,7 +56,7 @@ async def _load(ports, rate, seconds, stream_fraction, rng):
         async def one(i):
             port = ports[i % len(ports)]
             body = {"model": "sim", "prompt": rng.choice(prefixes) + f"question {i}",
-                    "max_tokens": rng.randint(32, 256), "ignore_eos": True}
+                    "max_tokens": rng.randint(min(32, max_output), max_output), "ignore_eos": True}
             stream = rng.random() < stream_fraction
             if stream:
                 body["stream"] = True
@@ -94,6 +94,7 @@ def main(argv=None) -> None:
     ap.add_argument("--stream-fraction", type=float, default=0.1)
     ap.add_argument("--profile", default="h100-8b")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--max-output", type=int, default=256, help="output tokens per request: 32..this")
     ap.add_argument("--stream-coalesce-ms", type=float, default=0.0, help="passed to the simulator")
     a = ap.parse_args(argv)
     base = free_base_port(a.servers)
@@ -111,7 +112,8 @@ def main(argv=None) -> None:
         time.sleep(min(a.seconds, 5.0))
         idle = (cpu_seconds(proc.pid) - c0) / min(a.seconds, 5.0)
         c1, t1 = cpu_seconds(proc.pid), time.monotonic()
-        stats = asyncio.run(_load(ports, a.rate, a.seconds, a.stream_fraction, random.Random(a.seed)))
+        stats = asyncio.run(_load(ports, a.rate, a.seconds, a.stream_fraction, random.Random(a.seed),
+                                  a.max_output))
         cpu = cpu_seconds(proc.pid) - c1
         wall = time.monotonic() - t1
     finally:
