@@ -17,7 +17,7 @@ import spec as stackspec
 
 from .config_path import set_in_file
 from .stack import LocalStack, Options
-from .traffic import burst, chat_body, served_count, tolerance
+from .traffic import burst, chat_body, served_count, settled_count, tolerance
 
 STACK = "local"
 ROUTE = "inference-route"
@@ -90,12 +90,13 @@ class Demo:
         url = stack.url("lora-gw") + "/v1/chat/completions"
         with self.console.status(f"{self.n} requests for model lora-request on listener lora-gw (mirrored) ..."):
             tally = burst(url, chat_body("lora-request"), self.n)
-            time.sleep(0.5)  # shadows finish just after the primaries
+            expected_shadows = before[1] + self.n * mirror.percent // 100
+            shadow_served = settled_count(shadow, expected_shadows) - before[1]
         table = _split_table(f"In-pool split: lora-request -> adapters of {mirror.backend}")
         weights = dict(stack.spec.pools[mirror.backend].models["lora-request"].targets)
         self.ok &= _share_rows(table, "lora-request", weights, tally.targets, tally.ok)
         self.report(table, tally)
-        served = (sum(served_count(a) for a in primary) - before[0], sum(served_count(a) for a in shadow) - before[1])
+        served = (sum(served_count(a) for a in primary) - before[0], shadow_served)
         m = Table(title=f"Mirror llama2-mirror: {mirror.percent}% of {mirror.backend} -> "
                         f"{mirror.mirror_to.kind} {shadow_pool}", title_justify="left")
         for col in ("", "requests served", "seen by the client"):

@@ -138,3 +138,19 @@ def served_count(address: str, timeout: float = 5.0) -> int:
     with urllib.request.urlopen(f"http://{address}/metrics", timeout=timeout) as r:
         text = r.read().decode()
     return int(sum(float(v) for v in _SUCCESS.findall(text)))
+
+
+def settled_count(addresses: list[str], at_least: int, timeout: float = 15.0) -> int:
+    """Total served count of `addresses` once it reaches `at_least` or stops growing:
+    mirrored copies finish after the client already has the primary's answer."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    last, still = -1, 0
+    while True:
+        total = sum(served_count(a) for a in addresses)
+        still = still + 1 if total == last else 0
+        if total >= at_least or still >= 10 or time.monotonic() > deadline:
+            return total
+        last = total
+        time.sleep(0.1)

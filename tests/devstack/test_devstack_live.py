@@ -9,7 +9,7 @@ import time
 from devstack_helpers import within
 
 from devstack.config_path import set_many_in_file
-from devstack.traffic import Load, burst, chat_body, served_count
+from devstack.traffic import Load, burst, chat_body, served_count, settled_count
 
 ROUTE = "routes.inference-route.backends"
 
@@ -90,8 +90,7 @@ def test_mirror_percent_changes_live(local_stack):
     n = 200
     tally = burst(local_stack.url("lora-gw") + "/v1/chat/completions", chat_body("lora-request"), n)
     assert tally.failed == 0, tally.errors
-    time.sleep(0.5)  # shadows finish after the primary answers
-    ok, why = within(sum(served_count(a) for a in candidate) - before, n, 0.5)
+    ok, why = within(settled_count(candidate, before + n) - before, n, 0.5)
     assert ok, why
     edit(local_stack, {"mirrors.llama2-mirror.percent": 100})
 
