@@ -118,7 +118,7 @@ async def test_full_waiting_queue_gets_429(start_server):
 async def test_more_requests_than_max_num_seqs_show_as_waiting(start_server):
     srv, base, sess = await start_server(time_scale=FAST, max_num_seqs=2)
     url = base + "/v1/completions"
-    tasks = [asyncio.create_task(post(sess, url, {"model": "base", "prompt": f"q{i}", "max_tokens": 300,
+    tasks = [asyncio.create_task(post(sess, url, {"model": "base", "prompt": f"q{i}", "max_tokens": 1000,
                                                   "ignore_eos": True})) for i in range(6)]
     await asyncio.sleep(0.15)
     m = await scrape(sess, base)
@@ -132,7 +132,7 @@ async def test_more_requests_than_max_num_seqs_show_as_waiting(start_server):
 
 async def test_more_than_the_kv_cache_holds_waits(start_server):
     # 80 blocks of 16 tokens: each request needs 44 blocks at admission, so one runs at a time
-    srv, base, sess = await start_server(time_scale=FAST, num_gpu_blocks=80)
+    srv, base, sess = await start_server(time_scale=FAST / 4, num_gpu_blocks=80)
     url = base + "/v1/completions"
     tasks = [asyncio.create_task(post(sess, url, {"model": "base", "prompt": chr(97 + i) * 4 * 700,
                                                   "max_tokens": 500, "ignore_eos": True})) for i in range(3)]
@@ -148,7 +148,7 @@ async def test_more_than_the_kv_cache_holds_waits(start_server):
 async def test_inactive_adapter_waits_for_a_slot_then_runs(start_server):
     srv, base, sess = await start_server(time_scale=FAST, adapters=ADAPTERS, max_loras=1)
     url = base + "/v1/completions"
-    a = asyncio.create_task(post(sess, url, {"model": "travel-helper-v1", "prompt": "a", "max_tokens": 200,
+    a = asyncio.create_task(post(sess, url, {"model": "travel-helper-v1", "prompt": "a", "max_tokens": 800,
                                              "ignore_eos": True}))
     await asyncio.sleep(0.05)
     b = asyncio.create_task(post(sess, url, {"model": "travel-helper-v2", "prompt": "b", "max_tokens": 200,
@@ -254,7 +254,7 @@ async def test_predict_matches_prefix_cache_and_queue(start_server):
     st, warm, _ = await post(sess, base + "/admin/predict", {"model": "base", "prompt": prompt, "max_tokens": 2})
     st, cold, _ = await post(sess, base + "/admin/predict", {"model": "base", "prompt": "q" * 4000, "max_tokens": 2})
     assert st == 200 and warm["queue_position"] == 0 and warm["ttft_seconds"] < cold["ttft_seconds"]
-    busy = [asyncio.create_task(post(sess, url, {"model": "base", "prompt": f"b{i}", "max_tokens": 300,
+    busy = [asyncio.create_task(post(sess, url, {"model": "base", "prompt": f"b{i}", "max_tokens": 1500,
                                                  "ignore_eos": True})) for i in range(3)]
     await asyncio.sleep(0.1)
     st, queued, _ = await post(sess, base + "/admin/predict", {"model": "base", "prompt": "q" * 4000,
