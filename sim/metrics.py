@@ -99,11 +99,11 @@ def render(engine, stats: Stats, model_name: str, max_loras: int, now: float | N
         f"vllm:gpu_cache_usage_perc{{{m}}} {usage}",
         "# HELP vllm:lora_requests_info Running stats on lora requests.",
         "# TYPE vllm:lora_requests_info gauge",
-        f'vllm:lora_requests_info{{max_lora="{max_loras}",running_lora_adapters="{_esc(",".join(run_l))}",'
+        f'vllm:lora_requests_info{{max_lora="{max_loras}",{m},running_lora_adapters="{_esc(",".join(run_l))}",'
         f'waiting_lora_adapters="{_esc(",".join(wait_l))}"}} {ts}',
         "# HELP vllm:cache_config_info Information of the LLMEngine CacheConfig",
         "# TYPE vllm:cache_config_info gauge",
-        f'vllm:cache_config_info{{block_size="{kv.block_size}",enable_prefix_caching="True",'
+        f'vllm:cache_config_info{{block_size="{kv.block_size}",enable_prefix_caching="True",{m},'
         f'num_gpu_blocks="{kv.num_blocks}"}} 1.0',
         "# HELP vllm:prefix_cache_queries Prefix cache queries, in terms of number of queried tokens.",
         "# TYPE vllm:prefix_cache_queries counter",

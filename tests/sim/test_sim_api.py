@@ -156,7 +156,7 @@ async def test_inactive_adapter_waits_for_a_slot_then_runs(start_server):
     await asyncio.sleep(0.05)
     m = await scrape(sess, base)
     (info,) = m["vllm:lora_requests_info"]
-    assert info.labels == {"max_lora": "1", "running_lora_adapters": "travel-helper-v1",
+    assert info.labels == {"max_lora": "1", "model_name": "base", "running_lora_adapters": "travel-helper-v1",
                            "waiting_lora_adapters": "travel-helper-v2"}
     await a
     await asyncio.sleep(0.02)
@@ -183,6 +183,7 @@ async def test_metrics_parse_and_carry_vllm_names(start_server):
         assert all(s.labels["model_name"] == "base" for s in m[name]), name
     (cfg,) = m["vllm:cache_config_info"]
     assert cfg.labels["block_size"] == "32" and cfg.labels["num_gpu_blocks"] == "1234"
+    assert cfg.labels["model_name"] == "base"
     assert value(m, "vllm:prompt_tokens_total", model_name="base") == 100
     assert value(m, "vllm:generation_tokens_total", model_name="base") == 4
     assert value(m, "vllm:e2e_request_latency_seconds_count", model_name="base") == 1
