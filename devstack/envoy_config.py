@@ -198,10 +198,32 @@ def _json_header() -> dict:
 CEL_FILTER = "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter"
 
 
-def _picker_failure_reply(pool: str) -> dict:
+# Envoy's own upstream failures (timeout, connect failure, no healthy host, reset).
+UPSTREAM_FLAGS = ["UT", "UF", "UH", "UO", "URX", "UC", "UR"]
+
+
+def _upstream_failure_mapper() -> dict:
+    """Envoy answers its own upstream failures in plain text; clients of an OpenAI API
+    expect the error JSON. Keyed on response flags, so direct responses and answers
+    that came from upstream (the picker's, the servers') pass unchanged."""
+    return {
+        "filter": {"response_flag_filter": {"flags": UPSTREAM_FLAGS}},
+        "body_format_override": {"json_format": {"error": {
+            "message": "%LOCAL_REPLY_BODY%", "type": "upstream_error", "param": None,
+            "code": "%RESPONSE_FLAGS%"}}},
+    }
+
+
+def _gateway_reply() -> dict:
+    return {"mappers": [_upstream_failure_mapper()]}
+
+
+def _picker_failure_reply(pool: str, fail_close: bool) -> dict:
     """Envoy's own reply when a FailClose pool's picker cannot be reached is an empty 503;
     give it the OpenAI error shape. Only that reply: the picker's own error answers
     (which already carry OpenAI JSON) have other response code details."""
+    if not fail_close:
+        return _gateway_reply()
     return {"mappers": [{
         "filter": {"extension_filter": {
             "name": "envoy.access_loggers.extension_filters.cel",
@@ -211,7 +233,7 @@ def _picker_failure_reply(pool: str) -> dict:
             f"the endpoint picker of InferencePool {pool} is unavailable (failureMode FailClose)",
             "service_unavailable", "picker_unavailable")},
         "body_format_override": {"text_format": "%LOCAL_REPLY_BODY%", "content_type": "application/json"},
-    }]}
+    }, _upstream_failure_mapper()]}
 
 
 def _hcm(stat_prefix: str, routes: dict, http_filters: list[dict], local_reply: dict | None = None) -> dict:
@@ -247,7 +269,7 @@ def _gateway_listener(plane: DataPlane, name: str, port: int, xds_dir: Path | No
         "name": f"gateway-{name}",
         "address": _addr(LOOPBACK, port),
         "enable_reuse_port": False,  # a second devstack on the same port must fail, not share it
-        "filter_chains": [{"filters": [_hcm(f"gw_{name}", routes, [])]}],
+        "filter_chains": [{"filters": [_hcm(f"gw_{name}", routes, [], _gateway_reply())]}],
     }
     if plane.buffer_limit:
         listener["per_connection_buffer_limit_bytes"] = plane.buffer_limit
@@ -347,7 +369,7 @@ def _pool_listener(plane: DataPlane, pool: Pool, xds_dir: Path | None) -> dict:
         "enable_reuse_port": False,
         "per_connection_buffer_limit_bytes": pool.max_body_bytes,
         "filter_chains": [{"filters": [_hcm(f"pool_{pool.name}", routes, [strip, ext_proc],
-                                            _picker_failure_reply(pool.name) if pool.failure_mode == "FailClose" else None)]}],
+                                            _picker_failure_reply(pool.name, pool.failure_mode == "FailClose"))]}],
     }
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import time
 
+import httpx
+
 from devstack_helpers import within
 
 from devstack.config_path import set_many_in_file
@@ -103,3 +105,14 @@ def test_invalid_edit_is_reported_and_the_running_config_stays(local_stack):
     result = edit(local_stack, {f"{ROUTE}.mymodel-pool-v2": 10, "services.qwen.replicas": 3}, expect_ok=False)
     assert "restart" in result.message
     edit(local_stack, {f"{ROUTE}.mymodel-pool-v2": 10, "services.qwen.replicas": 2})
+
+
+def test_request_timeout_changes_live_and_times_out_in_openai_shape(local_stack):
+    url = local_stack.url("llm-gw") + "/v1/chat/completions"
+    edit(local_stack, {"gateway.requestTimeout": "1ms"})
+    r = httpx.post(url, json=chat_body("mymodel", max_tokens=200), timeout=60)
+    assert r.status_code == 504, r.text
+    error = r.json()["error"]
+    assert set(error) >= {"message", "type", "param", "code"} and "timeout" in error["message"]
+    edit(local_stack, {"gateway.requestTimeout": "5m"})
+    assert httpx.post(url, json=chat_body("mymodel"), timeout=60).status_code == 200
