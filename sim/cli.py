@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--num-gpu-blocks", "--num-gpu-blocks-override", dest="num_gpu_blocks", type=int)
     ap.add_argument("--block-size", type=int)
     ap.add_argument("--max-model-len", type=int)
-    ap.add_argument("--tensor-parallel-size", "-tp", type=int, default=1)
+    ap.add_argument("--tensor-parallel-size", "-tp", type=int,
+                    help="default: the TP size the profile is quoted for (1, or 4 for a10-32b)")
     ap.add_argument("--gpu-memory-utilization", type=float)
     ap.add_argument("--host", default=os.environ.get("SIM_HOST", "127.0.0.1"),
                     help="bind address (default 127.0.0.1, or $SIM_HOST; the image sets 0.0.0.0)")
@@ -109,7 +110,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if getattr(ns, flag) < 1:
             ap.error(f"--{flag.replace('_', '-')} must be >= 1")
     for flag in ("max_cpu_loras", "max_num_seqs", "num_gpu_blocks", "block_size", "max_model_len",
-                 "max_num_batched_tokens"):
+                 "max_num_batched_tokens", "tensor_parallel_size"):
         v = getattr(ns, flag)
         if v is not None and v < 1:
             ap.error(f"--{flag.replace('_', '-')} must be >= 1")

@@ -20,7 +20,12 @@ class Profile:
     prefill_overhead: float
     # Prefill work inside a step: prefill_per_token * uncached prompt tokens.
     prefill_per_token: float
-    num_gpu_blocks: int          # at --gpu-memory-utilization 0.9, tensor parallel 1
+    num_gpu_blocks: int          # at --gpu-memory-utilization 0.9 and the profile's tensor_parallel
+    # Memory, to rescale the KV cache for other TP sizes / utilisations (GB):
+    gpu_memory: float = 24.0     # per GPU
+    weights: float = 15.0        # whole model, split across TP ranks
+    activations: float = 1.5     # per GPU reserve (activations, CUDA graphs)
+    tensor_parallel: int = 1     # the TP size the numbers above are quoted for
     block_size: int = 16
     max_model_len: int = 8192
     max_num_seqs: int = 256
@@ -39,22 +44,25 @@ class Profile:
         p = self.ref_prompt_tokens if prompt_tokens is None else prompt_tokens
         return self.itl(1) + self.prefill_overhead + self.prefill_per_token * p
 
-    def scaled(self, *, time_scale: float = 1.0, tensor_parallel: int = 1,
+    def scaled(self, *, time_scale: float = 1.0, tensor_parallel: int | None = None,
                gpu_memory_utilization: float | None = None) -> "Profile":
-        """Apply the vLLM flags that change the numbers, and --time-scale."""
+        """Apply the vLLM flags that change the numbers, and --time-scale.
+        tensor_parallel defaults to the profile's own."""
         if time_scale <= 0:
             raise ValueError("time_scale must be > 0")
+        if tensor_parallel is None:
+            tensor_parallel = self.tensor_parallel
         if tensor_parallel < 1:
             raise ValueError("tensor_parallel_size must be >= 1")
-        # Tensor parallelism splits weights and KV heads: compute gets faster but
+        # Tensor parallelism splits weights and KV heads: steps get faster but
         # all-reduce costs eat part of it (~70% efficiency per doubling is typical),
-        # and the KV cache grows with the extra memory.
-        tp_speed = tensor_parallel ** 0.75
-        blocks = self.num_gpu_blocks * tensor_parallel
-        if gpu_memory_utilization is not None:
-            if not 0 < gpu_memory_utilization <= 1:
-                raise ValueError("gpu_memory_utilization must be in (0, 1]")
-            blocks = int(blocks * self._kv_share(gpu_memory_utilization) / self._kv_share(0.9))
+        # and the KV cache gets the memory the extra GPUs add.
+        tp_speed = (tensor_parallel / self.tensor_parallel) ** 0.75
+        util = 0.9 if gpu_memory_utilization is None else gpu_memory_utilization
+        if not 0 < util <= 1:
+            raise ValueError("gpu_memory_utilization must be in (0, 1]")
+        blocks = int(self.num_gpu_blocks * self.kv_gb(util, tensor_parallel)
+                     / self.kv_gb(0.9, self.tensor_parallel))
         f = time_scale * tp_speed
         return replace(
             self,
@@ -65,21 +73,15 @@ class Profile:
             lora_load_seconds=self.lora_load_seconds / time_scale,
             lora_cpu_load_seconds=self.lora_cpu_load_seconds / time_scale,
             num_gpu_blocks=max(blocks, 1),
+            tensor_parallel=tensor_parallel,
         )
 
-    def _kv_share(self, util: float) -> float:
-        # KV gets what is left of util*memory after weights and activations.
-        mem, fixed = _MEMORY[self.name]
-        return max(util * mem - fixed, 0.05 * mem)
+    def kv_gb(self, util: float, tp: int) -> float:
+        """KV cache memory: what util * memory leaves after weights and activations
+        (at least a sliver, so a tiny setting still starts, as a tight vLLM would)."""
+        total = util * self.gpu_memory * tp
+        return max(total - self.weights - self.activations * tp, 0.02 * total)
 
-
-# name -> (GPU memory GB, weights + activation reserve GB); used to scale KV blocks.
-_MEMORY = {
-    "a10-7b": (24.0, 17.0),
-    "h100-8b": (80.0, 18.0),
-    "l4-7b": (24.0, 16.5),
-    "a100-8b": (80.0, 18.0),
-}
 
 PROFILES: dict[str, Profile] = {
     # NVIDIA A10 (24 GB, 600 GB/s) + Qwen2.5-7B-Instruct, as on the seeds' ecs.gn7i nodes.
@@ -87,28 +89,42 @@ PROFILES: dict[str, Profile] = {
         name="a10-7b", gpu="NVIDIA A10 24GB", model="Qwen2.5-7B-Instruct (bf16)",
         step_base=0.0290, step_per_seq=0.00025,
         prefill_overhead=0.030, prefill_per_token=0.00040,
-        num_gpu_blocks=5000,
+        num_gpu_blocks=5000, gpu_memory=24, weights=15.2, activations=1.8,
     ),
     # NVIDIA H100 SXM (80 GB, 3.35 TB/s) + Llama-3.1-8B-Instruct.
     "h100-8b": Profile(
         name="h100-8b", gpu="NVIDIA H100 SXM 80GB", model="Llama-3.1-8B-Instruct (bf16)",
         step_base=0.01195, step_per_seq=0.00005,
         prefill_overhead=0.0368, prefill_per_token=0.00020,
-        num_gpu_blocks=26000, max_num_seqs=256,
+        num_gpu_blocks=26000, gpu_memory=80, weights=16.1, activations=2.0,
     ),
     # NVIDIA L4 (24 GB, 300 GB/s) + Mistral-7B-Instruct.
     "l4-7b": Profile(
         name="l4-7b", gpu="NVIDIA L4 24GB", model="Mistral-7B-Instruct-v0.2 (bf16)",
         step_base=0.0540, step_per_seq=0.00040,
         prefill_overhead=0.035, prefill_per_token=0.00050,
-        num_gpu_blocks=2500,
+        num_gpu_blocks=2500, gpu_memory=24, weights=14.5, activations=2.0,
     ),
     # NVIDIA A100 SXM 80 GB (2.0 TB/s) + Llama-3.1-8B-Instruct; an in-between point.
     "a100-8b": Profile(
         name="a100-8b", gpu="NVIDIA A100 SXM 80GB", model="Llama-3.1-8B-Instruct (bf16)",
         step_base=0.0105, step_per_seq=0.00008,
         prefill_overhead=0.040, prefill_per_token=0.00030,
-        num_gpu_blocks=26000,
+        num_gpu_blocks=26000, gpu_memory=80, weights=16.1, activations=2.0,
+    ),
+    # 4x A10 with tensor parallel 4 + QwQ-32B (the seeds' reasoning-pool); numbers are for TP 4.
+    "a10-32b": Profile(
+        name="a10-32b", gpu="4x NVIDIA A10 24GB, tensor parallel 4", model="QwQ-32B (bf16)",
+        step_base=0.0400, step_per_seq=0.00040,
+        prefill_overhead=0.035, prefill_per_token=0.00050,
+        num_gpu_blocks=3550, gpu_memory=24, weights=65.5, activations=1.5, tensor_parallel=4,
+    ),
+    # NVIDIA A10 + DeepSeek-R1-Distill-Qwen-1.5B (the seeds' small canary model).
+    "a10-1.5b": Profile(
+        name="a10-1.5b", gpu="NVIDIA A10 24GB", model="DeepSeek-R1-Distill-Qwen-1.5B (bf16)",
+        step_base=0.0090, step_per_seq=0.00005,
+        prefill_overhead=0.020, prefill_per_token=0.00005,
+        num_gpu_blocks=36000, gpu_memory=24, weights=3.6, activations=1.5,
     ),
 }
 

@@ -9,6 +9,7 @@ import urllib.request
 import pytest
 
 from conftest import free_port_range
+from sim.profiles import get_profile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -69,7 +70,9 @@ def test_vllm_serve_positional_form_and_pod_name_env(run_sim):
     p = run_sim("serve", "/models/llama", "--port", str(base), "--profile", "l4-7b", "--tensor-parallel=4",
                 "--max-model-len", "8192", env={"POD_NAME": "vllm-llama2-7b-pool-abc12"})
     line = p.stdout.readline()
-    assert "vllm-llama2-7b-pool-abc12 listening" in line and "blocks=10000" in line
+    blocks = get_profile("l4-7b").scaled(tensor_parallel=4).num_gpu_blocks
+    assert blocks > 4 * get_profile("l4-7b").num_gpu_blocks   # four GPUs' memory, weights counted once
+    assert "vllm-llama2-7b-pool-abc12 listening" in line and f"blocks={blocks}" in line
     st, h, body = get(f"http://127.0.0.1:{base}/v1/models")
     assert json.loads(body)["data"][0]["id"] == "/models/llama"
     assert h["x-inference-pod"] == "vllm-llama2-7b-pool-abc12"

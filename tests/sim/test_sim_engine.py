@@ -231,7 +231,11 @@ def test_time_scale_and_tensor_parallel_scale_the_profile():
     assert fast.itl(1) == pytest.approx(P.itl(1) / 10)
     assert fast.ttft(256) == pytest.approx(P.ttft(256) / 10)
     tp = P.scaled(tensor_parallel=4)
-    assert tp.itl(1) < P.itl(1) and tp.num_gpu_blocks > P.num_gpu_blocks
+    assert tp.itl(1) == pytest.approx(P.itl(1) / 4 ** 0.75) and tp.num_gpu_blocks > 4 * P.num_gpu_blocks
+    # a profile quoted at TP 4 is unchanged at TP 4, and cramped at TP 1
+    big = get_profile("a10-32b")
+    assert big.scaled().num_gpu_blocks == big.num_gpu_blocks and big.scaled().itl(1) == big.itl(1)
+    assert big.scaled(tensor_parallel=1).num_gpu_blocks < big.num_gpu_blocks / 10
     assert P.scaled(gpu_memory_utilization=0.5).num_gpu_blocks < P.num_gpu_blocks
     assert math.isclose(P.ttft(256), 0.100, rel_tol=0.02) and math.isclose(P.itl(1), 0.012, rel_tol=0.02)
 
