@@ -19,6 +19,7 @@ from .lora import Adapter
 from .metrics import Stats, render
 from .parsing import Parsed, parse
 from .profiles import Profile
+from . import responses
 from .text import Output
 
 log = logging.getLogger("sim")
@@ -180,17 +181,7 @@ class SimServer:
             if r.state in ("pending", "waiting", "running"):
                 self.engine.abort(r, self.loop.time())
                 self.driver.kick()
-        text = out.text(0, r.generated)
-        if chat:
-            choice = {"index": 0, "message": {"role": "assistant", "content": text, "tool_calls": []},
-                      "logprobs": None, "finish_reason": r.finish_reason, "stop_reason": None}
-            obj = "chat.completion"
-        else:
-            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": r.finish_reason,
-                      "stop_reason": None}
-            obj = "text_completion"
-        return web.json_response({"id": rid, "object": obj, "created": created, "model": pr.model,
-                                  "choices": [choice], "usage": _usage(r)})
+        return web.json_response(responses.completion(chat, rid, created, pr.model, out.text(0, r.generated), r))
 
     async def _stream(self, request, pr: Parsed, r: Request, out: Output, chat: bool, rid: str,
                       created: int) -> web.StreamResponse:
@@ -200,24 +191,13 @@ class SimServer:
         self._submit(r)   # errors (429, ...) still go out as plain JSON responses
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                            "Cache-Control": "no-cache"})
-        obj = "chat.completion.chunk" if chat else "text_completion"
-        head = f'{{"id":"{rid}","object":"{obj}","created":{created},"model":{json.dumps(pr.model)},'
-
-        # Chunks are assembled from fixed pieces: one json.dumps per token, not per dict.
-        pre = f'data: {head}"choices":[{{"index":0,' + ('"delta":{"content":' if chat else '"text":')
-        mid = '},"logprobs":null,"finish_reason":' if chat else ',"logprobs":null,"finish_reason":'
-
-        def chunk(text: str, finish: str | None) -> bytes:
-            return f'{pre}{json.dumps(text)}{mid}{json.dumps(finish)}}}]}}\n\n'.encode()
-
+        sse = responses.SSE(chat, rid, created, pr.model)
         timer = None
         sent = 0
         try:
             await resp.prepare(request)
             if chat:
-                first = {"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
-                         "finish_reason": None}
-                await resp.write(f'data: {head}"choices":[{json.dumps(first)}]}}\n\n'.encode())
+                await resp.write(sse.role())
             last = r.target - 1   # the last token carries finish_reason, as in vLLM
             coalesce = self.cfg.stream_coalesce
             wrote_at = -1e18
@@ -226,7 +206,7 @@ class SimServer:
                 n, nxt = self.engine.progress(r, now)
                 # With coalescing, tokens after the first wait up to `coalesce` to share a write.
                 if n > sent and (sent == 0 or n == r.target or now >= wrote_at + coalesce):
-                    await resp.write(b"".join(chunk(out.text(i, i + 1), r.end_reason if i == last else None)
+                    await resp.write(b"".join(sse.token(out.text(i, i + 1), r.end_reason if i == last else None)
                                               for i in range(sent, n)))
                     sent = n
                     wrote_at = now
@@ -245,9 +225,8 @@ class SimServer:
                     timer.cancel()
                     timer = None
             if pr.include_usage:
-                usage = _usage(r, generated=sent)
-                await resp.write(f'data: {head}"choices":[],"usage":{json.dumps(usage)}}}\n\n'.encode())
-            await resp.write(b"data: [DONE]\n\n")
+                await resp.write(sse.usage(responses.usage(r, generated=sent)))
+            await resp.write(sse.DONE)
             await resp.write_eof()
         finally:
             if timer is not None:
@@ -333,10 +312,3 @@ class SimServer:
 
 
 _GENERATION = frozenset({"/v1/completions", "/v1/chat/completions"})
-
-
-def _usage(r: Request, generated: int | None = None) -> dict:
-    g = r.generated if generated is None else generated
-    return {"prompt_tokens": r.prompt_tokens, "completion_tokens": g,
-            "total_tokens": r.prompt_tokens + g,
-            "prompt_tokens_details": {"cached_tokens": r.cached_tokens}}
