@@ -212,7 +212,7 @@ class Engine:
         try:
             ahead = f.submit(r, now)
         except QueueFull:
-            return None, len(self.waiting)
+            return None, len(self.waiting) + len(self.pending)
         for _ in range(max_events):
             if r.first_token_at is not None:
                 return r.first_token_at - now, ahead

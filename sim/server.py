@@ -308,7 +308,7 @@ class SimServer:
             raise bad_request(str(e)) from None
         self.driver.kick()
         return web.json_response({"ttft_seconds": ttft, "queue_position": pos,
-                                  "queue_full": ttft is None and pos >= self.engine.max_waiting})
+                                  "queue_full": ttft is None})
 
 
 _GENERATION = frozenset({"/v1/completions", "/v1/chat/completions"})

@@ -263,6 +263,9 @@ async def test_predict_matches_prefix_cache_and_queue(start_server):
     assert queued["queue_position"] == 2 and queued["ttft_seconds"] > cold["ttft_seconds"] * 3
     st, bad, _ = await post(sess, base + "/admin/predict", {"model": "nope", "prompt": "x"})
     assert st == 404
+    srv.engine.max_waiting = 2   # two are queued: a third would be refused
+    st, full, _ = await post(sess, base + "/admin/predict", {"model": "base", "prompt": "q", "max_tokens": 2})
+    assert full == {"ttft_seconds": None, "queue_position": 2, "queue_full": True}
     for t in busy:
         t.cancel()
     await asyncio.gather(*busy, return_exceptions=True)
