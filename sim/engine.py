@@ -5,7 +5,8 @@ asyncio and no clock of its own, so tests drive it exactly. It jumps between
 events instead of ticking: while the batch is unchanged every decode step lasts
 the same, so a run of steps is one *segment* and a request's token count at any
 moment is arithmetic. Events are: a segment ends (a request finishes, a prefill
-completes, the KV cache would overflow), or a request arrives or is aborted.
+completes, the KV cache would overflow), a request becomes schedulable (which
+ends the current run of steps at the next boundary), or one is aborted.
 
 Time model (see Profile): a request becomes schedulable prefill_overhead after
 it arrives (CPU-side work); a step lasts step_base + step_per_seq * sequences,
