@@ -200,6 +200,17 @@ class InferenceService(Spec):
     endpoints: list[str] | None = None
     """Local stack only: URLs of real OpenAI-compatible servers to use instead of simulators."""
 
+    @field_validator("sim_profile")
+    @classmethod
+    def _profile(cls, v: str) -> str:
+        # The simulator's profiles are plain data, so the stack can be checked before
+        # anything starts (in the cluster image and in the local stack alike).
+        from sim.profiles import PROFILES
+
+        if v not in PROFILES:
+            raise ValueError(f"unknown simulator profile {v!r}; choose one of {', '.join(sorted(PROFILES))}")
+        return v
+
     @field_validator("shm_size")
     @classmethod
     def _shm(cls, v: str | None) -> str | None:
