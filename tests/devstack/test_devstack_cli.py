@@ -132,3 +132,15 @@ def test_demo_runs_end_to_end_and_exits_zero():
     for title in ("Base-model canary", "LoRA canary", "In-pool split", "Mirror llama2-mirror", "after the shift"):
         assert title in out, out
     assert "every process stopped" in out
+
+
+def test_invalid_stack_is_an_error_naming_the_config_path(tmp_path):
+    stack = copy_stack("local", tmp_path)
+    config_path.set_in_file(stack, "routes.inference-route.pins[0].backend", "no-such-pool")
+    proc = devstack("up", "--file", str(stack))
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 2
+    assert "infershift:routes.inference-route.pins[0]" in out or "routes.inference-route" in out, out
+    proc = devstack("up", "--stack", "no-such-stack")
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "no stack named 'no-such-stack'" in out and "local" in out
