@@ -11,6 +11,7 @@ from spec import StackSpec
 from spec.base import duration_seconds, quantity_bytes
 
 ENDPOINT_HEADER = "x-gateway-destination-endpoint"
+BUFFER_HEADROOM = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ class Pool:
     endpoints: tuple[Endpoint, ...]
     port: int  # the pool's own (second-tier) listener
     picker_port: int  # the picker's ext_proc gRPC port
-    max_body_bytes: int
+    max_body_bytes: int  # the pool listener's buffer: the picker's limit plus headroom
 
 
 @dataclass(frozen=True)
@@ -120,9 +121,12 @@ def build(spec: StackSpec, endpoints: dict[str, list[Endpoint]], ports: Ports) -
     pools = []
     for name, pool in spec.pools.items():
         members = tuple(ep for svc in spec.pool_services(name) for ep in endpoints.get(svc, []))
+        # Above the picker's body limit (headers and framing need room too), so the
+        # picker, not Envoy, rejects a too-large body — with an OpenAI error.
         body = quantity_bytes(pool.picker.max_body_size)
         if gw.buffer_limit:
             body = max(body, quantity_bytes(gw.buffer_limit))
+        body += BUFFER_HEADROOM
         pools.append(Pool(
             name=name,
             failure_mode=pool.failure_mode,

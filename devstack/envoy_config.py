@@ -56,7 +56,8 @@ def _static_cluster(name: str, addresses: list[str], *, http2: bool = False, buf
         cluster["typed_extension_protocol_options"] = {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                 "@type": HTTP_OPTIONS,
-                "explicit_http_config": {"http2_protocol_options": {}},
+                # Big windows: whole prompts travel to the picker in one message.
+                "explicit_http_config": {"http2_protocol_options": {"initial_stream_window_size": 16 << 20}},
             }
         }
     if buffer:
@@ -215,7 +216,15 @@ def _upstream_failure_mapper() -> dict:
 
 
 def _gateway_reply() -> dict:
-    return {"mappers": [_upstream_failure_mapper()]}
+    # In the gateway tier a 413 reply is always Envoy's own (bufferLimit exceeded).
+    too_large = {
+        "filter": {"status_code_filter": {"comparison": {"op": "EQ", "value": {
+            "default_value": 413, "runtime_key": "devstack.gateway_413"}}}},
+        "body_format_override": {"json_format": {"error": {
+            "message": "request body is larger than the gateway's bufferLimit", "type": "invalid_request_error",
+            "param": None, "code": "request_too_large"}}},
+    }
+    return {"mappers": [too_large, _upstream_failure_mapper()]}
 
 
 def _picker_failure_reply(pool: str, fail_close: bool) -> dict:
@@ -223,7 +232,7 @@ def _picker_failure_reply(pool: str, fail_close: bool) -> dict:
     give it the OpenAI error shape. Only that reply: the picker's own error answers
     (which already carry OpenAI JSON) have other response code details."""
     if not fail_close:
-        return _gateway_reply()
+        return {"mappers": [_upstream_failure_mapper()]}
     return {"mappers": [{
         "filter": {"extension_filter": {
             "name": "envoy.access_loggers.extension_filters.cel",
@@ -359,6 +368,9 @@ def _pool_listener(plane: DataPlane, pool: Pool, xds_dir: Path | None) -> dict:
             },
             # The picker's endpoint header must select the route (see pool_routes).
             "route_cache_action": "CLEAR",
+            # As picker/README.md asks: subset hints in, the served endpoint reported back.
+            "metadata_options": {"forwarding_namespaces": {"untyped": ["envoy.lb", "envoy.lb.subset_hint"]}},
+            "response_attributes": ["upstream.address"],
             "status_on_error": {"code": 503},
         },
     }

@@ -92,3 +92,26 @@ config:
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(10)
+
+
+def test_body_limits_answer_in_openai_shape(tmp_path):
+    from devstack.config_path import set_many_in_file
+
+    stack_file = copy_stack("ack-canary", tmp_path)
+    set_many_in_file(stack_file, {
+        "gateway.bufferLimit": "256Ki",
+        "pools.mymodel-pool-v1.picker.maxBodySize": "64Ki",
+        "routes.inference-route.backends.mymodel-pool-v2": 0,
+    })
+    with run(stack_file, Options(**FAST, watch=False)) as stack:
+        url = stack.url() + "/v1/chat/completions"
+        def ask(size: int) -> httpx.Response:
+            return httpx.post(url, timeout=60, json={
+                "model": "mymodel", "max_tokens": 2, "messages": [{"role": "user", "content": "x" * size}]})
+        assert ask(10 * 1024).status_code == 200
+        over_picker = ask(100 * 1024)  # over the picker's maxBodySize: the picker says so
+        assert over_picker.status_code == 413, over_picker.text
+        assert set(over_picker.json()["error"]) >= {"message", "type", "param", "code"}
+        over_gateway = ask(400 * 1024)  # over the gateway's bufferLimit: Envoy says so
+        assert over_gateway.status_code == 413, over_gateway.text
+        assert over_gateway.json()["error"]["code"] == "request_too_large"
