@@ -39,9 +39,17 @@ def test_lora_canary_splits_by_target_weight_and_rewrites_model(local_stack):
     assert r.headers["x-infershift-target-model"] in {"travel-helper-v1", "travel-helper-v2"}
 
 
+def picker_decisions(stack, pool: str) -> float:
+    """Requests the pool's picker decided (its Prometheus counter)."""
+    text = httpx.get(f"http://127.0.0.1:{stack.pools[pool].metrics_port}/metrics", timeout=5).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("infershift_picker_requests_total{"))
+
+
 def test_in_pool_split_and_mirror_to_a_pool_through_its_own_picker(local_stack):
     candidate = [e.address for e in local_stack.endpoints["llama2-candidate"]]
     before = sum(served_count(a) for a in candidate)
+    decided_before = picker_decisions(local_stack, "llama2-candidate-pool")
     tally = burst(local_stack.url("lora-gw") + "/v1/chat/completions", chat_body("lora-request"), N)
     assert tally.failed == 0, tally.errors
     # The client sees only the primary pool's answers ...
@@ -52,6 +60,7 @@ def test_in_pool_split_and_mirror_to_a_pool_through_its_own_picker(local_stack):
     # model to an adapter the candidate serves (else the shadow would 404 and not count).
     mirrored = settled_count(candidate, before + N) - before
     assert mirrored >= N * 0.95, f"candidate pool served {mirrored} of {N} mirrored requests"
+    assert picker_decisions(local_stack, "llama2-candidate-pool") - decided_before >= mirrored
 
 
 def test_pinned_header_always_reaches_the_canary(local_stack):
