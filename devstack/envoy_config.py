@@ -2,13 +2,16 @@
 
 Two tiers inside one Envoy, as gateways do for weighted InferencePools:
 - a gateway listener per Gateway listener does the HTTPRoute part: path/host matches,
-  pins (header matches), weights (weighted_clusters), mirrors (request_mirror_policies)
-  and the request timeout. Its routes come from RDS files so they change live.
+  pins (header matches), weights (weighted_clusters), the request timeout, and tags
+  mirror routes. Its routes come from RDS files so they change live.
 - a loopback listener per pool does the InferencePool part: ext_proc to the pool's own
   picker, then an ORIGINAL_DST cluster keyed on the header the picker set. Without that
   header (picker down) a FailOpen pool routes over all its endpoints and a FailClose pool
-  answers 503. Keeping the weight decision in the first tier means the route-cache clear
-  after the picker's header mutation never re-rolls the weighted choice.
+  answers 503. Tagged requests are mirrored here, after the picker rewrote the body, as a
+  gateway's router mirrors after its ext_proc filter; a mirror to a pool goes to that
+  pool's listener, so its own picker routes the copy. Routes come from RDS files too.
+Keeping the weight decision in the first tier means the route-cache clear after the
+picker's header mutation never re-rolls the weighted choice.
 """
 from __future__ import annotations
 
