@@ -75,6 +75,9 @@ class PickerConfig:
     poll_interval: float = 0.05
     stale_after: float = 1.0
     models_interval: float = 2.0
+    # share of responses that are not rewritten but still come back to the picker for per-target
+    # telemetry (status, TTFB, latency, served endpoint); only with the two-filter Envoy setup
+    response_sample_rate: float = 0.1
     scheduling: SchedulingSpec = None  # type: ignore[assignment]
 
     def with_models(self, models: dict[str, ModelRoute], objectives: dict[str, int]) -> "PickerConfig":
@@ -227,7 +230,8 @@ def parse_config(raw: Any) -> PickerConfig:
     raw = _mapping(raw, "config")
     _keys(
         raw,
-        {"pool", "endpoints", "kubernetes", "models", "sessionHeader", "failureMode", "limits", "metrics", "scheduling"},
+        {"pool", "endpoints", "kubernetes", "models", "sessionHeader", "failureMode", "limits", "metrics", "scheduling",
+         "telemetry"},
         "config",
     )
     pool = _mapping(raw.get("pool"), "pool")
@@ -278,6 +282,11 @@ def parse_config(raw: Any) -> PickerConfig:
         raise ConfigError(f"limits.maxBodyBytes: expected a positive integer, got {max_body!r}")
     met = _mapping(raw.get("metrics"), "metrics")
     _keys(met, {"pollInterval", "staleAfter", "modelsInterval"}, "metrics")
+    tel = _mapping(raw.get("telemetry"), "telemetry")
+    _keys(tel, {"responseSampleRate"}, "telemetry")
+    rate = tel.get("responseSampleRate", 0.1)
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1:
+        raise ConfigError(f"telemetry.responseSampleRate: expected a number from 0 to 1, got {rate!r}")
     return PickerConfig(
         pool_name=_str(pool.get("name", "default-pool"), "pool.name"),
         pool_namespace=_str(pool.get("namespace", "default"), "pool.namespace"),
@@ -290,6 +299,7 @@ def parse_config(raw: Any) -> PickerConfig:
         poll_interval=parse_duration(met.get("pollInterval", "50ms"), "metrics.pollInterval"),
         stale_after=parse_duration(met.get("staleAfter", "1s"), "metrics.staleAfter"),
         models_interval=parse_duration(met.get("modelsInterval", "2s"), "metrics.modelsInterval"),
+        response_sample_rate=float(rate),
         scheduling=parse_scheduling(raw.get("scheduling")),
     )
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from .endpoints import Endpoint
 from .errors import NoCapacity
 from .pool import Generation, Pool
-from .request_body import is_completion_path, parse_body, rewrite_model
+from .request_body import is_completion_path, model_splice, parse_body, rewrite_model
 from .routing import resolve
 from .scheduling import SchedRequest
 
@@ -17,6 +17,7 @@ class Decision:
     client_model: str | None = None
     target_model: str | None = None
     body: bytes | None = None  # the rewritten body, when it changed
+    splice: tuple[int, int, bytes] | None = None  # how it changed, when only `model`'s bytes did
 
     @property
     def destination(self) -> str:
@@ -55,5 +56,8 @@ def decide(pool: Pool, gen: Generation, headers: dict[str, str], body: bytes | N
                      pool.endpoints.values(), pool.rng)
     req = SchedRequest(routed.target_model, parsed.prompt, routed.sheddable)
     chosen = gen.scheduler.schedule(req, eps, (snap.id, tuple(subset) if subset else None))
-    new_body = rewrite_model(body, parsed, routed.target_model)
-    return Decision(chosen, parsed.model, routed.target_model, new_body if new_body is not body else None)
+    if routed.target_model == parsed.model:
+        return Decision(chosen, parsed.model, routed.target_model)
+    splice = model_splice(body, parsed, routed.target_model)
+    new_body = rewrite_model(body, parsed, routed.target_model, splice)
+    return Decision(chosen, parsed.model, routed.target_model, new_body, splice)

@@ -1,15 +1,32 @@
-"""Envoy bootstrap configured like a gateway in front of an InferencePool (used by tests and the benchmark).
+"""Envoy configuration for the picker: the recommended ext_proc filters (the single source other
+generators import) and a whole bootstrap shaped like a gateway in front of an InferencePool (used by
+the tests and the benchmark). Pure dicts, no gRPC or protobuf imports, so the Pulumi virtualenv can
+import it too.
 
-Shape (what Envoy Gateway / GIE's conformance setups do, reduced to one listener):
-  listener -> HCM -> [header_to_metadata (test-only subset hint)] -> ext_proc (picker) -> router
+Gateway shape (what Envoy Gateway / GIE's conformance setups do, reduced to one listener):
+  listener -> HCM -> [header_to_metadata (test-only subset hint)] -> ext_proc (picker, request path)
+           -> [ext_proc (picker, response path; only when the picker asked for it)] -> router
   route "has x-gateway-destination-endpoint" -> ORIGINAL_DST cluster that dials that header's ip:port
   otherwise (picker down with FailOpen)      -> fallback cluster: plain round robin over the pool
 ext_proc clears the route cache after it mutates headers, so the header set by the picker selects the
 ORIGINAL_DST route.
+
+Why two filters: Envoy only honours a processing-mode override while it waits for a *headers*
+answer, and the picker only knows after the body whether the response needs it (the client's model
+name restored, or a sampled response for telemetry). So the request-path filter never sees responses,
+and a second filter, skipped unless the picker set RESTORE_HEADER on the request, handles them.
 """
 from __future__ import annotations
 
 DEST = "x-gateway-destination-endpoint"
+# Set on the request by the picker when the response must come back to it (the response filter's
+# matcher reads it); the routes remove it before the request goes upstream.
+RESTORE_HEADER = "x-infershift-restore"
+# What the response stream needs to know (picker/restore_header.py) travels as dynamic metadata the
+# picker sets on the request stream; the response filter forwards this namespace to the picker.
+HANDOVER_NS, HANDOVER_KEY = "infershift.picker", "handover"
+EXT_PROC = "envoy.filters.http.ext_proc"
+_EXT_PROC_TYPE = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor"
 
 
 def _addr(hostport: str) -> dict:
@@ -17,33 +34,100 @@ def _addr(hostport: str) -> dict:
     return {"socket_address": {"address": host, "port_value": int(port)}}
 
 
-def gateway_config(*, listen_port: int, admin_port: int, picker_port: int, pool: list[str],
-                   fail_open: bool = True, full_duplex: bool = False, message_timeout: str = "5s",
-                   buffer_limit: int = 64 * 1024 * 1024, override_host: bool = False,
-                   generate_request_id: bool = True) -> dict:
-    """`pool` lists the pool's endpoints (ip:port) for the FailOpen fallback cluster."""
-    body_mode = "FULL_DUPLEX_STREAMED" if full_duplex else "BUFFERED"
-    ext_proc = {
-        "name": "envoy.filters.http.ext_proc",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
-            "grpc_service": {"envoy_grpc": {"cluster_name": "picker"}, "timeout": "10s"},
-            "failure_mode_allow": fail_open,
-            "message_timeout": message_timeout,
-            "allow_mode_override": True,
-            "route_cache_action": "CLEAR",
-            "processing_mode": {
-                "request_header_mode": "SEND", "response_header_mode": "SEND",
-                "request_body_mode": body_mode,
-                # full duplex: every response chunk goes through the picker (mode overrides don't apply)
-                "response_body_mode": body_mode if full_duplex else "NONE",
-                "request_trailer_mode": "SEND" if full_duplex else "SKIP",
-                "response_trailer_mode": "SEND" if full_duplex else "SKIP",
-            },
-            "metadata_options": {"forwarding_namespaces": {"untyped": ["envoy.lb", "envoy.lb.subset_hint"]}},
-            "response_attributes": ["upstream.address"],
-        },
+def ext_proc_filter(cluster_name: str, *, fail_open: bool, message_timeout: str = "5s",
+                    full_duplex: bool = False, classic: bool = False) -> dict:
+    """The picker's request-path ext_proc filter (the HCM http_filters entry).
+
+    Default: one round trip per request. Envoy sends the headers and, without waiting for their answer,
+    the body in STREAMED chunks; the picker answers all of them at once when the body is complete
+    (headers: destination, content-length, request id; body: the rewritten `model`). Responses skip
+    this filter; put `response_filter()` right after it.
+    classic=True: today's GIE shape (headers, then the BUFFERED body, then response headers, two to
+    three round trips); needs no response filter.
+    full_duplex=True: FULL_DUPLEX_STREAMED both ways (every response chunk goes through the picker;
+    Envoy requires trailers SEND); needs no response filter.
+    """
+    if full_duplex:
+        mode = {"request_header_mode": "SEND", "response_header_mode": "SEND",
+                "request_body_mode": "FULL_DUPLEX_STREAMED", "response_body_mode": "FULL_DUPLEX_STREAMED",
+                "request_trailer_mode": "SEND", "response_trailer_mode": "SEND"}
+    elif classic:
+        mode = {"request_header_mode": "SEND", "response_header_mode": "SEND",
+                "request_body_mode": "BUFFERED", "response_body_mode": "NONE",
+                "request_trailer_mode": "SKIP", "response_trailer_mode": "SKIP"}
+    else:
+        mode = {"request_header_mode": "SEND", "response_header_mode": "SKIP",
+                "request_body_mode": "STREAMED", "response_body_mode": "NONE",
+                "request_trailer_mode": "SKIP", "response_trailer_mode": "SKIP"}
+    cfg = {
+        "@type": _EXT_PROC_TYPE,
+        "grpc_service": {"envoy_grpc": {"cluster_name": cluster_name}, "timeout": "10s"},
+        "failure_mode_allow": fail_open,
+        "message_timeout": message_timeout,
+        "route_cache_action": "CLEAR",  # the destination header the picker sets re-selects the route
+        "processing_mode": mode,
+        "metadata_options": {"forwarding_namespaces": {"untyped": ["envoy.lb", "envoy.lb.subset_hint"]},
+                             # what the picker may set: the destination (GIE) and the hand-over
+                             "receiving_namespaces": {"untyped": ["envoy.lb", HANDOVER_NS]}},
     }
+    if classic:
+        cfg["allow_mode_override"] = True  # the picker turns on the response body only to restore `model`
+        cfg["response_attributes"] = ["upstream.address"]
+    elif not full_duplex:
+        # Envoy holds the headers until the picker answers them, after the last body chunk
+        cfg["send_body_without_waiting_for_header_response"] = True
+    else:
+        cfg["response_attributes"] = ["upstream.address"]
+    return {"name": EXT_PROC, "typed_config": cfg}
+
+
+def response_filter(cluster_name: str, *, fail_open: bool, message_timeout: str = "5s") -> dict:
+    """The response-path filter that goes right after `ext_proc_filter()` (default mode): it runs only
+    for requests the picker marked with RESTORE_HEADER (a rewritten model name to restore, or a response
+    sampled for per-target telemetry); every other request skips it and opens no second stream."""
+    ext = {
+        "@type": _EXT_PROC_TYPE,
+        "grpc_service": {"envoy_grpc": {"cluster_name": cluster_name}, "timeout": "10s"},
+        "failure_mode_allow": fail_open,
+        "message_timeout": message_timeout,
+        "allow_mode_override": True,  # the response body is turned on only for JSON/SSE model restore
+        "processing_mode": {"request_header_mode": "SKIP", "response_header_mode": "SEND",
+                            "request_body_mode": "NONE", "response_body_mode": "NONE",
+                            "request_trailer_mode": "SKIP", "response_trailer_mode": "SKIP"},
+        "metadata_options": {"forwarding_namespaces": {"untyped": ["envoy.lb", HANDOVER_NS]}},
+        "response_attributes": ["upstream.address"],
+    }
+    absent = {"not_matcher": {"single_predicate": {
+        "input": {"name": "restore-header", "typed_config": {
+            "@type": "type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatchInput",
+            "header_name": RESTORE_HEADER}},
+        "value_match": {"safe_regex": {"google_re2": {}, "regex": ".*"}}}}}
+    return {"name": "infershift.picker.response", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.common.matching.v3.ExtensionWithMatcher",
+        "extension_config": {"name": EXT_PROC, "typed_config": ext},
+        "xds_matcher": {"matcher_list": {"matchers": [{"predicate": absent, "on_match": {"action": {
+            "name": "skip", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.common.matcher.action.v3.SkipFilter"}}}}]}},
+    }}
+
+
+def ext_proc_filters(cluster_name: str, *, fail_open: bool, message_timeout: str = "5s",
+                     full_duplex: bool = False, classic: bool = False) -> list[dict]:
+    """The http_filters entries for the picker, in order (one or two filters, see above)."""
+    first = ext_proc_filter(cluster_name, fail_open=fail_open, message_timeout=message_timeout,
+                            full_duplex=full_duplex, classic=classic)
+    if full_duplex or classic:
+        return [first]
+    return [first, response_filter(cluster_name, fail_open=fail_open, message_timeout=message_timeout)]
+
+
+def gateway_config(*, listen_port: int, admin_port: int, picker_port: int, pool: list[str],
+                   fail_open: bool = True, full_duplex: bool = False, classic: bool = False,
+                   message_timeout: str = "5s", buffer_limit: int = 64 * 1024 * 1024,
+                   override_host: bool = False, generate_request_id: bool = True) -> dict:
+    """`pool` lists the pool's endpoints (ip:port) for the FailOpen fallback cluster."""
+    picker_filters = ext_proc_filters("picker", fail_open=fail_open, message_timeout=message_timeout,
+                                      full_duplex=full_duplex, classic=classic)
     subset_hint = {  # test hook: a header carries the subset hint the way a gateway's metadata would
         "name": "envoy.filters.http.header_to_metadata",
         "typed_config": {
@@ -57,8 +141,9 @@ def gateway_config(*, listen_port: int, admin_port: int, picker_port: int, pool:
               "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
     routes = [
         {"match": {"prefix": "/", "headers": [{"name": DEST, "present_match": True}]},
-         "route": {"cluster": "pool", "timeout": "60s"}},
-        {"match": {"prefix": "/"}, "route": {"cluster": "pool_fallback", "timeout": "60s"}},
+         "route": {"cluster": "pool", "timeout": "60s"}, "request_headers_to_remove": [RESTORE_HEADER]},
+        {"match": {"prefix": "/"}, "route": {"cluster": "pool_fallback", "timeout": "60s"},
+         "request_headers_to_remove": [RESTORE_HEADER]},
     ]
     hcm = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
@@ -66,7 +151,7 @@ def gateway_config(*, listen_port: int, admin_port: int, picker_port: int, pool:
         "codec_type": "AUTO",
         "generate_request_id": generate_request_id,
         "route_config": {"name": "r", "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}]},
-        "http_filters": [subset_hint, ext_proc, router],
+        "http_filters": [subset_hint, *picker_filters, router],
     }
     h2 = {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
         "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",

@@ -12,8 +12,10 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from envoy.type.v3 import http_status_pb2
 from google.protobuf import struct_pb2
 
+from . import restore_header
 from .decide import Decision, decide
-from .errors import PickerError
+from .envoy_config import HANDOVER_KEY, HANDOVER_NS, RESTORE_HEADER
+from .errors import BodyTooLarge, PickerError
 from .pool import Pool
 from .response_body import SSERestorer, restore_json
 from .telemetry import Telemetry
@@ -26,6 +28,8 @@ SUBSET_NS, SUBSET_KEY = "envoy.lb.subset_hint", "x-gateway-destination-endpoint-
 LB_NS = "envoy.lb"
 TARGET_HEADER = "x-infershift-target-model"
 FULL_DUPLEX = pm.ProcessingMode.FULL_DUPLEX_STREAMED
+STREAMED = pm.ProcessingMode.STREAMED
+ATTRS_NS = "envoy.filters.http.ext_proc"
 OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 
 
@@ -55,7 +59,7 @@ def _served_from(msg) -> str | None:
     served = _metadata_value(msg.metadata_context, LB_NS, SERVED)
     if isinstance(served, str) and served:
         return served
-    attrs = msg.attributes.get("envoy.filters.http.ext_proc")
+    attrs = msg.attributes.get(ATTRS_NS)
     if attrs is not None and "upstream.address" in attrs.fields:
         return attrs.fields["upstream.address"].string_value or None
     return None
@@ -74,7 +78,7 @@ def _error_response(err: PickerError, request_id: str) -> pb.ProcessingResponse:
 class RequestState:
     __slots__ = ("headers", "request_id", "new_request_id", "start", "decision", "full_duplex", "chunks",
                  "status", "ttfb", "sse", "restore", "done", "outcome", "served", "resp_duplex",
-                 "held_headers", "resp_chunks")
+                 "held_headers", "resp_chunks", "hold", "target", "client", "picked")
 
     def __init__(self):
         self.headers: dict[str, str] = {}
@@ -94,13 +98,19 @@ class RequestState:
         self.resp_duplex = False
         self.held_headers = None  # full-duplex JSON rewrite: header response sent with the final body
         self.resp_chunks: list[bytes] = []
+        # one round trip: the headers are answered with the body (STREAMED, sent without waiting)
+        self.hold = False
+        self.target: str | None = None  # target and client model, picked endpoint: from the decision,
+        self.client: str | None = None  # or on a response-path stream from the restore header
+        self.picked: str | None = None
 
 
 class ExtProc(pb_grpc.ExternalProcessorServicer):
-    def __init__(self, pool: Pool, telemetry: Telemetry, clock=time.perf_counter):
+    def __init__(self, pool: Pool, telemetry: Telemetry, clock=time.perf_counter, wall=time.time):
         self.pool = pool
         self.tm = telemetry
         self.clock = clock
+        self.wall = wall  # crosses streams (and replicas) in the restore header
 
     async def Process(self, request_iterator, context):
         st = RequestState()
@@ -140,29 +150,52 @@ class ExtProc(pb_grpc.ExternalProcessorServicer):
         if not rid:
             rid, st.new_request_id = str(uuid.uuid4()), True
         st.request_id = rid
-        st.full_duplex = msg.protocol_config.request_body_mode == FULL_DUPLEX
-        st.resp_duplex = msg.protocol_config.response_body_mode == FULL_DUPLEX
+        pc = msg.protocol_config
+        st.full_duplex = pc.request_body_mode == FULL_DUPLEX
+        st.resp_duplex = pc.response_body_mode == FULL_DUPLEX
+        st.hold = pc.request_body_mode == STREAMED and pc.send_body_without_waiting_for_header_response
         if msg.request_headers.end_of_stream:  # no body: any ready endpoint will do
             return self._route(st, None, msg)
-        if st.full_duplex:
+        if st.full_duplex or st.hold:
             return []  # the header response waits until the whole body has been seen
         muts = [_header("x-request-id", rid)] if st.new_request_id else []
         return [pb.ProcessingResponse(request_headers=pb.HeadersResponse(
             response=pb.CommonResponse(header_mutation=pb.HeaderMutation(set_headers=muts))))]
 
     def _on_request_body(self, st: RequestState, msg) -> list:
+        if st.hold and st.done:  # answered early (413): Envoy may still be sending chunks
+            return [pb.ProcessingResponse(request_body=pb.BodyResponse())]
         st.chunks.append(msg.request_body.body)
+        if st.hold and not msg.request_body.end_of_stream:
+            limit = self.pool.gen.config.max_body_bytes
+            size = sum(len(c) for c in st.chunks)
+            if size > limit:  # don't keep an oversize body in memory
+                st.done, st.outcome = True, "413"
+                return [self._reject(st, BodyTooLarge(
+                    f"Request body is over {size} bytes; the limit is {limit} bytes."), None)]
+            return []
         if not msg.request_body.end_of_stream:
             if st.full_duplex:
                 limit = self.pool.gen.config.max_body_bytes
                 if sum(len(c) for c in st.chunks) > limit:  # don't keep buffering an oversize body
                     return self._route(st, b"".join(st.chunks), msg)
             return []
-        body = st.chunks[0] if len(st.chunks) == 1 else b"".join(st.chunks)
-        st.chunks = []
-        return self._route(st, body, msg)
+        chunks, st.chunks = st.chunks, []
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return self._route(st, body, msg, chunks)
 
-    def _route(self, st: RequestState, body: bytes | None, msg) -> list:
+    def _reject(self, st: RequestState, e: PickerError, body: bytes | None) -> pb.ProcessingResponse:
+        pool_name = self.pool.gen.config.pool_name
+        self.tm.errors.labels(pool_name, str(e.status), e.code or "").inc()
+        model = "" if body is None else self._model_label(_model_guess(body), self.pool.gen)
+        if e.status == 429:
+            self.tm.shed.labels(pool_name, model).inc()
+        self.tm.requests.labels(pool_name, model, "", "", str(e.status)).inc()
+        log.info("request rejected", extra={"request_id": st.request_id, "status": e.status,
+                                            "code": e.code, "error": e.message})
+        return _error_response(e, st.request_id)
+
+    def _route(self, st: RequestState, body: bytes | None, msg, chunks: list[bytes] | None = None) -> list:
         t0 = self.clock()
         gen = self.pool.gen  # one generation for the whole decision, even if a reload lands meanwhile
         pool_name = gen.config.pool_name
@@ -174,25 +207,28 @@ class ExtProc(pb_grpc.ExternalProcessorServicer):
         except PickerError as e:
             self.tm.decided(pool_name, self.clock() - t0)
             st.done, st.outcome = True, str(e.status)
-            self.tm.errors.labels(pool_name, str(e.status), e.code or "").inc()
-            model = "" if body is None else self._model_label(_model_guess(body), gen)
-            if e.status == 429:
-                self.tm.shed.labels(pool_name, model).inc()
-            self.tm.requests.labels(pool_name, model, "", "", str(e.status)).inc()
-            log.info("request rejected", extra={"request_id": st.request_id, "status": e.status,
-                                                "code": e.code, "error": e.message})
-            return [_error_response(e, st.request_id)]
+            return [self._reject(st, e, body)]
         self.tm.decided(pool_name, self.clock() - t0)
         st.decision = d
         st.outcome = "routed"
+        st.target, st.client, st.picked = d.target_model, d.client_model, d.endpoints[0].address
         dest = d.destination
         muts = [_header(DEST, dest)]
         if st.new_request_id:
             muts.append(_header("x-request-id", st.request_id))
         if d.body is not None:
             muts.append(_header("content-length", str(len(d.body))))
+        if st.hold:
+            # Responses skip this stream; the response filter runs only if this header is set.
+            st.done = True
+            handover = d.target_model and (d.target_model != d.client_model
+                                           or self.pool.rng.random() < gen.config.response_sample_rate)
         md = struct_pb2.Struct()
         md.get_or_create_struct(LB_NS)[DEST] = dest
+        if st.hold and handover:
+            muts.append(_header(RESTORE_HEADER, "1"))
+            md.get_or_create_struct(HANDOVER_NS)[HANDOVER_KEY] = restore_header.encode(restore_header.Handover(
+                d.target_model, d.client_model or d.target_model, st.picked, self.wall()))
         self.tm.child(self.tm.requests, pool_name, d.client_model or "", d.target_model or "",
                       d.endpoints[0].address, "routed").inc()
         if log.isEnabledFor(logging.DEBUG):
@@ -201,6 +237,9 @@ class ExtProc(pb_grpc.ExternalProcessorServicer):
         common = pb.CommonResponse(header_mutation=pb.HeaderMutation(set_headers=muts))
         if body is None:
             return [pb.ProcessingResponse(request_headers=pb.HeadersResponse(response=common), dynamic_metadata=md)]
+        if st.hold:
+            return [pb.ProcessingResponse(request_headers=pb.HeadersResponse(response=common), dynamic_metadata=md),
+                    *_streamed_body_answers(chunks or [body], d)]
         new_body = d.body if d.body is not None else body
         if st.full_duplex:
             return [
@@ -224,6 +263,8 @@ class ExtProc(pb_grpc.ExternalProcessorServicer):
 
     def _on_response_headers(self, st: RequestState, msg) -> list:
         now = self.clock()
+        if st.decision is None and st.target is None:
+            self._adopt_handover(st, msg, now)
         st.ttfb = now - st.start if st.start else None
         h = _headers_dict(msg.response_headers.headers)
         try:
@@ -231,15 +272,14 @@ class ExtProc(pb_grpc.ExternalProcessorServicer):
         except ValueError:
             st.status = 0
         st.served = _served_from(msg)
-        d = st.decision
         muts = []
         resp = pb.ProcessingResponse()
-        if d is not None and d.target_model:
-            muts.append(_header(TARGET_HEADER, d.target_model))
+        if st.target:
+            muts.append(_header(TARGET_HEADER, st.target))
             ctype = h.get("content-type", "")
-            if d.target_model != d.client_model and not msg.response_headers.end_of_stream:
+            if st.client and st.target != st.client and not msg.response_headers.end_of_stream:
                 if ctype.startswith("text/event-stream"):
-                    st.sse = SSERestorer(d.target_model, d.client_model)
+                    st.sse = SSERestorer(st.target, st.client)
                     if not st.resp_duplex:
                         resp.mode_override.response_body_mode = pm.ProcessingMode.STREAMED
                 elif "json" in ctype:
@@ -252,16 +292,26 @@ class ExtProc(pb_grpc.ExternalProcessorServicer):
             return []
         return [resp]
 
+    def _adopt_handover(self, st: RequestState, msg, now: float) -> None:
+        """A response-path stream: what the request-path stream decided comes in the restore header."""
+        raw = _metadata_value(msg.metadata_context, HANDOVER_NS, HANDOVER_KEY)
+        h = restore_header.decode(raw) if isinstance(raw, str) and raw else None
+        if h is None:
+            log.debug("response stream without a hand-over", extra={"metadata": str(msg.metadata_context)[:300]})
+            return
+        st.target, st.client, st.picked = h.target_model, h.client_model, h.picked
+        st.start = now - max(0.0, self.wall() - h.started)  # on this process's clock
+        st.outcome = "routed"
+
     def _on_response_body(self, st: RequestState, msg) -> list:
         b = msg.response_body
-        d = st.decision
         if st.resp_duplex:
             return self._on_response_body_duplex(st, b)
         common = pb.CommonResponse()
         if st.sse is not None:
             common.body_mutation.body = st.sse.feed(b.body, b.end_of_stream)
-        elif st.restore and d is not None:
-            new = restore_json(b.body, d.target_model, d.client_model)
+        elif st.restore:
+            new = restore_json(b.body, st.target, st.client)
             if new != b.body:
                 common.body_mutation.body = new
                 common.header_mutation.set_headers.append(_header("content-length", str(len(new))))
@@ -271,13 +321,12 @@ class ExtProc(pb_grpc.ExternalProcessorServicer):
 
     def _on_response_body_duplex(self, st: RequestState, b) -> list:
         """FULL_DUPLEX_STREAMED: every chunk must be answered with the bytes to send on."""
-        d = st.decision
         out = []
-        if st.restore and d is not None:
+        if st.restore:
             st.resp_chunks.append(b.body)
             if not b.end_of_stream:
                 return []
-            data = restore_json(b"".join(st.resp_chunks), d.target_model, d.client_model)
+            data = restore_json(b"".join(st.resp_chunks), st.target, st.client)
             st.resp_chunks = []
             held = st.held_headers
             if held is not None:
@@ -300,11 +349,10 @@ class ExtProc(pb_grpc.ExternalProcessorServicer):
         if st.done:
             return
         st.done = True
-        d = st.decision
-        if d is None or not d.target_model:
+        if not st.target:
             return
         pool_name = self.pool.gen.config.pool_name
-        t = d.target_model
+        t = st.target
         status = str(st.status) if st.status else "none"
         tm = self.tm
         tm.child(tm.resp_status, pool_name, t, status).inc()
@@ -313,11 +361,35 @@ class ExtProc(pb_grpc.ExternalProcessorServicer):
         if st.start:
             tm.child(tm.latency, pool_name, t).observe(self.clock() - st.start)
         if st.served:
-            picked = st.served == d.endpoints[0].address
+            picked = st.served == st.picked
             tm.child(tm.served, pool_name, st.served, "true" if picked else "false").inc()
             if not picked:  # Envoy fell back (or ignored the pick): worth a line in the logs
                 log.info("served by another endpoint than picked", extra={
-                    "request_id": st.request_id, "picked": d.endpoints[0].address, "served": st.served})
+                    "request_id": st.request_id, "picked": st.picked, "served": st.served})
+
+
+def _streamed_body_answers(chunks: list[bytes], d: Decision) -> list[pb.ProcessingResponse]:
+    """STREAMED mode wants one answer per chunk, in order. Unchanged chunks get an empty answer; a
+    rewritten `model` replaces only the chunk that holds it (a 220 KB prompt is not sent back)."""
+    out = [pb.ProcessingResponse(request_body=pb.BodyResponse()) for _ in chunks]
+    if d.body is None:
+        return out
+    which, off = None, 0
+    if d.splice is not None:
+        start, end, repl = d.splice
+        for i, c in enumerate(chunks):
+            if off <= start and end <= off + len(c):
+                which = i
+                break
+            off += len(c)
+    if which is not None:
+        c = chunks[which]
+        out[which].request_body.response.body_mutation.body = c[:start - off] + repl + c[end - off:]
+        return out
+    out[0].request_body.response.body_mutation.body = d.body  # re-encoded: all of it in the first chunk
+    for r in out[1:]:
+        r.request_body.response.body_mutation.clear_body = True
+    return out
 
 
 def _model_guess(body: bytes) -> str:

@@ -64,19 +64,31 @@ def parse_body(body: bytes, content_type: str | None, max_bytes: int) -> ParsedB
     return ParsedBody(obj, model, prompt_of(obj))
 
 
-def rewrite_model(body: bytes, parsed: ParsedBody, new_model: str) -> bytes:
+def model_splice(body: bytes, parsed: ParsedBody, new_model: str) -> tuple[int, int, bytes] | None:
+    """(start, end, replacement): the bytes to swap so `model` reads new_model, when the key is
+    unambiguous; None when the body must be re-encoded. Big prompts are never copied or re-encoded."""
+    matches = list(_MODEL_PAIR.finditer(body))
+    if len(matches) != 1:
+        return None
+    m = matches[0]
+    try:
+        old = json.loads(b'"' + m.group(1) + b'"')
+    except ValueError:
+        return None
+    if old != parsed.model:
+        return None
+    return m.start(1), m.end(1), json.dumps(new_model)[1:-1].encode()
+
+
+def rewrite_model(body: bytes, parsed: ParsedBody, new_model: str,
+                  splice: tuple[int, int, bytes] | None = None) -> bytes:
     """The body with `model` set to new_model; splices bytes when the key is unambiguous (big prompts)."""
     if new_model == parsed.model:
         return body
-    matches = list(_MODEL_PAIR.finditer(body))
-    if len(matches) == 1:
-        m = matches[0]
-        try:
-            old = json.loads(b'"' + m.group(1) + b'"')
-        except ValueError:
-            old = None
-        if old == parsed.model:
-            return body[:m.start(1)] + json.dumps(new_model)[1:-1].encode() + body[m.end(1):]
+    splice = splice or model_splice(body, parsed, new_model)
+    if splice is not None:
+        start, end, repl = splice
+        return body[:start] + repl + body[end:]
     obj = dict(parsed.obj)
     obj["model"] = new_model
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()

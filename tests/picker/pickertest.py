@@ -143,6 +143,7 @@ def base_config(servers: Servers, **over) -> dict:
         "sessionHeader": "x-session-id",
         "limits": {"maxBodyBytes": 256 * 1024},
         "metrics": {"pollInterval": "20ms", "staleAfter": "400ms", "modelsInterval": "500ms"},
+        "telemetry": {"responseSampleRate": 1.0},  # tests count every response
     }
     cfg.update(over)
     return cfg

@@ -1,0 +1,36 @@
+"""The hand-over from the request-path stream to the response-path stream (a separate ext_proc
+stream, possibly to another picker replica): what to restore and what the telemetry needs, carried
+with the request as Envoy dynamic metadata so no state is shared between streams."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Handover:
+    target_model: str
+    client_model: str
+    picked: str       # the endpoint the picker chose (ip:port), to compare with the one that served
+    started: float    # wall-clock seconds when the picker saw the request (TTFB / latency)
+
+    @property
+    def restore(self) -> bool:
+        return self.target_model != self.client_model
+
+
+def encode(h: Handover) -> str:
+    # JSON keeps any model name intact; ASCII-only so it is a valid header value
+    return json.dumps([1, h.target_model, h.client_model, h.picked, round(h.started, 6)], separators=(",", ":"))
+
+
+def decode(value: str) -> Handover | None:
+    """None for anything that is not a header this picker version wrote (ignored, never an error)."""
+    try:
+        v = json.loads(value)
+        if isinstance(v, list) and len(v) == 5 and v[0] == 1 and all(isinstance(x, str) for x in v[1:4]) \
+                and isinstance(v[4], (int, float)):
+            return Handover(v[1], v[2], v[3], float(v[4]))
+    except ValueError:
+        pass
+    return None
