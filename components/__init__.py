@@ -1,6 +1,6 @@
 """infershift's Pulumi components: compose them in any Pulumi program, or run the stack program.
 
-Exports load on first use, so the small CLIs (`components.config_path`) start without Pulumi.
+Exports load on first use, so importing the package does not load Pulumi.
 """
 from importlib import import_module
 

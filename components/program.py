@@ -12,7 +12,7 @@ import spec as stackspec
 from spec.model import StackSpec
 
 from .cluster import Cluster, ClusterArgs
-from .config_path import weight_paths
+from spec.config_path import weight_paths
 from .gateway import Gateway, GatewayArgs
 from .inference_pool import InferencePool, InferencePoolArgs
 from .inference_service import InferenceService, InferenceServiceArgs

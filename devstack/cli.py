@@ -10,7 +10,7 @@ from pathlib import Path
 
 import spec as stackspec
 
-from . import config_path
+from spec import config_path
 from .envoy_check import EnvoyConfigError, dump
 from .ports import PortError
 from .procs import ProcessError

@@ -15,7 +15,7 @@ from rich.table import Table
 
 import spec as stackspec
 
-from .config_path import set_in_file
+from spec.config_path import set_in_file
 from .stack import LocalStack, Options
 from .traffic import burst, chat_body, served_count, settled_count, tolerance
 

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from devstack_helpers import REPO, copy_stack
 
-from devstack import config_path
+from spec import config_path
 from devstack.ports import free_port
 
 

@@ -10,7 +10,7 @@ import httpx
 
 from devstack_helpers import within
 
-from devstack.config_path import set_many_in_file
+from spec.config_path import set_many_in_file
 from devstack.traffic import Load, burst, chat_body, served_count, settled_count
 
 ROUTE = "routes.inference-route.backends"

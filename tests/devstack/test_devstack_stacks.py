@@ -95,7 +95,7 @@ config:
 
 
 def test_body_limits_answer_in_openai_shape(tmp_path):
-    from devstack.config_path import set_many_in_file
+    from spec.config_path import set_many_in_file
 
     stack_file = copy_stack("ack-canary", tmp_path)
     set_many_in_file(stack_file, {
