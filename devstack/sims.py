@@ -3,26 +3,12 @@ from __future__ import annotations
 
 from spec.model import InferenceService
 
-# The simulator's profiles; a stack may name a GPU/model the simulator does not model.
-KNOWN_PROFILES = ("a10-7b", "a100-8b", "h100-8b", "l4-7b")
-
-
-def sim_profile(wanted: str) -> tuple[str, str | None]:
-    """(profile to run, note when it differs): an unknown profile maps to the known one
-    on the same GPU, else a10-7b."""
-    if wanted in KNOWN_PROFILES:
-        return wanted, None
-    gpu = wanted.split("-")[0]
-    same_gpu = [p for p in KNOWN_PROFILES if p.split("-")[0] == gpu]
-    chosen = same_gpu[0] if same_gpu else "a10-7b"
-    return chosen, f"simulator has no profile {wanted!r}; using {chosen!r}"
-
 
 def sim_argv(python: str, name: str, svc: InferenceService, *, port: int, time_scale: float,
              seed: int, host: str = "127.0.0.1") -> list[str]:
-    profile, _ = sim_profile(svc.sim_profile)
+    # The spec has already checked simProfile against the simulator's profiles.
     argv = [
-        python, "-m", "sim", "--profile", profile, "--model", svc.model,
+        python, "-m", "sim", "--profile", svc.sim_profile, "--model", svc.model,
         "--served-model-name", svc.served_name,
         "--host", host, "--port", str(port), "--servers", str(svc.replicas),
         "--pod-name", name, "--time-scale", f"{time_scale:g}", "--seed", str(seed),

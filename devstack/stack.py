@@ -160,9 +160,6 @@ class LocalStack:
                 self.endpoints[name] = [
                     Endpoint(f"{HOST}:{base + i}", sims.pod_name(name, i), name, models) for i in range(svc.replicas)
                 ]
-                _, note = sims.sim_profile(svc.sim_profile)
-                if note:
-                    self.notes.append(f"services.{name}: {note}")
             else:
                 self.endpoints[name] = []
         for name in spec.pools:
@@ -188,13 +185,7 @@ class LocalStack:
             {"address": e.address, "name": e.name, "models": list(e.models)}
             for svc in spec.pool_services(pool) for e in self.endpoints.get(svc, [])
         ]
-        config = stackspec.picker_config(spec, pool, endpoints=eps)
-        # Workaround: spec writes `targets: []` for a model served as named, which the
-        # picker rejects; say it explicitly (the model itself, all the weight).
-        for model, routing in config.get("models", {}).items():
-            if not routing.get("targets"):
-                routing["targets"] = [{"model": model, "weight": 100}]
-        return config
+        return stackspec.picker_config(spec, pool, endpoints=eps)
 
     # --- start / stop ------------------------------------------------------------------
 

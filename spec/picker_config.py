@@ -35,7 +35,8 @@ def picker_config(spec: StackSpec, pool_name: str, endpoints: list[dict] | None 
         model: {
             "criticality": routing.effective_criticality,
             **({"priority": routing.priority} if routing.priority is not None else {}),
-            "targets": [{"model": t, "weight": w} for t, w in routing.targets.items()],
+            # No targets: the model is served under its own name (an objective only).
+            "targets": [{"model": t, "weight": w} for t, w in (routing.targets or {model: 100}).items()],
         }
         for model, routing in pool.models.items()
     }
