@@ -111,6 +111,16 @@ def servicer_bench(iters: int) -> dict:
         return base_pb2.HeaderMap(headers=[base_pb2.HeaderValue(key=k, raw_value=v.encode()) for k, v in pairs])
 
     body = json.dumps({"model": "travel", "prompt": "Hello, how are you? " * 20, "max_tokens": 16}).encode()
+    from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2 as pm
+
+    one_rt = pb.ProtocolConfiguration(request_body_mode=pm.ProcessingMode.STREAMED,
+                                      send_body_without_waiting_for_header_response=True)
+    plain = json.dumps({"model": "llama", "prompt": "Hello, how are you? " * 20, "max_tokens": 16}).encode()
+    wire_one = [m.SerializeToString() for m in (  # the recommended setup, model passed through: 2 messages
+        pb.ProcessingRequest(request_headers=pb.HttpHeaders(headers=hm([
+            (":method", "POST"), (":path", "/v1/completions"), (":authority", "gw"), ("content-type", "application/json"),
+            ("x-request-id", "r1"), ("user-agent", "bench"), ("content-length", str(len(plain)))])), protocol_config=one_rt),
+        pb.ProcessingRequest(request_body=pb.HttpBody(body=plain, end_of_stream=True)))]
     wire = [m.SerializeToString() for m in (
         pb.ProcessingRequest(request_headers=pb.HttpHeaders(headers=hm([
             (":method", "POST"), (":path", "/v1/completions"), (":authority", "gw"), ("content-type", "application/json"),
@@ -121,19 +131,22 @@ def servicer_bench(iters: int) -> dict:
         pb.ProcessingRequest(response_body=pb.HttpBody(body=b'{"id":"1","model":"llama","choices":[]}',
                                                        end_of_stream=True)))]
 
-    async def stream():
-        for w in wire:
+    async def stream(msgs):
+        for w in msgs:
             yield pb.ProcessingRequest.FromString(w)
 
-    async def run(n):
+    async def run(n, msgs):
         for _ in range(n):
-            async for r in svc.Process(stream(), None):
+            async for r in svc.Process(stream(msgs), None):
                 r.SerializeToString()
 
-    asyncio.run(run(200))
-    t0 = time.perf_counter()
-    asyncio.run(run(iters))
-    return {"servicer_us_per_req": (time.perf_counter() - t0) / iters * 1e6}
+    out = {}
+    for key, msgs in (("servicer_us_per_req", wire), ("servicer_one_rt_us_per_req", wire_one)):
+        asyncio.run(run(200, msgs))
+        t0 = time.perf_counter()
+        asyncio.run(run(iters, msgs))
+        out[key] = (time.perf_counter() - t0) / iters * 1e6
+    return out
 
 
 # --- 2-4. data plane -------------------------------------------------------------------------
@@ -197,7 +210,10 @@ async def closed_loop(port: int, concurrency: int, seconds: float, body: bytes) 
 
 
 def dataplane_bench(rate: float, seconds: float, big_kb: int, big_conc: int, big_seconds: float,
-                    parts: set[str] = frozenset({"rate", "max", "big"}), loop: str = "asyncio") -> dict:
+                    parts: set[str] = frozenset({"rate", "max", "big"}), loop: str = "asyncio",
+                    model: str = "llama", sample: float = 0.1, classic: bool = True) -> dict:
+    """Envoy set up the recommended way (one round trip, responses only when asked) vs direct, with
+    the classic GIE setup (headers, body, response headers) and the no-op servicer as same-run baselines."""
     wd = tempdir("picker-bench-")
     sport = free_port()
     procs = []
@@ -208,7 +224,8 @@ def dataplane_bench(rate: float, seconds: float, big_kb: int, big_conc: int, big
         with open(cfg_path, "w") as f:
             yaml.safe_dump({"pool": {"name": "bench"}, "endpoints": [{"address": upstream, "models": ["llama"]}],
                             "models": {"travel": {"targets": [{"model": "llama", "weight": 1}]}},
-                            "limits": {"maxBodyBytes": 8 * 1024 * 1024}}, f)
+                            "limits": {"maxBodyBytes": 8 * 1024 * 1024},
+                            "telemetry": {"responseSampleRate": sample}}, f)
         gp = free_port()
         picker = start_picker(cfg_path, wd, grpc_port=gp, health_port=free_port(), metrics_port=free_port(),
                               extra=["--log-level", "warning", "--loop", loop])
@@ -225,9 +242,17 @@ def dataplane_bench(rate: float, seconds: float, big_kb: int, big_conc: int, big
         wait_until(lambda: "ready" in noop.output(), 30, "noop ext_proc", noop)
         nl, na = free_port(), free_port()
         procs.append(start_envoy(gateway_config(listen_port=nl, admin_port=na, picker_port=np_, pool=[upstream]), wd, na))
+        cl = ncl = None
+        if classic:  # the same picker and no-op servicer behind the classic three-message setup
+            cl, ca = free_port(), free_port()
+            procs.append(start_envoy(gateway_config(listen_port=cl, admin_port=ca, picker_port=gp, pool=[upstream],
+                                                    classic=True), wd, ca))
+            ncl, nca = free_port(), free_port()
+            procs.append(start_envoy(gateway_config(listen_port=ncl, admin_port=nca, picker_port=np_, pool=[upstream],
+                                                    classic=True), wd, nca))
 
-        small = json.dumps({"model": "travel", "prompt": "Hello, how are you? " * 20, "max_tokens": 16}).encode()
-        big = json.dumps({"model": "travel", "prompt": ("lorem ipsum dolor sit amet " * (big_kb * 40))[:big_kb * 1024],
+        small = json.dumps({"model": model, "prompt": "Hello, how are you? " * 20, "max_tokens": 16}).encode()
+        big = json.dumps({"model": model, "prompt": ("lorem ipsum dolor sit amet " * (big_kb * 40))[:big_kb * 1024],
                           "max_tokens": 16}).encode()
         run = asyncio.run
         run(fixed_rate(dl, 100, 1, small))  # warm up both paths
@@ -239,10 +264,22 @@ def dataplane_bench(rate: float, seconds: float, big_kb: int, big_conc: int, big
             floor = run(fixed_rate(nl, rate, seconds, small))
             out["noop_cpu_ms_per_req"] = (cpu_seconds(noop.p.pid) - c0) / len(floor) * 1e3
             out["noop_p50_ms"], out["noop_p99_ms"] = pct(floor, 50) * 1e3, pct(floor, 99) * 1e3
+            if classic:
+                c0 = cpu_seconds(picker.p.pid)
+                via = run(fixed_rate(cl, rate, seconds, small))
+                out["classic_cpu_ms_per_req"] = (cpu_seconds(picker.p.pid) - c0) / len(via) * 1e3
+                out["classic_p50_ms"], out["classic_p99_ms"] = pct(via, 50) * 1e3, pct(via, 99) * 1e3
+                c0 = cpu_seconds(noop.p.pid)
+                floor = run(fixed_rate(ncl, rate, seconds, small))
+                out["noop_classic_cpu_ms_per_req"] = (cpu_seconds(noop.p.pid) - c0) / len(floor) * 1e3
+                out["noop_classic_p50_ms"], out["noop_classic_p99_ms"] = pct(floor, 50) * 1e3, pct(floor, 99) * 1e3
         if "max" in parts:
             out.update(_max_part(run, dl, gl, picker, small))
         if "big" in parts:
             out.update(_big_part(run, dl, gl, picker, big, big_kb, big_conc, big_seconds))
+            if classic:
+                c = _big_part(run, dl, cl, picker, big, big_kb, big_conc, big_seconds)
+                out.update({f"classic_{k}": v for k, v in c.items()})
         return out
     finally:
         for p in reversed(procs):
@@ -303,6 +340,11 @@ def main(argv=None) -> None:
     ap.add_argument("--big-concurrency", type=int, default=20)
     ap.add_argument("--big-seconds", type=float, default=5)
     ap.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio", help="the picker's event loop")
+    ap.add_argument("--model", default="llama",
+                    help="model the load asks for: llama (passed through) or travel (rewritten to llama, so every "
+                         "response comes back to the picker to restore the name)")
+    ap.add_argument("--sample", type=float, default=0.1, help="the picker's telemetry.responseSampleRate")
+    ap.add_argument("--no-classic", action="store_true", help="skip the classic-setup baselines (faster)")
     ap.add_argument("--parts", default="decision,rate,max,big",
                     help="comma list of: decision, rate (fixed-rate added latency), max (closed loop), big (220 KB)")
     a = ap.parse_args(argv)
@@ -316,11 +358,14 @@ def main(argv=None) -> None:
               f"{r['decide_p50_us']:>22.1f} µs {r['decide_p99_us']:>6.1f} µs")
     if "decision" in parts:
         r = servicer_bench(a.decision_iters)
-        print(f"\nservicer work per request in process (4 messages parsed and answered, no gRPC transport): "
-              f"{r['servicer_us_per_req']:.0f} µs")
+        print(f"\nservicer work per request in process, no gRPC transport: classic setup with a rewritten model "
+              f"(4 messages parsed and answered) {r['servicer_us_per_req']:.0f} µs; recommended setup, model passed "
+              f"through (2 messages) {r['servicer_one_rt_us_per_req']:.0f} µs")
     if not parts & {"rate", "max", "big"}:
         return
-    r = dataplane_bench(a.rate, a.seconds, a.big_kb, a.big_concurrency, a.big_seconds, parts, a.loop)
+    r = dataplane_bench(a.rate, a.seconds, a.big_kb, a.big_concurrency, a.big_seconds, parts, a.loop,
+                        a.model, a.sample, not a.no_classic)
+    print(f"\n(model {a.model!r}, responseSampleRate {a.sample}, picker loop {a.loop})")
     if "rate" in parts:
         print(f"\n(load average when starting: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores)")
         print(f"\n== Envoy direct vs Envoy + picker, {r['rate']:.0f} req/s for {r['seconds']:.0f} s (small prompts)")
@@ -330,6 +375,10 @@ def main(argv=None) -> None:
         print(f"picker CPU:    {r['picker_cpu_ms_per_req']:.3f} ms per request")
         print(f"floor: no-op grpc.aio ext_proc servicer, same Envoy setup: p50 {r['noop_p50_ms']:.2f} ms   "
               f"p99 {r['noop_p99_ms']:.2f} ms   CPU {r['noop_cpu_ms_per_req']:.3f} ms per request")
+        if "classic_p50_ms" in r:
+            print(f"classic setup (headers, BUFFERED body, response headers): picker p50 {r['classic_p50_ms']:.2f} ms   "
+                  f"p99 {r['classic_p99_ms']:.2f} ms   CPU {r['classic_cpu_ms_per_req']:.3f} ms per request; "
+                  f"no-op p50 {r['noop_classic_p50_ms']:.2f} ms   CPU {r['noop_classic_cpu_ms_per_req']:.3f} ms per request")
     if "max" in parts:
         print("\n== highest rate, closed loop (64 concurrent, everything on this machine's cores)")
         print(f"Envoy direct: {r['max_rps_direct']:.0f} req/s; Envoy + picker: {r['max_rps_closed_loop']:.0f} req/s "
@@ -341,6 +390,10 @@ def main(argv=None) -> None:
           f"added p50 {r['big_added_p50_ms']:.2f} ms (p99 {r['big_direct_p99_ms']:.1f} -> {r['big_picker_p99_ms']:.1f} ms)")
         print(f"throughput {r['big_rps_direct']:.0f} -> {r['big_rps_picker']:.0f} req/s; "
               f"picker CPU {r['big_picker_cpu_ms_per_req']:.2f} ms per request")
+        if "classic_big_picker_p50_ms" in r:
+            print(f"classic setup: direct p50 {r['classic_big_direct_p50_ms']:.2f} ms, with picker p50 "
+                  f"{r['classic_big_picker_p50_ms']:.2f} ms, added p50 {r['classic_big_added_p50_ms']:.2f} ms; "
+                  f"picker CPU {r['classic_big_picker_cpu_ms_per_req']:.2f} ms per request")
 
 
 if __name__ == "__main__":
