@@ -13,7 +13,7 @@ ADAPTERS = [f"adapter-{i}" for i in range(10)]
 # Long-context routers: a "direct" run (the client spreads requests over the servers itself)
 # is the baseline the others' added latency is measured against.
 ROUTING_ROUTERS = ["envoy-rr", "envoy-lr", "infershift", "infershift-load-only",
-                   "sglang-cache-aware", "sglang-power-of-two", "vllm-cache-aware", "vllm-least-loaded",
+                   "sglang-cache-aware", "sglang-power-of-two", "vllm-cache-aware", "vllm-power-of-two",
                    "omniscient"]
 QUICK_ROUTERS = ["envoy-rr", "envoy-lr", "infershift", "sglang-cache-aware", "vllm-cache-aware", "omniscient"]
 OVERHEAD_ROUTERS = ["direct", "envoy-rr", "infershift", "sglang-cache-aware", "vllm-cache-aware"]
@@ -85,7 +85,7 @@ def scenarios(quick: bool) -> list[Scenario]:
         lambda n, seed: wl.mixed_criticality("critical-chat", "batch-chat", n, critical_share=0.5,
                                              prompt_tokens=512, output_tokens=32 if q else 64, seed=seed),
         ["envoy-lr", "infershift"] if q else ["envoy-rr", "envoy-lr", "infershift", "sglang-cache-aware",
-                                              "vllm-least-loaded", "omniscient"],
+                                              "vllm-power-of-two", "omniscient"],
         levels=[2.0] if q else [0.8, 2.0], duration=8 if q else 25,
         capacity_concurrency=8 * base.servers, capacity_count=64 if q else 256, classes=dict(CLASSES),
         notes="half critical, half sheddable (by model name), 512-token prompts, offered at 0.8x and 2x capacity")

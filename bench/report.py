@@ -125,13 +125,13 @@ def targets(runs: list[dict], added: dict) -> list[str]:
     lr = get("envoy-lr")
     check("TTFT p90 infershift / Envoy least-request", me["ttft_p90"], lr and lr["ttft_p90"], 0.5)
     others = [s for s in (get("sglang-cache-aware"), get("sglang-power-of-two"), get("vllm-cache-aware"),
-                          get("vllm-least-loaded")) if s and s["ttft_p90"] is not None]
+                          get("vllm-power-of-two")) if s and s["ttft_p90"] is not None]
     best = min((s["ttft_p90"] for s in others), default=None)
     check("TTFT p90 infershift / best of SGLang and vLLM routers", me["ttft_p90"], best, 0.8)
     lim = get("omniscient")
     check("TTFT p90 infershift / omniscient limit", me["ttft_p90"], lim and lim["ttft_p90"], 1.2)
     tp = [(n, get(n)) for n in ("envoy-rr", "envoy-lr", "sglang-cache-aware", "sglang-power-of-two",
-                                "vllm-cache-aware", "vllm-least-loaded", "omniscient")]
+                                "vllm-cache-aware", "vllm-power-of-two", "omniscient")]
     for n, s in tp:
         if s and s["output_tokens_per_s"]:
             # Open loop: every router that keeps up delivers the offered rate, so equal within 2% (the

@@ -145,20 +145,42 @@ def run(plan: list[Scenario], out: Path, *, seed: int = 0, only_routers: set[str
     raw = out / "raw"
     raw.mkdir(exist_ok=True)
     work = out / "work"
+    # A run into a directory that already holds results updates it: scenarios and routers run now
+    # replace theirs, the rest are kept, and a scenario's measured capacity is reused so the load
+    # levels stay comparable with the routers kept.
+    old = json.loads((out / "meta.json").read_text()) if (out / "meta.json").exists() else None
     meta = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "quick": quick, "seed": seed,
-            "argv": argv, "machine": machine(), "scenarios": {}, "failures": []}
+            "argv": argv, "machine": machine(), "scenarios": {}, "failures": [], "runs": []}
+    if old:
+        meta["scenarios"] = old.get("scenarios", {})
+        meta["runs"] = old.get("runs", [{"started": old.get("started"), "argv": old.get("argv"),
+                                         "wall_s": old.get("wall_s")}])
+        meta["started"] = old.get("started", meta["started"])
+        meta["failures"] = old.get("failures", [])
     t0 = time.monotonic()
     for sc in plan:
         names = [n for n in sc.routers if only_routers is None or n in only_routers]
+        meta["failures"] = [f for f in meta["failures"] if not (f["scenario"] == sc.name and f["router"] in names)]
+        prev = meta["scenarios"].get(sc.name)
+        for n in names:
+            for f in raw.glob(f"{sc.name}__{n}__*.json"):
+                f.unlink()
         info = {"mode": sc.mode, "levels": sc.levels, "routers": names, "notes": sc.notes,
                 "servers": sc.sims.servers, "sim_processes": sc.sims.processes, "time_scale": sc.sims.time_scale,
                 "profile": sc.sims.profile, "descriptions": {}}
         capacity = None
-        if sc.mode == "open":
+        if sc.mode == "open" and prev and prev.get("capacity"):
+            capacity = dict(prev["capacity"], reused=True)
+            _log(f"{sc.name}: reusing the measured capacity {capacity['requests_per_s']:.2f} req/s")
+        elif sc.mode == "open":
             _log(f"{sc.name}: measuring capacity")
             capacity = measure_capacity(sc, work / sc.name, seed)
             _log(f"{sc.name}: capacity {capacity['requests_per_s']:.2f} req/s")
         info["capacity"] = capacity
+        if prev:
+            had = prev.get("routers", [])
+            info["routers"] = [r for r in had if r not in names] + names
+            info["descriptions"] = dict(prev.get("descriptions", {}))
         for name in names:
             if name != "direct":
                 info["descriptions"][name] = routers.make(name).description
@@ -172,6 +194,10 @@ def run(plan: list[Scenario], out: Path, *, seed: int = 0, only_routers: set[str
             for r in runs:
                 (raw / f"{sc.name}__{name}__{r['level']:g}.json").write_text(json.dumps(r, indent=None))
         meta["scenarios"][sc.name] = info
-    meta["wall_s"] = time.monotonic() - t0
+        # Written after every scenario, so a stopped run still leaves what it finished usable.
+        (out / "meta.json").write_text(json.dumps(meta, indent=1))
+    meta["runs"].append({"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - (time.monotonic() - t0))),
+                         "argv": argv, "wall_s": time.monotonic() - t0})
+    meta["wall_s"] = sum(r.get("wall_s") or 0 for r in meta["runs"])
     (out / "meta.json").write_text(json.dumps(meta, indent=1))
     return meta

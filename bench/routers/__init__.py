@@ -15,7 +15,10 @@ FACTORIES = {
     "sglang-cache-aware": lambda: RustRouter("sglang", "cache_aware"),
     "sglang-power-of-two": lambda: RustRouter("sglang", "power_of_two"),
     "vllm-cache-aware": lambda: RustRouter("vllm", "cache_aware"),
-    "vllm-least-loaded": lambda: RustRouter("vllm", "sticky_least_loaded"),
+    "vllm-power-of-two": lambda: RustRouter("vllm", "power_of_two"),
+    # Not in the plan: without a session key every request shares one "session", so it pins the
+    # whole load on one worker (seen in the first full run); kept to reproduce that.
+    "vllm-sticky-least-loaded": lambda: RustRouter("vllm", "sticky_least_loaded"),
     "omniscient": OmniscientRouter,
 }
 
