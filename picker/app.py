@@ -38,6 +38,8 @@ class Options:
     config_check_interval: float = 1.0
     seed: int | None = None
     loop: str = "asyncio"
+    kubeconfig: str | None = None
+    kube_context: str | None = None
 
 
 def load(opts: Options) -> PickerConfig:
@@ -96,6 +98,14 @@ async def watch_config(opts: Options, pool: Pool, kube=None) -> None:
 
 async def run(opts: Options, stop: asyncio.Event | None = None) -> None:
     cfg = load(opts)
+    if opts.kube_context and not opts.kubeconfig:
+        raise ConfigError("--kube-context needs --kubeconfig")
+    creds = None  # Kubernetes credentials: a kubeconfig's, checked before anything starts; else in-cluster
+    if opts.kubeconfig and cfg.kubernetes is not None and cfg.endpoints is None:
+        from .kube_auth import from_kubeconfig, ssl_context
+
+        creds = from_kubeconfig(opts.kubeconfig, opts.kube_context)
+        ssl_context(creds)  # unreadable CA / key pair: fail now, naming it
     rng = random.Random(opts.seed)
     pool = Pool(cfg, clock=time.monotonic, rng=rng, fallbacks=opts.fallbacks)
     telemetry = Telemetry()
@@ -121,7 +131,7 @@ async def run(opts: Options, stop: asyncio.Event | None = None) -> None:
     if cfg.kubernetes is not None and cfg.endpoints is None:
         from .k8s import KubeDiscovery
 
-        kube = KubeDiscovery(pool, cfg)
+        kube = KubeDiscovery(pool, cfg, creds)
         tasks.append(asyncio.create_task(kube.run()))
     await scraper.start()
     await server.start()

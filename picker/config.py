@@ -69,6 +69,8 @@ class PickerConfig:
     kubernetes: dict | None = None
     models: dict[str, ModelRoute] = field(default_factory=dict)
     objectives: dict[str, int] = field(default_factory=dict)  # InferenceObjective name -> priority
+    # client model name -> priority, from InferenceObjectives annotated infershift.io/model-name
+    model_priorities: dict[str, int] = field(default_factory=dict)
     session_header: str | None = None
     failure_mode: str = "FailOpen"
     max_body_bytes: int = 20 * 1024 * 1024

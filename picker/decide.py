@@ -53,7 +53,7 @@ def decide(pool: Pool, gen: Generation, headers: dict[str, str], body: bytes | N
     cfg = gen.config
     parsed = parse_body(body, headers.get("content-type"), cfg.max_body_bytes)
     routed = resolve(parsed.model, headers, cfg.models, cfg.objectives, cfg.session_header,
-                     pool.endpoints.values(), pool.rng)
+                     pool.endpoints.values(), pool.rng, cfg.model_priorities)
     req = SchedRequest(routed.target_model, parsed.prompt, routed.sheddable)
     chosen = gen.scheduler.schedule(req, eps, (snap.id, tuple(subset) if subset else None))
     if routed.target_model == parsed.model:

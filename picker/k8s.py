@@ -1,7 +1,8 @@
 """Kubernetes discovery: translate cluster objects into the picker's endpoints and model routes.
 
 The translation functions are pure (objects in, plain data out) and tested on real-shaped
-objects; KubeDiscovery is a small list+watch client (in-cluster service account) feeding them.
+objects; KubeDiscovery is a small list+watch client (in-cluster service account or a kubeconfig, see
+kube_auth.py) feeding them.
 """
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import asyncio
 import json
 import logging
 import os
-import ssl
 from dataclasses import replace
 
 from .config import CRITICALITIES, ModelRoute, PickerConfig, StaticEndpoint, Target
@@ -100,10 +100,25 @@ def routes_from_rewrites(objs: list[dict], pool_name: str) -> dict[str, ModelRou
     return out
 
 
+MODEL_ANNOTATION = "infershift.io/model-name"  # what components/model_routing.py renders
+
+
 def objectives_from(objs: list[dict], pool_name: str) -> dict[str, int]:
     """llm-d InferenceObjective name -> priority (negative: sheddable); chosen per request by header."""
     return {o["metadata"]["name"]: int((o.get("spec") or {}).get("priority") or 0)
             for o in objs if _for_pool(o, pool_name) and (o.get("metadata") or {}).get("name")}
+
+
+def model_priorities_from(objs: list[dict], pool_name: str) -> dict[str, int]:
+    """Client model name -> priority, for InferenceObjectives of this pool that name their model in the
+    infershift.io/model-name annotation. Objective names must be unique per namespace while both pools
+    of a canary serve the same model, so they are `<pool>-<model>`, and the model comes from here."""
+    out = {}
+    for o in sorted(objs, key=lambda x: (x.get("metadata") or {}).get("name", "")):
+        model = ((o.get("metadata") or {}).get("annotations") or {}).get(MODEL_ANNOTATION)
+        if model and _for_pool(o, pool_name) and model not in out:
+            out[model] = int((o.get("spec") or {}).get("priority") or 0)
+    return out
 
 
 def merge_routing(cfg: PickerConfig, models: list[dict], rewrites: list[dict], objectives: list[dict]) -> PickerConfig:
@@ -113,7 +128,9 @@ def merge_routing(cfg: PickerConfig, models: list[dict], rewrites: list[dict], o
     routes.update(routes_from_rewrites(rewrites, cfg.pool_name))
     objs = dict(cfg.objectives)
     objs.update(objectives_from(objectives, cfg.pool_name))
-    return replace(cfg, models=routes, objectives=objs)
+    prios = dict(cfg.model_priorities)
+    prios.update(model_priorities_from(objectives, cfg.pool_name))
+    return replace(cfg, models=routes, objectives=objs, model_priorities=prios)
 
 
 def apply_watch_event(store: dict[str, dict], event: dict) -> None:
@@ -128,17 +145,34 @@ def apply_watch_event(store: dict[str, dict], event: dict) -> None:
         store[name] = obj
 
 
-SA = "/var/run/secrets/kubernetes.io/serviceaccount"
+def label_selector(selector: dict[str, str]) -> str:
+    """The pool's matchLabels as a list/watch labelSelector, so the API server sends only the pool's
+    pods (smaller traffic; a namespaced Role is enough)."""
+    return ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+
+
+def list_url(base: str, path: str, selector: str | None = None) -> str:
+    from urllib.parse import urlencode
+
+    return f"{base}{path}" + (f"?{urlencode({'labelSelector': selector})}" if selector else "")
+
+
+def watch_url(url: str, resource_version: str) -> str:
+    sep = "&" if "?" in url else "?"
+    return f"{url}{sep}watch=1&allowWatchBookmarks=true&resourceVersion={resource_version}"
 
 
 class KubeDiscovery:
-    """List+watch the pool, its pods and the routing objects with the pod's service account."""
+    """List+watch the pool, its pods (by the pool's label selector) and the routing objects."""
 
-    def __init__(self, pool, cfg: PickerConfig):
+    def __init__(self, pool, cfg: PickerConfig, credentials=None):
         self.pool = pool
         self.base_cfg = cfg
         self.ns = cfg.pool_namespace
+        self.credentials = credentials  # kube_auth.KubeCredentials; None: in-cluster
         self.stores: dict[str, dict[str, dict]] = {k: {} for k in ("pool", "pods", "models", "rewrites", "objectives")}
+        self.selector: str | None = None  # labelSelector the pod watch runs with
+        self.selector_changed = asyncio.Event()
 
     def merge(self, cfg: PickerConfig) -> PickerConfig:
         self.base_cfg = cfg
@@ -150,33 +184,48 @@ class KubeDiscovery:
         pool_obj = self.stores["pool"].get(self.base_cfg.pool_name)
         if pool_obj is not None:
             sel, ports = pool_selector_and_ports(pool_obj)
+            wanted = label_selector(sel)
+            if wanted != self.selector:
+                self.selector = wanted
+                self.selector_changed.set()  # the pod watch restarts with the new selector
             self.pool.set_endpoints(endpoints_from_pods(list(self.stores["pods"].values()), sel, ports))
         self.pool.apply_config(self.merge(self.base_cfg))
 
     async def run(self) -> None:
         import aiohttp
 
-        host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT", "443")
-        if not host:
-            log.error("kubernetes discovery configured but KUBERNETES_SERVICE_HOST is not set; no endpoints")
+        from .kube_auth import in_cluster, ssl_context
+
+        try:
+            creds = self.credentials or in_cluster(dict(os.environ))
+        except Exception as e:
+            log.error("kubernetes discovery cannot start; no endpoints", extra={"error": str(e)})
             return
-        with open(f"{SA}/token") as f:
-            token = f.read().strip()
-        ctx = ssl.create_default_context(cafile=f"{SA}/ca.crt")
-        h = f"[{host}]" if ":" in host else host
-        base = f"https://{h}:{port}"
         group, version = self.base_cfg.kubernetes["poolApiVersion"].split("/")
         ns = self.ns
         paths = {
             "pool": f"/apis/{group}/{version}/namespaces/{ns}/inferencepools",
-            "pods": f"/api/v1/namespaces/{ns}/pods",
             "models": f"/apis/inference.networking.x-k8s.io/v1alpha2/namespaces/{ns}/inferencemodels",
             "rewrites": f"/apis/llm-d.ai/v1alpha2/namespaces/{ns}/inferencemodelrewrites",
             "objectives": f"/apis/llm-d.ai/v1alpha2/namespaces/{ns}/inferenceobjectives",
         }
-        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"},
-                                         connector=aiohttp.TCPConnector(ssl=ctx)) as session:
-            await asyncio.gather(*(self._watch(session, base + p, k) for k, p in paths.items()))
+        async with aiohttp.ClientSession(headers=creds.headers(),
+                                         connector=aiohttp.TCPConnector(ssl=ssl_context(creds))) as session:
+            await asyncio.gather(self._watch_pods(session, creds.server, f"/api/v1/namespaces/{ns}/pods"),
+                                 *(self._watch(session, list_url(creds.server, p), k) for k, p in paths.items()))
+
+    async def _watch_pods(self, session, base: str, path: str) -> None:
+        """Pods are watched only once the pool's selector is known, and re-listed when it changes."""
+        while True:
+            await self.selector_changed.wait()
+            self.selector_changed.clear()
+            task = asyncio.create_task(self._watch(session, list_url(base, path, self.selector), "pods"))
+            changed = asyncio.create_task(self.selector_changed.wait())
+            try:
+                await asyncio.wait({task, changed}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                task.cancel()
+                changed.cancel()
 
     async def _watch(self, session, url: str, kind: str) -> None:
         import aiohttp
@@ -195,8 +244,8 @@ class KubeDiscovery:
                     store[o["metadata"]["name"]] = o
                 self._recompute()
                 rv = doc["metadata"].get("resourceVersion", "")
-                watch_url = f"{url}?watch=1&allowWatchBookmarks=true&resourceVersion={rv}"
-                async with session.get(watch_url, timeout=aiohttp.ClientTimeout(total=None, sock_read=600)) as r:
+                async with session.get(watch_url(url, rv),
+                                       timeout=aiohttp.ClientTimeout(total=None, sock_read=600)) as r:
                     r.raise_for_status()
                     async for line in r.content:
                         ev = json.loads(line)

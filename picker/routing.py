@@ -44,9 +44,13 @@ def choose_target(targets: tuple[Target, ...], point: float) -> str:
 
 def resolve(client_model: str, headers: dict[str, str], models: dict[str, ModelRoute],
             objectives: dict[str, int], session_header: str | None, endpoints: Iterable[Endpoint],
-            rng: random.Random) -> Routed:
+            rng: random.Random, model_priorities: dict[str, int] | None = None) -> Routed:
+    """Priority, most specific last: the model's route, an InferenceObjective naming the model (its
+    annotation), an InferenceObjective the request names in its header."""
     route = models.get(client_model)
     sheddable = route.sheddable if route else False
+    if model_priorities and client_model in model_priorities:
+        sheddable = model_priorities[client_model] < 0
     objective = headers.get(OBJECTIVE_HEADER)
     if objective and objective in objectives:
         sheddable = objectives[objective] < 0

@@ -20,11 +20,11 @@ def test_classic_setup_keeps_every_behaviour(stack, reset_servers):
     r = complete(port, "sql", "classic", {"x-gateway-model-name-rewrite": "sql-v2", "x-test-subset": s.addr("b")})
     assert r.status == 200 and r.json()["model"] == "sql" and r.headers["x-infershift-target-model"] == "sql-v2"
     assert int(r.headers["x-served-port"]) == s.ports["b"]
+    seen = s.seen("b")[-1]
+    assert seen["model"] == "sql-v2" and "x-infershift-restore" not in seen["headers"]
     assert sse_models(complete(port, "sql", "x", stream=True)) == ["sql"] * 3
     assert request(port, "GET", "/hello").status == 200
     assert complete(port, "gpt-9").status == 404
-    seen = s.seen("b")[-1]
-    assert seen["model"] == "sql-v2" and "x-infershift-restore" not in seen["headers"]
 
 
 def test_big_prompt_in_chunks_with_model_after_the_prompt(stack, reset_servers):

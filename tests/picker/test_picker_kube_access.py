@@ -1,0 +1,154 @@
+"""Kubernetes access without a cluster (none exists here): kubeconfig parsing, TLS material, the pod
+label selector, and InferenceObjective priorities by their model-name annotation."""
+from __future__ import annotations
+
+import base64
+import os
+import random
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from components.model_routing import manifests
+from picker.config import parse_config
+from picker.errors import ConfigError
+from picker.k8s import (KubeDiscovery, label_selector, list_url, merge_routing, model_priorities_from,
+                        watch_url)
+from picker.kube_auth import from_kubeconfig, in_cluster, ssl_context
+from picker.pool import Pool
+from picker.procs import REPO
+from picker.routing import resolve
+from test_picker_k8s import PODS, POOL_V1
+
+
+def kubeconfig(tmp_path, users: dict, current="dev", extra_clusters=None) -> str:
+    import yaml
+
+    doc = {"apiVersion": "v1", "kind": "Config", "current-context": current,
+           "clusters": [{"name": "c1", "cluster": {"server": "https://10.0.0.1:6443",
+                                                   "certificate-authority": "ca.pem"}},
+                        *(extra_clusters or [])],
+           "contexts": [{"name": n, "context": {"cluster": u.pop("_cluster", "c1"), "user": n,
+                                                **({"namespace": u.pop("_ns")} if "_ns" in u else {})}}
+                        for n, u in users.items()],
+           "users": [{"name": n, "user": u} for n, u in users.items()]}
+    p = tmp_path / "kubeconfig"
+    p.write_text(yaml.safe_dump(doc))
+    return str(p)
+
+
+def test_token_and_token_file_and_context_choice(tmp_path):
+    (tmp_path / "tok").write_text("from-file\n")
+    path = kubeconfig(tmp_path, {"dev": {"token": "abc", "_ns": "llm"}, "ci": {"tokenFile": "tok"}})
+    c = from_kubeconfig(path)
+    assert (c.server, c.token, c.namespace) == ("https://10.0.0.1:6443", "abc", "llm")
+    assert c.ca_file == str(tmp_path / "ca.pem")  # relative to the kubeconfig, as kubectl does
+    assert c.headers() == {"Authorization": "Bearer abc"}
+    assert from_kubeconfig(path, "ci").token == "from-file"
+
+
+@pytest.mark.parametrize("users, context, message", [
+    ({"dev": {"exec": {"command": "gke-gcloud-auth-plugin"}}}, None, "uses exec"),
+    ({"dev": {"token": "x"}}, "prod", "no context named 'prod'"),
+    ({"dev": {"client-certificate": "a.crt"}}, None, "without its key"),
+    ({"dev": {}}, None, "neither a token nor a client certificate"),
+    ({"dev": {"client-certificate-data": "%%%", "client-key-data": "%%%"}}, None, "not valid base64"),
+    ({"dev": {"token": "x", "_cluster": "nowhere"}}, None, "no cluster named 'nowhere'"),
+])
+def test_kubeconfig_errors_name_the_problem(tmp_path, users, context, message):
+    with pytest.raises(ConfigError, match=message):
+        from_kubeconfig(kubeconfig(tmp_path, users), context)
+
+
+def test_missing_file_and_not_in_cluster(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read kubeconfig"):
+        from_kubeconfig(str(tmp_path / "nope"))
+    with pytest.raises(ConfigError, match="KUBERNETES_SERVICE_HOST"):
+        in_cluster({})
+    sa = tmp_path / "sa"
+    sa.mkdir()
+    (sa / "token").write_text("sa-token\n")
+    c = in_cluster({"KUBERNETES_SERVICE_HOST": "fd00::1", "KUBERNETES_SERVICE_PORT": "443"}, str(sa))
+    assert (c.server, c.token, c.ca_file) == ("https://[fd00::1]:443", "sa-token", str(sa / "ca.crt"))
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make a test CA")
+def test_client_certificate_and_ca_data_load_into_tls(tmp_path):
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test",
+                    "-keyout", str(tmp_path / "k.pem"), "-out", str(tmp_path / "c.pem")],
+                   check=True, capture_output=True, timeout=60)
+    cert, key = (tmp_path / "c.pem").read_bytes(), (tmp_path / "k.pem").read_bytes()
+    b64 = lambda b: base64.b64encode(b).decode()  # noqa: E731
+    path = kubeconfig(tmp_path, {"dev": {"client-certificate-data": b64(cert), "client-key-data": b64(key)}},
+                      extra_clusters=[{"name": "c2", "cluster": {"server": "https://k8s.example:443",
+                                                                 "certificate-authority-data": b64(cert)}}])
+    import yaml
+
+    doc = yaml.safe_load(open(path))
+    doc["contexts"][0]["context"]["cluster"] = "c2"
+    open(path, "w").write(yaml.safe_dump(doc))
+    c = from_kubeconfig(path)
+    assert c.cert_data == cert and c.key_data == key and c.ca_data == cert.decode() and c.token is None
+    ctx = ssl_context(c)
+    assert ctx.verify_mode.name == "CERT_REQUIRED" and ctx.cert_store_stats()["x509_ca"] == 1
+    # a cert that is not a certificate is refused at start, not at the first request
+    bad = from_kubeconfig(path).__class__(**{**c.__dict__, "cert_data": b"not a cert"})
+    with pytest.raises(ConfigError, match="cannot be loaded"):
+        ssl_context(bad)
+
+
+def test_pod_watch_uses_the_pools_label_selector():
+    assert label_selector({"app": "qwen", "tier": "gpu"}) == "app=qwen,tier=gpu"
+    url = list_url("https://k:6443", "/api/v1/namespaces/ns/pods", "app=qwen,tier=gpu")
+    assert url == "https://k:6443/api/v1/namespaces/ns/pods?labelSelector=app%3Dqwen%2Ctier%3Dgpu"
+    assert watch_url(url, "42").endswith("labelSelector=app%3Dqwen%2Ctier%3Dgpu&watch=1&allowWatchBookmarks=true"
+                                         "&resourceVersion=42")
+    assert watch_url("https://k/apis/x", "7") == "https://k/apis/x?watch=1&allowWatchBookmarks=true&resourceVersion=7"
+    cfg = parse_config({"pool": {"name": "qwen-pool"}, "kubernetes": {}})
+    kd = KubeDiscovery(Pool(cfg, clock=lambda: 0.0, rng=random.Random(1)), cfg)
+    kd.stores["pool"]["qwen-pool"] = POOL_V1
+    kd.stores["pods"] = {p["metadata"]["name"]: p for p in PODS}
+    kd._recompute()
+    assert kd.selector == "app=qwen" and kd.selector_changed.is_set()
+    assert sorted(kd.pool.endpoints) == ["10.1.0.5:8000", "10.1.0.5:8001", "[fd00::3]:8000", "[fd00::3]:8001"]
+    kd.selector_changed.clear()
+    kd._recompute()  # same selector: the pod watch keeps running
+    assert not kd.selector_changed.is_set()
+
+
+def test_objective_priority_applies_to_its_annotated_model():
+    model = "meta-llama/Llama-3.1-8B"  # both pools of a canary serve it; objective names differ per pool
+    objs = (manifests("llama-v1", "v1", "default", {model: {"criticality": "Sheddable"}, "chat": {"priority": 2}})
+            + manifests("llama-v2", "v1", "default", {model: {"criticality": "Critical"}}))
+    objectives = [o for o in objs if o["kind"] == "InferenceObjective"]
+    assert len({o["metadata"]["name"] for o in objectives}) == 3
+    assert model_priorities_from(objectives, "llama-v1") == {model: -1, "chat": 2}
+    assert model_priorities_from(objectives, "llama-v2") == {model: 1}
+    cfg = merge_routing(parse_config({"pool": {"name": "llama-v1"}, "kubernetes": {}}), [], [], objectives)
+    assert cfg.model_priorities == {model: -1, "chat": 2}
+    # the objective makes the model sheddable without any header; a header naming another objective wins
+    eps = []
+    r = resolve(model, {"x-gateway-model-name-rewrite": model}, cfg.models, cfg.objectives, None, eps,
+                random.Random(1), cfg.model_priorities)
+    assert r.sheddable
+    critical = next(o["metadata"]["name"] for o in objectives if o["spec"]["priority"] == 2)
+    r = resolve(model, {"x-gateway-model-name-rewrite": model, "x-gateway-inference-objective": critical},
+                cfg.models, cfg.objectives, None, eps, random.Random(1), cfg.model_priorities)
+    assert not r.sheddable
+    other = merge_routing(parse_config({"pool": {"name": "llama-v2"}, "kubernetes": {}}), [], [], objectives)
+    assert not resolve(model, {"x-gateway-model-name-rewrite": model}, other.models, other.objectives, None, eps,
+                       random.Random(1), other.model_priorities).sheddable
+
+
+def test_cli_kube_flags_errors_exit_2(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("pool: {name: p}\nkubernetes: {}\n")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    for extra, message in ((["--kube-context", "dev"], "--kube-context needs --kubeconfig"),
+                           (["--kubeconfig", str(tmp_path / "missing")], "cannot read kubeconfig")):
+        r = subprocess.run([sys.executable, "-m", "picker", "--config", str(cfg), "--grpc-port", "0",
+                            "--health-port", "0", "--metrics-port", "0", *extra],
+                           capture_output=True, text=True, timeout=60, cwd=str(REPO), env=env)
+        assert r.returncode == 2 and message in r.stderr, r.stderr
