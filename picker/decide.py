@@ -16,8 +16,29 @@ class Decision:
     endpoints: list[Endpoint]  # primary first, then fallbacks
     client_model: str | None = None
     target_model: str | None = None
-    body: bytes | None = None  # the rewritten body, when it changed
+    new_body: bytes | None = None  # the re-encoded body, when a splice could not do
     splice: tuple[int, int, bytes] | None = None  # how it changed, when only `model`'s bytes did
+    original: bytes | None = None  # the request body, when spliced
+
+    @property
+    def body(self) -> bytes | None:
+        """The rewritten body (None: unchanged). Built on demand: STREAMED answers splice one chunk
+        and never need the whole rewritten copy of a big prompt."""
+        if self.new_body is None and self.splice is not None:
+            start, end, repl = self.splice
+            self.new_body = self.original[:start] + repl + self.original[end:]
+        return self.new_body
+
+    @property
+    def body_length(self) -> int | None:
+        if self.splice is not None and self.new_body is None:
+            start, end, repl = self.splice
+            return len(self.original) - (end - start) + len(repl)
+        return None if self.new_body is None else len(self.new_body)
+
+    @property
+    def rewritten(self) -> bool:
+        return self.splice is not None or self.new_body is not None
 
     @property
     def destination(self) -> str:
@@ -59,5 +80,6 @@ def decide(pool: Pool, gen: Generation, headers: dict[str, str], body: bytes | N
     if routed.target_model == parsed.model:
         return Decision(chosen, parsed.model, routed.target_model)
     splice = model_splice(body, parsed, routed.target_model)
-    new_body = rewrite_model(body, parsed, routed.target_model, splice)
-    return Decision(chosen, parsed.model, routed.target_model, new_body, splice)
+    if splice is not None:
+        return Decision(chosen, parsed.model, routed.target_model, splice=splice, original=body)
+    return Decision(chosen, parsed.model, routed.target_model, rewrite_model(body, parsed, routed.target_model))

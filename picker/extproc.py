@@ -216,8 +216,8 @@ class ExtProc(pb_grpc.ExternalProcessorServicer):
         muts = [_header(DEST, dest)]
         if st.new_request_id:
             muts.append(_header("x-request-id", st.request_id))
-        if d.body is not None:
-            muts.append(_header("content-length", str(len(d.body))))
+        if d.rewritten:
+            muts.append(_header("content-length", str(d.body_length)))
         if st.hold:
             # Responses skip this stream; the response filter runs only if this header is set.
             st.done = True
@@ -372,7 +372,7 @@ def _streamed_body_answers(chunks: list[bytes], d: Decision) -> list[pb.Processi
     """STREAMED mode wants one answer per chunk, in order. Unchanged chunks get an empty answer; a
     rewritten `model` replaces only the chunk that holds it (a 220 KB prompt is not sent back)."""
     out = [pb.ProcessingResponse(request_body=pb.BodyResponse()) for _ in chunks]
-    if d.body is None:
+    if not d.rewritten:
         return out
     which, off = None, 0
     if d.splice is not None:

@@ -67,10 +67,18 @@ def parse_body(body: bytes, content_type: str | None, max_bytes: int) -> ParsedB
 def model_splice(body: bytes, parsed: ParsedBody, new_model: str) -> tuple[int, int, bytes] | None:
     """(start, end, replacement): the bytes to swap so `model` reads new_model, when the key is
     unambiguous; None when the body must be re-encoded. Big prompts are never copied or re-encoded."""
-    matches = list(_MODEL_PAIR.finditer(body))
-    if len(matches) != 1:
+    n = body.count(b'"model"')  # a C scan: the regex only runs where the key is
+    if n == 0:
         return None
-    m = matches[0]
+    if n == 1:
+        m = _MODEL_PAIR.search(body, body.find(b'"model"'))
+        if m is None:
+            return None
+    else:
+        matches = list(_MODEL_PAIR.finditer(body))
+        if len(matches) != 1:
+            return None
+        m = matches[0]
     try:
         old = json.loads(b'"' + m.group(1) + b'"')
     except ValueError:

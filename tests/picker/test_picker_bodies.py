@@ -6,7 +6,7 @@ import json
 import pytest
 
 from picker.errors import BadRequest, BodyTooLarge
-from picker.request_body import parse_body, prompt_of, rewrite_model
+from picker.request_body import model_splice, parse_body, prompt_of, rewrite_model
 from picker.response_body import SSERestorer, restore_json
 
 CT = "application/json"
@@ -18,6 +18,17 @@ def test_rewrite_splices_and_stays_valid():
     out = rewrite_model(body, p, 'travel-v2"quoted')
     assert json.loads(out) == {**json.loads(body), "model": 'travel-v2"quoted'}
     assert rewrite_model(body, p, "travel") is body
+
+
+def test_splice_locates_the_only_key_and_refuses_lookalikes():
+    obj = {"prompt": 'the \\"model\\" word and "model": "fake"', "model": "m"}
+    body = json.dumps(obj).encode()
+    start, end, repl = model_splice(body, parse_body(body, CT, 1 << 20), "n2")
+    assert body[start:end] == b"m" and repl == b"n2"
+    assert json.loads(rewrite_model(body, parse_body(body, CT, 1 << 20), "n2")) == {**obj, "model": "n2"}
+    # a key-lookalike whose value is not the parsed model: never spliced
+    tricky = b'{"x \\"model": "m", "model": "real"}'
+    assert model_splice(tricky, parse_body(tricky, CT, 1 << 20), "n") is None
 
 
 def test_rewrite_with_nested_model_keys_falls_back_to_reencode():
