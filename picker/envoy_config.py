@@ -25,6 +25,10 @@ RESTORE_HEADER = "x-infershift-restore"
 # What the response stream needs to know (picker/restore_header.py) travels as dynamic metadata the
 # picker sets on the request stream; the response filter forwards this namespace to the picker.
 HANDOVER_NS, HANDOVER_KEY = "infershift.picker", "handover"
+# One-round-trip mode: Envoy's message timer starts with the headers, so a slow upload would time out.
+# For a big (or unsized) body the picker extends the timer to this, which the filter allows as its max.
+UPLOAD_TIMEOUT_S = 60
+BIG_BODY_BYTES = 64 * 1024
 EXT_PROC = "envoy.filters.http.ext_proc"
 _EXT_PROC_TYPE = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor"
 
@@ -76,6 +80,7 @@ def ext_proc_filter(cluster_name: str, *, fail_open: bool, message_timeout: str 
     elif not full_duplex:
         # Envoy holds the headers until the picker answers them, after the last body chunk
         cfg["send_body_without_waiting_for_header_response"] = True
+        cfg["max_message_timeout"] = f"{UPLOAD_TIMEOUT_S}s"
     else:
         cfg["response_attributes"] = ["upstream.address"]
     return {"name": EXT_PROC, "typed_config": cfg}

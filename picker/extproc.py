@@ -10,11 +10,11 @@ from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2 as pm
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from envoy.type.v3 import http_status_pb2
-from google.protobuf import struct_pb2
+from google.protobuf import duration_pb2, struct_pb2
 
 from . import restore_header
 from .decide import Decision, decide
-from .envoy_config import HANDOVER_KEY, HANDOVER_NS, RESTORE_HEADER
+from .envoy_config import BIG_BODY_BYTES, HANDOVER_KEY, HANDOVER_NS, RESTORE_HEADER, UPLOAD_TIMEOUT_S
 from .errors import BodyTooLarge, PickerError
 from .pool import Pool
 from .response_body import SSERestorer, restore_json
@@ -156,6 +156,9 @@ class ExtProc(pb_grpc.ExternalProcessorServicer):
         st.hold = pc.request_body_mode == STREAMED and pc.send_body_without_waiting_for_header_response
         if msg.request_headers.end_of_stream:  # no body: any ready endpoint will do
             return self._route(st, None, msg)
+        if st.hold and not _small_body(st.headers):
+            # the headers' answer waits for the whole body: let a big upload take longer than message_timeout
+            return [pb.ProcessingResponse(override_message_timeout=duration_pb2.Duration(seconds=UPLOAD_TIMEOUT_S))]
         if st.full_duplex or st.hold:
             return []  # the header response waits until the whole body has been seen
         muts = [_header("x-request-id", rid)] if st.new_request_id else []
@@ -366,6 +369,13 @@ class ExtProc(pb_grpc.ExternalProcessorServicer):
             if not picked:  # Envoy fell back (or ignored the pick): worth a line in the logs
                 log.info("served by another endpoint than picked", extra={
                     "request_id": st.request_id, "picked": st.picked, "served": st.served})
+
+
+def _small_body(headers: dict[str, str]) -> bool:
+    try:
+        return int(headers.get("content-length", "")) <= BIG_BODY_BYTES
+    except ValueError:
+        return False  # chunked upload: size unknown
 
 
 def _streamed_body_answers(chunks: list[bytes], d: Decision) -> list[pb.ProcessingResponse]:

@@ -61,3 +61,23 @@ def test_responses_skip_the_picker_unless_rewritten_or_sampled(stack, reset_serv
         reloads = stack.picker.output().count("config reloaded")
         stack.write_config(base_config(s))
         wait_until(lambda: stack.picker.output().count("config reloaded") > reloads, 20, "config restored")
+
+
+def test_slow_big_upload_outlives_message_timeout(stack, reset_servers):
+    """One round trip: Envoy's message timer starts at the headers; for a big body the picker extends it
+    (override_message_timeout, up to the filter's max_message_timeout) so a slow upload is not cut."""
+    import socket
+
+    port = stack.envoy(message_timeout="1s", fail_open=False)
+    body = json.dumps({"model": "sql", "prompt": "slow " * 20000}).encode()  # ~100 KB: over BIG_BODY_BYTES
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
+        s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: gw\r\ncontent-type: application/json\r\n"
+                  b"x-gateway-model-name-rewrite: sql-v1\r\ncontent-length: %d\r\n\r\n" % len(body))
+        s.sendall(body[:5000])
+        time.sleep(2.0)  # twice the message timeout
+        s.sendall(body[5000:])
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += s.recv(65536)
+    head = data.split(b"\r\n\r\n")[0].decode().lower()
+    assert head.startswith("http/1.1 200") and "x-infershift-target-model: sql-v1" in head, head

@@ -33,8 +33,10 @@ def make(sample=1.0, wall=1000.0):
 
 
 def request(chunks: list[bytes]) -> list:
+    size = str(sum(len(c) for c in chunks))
     msgs = [pb.ProcessingRequest(request_headers=headers([(":path", "/v1/completions"), (":method", "POST"),
-                                                          ("content-type", "application/json")]),
+                                                          ("content-type", "application/json"),
+                                                          ("content-length", size)]),
                                  protocol_config=ONE_RT)]
     for i, c in enumerate(chunks):
         msgs.append(pb.ProcessingRequest(request_body=pb.HttpBody(body=c, end_of_stream=i == len(chunks) - 1)))
@@ -146,3 +148,19 @@ def test_hand_over_codec_rejects_foreign_values():
     assert restore_header.encode(h).isascii()
     for bad in ("", "1", "[2,\"a\",\"b\",\"c\",1]", "{}", "[1,\"a\",\"b\",\"c\",\"x\"]", "not json"):
         assert restore_header.decode(bad) is None
+
+
+def test_big_or_unsized_uploads_extend_the_message_timer():
+    from picker.envoy_config import BIG_BODY_BYTES, UPLOAD_TIMEOUT_S
+
+    svc, _, _ = make()
+
+    def first_answer(extra):
+        msgs = [pb.ProcessingRequest(request_headers=headers([(":path", "/v1/completions"), *extra]),
+                                     protocol_config=ONE_RT)]
+        return run(svc, msgs)
+
+    assert first_answer([("content-length", "300")]) == []  # small: nothing until the body is in
+    for extra in ([("content-length", str(BIG_BODY_BYTES + 1))], []):
+        out = first_answer(extra)
+        assert len(out) == 1 and out[0].override_message_timeout.seconds == UPLOAD_TIMEOUT_S
