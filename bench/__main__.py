@@ -2,14 +2,23 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
-from . import plan, report, runner
+from . import plan, procs, report, runner
 from .routers import FACTORIES
 
 
+def _stop_children(signum, frame) -> None:
+    # Children run in their own sessions (so they can be killed as groups): stop them before exiting.
+    procs.stop_all()
+    sys.exit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _stop_children)
+    signal.signal(signal.SIGINT, _stop_children)
     argv = list(sys.argv[1:] if argv is None else argv)
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     ap.add_argument("--quick", action="store_true", help="smoke run: 3 servers, tiny counts, one load level")

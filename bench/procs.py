@@ -26,6 +26,14 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+LIVE: set["Proc"] = set()   # every child not yet stopped, so a signal handler can stop them all
+
+
+def stop_all() -> None:
+    for p in list(LIVE):
+        p.stop(grace=2.0)
+
+
 class Proc:
     """One child process (and its group), with its output in a log file."""
 
@@ -37,6 +45,7 @@ class Proc:
         self._fh = open(log, "wb")
         self.p = subprocess.Popen(argv, stdout=self._fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                   cwd=cwd, env=env, start_new_session=True)
+        LIVE.add(self)
 
     @property
     def pid(self) -> int:
@@ -93,6 +102,7 @@ class Proc:
         return total
 
     def stop(self, grace: float = 5.0) -> None:
+        LIVE.discard(self)
         if self.alive():
             try:
                 os.killpg(self.pid, signal.SIGTERM)

@@ -47,3 +47,23 @@ def test_unknown_router_names_are_refused():
     assert "infershift" in FACTORIES
     with pytest.raises(ValueError, match="unknown router 'nginx'"):
         make("nginx")
+
+
+def test_stop_all_kills_every_live_child_group(tmp_path):
+    import os
+    import sys
+
+    from bench import procs
+
+    ps = [procs.Proc(f"sleeper{i}", [sys.executable, "-c", "import subprocess,sys; subprocess.run(['sleep','60'])"],
+                     tmp_path / f"s{i}.log") for i in range(2)]
+    assert all(p.alive() for p in ps) and set(ps) <= procs.LIVE
+    procs.stop_all()
+    assert not any(p.alive() for p in ps) and not (set(ps) & procs.LIVE)
+    for p in ps:  # the whole group is gone, grandchildren included
+        try:
+            os.killpg(p.pid, 0)
+            alive = True
+        except ProcessLookupError:
+            alive = False
+        assert not alive
