@@ -169,7 +169,8 @@ def plot(runs: list[dict], out: Path) -> list[Path]:
                         linewidth=2.5 if router.startswith("infershift") else 1.2, label=router)
         closed = rs[0]["mode"] == "closed"
         ax.set_xlabel("concurrency" if closed else "offered load (fraction of measured capacity)")
-        ax.set_ylabel("TTFT p90 (ms)")
+        ax.set_ylabel("TTFT p90 (ms, log scale)")
+        ax.set_yscale("log")   # routers differ by orders of magnitude once one of them queues
         ax.set_title(f"{scn}: TTFT p90 vs load")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -182,9 +183,15 @@ def plot(runs: list[dict], out: Path) -> list[Path]:
 
 
 def render(meta: dict, runs: list[dict], plots: list[Path], out: Path) -> str:
+    runs_meta = meta.get("runs") or [{"started": meta["started"], "argv": meta.get("argv"),
+                                      "wall_s": meta.get("wall_s")}]
     L = [f"# Bench report ({'quick' if meta.get('quick') else 'full'} run)", "",
-         f"Started {meta['started']}, took {meta.get('wall_s', 0) / 60:.1f} min. "
-         f"Command: `python -m bench {' '.join(meta.get('argv') or [])}`.", "",
+         "Commands (in order; a later one replaces the scenarios x routers it ran):", ""]
+    for r in runs_meta:
+        wall = f"{r['wall_s'] / 60:.1f} min" if r.get("wall_s") else "time not recorded"
+        note = f" — {r['note']}" if r.get("note") else ""
+        L.append(f"- {r.get('started')}: `python -m bench {' '.join(r.get('argv') or [])}` ({wall}){note}")
+    L += ["",
          f"Machine: {meta['machine']['cpus']} CPUs, {meta['machine']['memory_gb']} GB, "
          f"Python {meta['machine']['python']}, {meta['machine']['platform']}.", ""]
     if meta.get("failures"):
