@@ -35,6 +35,8 @@ def parse_args(argv: list[str]) -> Options:
                    help="fallback endpoints appended to the destination (needs an Envoy LB that takes a list)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--seed", type=int, help="random seed (tests and benchmarks)")
+    p.add_argument("--grpc-server", choices=["grpcio", "grpclib"], default="grpcio",
+                   help="ext_proc transport: grpc.aio (default) or grpclib (pure Python, see BENCH.md)")
     p.add_argument("--kubeconfig", help="kubeconfig file for Kubernetes discovery (default: in-cluster service account)")
     p.add_argument("--kube-context", help="kubeconfig context to use (default: its current-context)")
     p.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio",
@@ -45,7 +47,7 @@ def parse_args(argv: list[str]) -> Options:
                    metrics_port=a.metrics_port, pool_name=a.pool_name, pool_namespace=a.pool_namespace,
                    poll_interval=a.poll_interval, stale_after=a.stale_after, endpoints_file=a.endpoints_file,
                    fallbacks=a.fallbacks, seed=a.seed, loop=a.loop, kubeconfig=a.kubeconfig,
-                   kube_context=a.kube_context)
+                   kube_context=a.kube_context, grpc_server=a.grpc_server)
 
 
 def main(argv: list[str] | None = None) -> int:

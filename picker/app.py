@@ -40,6 +40,7 @@ class Options:
     loop: str = "asyncio"
     kubeconfig: str | None = None
     kube_context: str | None = None
+    grpc_server: str = "grpcio"  # or "grpclib"
 
 
 def load(opts: Options) -> PickerConfig:
@@ -118,9 +119,16 @@ async def run(opts: Options, stop: asyncio.Event | None = None) -> None:
              ("grpc.so_reuseport", 0),
              # big bodies: let Envoy send a whole buffered body without waiting on window updates
              ("grpc.http2.lookahead_bytes", 16 * 1024 * 1024)]
-    server = grpc.aio.server(options=gopts)
-    pb_grpc.add_ExternalProcessorServicer_to_server(ExtProc(pool, telemetry), server)
-    server.add_insecure_port(f"{opts.host}:{opts.grpc_port}")
+    servicer = ExtProc(pool, telemetry)
+    if opts.grpc_server == "grpclib":
+        from .grpclib_server import make_server
+
+        server = None
+        lib_server = make_server(servicer)
+    else:
+        server = grpc.aio.server(options=gopts)
+        pb_grpc.add_ExternalProcessorServicer_to_server(servicer, server)
+        server.add_insecure_port(f"{opts.host}:{opts.grpc_port}")
     hserver = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     health.add_to(hserver)
     hserver.add_insecure_port(f"{opts.host}:{opts.health_port}")
@@ -134,7 +142,10 @@ async def run(opts: Options, stop: asyncio.Event | None = None) -> None:
         kube = KubeDiscovery(pool, cfg, creds)
         tasks.append(asyncio.create_task(kube.run()))
     await scraper.start()
-    await server.start()
+    if server is not None:
+        await server.start()
+    else:
+        await lib_server.start(opts.host, opts.grpc_port, reuse_address=True)
     await hserver.start()
     tasks.append(asyncio.create_task(watch_config(opts, pool, kube)))
     log.info("picker started", extra={"pool": cfg.pool_name, "grpc": f"{opts.host}:{opts.grpc_port}",
@@ -148,7 +159,11 @@ async def run(opts: Options, stop: asyncio.Event | None = None) -> None:
         await stop.wait()
     finally:
         await health.set(live=True, ready=False)
-        await server.stop(grace=2.0)
+        if server is not None:
+            await server.stop(grace=2.0)
+        else:
+            lib_server.close()
+            await lib_server.wait_closed()
         await hserver.stop(grace=0)
         for t in tasks:
             t.cancel()

@@ -211,7 +211,7 @@ async def closed_loop(port: int, concurrency: int, seconds: float, body: bytes) 
 
 def dataplane_bench(rate: float, seconds: float, big_kb: int, big_conc: int, big_seconds: float,
                     parts: set[str] = frozenset({"rate", "max", "big"}), loop: str = "asyncio",
-                    model: str = "llama", sample: float = 0.1, classic: bool = True) -> dict:
+                    model: str = "llama", sample: float = 0.1, classic: bool = True, lib: bool = True) -> dict:
     """Envoy set up the recommended way (one round trip, responses only when asked) vs direct, with
     the classic GIE setup (headers, body, response headers) and the no-op servicer as same-run baselines."""
     wd = tempdir("picker-bench-")
@@ -242,6 +242,15 @@ def dataplane_bench(rate: float, seconds: float, big_kb: int, big_conc: int, big
         wait_until(lambda: "ready" in noop.output(), 30, "noop ext_proc", noop)
         nl, na = free_port(), free_port()
         procs.append(start_envoy(gateway_config(listen_port=nl, admin_port=na, picker_port=np_, pool=[upstream]), wd, na))
+        ll = lib_picker = None
+        if lib:  # the same picker on the grpclib transport, recommended setup
+            lgp = free_port()
+            lib_picker = start_picker(cfg_path, wd, grpc_port=lgp, health_port=free_port(), metrics_port=free_port(),
+                                      extra=["--log-level", "warning", "--loop", loop, "--grpc-server", "grpclib"])
+            procs.append(lib_picker)
+            ll, la = free_port(), free_port()
+            procs.append(start_envoy(gateway_config(listen_port=ll, admin_port=la, picker_port=lgp, pool=[upstream]),
+                                     wd, la))
         cl = ncl = None
         if classic:  # the same picker and no-op servicer behind the classic three-message setup
             cl, ca = free_port(), free_port()
@@ -257,6 +266,8 @@ def dataplane_bench(rate: float, seconds: float, big_kb: int, big_conc: int, big
         run = asyncio.run
         run(fixed_rate(dl, 100, 1, small))  # warm up both paths
         run(fixed_rate(gl, 100, 1, small))
+        if ll:
+            run(fixed_rate(ll, 100, 1, small))
         out: dict = {"rate": rate, "seconds": seconds}
         if "rate" in parts:
             out.update(_rate_part(run, dl, gl, picker, rate, seconds, small))
@@ -264,6 +275,11 @@ def dataplane_bench(rate: float, seconds: float, big_kb: int, big_conc: int, big
             floor = run(fixed_rate(nl, rate, seconds, small))
             out["noop_cpu_ms_per_req"] = (cpu_seconds(noop.p.pid) - c0) / len(floor) * 1e3
             out["noop_p50_ms"], out["noop_p99_ms"] = pct(floor, 50) * 1e3, pct(floor, 99) * 1e3
+            if lib:
+                c0 = cpu_seconds(lib_picker.p.pid)
+                via = run(fixed_rate(ll, rate, seconds, small))
+                out["lib_cpu_ms_per_req"] = (cpu_seconds(lib_picker.p.pid) - c0) / len(via) * 1e3
+                out["lib_p50_ms"], out["lib_p99_ms"] = pct(via, 50) * 1e3, pct(via, 99) * 1e3
             if classic:
                 c0 = cpu_seconds(picker.p.pid)
                 via = run(fixed_rate(cl, rate, seconds, small))
@@ -280,6 +296,9 @@ def dataplane_bench(rate: float, seconds: float, big_kb: int, big_conc: int, big
             if classic:
                 c = _big_part(run, dl, cl, picker, big, big_kb, big_conc, big_seconds)
                 out.update({f"classic_{k}": v for k, v in c.items()})
+            if lib:
+                c = _big_part(run, dl, ll, lib_picker, big, big_kb, big_conc, big_seconds)
+                out.update({f"lib_{k}": v for k, v in c.items()})
         return out
     finally:
         for p in reversed(procs):
@@ -345,6 +364,7 @@ def main(argv=None) -> None:
                          "response comes back to the picker to restore the name)")
     ap.add_argument("--sample", type=float, default=0.1, help="the picker's telemetry.responseSampleRate")
     ap.add_argument("--no-classic", action="store_true", help="skip the classic-setup baselines (faster)")
+    ap.add_argument("--no-grpclib", action="store_true", help="skip the picker on the grpclib transport")
     ap.add_argument("--parts", default="decision,rate,max,big",
                     help="comma list of: decision, rate (fixed-rate added latency), max (closed loop), big (220 KB)")
     a = ap.parse_args(argv)
@@ -364,7 +384,7 @@ def main(argv=None) -> None:
     if not parts & {"rate", "max", "big"}:
         return
     r = dataplane_bench(a.rate, a.seconds, a.big_kb, a.big_concurrency, a.big_seconds, parts, a.loop,
-                        a.model, a.sample, not a.no_classic)
+                        a.model, a.sample, not a.no_classic, not a.no_grpclib)
     print(f"\n(model {a.model!r}, responseSampleRate {a.sample}, picker loop {a.loop})")
     if "rate" in parts:
         print(f"\n(load average when starting: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores)")
@@ -375,6 +395,9 @@ def main(argv=None) -> None:
         print(f"picker CPU:    {r['picker_cpu_ms_per_req']:.3f} ms per request")
         print(f"floor: no-op grpc.aio ext_proc servicer, same Envoy setup: p50 {r['noop_p50_ms']:.2f} ms   "
               f"p99 {r['noop_p99_ms']:.2f} ms   CPU {r['noop_cpu_ms_per_req']:.3f} ms per request")
+        if "lib_p50_ms" in r:
+            print(f"picker on grpclib (--grpc-server grpclib), same setup: p50 {r['lib_p50_ms']:.2f} ms   "
+                  f"p99 {r['lib_p99_ms']:.2f} ms   CPU {r['lib_cpu_ms_per_req']:.3f} ms per request")
         if "classic_p50_ms" in r:
             print(f"classic setup (headers, BUFFERED body, response headers): picker p50 {r['classic_p50_ms']:.2f} ms   "
                   f"p99 {r['classic_p99_ms']:.2f} ms   CPU {r['classic_cpu_ms_per_req']:.3f} ms per request; "
@@ -390,6 +413,10 @@ def main(argv=None) -> None:
           f"added p50 {r['big_added_p50_ms']:.2f} ms (p99 {r['big_direct_p99_ms']:.1f} -> {r['big_picker_p99_ms']:.1f} ms)")
         print(f"throughput {r['big_rps_direct']:.0f} -> {r['big_rps_picker']:.0f} req/s; "
               f"picker CPU {r['big_picker_cpu_ms_per_req']:.2f} ms per request")
+        if "lib_big_picker_p50_ms" in r:
+            print(f"picker on grpclib: direct p50 {r['lib_big_direct_p50_ms']:.2f} ms, with picker p50 "
+                  f"{r['lib_big_picker_p50_ms']:.2f} ms, added p50 {r['lib_big_added_p50_ms']:.2f} ms; "
+                  f"picker CPU {r['lib_big_picker_cpu_ms_per_req']:.2f} ms per request")
         if "classic_big_picker_p50_ms" in r:
             print(f"classic setup: direct p50 {r['classic_big_direct_p50_ms']:.2f} ms, with picker p50 "
                   f"{r['classic_big_picker_p50_ms']:.2f} ms, added p50 {r['classic_big_added_p50_ms']:.2f} ms; "

@@ -116,14 +116,26 @@ def response_filter(cluster_name: str, *, fail_open: bool, message_timeout: str 
     }}
 
 
+def buffer_filter(max_request_bytes: int) -> dict:
+    """Envoy's buffer filter ahead of the picker: the body reaches ext_proc whole, as ONE STREAMED chunk
+    (else a 220 KB prompt arrives in ~14 chunks and each costs a gRPC message both ways). Bigger bodies
+    get Envoy's own 413, so keep it above the picker's limits.maxBodyBytes."""
+    return {"name": "envoy.filters.http.buffer", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
+        "max_request_bytes": max_request_bytes}}
+
+
 def ext_proc_filters(cluster_name: str, *, fail_open: bool, message_timeout: str = "5s",
-                     full_duplex: bool = False, classic: bool = False) -> list[dict]:
-    """The http_filters entries for the picker, in order (one or two filters, see above)."""
+                     full_duplex: bool = False, classic: bool = False,
+                     max_request_bytes: int = 64 * 1024 * 1024) -> list[dict]:
+    """The http_filters entries for the picker, in order (see above): buffer, request filter, response
+    filter by default; the request filter alone in the classic and full-duplex setups."""
     first = ext_proc_filter(cluster_name, fail_open=fail_open, message_timeout=message_timeout,
                             full_duplex=full_duplex, classic=classic)
     if full_duplex or classic:
         return [first]
-    return [first, response_filter(cluster_name, fail_open=fail_open, message_timeout=message_timeout)]
+    return [buffer_filter(max_request_bytes), first,
+            response_filter(cluster_name, fail_open=fail_open, message_timeout=message_timeout)]
 
 
 def gateway_config(*, listen_port: int, admin_port: int, picker_port: int, pool: list[str],
@@ -132,7 +144,7 @@ def gateway_config(*, listen_port: int, admin_port: int, picker_port: int, pool:
                    override_host: bool = False, generate_request_id: bool = True) -> dict:
     """`pool` lists the pool's endpoints (ip:port) for the FailOpen fallback cluster."""
     picker_filters = ext_proc_filters("picker", fail_open=fail_open, message_timeout=message_timeout,
-                                      full_duplex=full_duplex, classic=classic)
+                                      full_duplex=full_duplex, classic=classic, max_request_bytes=buffer_limit)
     subset_hint = {  # test hook: a header carries the subset hint the way a gateway's metadata would
         "name": "envoy.filters.http.header_to_metadata",
         "typed_config": {

@@ -1,0 +1,29 @@
+"""The ext_proc service on grpclib (pure-Python HTTP/2 on the event loop) instead of grpc.aio, whose
+C core hands every message between its poller thread and the event loop. Same servicer, same
+protocol; chosen with `--grpc-server grpclib` (see BENCH.md for what it saves)."""
+from __future__ import annotations
+
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+from grpclib.config import Configuration
+from grpclib.const import Cardinality, Handler
+from grpclib.server import Server
+
+PROCESS = "/envoy.service.ext_proc.v3.ExternalProcessor/Process"
+
+
+class ExtProcHandler:
+    def __init__(self, servicer):
+        self.servicer = servicer  # extproc.ExtProc: Process(request_iterator, context) -> async gen
+
+    async def process(self, stream) -> None:
+        async for resp in self.servicer.Process(stream, None):
+            await stream.send_message(resp)
+
+    def __mapping__(self):
+        return {PROCESS: Handler(self.process, Cardinality.STREAM_STREAM, pb.ProcessingRequest, pb.ProcessingResponse)}
+
+
+def make_server(servicer, window: int = 16 * 1024 * 1024) -> Server:
+    # big windows: a buffered 220 KB prompt crosses without waiting on window updates
+    return Server([ExtProcHandler(servicer)], config=Configuration(
+        http2_connection_window_size=4 * window, http2_stream_window_size=window))
