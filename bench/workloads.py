@@ -79,10 +79,13 @@ def multi_turn(model: str, count: int, *, active: int = 16, turns: int = 6,
                seed: int = 0) -> list[BenchRequest]:
     """Conversations that grow their own prefix: turn k resends turns 0..k-1.
 
-    `active` conversations run at once, taking turns in rotation, so consecutive
-    turns of one conversation are `active` arrivals apart; a finished conversation
-    is replaced by a new one. The assistant's earlier answers are client-side text
-    of answer_tokens (the client's copy of the history).
+    `active` conversations run at once. They take turns in rounds, each round in a
+    fresh random order, so consecutive turns of one conversation are on average
+    `active` arrivals apart, and no fixed rotation lines up with a round-robin
+    balancer (a fixed order would hand each conversation to the same server under
+    round robin whenever the server count divides `active`). A finished
+    conversation is replaced by a new one. The assistant's earlier answers are
+    client-side text of answer_tokens (the client's copy of the history).
     """
     _check_positive(count=count, active=active, turns=turns, question_tokens=question_tokens,
                     answer_tokens=answer_tokens)
@@ -98,8 +101,12 @@ def multi_turn(model: str, count: int, *, active: int = 16, turns: int = 6,
 
     convs = [new_conv() for _ in range(active)]
     out = []
-    slot = 0
+    order: list[int] = []
     while len(out) < count:
+        if not order:
+            order = list(range(active))
+            rng.shuffle(order)
+        slot = order.pop()
         c = convs[slot]
         c["messages"].append({"role": "user", "content": text(rng, question_tokens)})
         msgs = [dict(m) for m in c["messages"]]
@@ -109,7 +116,6 @@ def multi_turn(model: str, count: int, *, active: int = 16, turns: int = 6,
         c["turn"] += 1
         if c["turn"] >= turns:
             convs[slot] = new_conv()
-        slot = (slot + 1) % active
     return out
 
 

@@ -48,9 +48,25 @@ def test_multi_turn_resends_its_own_history():
             assert n[:len(p)] == p                       # the earlier prompt is a prefix
             assert n[len(p)]["role"] == "assistant"      # then the earlier answer, then a new question
             assert len(n) == len(p) + 2
-    # Turns of one conversation are `active` arrivals apart.
-    first_conv = [i for i, r in enumerate(reqs) if r.tags["conversation"] == 0]
-    assert first_conv == [0, 4, 8]
+    # Rounds: every active conversation takes one turn per `active` arrivals...
+    for k in range(0, 40, 4):
+        assert len({r.tags["conversation"] for r in reqs[k:k + 4]}) == 4
+    # ...in a shuffled order, so a conversation does not keep its position (which would pin it
+    # to one server under round robin).
+    positions = {i % 4 for i, r in enumerate(reqs) if r.tags["conversation"] == 0}
+    assert len(positions) > 1 or len([r for r in reqs if r.tags["conversation"] == 0]) == 1
+
+
+def test_multi_turn_does_not_line_up_with_round_robin():
+    reqs = wl.multi_turn("m", 600, active=32, turns=6, system_tokens=8, question_tokens=4, answer_tokens=4, seed=1)
+    servers: dict[int, list[int]] = {}
+    for i, r in enumerate(reqs):
+        servers.setdefault(r.tags["conversation"], []).append(i % 8)
+    # Under 8-way round robin, conversations of 3+ turns must nearly all visit more than one server
+    # (by chance all on one: (1/8)^2 each).
+    long = [v for v in servers.values() if len(v) >= 3]
+    spread = sum(1 for v in long if len(set(v)) > 1) / len(long)
+    assert len(long) > 50 and spread > 0.9
 
 
 def test_lora_mix_popularity_is_skewed():
