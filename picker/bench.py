@@ -163,6 +163,7 @@ async def fixed_rate(port: int, rate: float, seconds: float, body: bytes) -> lis
 
     lat: list[float] = []
     errors = 0
+    statuses: dict[int, int] = {}
     conn = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=conn) as s:
         async def one():
@@ -173,6 +174,7 @@ async def fixed_rate(port: int, rate: float, seconds: float, body: bytes) -> lis
                 await r.read()
                 if r.status != 200:
                     errors += 1
+                    statuses[r.status] = statuses.get(r.status, 0) + 1
             lat.append(time.perf_counter() - t0)
 
         tasks = []
@@ -185,7 +187,7 @@ async def fixed_rate(port: int, rate: float, seconds: float, body: bytes) -> lis
             tasks.append(asyncio.ensure_future(one()))
         await asyncio.gather(*tasks)
     if errors:
-        raise RuntimeError(f"{errors} requests failed")
+        raise RuntimeError(f"{errors} requests failed (HTTP status: count {statuses})")
     return lat
 
 
