@@ -238,6 +238,8 @@ class ExtProc(pb_grpc.ExternalProcessorServicer):
             log.debug("routed", extra={"request_id": st.request_id, "model": d.client_model,
                                        "target_model": d.target_model, "endpoint": dest})
         common = pb.CommonResponse(header_mutation=pb.HeaderMutation(set_headers=muts))
+        if st.hold and not handover and RESTORE_HEADER in st.headers:
+            common.header_mutation.remove_headers.append(RESTORE_HEADER)  # a client's own: no response stream
         if body is None:
             return [pb.ProcessingResponse(request_headers=pb.HeadersResponse(response=common), dynamic_metadata=md)]
         if st.hold:

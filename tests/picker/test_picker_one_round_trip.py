@@ -32,11 +32,11 @@ def make(sample=1.0, wall=1000.0):
     return ExtProc(pool, tm, clock=lambda: clock[0], wall=lambda: wall), tm, clock
 
 
-def request(chunks: list[bytes]) -> list:
+def request(chunks: list[bytes], extra=()) -> list:
     size = str(sum(len(c) for c in chunks))
     msgs = [pb.ProcessingRequest(request_headers=headers([(":path", "/v1/completions"), (":method", "POST"),
                                                           ("content-type", "application/json"),
-                                                          ("content-length", size)]),
+                                                          ("content-length", size), *extra]),
                                  protocol_config=ONE_RT)]
     for i, c in enumerate(chunks):
         msgs.append(pb.ProcessingRequest(request_body=pb.HttpBody(body=c, end_of_stream=i == len(chunks) - 1)))
@@ -94,6 +94,10 @@ def test_unchanged_body_gets_empty_answers_and_no_length():
     assert [a.request_body.response.HasField("body_mutation") for a in out[1:]] == [False, False]
     hdr = set_headers(out[0])
     assert "content-length" not in hdr and RESTORE_HEADER not in hdr  # sampled out, nothing to restore
+    assert not out[0].request_headers.response.header_mutation.remove_headers
+    # a client sending the marker itself does not get a response stream
+    out = run(svc, request(chunks, [(RESTORE_HEADER, "1")]))
+    assert list(out[0].request_headers.response.header_mutation.remove_headers) == [RESTORE_HEADER]
 
 
 def test_oversize_body_is_rejected_before_the_end():
