@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from picker.envoy_config import RESTORE_HEADER, ext_proc_filters
+
 from .dataplane import ENDPOINT_HEADER, DataPlane, Pool, Rule
 
 HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
@@ -60,7 +62,8 @@ def _static_cluster(name: str, addresses: list[str], *, http2: bool = False, buf
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                 "@type": HTTP_OPTIONS,
                 # Big windows: whole prompts travel to the picker in one message.
-                "explicit_http_config": {"http2_protocol_options": {"initial_stream_window_size": 16 << 20}},
+                "explicit_http_config": {"http2_protocol_options": {
+                    "initial_stream_window_size": 16 << 20, "initial_connection_window_size": 64 << 20}},
             }
         }
     if buffer:
@@ -231,8 +234,8 @@ def _gateway_reply() -> dict:
 
 
 def _picker_failure_reply(pool: str, fail_close: bool) -> dict:
-    """Envoy's own reply when a FailClose pool's picker cannot be reached is an empty 503;
-    give it the OpenAI error shape. Only that reply: the picker's own error answers
+    """Envoy's own reply when a FailClose pool's picker cannot be reached is an empty 500 or
+    503; make it a 503 in the OpenAI error shape. Only that reply: the picker's own error answers
     (which already carry OpenAI JSON) have other response code details."""
     if not fail_close:
         return {"mappers": [_upstream_failure_mapper()]}
@@ -241,6 +244,8 @@ def _picker_failure_reply(pool: str, fail_close: bool) -> dict:
             "name": "envoy.access_loggers.extension_filters.cel",
             "typed_config": {"@type": CEL_FILTER, "expression": "response.code_details.startsWith('ext_proc')"},
         }},
+        # Unavailable whichever way the stream broke (some ext_proc paths answer 500).
+        "status_code": 503,
         "body": {"inline_string": openai_error(
             f"the endpoint picker of InferencePool {pool} is unavailable (failureMode FailClose)",
             "service_unavailable", "picker_unavailable")},
@@ -342,7 +347,12 @@ def pool_routes(plane: DataPlane, pool: Pool) -> dict:
                 "service_unavailable", "picker_unavailable")}},
             "response_headers_to_add": [_json_header()],
         })
-    return {"name": pool_route_name(pool.name), "virtual_hosts": [{"name": pool.name, "domains": ["*"], "routes": routes}]}
+    return {
+        "name": pool_route_name(pool.name),
+        # The picker's request-to-itself marker (picker/envoy_config.py) never goes upstream.
+        "request_headers_to_remove": [RESTORE_HEADER],
+        "virtual_hosts": [{"name": pool.name, "domains": ["*"], "routes": routes}],
+    }
 
 
 def _pool_listener(plane: DataPlane, pool: Pool, xds_dir: Path | None) -> dict:
@@ -353,37 +363,18 @@ def _pool_listener(plane: DataPlane, pool: Pool, xds_dir: Path | None) -> dict:
         "typed_config": {"@type": HEADER_MUTATION, "mutations": {"request_mutations": [
             {"remove": ENDPOINT_HEADER}]}},
     }
-    ext_proc = {
-        "name": "envoy.filters.http.ext_proc",
-        "typed_config": {
-            "@type": EXT_PROC,
-            "grpc_service": {"envoy_grpc": {"cluster_name": picker_cluster(pool.name)}, "timeout": PICKER_MESSAGE_TIMEOUT},
-            "failure_mode_allow": pool.failure_mode == "FailOpen",
-            "message_timeout": PICKER_MESSAGE_TIMEOUT,
-            "allow_mode_override": True,
-            "processing_mode": {
-                "request_header_mode": "SEND",
-                "request_body_mode": "BUFFERED",
-                "request_trailer_mode": "SKIP",
-                "response_header_mode": "SEND",
-                "response_body_mode": "NONE",
-                "response_trailer_mode": "SKIP",
-            },
-            # The picker's endpoint header must select the route (see pool_routes).
-            "route_cache_action": "CLEAR",
-            # As picker/README.md asks: subset hints in, the served endpoint reported back.
-            "metadata_options": {"forwarding_namespaces": {"untyped": ["envoy.lb", "envoy.lb.subset_hint"]}},
-            "response_attributes": ["upstream.address"],
-            "status_on_error": {"code": 503},
-        },
-    }
+    # The picker's own recommended filters (one round trip per request; responses come back
+    # to it only when it asks), so devstack and the picker's tests run the same Envoy setup.
+    picker_filters = ext_proc_filters(
+        picker_cluster(pool.name), fail_open=pool.failure_mode == "FailOpen",
+        message_timeout=PICKER_MESSAGE_TIMEOUT, max_request_bytes=pool.max_body_bytes)
     routes = _routes_source(pool_route_name(pool.name), pool_routes(plane, pool), xds_dir)
     return {
         "name": f"pool-{pool.name}",
         "address": _addr(LOOPBACK, pool.port),
         "enable_reuse_port": False,
         "per_connection_buffer_limit_bytes": pool.max_body_bytes,
-        "filter_chains": [{"filters": [_hcm(f"pool_{pool.name}", routes, [strip, ext_proc],
+        "filter_chains": [{"filters": [_hcm(f"pool_{pool.name}", routes, [strip, *picker_filters],
                                             _picker_failure_reply(pool.name, pool.failure_mode == "FailClose"))]}],
     }
 

@@ -290,6 +290,9 @@ class Picker(Spec):
     stale_after: str = "1s"
     session_header: str | None = "x-session-id"
     max_body_size: str = "20Mi"
+    response_sample_rate: float = Field(0.1, ge=0, le=1)
+    """Share of responses whose model name was not rewritten that still return through the picker
+    for per-target telemetry (status, time to first byte, latency); rewritten ones always do."""
     scheduling: dict | None = None
     """Scheduling config (plugins + profile) for the picker; its defaults when omitted."""
 

@@ -18,6 +18,7 @@ def picker_config(spec: StackSpec, pool_name: str, endpoints: list[dict] | None 
         "failureMode": pool.failure_mode,
         "limits": {"maxBodyBytes": quantity_bytes(pool.picker.max_body_size)},
         "metrics": {"pollInterval": pool.picker.poll_interval, "staleAfter": pool.picker.stale_after},
+        "telemetry": {"responseSampleRate": pool.picker.response_sample_rate},
     }
     if pool.picker.session_header:
         config["sessionHeader"] = pool.picker.session_header
