@@ -38,14 +38,15 @@ def picker_name(pool: str) -> str:
     return f"{pool}-epp"
 
 
-# The picker lists and watches collections (its pool among the namespace's pools, and every
-# model-routing kind it understands, whichever pool API the stack uses), so the rules name
-# kinds, not objects: `list` cannot be limited by resourceNames. Read-only, this namespace only.
-ROUTING_RULES = [
-    {"apiGroups": [POOL_GROUPS["v1alpha2"]], "resources": ["inferencemodels"], "verbs": ["get", "list", "watch"]},
-    {"apiGroups": [LLMD_API.split("/")[0]], "resources": ["inferenceobjectives", "inferencemodelrewrites"],
-     "verbs": ["get", "list", "watch"]},
-]
+# Exactly what the picker lists and watches (picker/k8s.py): its own pool, by name (a
+# `metadata.name` field selector, which RBAC checks against resourceNames), and the
+# model-routing kinds of its pool's API. Read-only, this namespace only.
+ROUTING_RULES = {
+    "v1alpha2": [{"apiGroups": [POOL_GROUPS["v1alpha2"]], "resources": ["inferencemodels"],
+                  "verbs": ["get", "list", "watch"]}],
+    "v1": [{"apiGroups": [LLMD_API.split("/")[0]], "resources": ["inferenceobjectives", "inferencemodelrewrites"],
+            "verbs": ["get", "list", "watch"]}],
+}
 
 
 def manifests(a: EndpointPickerArgs) -> list[dict]:
@@ -79,8 +80,9 @@ def manifests(a: EndpointPickerArgs) -> list[dict]:
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta, "rules": [
             {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
-            {"apiGroups": [POOL_GROUPS[version]], "resources": ["inferencepools"], "verbs": ["get", "list", "watch"]},
-            *ROUTING_RULES,
+            {"apiGroups": [POOL_GROUPS[version]], "resources": ["inferencepools"], "resourceNames": [pool],
+             "verbs": ["get", "list", "watch"]},
+            *ROUTING_RULES[version],
         ]},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": meta,
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},

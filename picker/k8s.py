@@ -151,10 +151,38 @@ def label_selector(selector: dict[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
 
 
-def list_url(base: str, path: str, selector: str | None = None) -> str:
+def list_url(base: str, path: str, selector: str | None = None, name: str | None = None) -> str:
+    """A list URL narrowed by label selector and/or object name (a `metadata.name` field selector,
+    which RBAC authorizes against a Role's resourceNames)."""
     from urllib.parse import urlencode
 
-    return f"{base}{path}" + (f"?{urlencode({'labelSelector': selector})}" if selector else "")
+    params = {}
+    if selector:
+        params["labelSelector"] = selector
+    if name:
+        params["fieldSelector"] = f"metadata.name={name}"
+    return f"{base}{path}" + (f"?{urlencode(params)}" if params else "")
+
+
+# Model-routing kinds per pool API: v1alpha2 pools are routed by InferenceModels, v1 pools by
+# llm-d's InferenceModelRewrites and InferenceObjectives. The picker follows only its pool's kinds,
+# so its Role grants only those.
+ROUTING_PATHS = {
+    "inference.networking.x-k8s.io": {
+        "models": "/apis/inference.networking.x-k8s.io/v1alpha2/namespaces/{ns}/inferencemodels"},
+    "inference.networking.k8s.io": {
+        "rewrites": "/apis/llm-d.ai/v1alpha2/namespaces/{ns}/inferencemodelrewrites",
+        "objectives": "/apis/llm-d.ai/v1alpha2/namespaces/{ns}/inferenceobjectives"},
+}
+
+
+def watched_urls(base: str, pool_api_version: str, ns: str, pool_name: str) -> dict[str, str]:
+    """What the picker lists and watches besides pods: its own pool (by name) and its routing kinds."""
+    group, version = pool_api_version.split("/")
+    urls = {"pool": list_url(base, f"/apis/{group}/{version}/namespaces/{ns}/inferencepools", name=pool_name)}
+    for kind, path in ROUTING_PATHS[group].items():
+        urls[kind] = list_url(base, path.format(ns=ns))
+    return urls
 
 
 def watch_url(url: str, resource_version: str) -> str:
@@ -201,18 +229,12 @@ class KubeDiscovery:
         except Exception as e:
             log.error("kubernetes discovery cannot start; no endpoints", extra={"error": str(e)})
             return
-        group, version = self.base_cfg.kubernetes["poolApiVersion"].split("/")
         ns = self.ns
-        paths = {
-            "pool": f"/apis/{group}/{version}/namespaces/{ns}/inferencepools",
-            "models": f"/apis/inference.networking.x-k8s.io/v1alpha2/namespaces/{ns}/inferencemodels",
-            "rewrites": f"/apis/llm-d.ai/v1alpha2/namespaces/{ns}/inferencemodelrewrites",
-            "objectives": f"/apis/llm-d.ai/v1alpha2/namespaces/{ns}/inferenceobjectives",
-        }
+        urls = watched_urls(creds.server, self.base_cfg.kubernetes["poolApiVersion"], ns, self.base_cfg.pool_name)
         async with aiohttp.ClientSession(headers=creds.headers(),
                                          connector=aiohttp.TCPConnector(ssl=ssl_context(creds))) as session:
             await asyncio.gather(self._watch_pods(session, creds.server, f"/api/v1/namespaces/{ns}/pods"),
-                                 *(self._watch(session, list_url(creds.server, p), k) for k, p in paths.items()))
+                                 *(self._watch(session, url, kind) for kind, url in urls.items()))
 
     async def _watch_pods(self, session, base: str, path: str) -> None:
         """Pods are watched only once the pool's selector is known, and re-listed when it changes."""

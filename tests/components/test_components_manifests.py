@@ -52,11 +52,14 @@ def test_picker_rbac_is_namespaced_and_read_only():
     assert all(set(r["verbs"]) <= {"get", "list", "watch"} for r in rules)
     pool_rule = next(r for r in rules if "inferencepools" in r["resources"])
     assert pool_rule["apiGroups"] == ["inference.networking.x-k8s.io"]
-    # Exactly what the picker lists and watches (picker/k8s.py), nothing else.
+    assert pool_rule["resourceNames"] == ["p"]  # its own pool only
+    # Exactly what the picker lists and watches (picker/k8s.py watched_urls), nothing else.
     granted = {(g, res) for r in rules for g in r["apiGroups"] for res in r["resources"]}
     assert granted == {("", "pods"), ("inference.networking.x-k8s.io", "inferencepools"),
-                       ("inference.networking.x-k8s.io", "inferencemodels"),
-                       ("llm-d.ai", "inferenceobjectives"), ("llm-d.ai", "inferencemodelrewrites")}
+                       ("inference.networking.x-k8s.io", "inferencemodels")}
+    v1 = {(g, res) for r in _picker("v1")["Role"]["rules"] for g in r["apiGroups"] for res in r["resources"]}
+    assert v1 == {("", "pods"), ("inference.networking.k8s.io", "inferencepools"),
+                  ("llm-d.ai", "inferenceobjectives"), ("llm-d.ai", "inferencemodelrewrites")}
     assert objs["RoleBinding"]["subjects"] == [{"kind": "ServiceAccount", "name": "p-epp", "namespace": "ns"}]
     assert objs["Deployment"]["spec"]["template"]["spec"]["serviceAccountName"] == "p-epp"
 

@@ -14,7 +14,7 @@ import pytest
 from components.model_routing import manifests
 from picker.config import parse_config
 from picker.errors import ConfigError
-from picker.k8s import (KubeDiscovery, label_selector, list_url, merge_routing, model_priorities_from,
+from picker.k8s import (KubeDiscovery, label_selector, list_url, watched_urls, merge_routing, model_priorities_from,
                         watch_url)
 from picker.kube_auth import from_kubeconfig, in_cluster, ssl_context
 from picker.pool import Pool
@@ -152,3 +152,19 @@ def test_cli_kube_flags_errors_exit_2(tmp_path):
                             "--health-port", "0", "--metrics-port", "0", *extra],
                            capture_output=True, text=True, timeout=60, cwd=str(REPO), env=env)
         assert r.returncode == 2 and message in r.stderr, r.stderr
+
+
+def test_watches_only_its_pool_and_its_pool_apis_routing_kinds():
+    v1 = watched_urls("https://k", "inference.networking.k8s.io/v1", "ns", "llm-pool")
+    assert v1 == {
+        "pool": "https://k/apis/inference.networking.k8s.io/v1/namespaces/ns/inferencepools"
+                "?fieldSelector=metadata.name%3Dllm-pool",
+        "rewrites": "https://k/apis/llm-d.ai/v1alpha2/namespaces/ns/inferencemodelrewrites",
+        "objectives": "https://k/apis/llm-d.ai/v1alpha2/namespaces/ns/inferenceobjectives",
+    }
+    v1alpha2 = watched_urls("https://k", "inference.networking.x-k8s.io/v1alpha2", "ns", "mymodel-pool-v1")
+    assert v1alpha2 == {
+        "pool": "https://k/apis/inference.networking.x-k8s.io/v1alpha2/namespaces/ns/inferencepools"
+                "?fieldSelector=metadata.name%3Dmymodel-pool-v1",
+        "models": "https://k/apis/inference.networking.x-k8s.io/v1alpha2/namespaces/ns/inferencemodels",
+    }
