@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"report: {path}")
     for f in meta["failures"]:
         print(f"FAILED {f['scenario']} / {f['router']}: {f['error'][:300]}", file=sys.stderr)
-    return 0
+    # A smoke run must fail when a router could not run (its figures would silently be missing).
+    return 1 if meta["failures"] else 0
 
 
 if __name__ == "__main__":
