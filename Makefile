@@ -2,13 +2,16 @@
 #   .venv         the Pulumi program, the simulator, the local stack, the benchmarks, the tests
 #   .venv-picker  the endpoint picker (its gRPC stubs come from xds-protos, which overwrites
 #                 files of packages Pulumi uses, so it never shares an environment with Pulumi)
+#   .venv-routers the routers the benchmarks compare against (SGLang's and vLLM's), kept apart
+#                 so their dependencies never touch the project's
 PYTHON ?= python3
 VENV := .venv
 PICKER_VENV := .venv-picker
+ROUTERS_VENV := .venv-routers
 STACK ?= ack-canary
 OUT ?= out/$(STACK)
 
-.PHONY: setup demo test test-main test-picker render bench bench-quick clean
+.PHONY: setup demo test test-main test-picker render bench bench-quick picker-bench clean
 
 setup: $(VENV)/.installed $(PICKER_VENV)/.installed
 
@@ -22,6 +25,11 @@ $(PICKER_VENV)/.installed: picker/requirements.txt picker/requirements-test.txt
 	test -x $(PICKER_VENV)/bin/python || $(PYTHON) -m venv $(PICKER_VENV)
 	$(PICKER_VENV)/bin/pip install -q --upgrade pip
 	$(PICKER_VENV)/bin/pip install -q -r picker/requirements.txt -r picker/requirements-test.txt
+	touch $@
+
+$(ROUTERS_VENV)/.installed: bench/requirements-routers.txt
+	test -x $(ROUTERS_VENV)/bin/python || $(PYTHON) -m venv $(ROUTERS_VENV)
+	$(ROUTERS_VENV)/bin/pip install -q -r bench/requirements-routers.txt
 	touch $@
 
 # The main job: the local stack (real Envoy, pickers, simulated model servers), traffic, a
@@ -41,11 +49,17 @@ test-picker:
 render: $(VENV)/.installed
 	$(VENV)/bin/python -m components.render --stack $(STACK) --out $(OUT)
 
-bench-quick: setup
-	$(VENV)/bin/python -m bench --quick
+# Routing quality against other routers on simulated pools (bench/RESULTS.md). The quick run is
+# CI's smoke run: a few minutes, figures printed, nothing asserted about speed.
+bench-quick: setup $(ROUTERS_VENV)/.installed
+	$(VENV)/bin/python -m bench --quick --out out/bench-quick
 
-bench: setup
+bench: setup $(ROUTERS_VENV)/.installed
 	$(VENV)/bin/python -m bench
 
+# The picker's own overhead: decision time, added latency, CPU per request (picker/BENCH.md).
+picker-bench: setup
+	$(PICKER_VENV)/bin/python -m picker.bench
+
 clean:
-	rm -rf $(VENV) $(PICKER_VENV) out .pytest_cache
+	rm -rf $(VENV) $(PICKER_VENV) $(ROUTERS_VENV) out .pytest_cache
