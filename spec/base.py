@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import re
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
 # Kubernetes object names (RFC 1123 label); every key of a named map becomes one.
@@ -12,6 +13,23 @@ DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 DURATION = re.compile(r"^([0-9]{1,5}(h|m|s|ms)){1,4}$")
 # Kubernetes resource quantity, e.g. "20Mi", "30Gi", "500m".
 QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E|m)?$")
+
+
+def _quantity(value: str) -> str:
+    if not QUANTITY.match(value):
+        raise ValueError(f"{value!r} is not a Kubernetes quantity like '20Mi' or '500m'")
+    return value
+
+
+def _duration(value: str) -> str:
+    if not DURATION.match(value):
+        raise ValueError(f"{value!r} is not a Gateway API duration like '24h', '1h30m' or '50ms'")
+    return value
+
+
+# Strings checked where they are declared, so every field of these kinds says the same thing.
+Quantity = Annotated[str, AfterValidator(_quantity)]
+Duration = Annotated[str, AfterValidator(_duration)]
 
 
 class Spec(BaseModel):

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from .base import DURATION, QUANTITY, Spec, check_name
+from .base import Duration, Quantity, Spec, check_name
 
 PoolApiVersion = Literal["v1", "v1alpha2"]
 Criticality = Literal["Critical", "Standard", "Sheddable"]
@@ -152,15 +152,8 @@ class ModelVolume(Spec):
 
 
 class Resources(Spec):
-    cpu: str | None = None
-    memory: str | None = None
-
-    @field_validator("cpu", "memory")
-    @classmethod
-    def _q(cls, v: str | None) -> str | None:
-        if v is not None and not QUANTITY.match(v):
-            raise ValueError(f"{v!r} is not a Kubernetes quantity")
-        return v
+    cpu: Quantity | None = None
+    memory: Quantity | None = None
 
 
 class InferenceService(Spec):
@@ -184,7 +177,7 @@ class InferenceService(Spec):
     """Jinja chat template text, mounted from a ConfigMap and passed as `--chat-template`."""
     model_volume: ModelVolume | None = None
     """Where the weights come from; omitted means they are baked into the image."""
-    shm_size: str | None = "16Gi"
+    shm_size: Quantity | None = "16Gi"
     labels: dict[str, str] = {}
     """Pod labels; pools select servers by these. Defaults to `{app: <name>}`."""
     port: int = Field(8000, ge=1, le=65535)
@@ -209,13 +202,6 @@ class InferenceService(Spec):
 
         if v not in PROFILES:
             raise ValueError(f"unknown simulator profile {v!r}; choose one of {', '.join(sorted(PROFILES))}")
-        return v
-
-    @field_validator("shm_size")
-    @classmethod
-    def _shm(cls, v: str | None) -> str | None:
-        if v is not None and not QUANTITY.match(v):
-            raise ValueError(f"{v!r} is not a Kubernetes quantity")
         return v
 
     @model_validator(mode="after")
@@ -286,29 +272,15 @@ class Picker(Spec):
     image: str = "ghcr.io/infershift/picker:0.1.0"
     replicas: int = Field(1, ge=1)
     resources: Resources = Resources(cpu="500m", memory="512Mi")
-    poll_interval: str = "50ms"
-    stale_after: str = "1s"
+    poll_interval: Duration = "50ms"
+    stale_after: Duration = "1s"
     session_header: str | None = "x-session-id"
-    max_body_size: str = "20Mi"
+    max_body_size: Quantity = "20Mi"
     response_sample_rate: float = Field(0.1, ge=0, le=1)
     """Share of responses whose model name was not rewritten that still return through the picker
     for per-target telemetry (status, time to first byte, latency); rewritten ones always do."""
     scheduling: dict | None = None
     """Scheduling config (plugins + profile) for the picker; its defaults when omitted."""
-
-    @field_validator("poll_interval", "stale_after")
-    @classmethod
-    def _dur(cls, v: str) -> str:
-        if not DURATION.match(v):
-            raise ValueError(f"{v!r} is not a duration like '50ms' or '1s'")
-        return v
-
-    @field_validator("max_body_size")
-    @classmethod
-    def _size(cls, v: str) -> str:
-        if not QUANTITY.match(v):
-            raise ValueError(f"{v!r} is not a size like '20Mi'")
-        return v
 
     @field_validator("scheduling")
     @classmethod
@@ -372,9 +344,9 @@ class Gateway(Spec):
     create_class: bool | None = None
     """Create the GatewayClass (default: on ACK and kubeconfig, where it is Envoy Gateway's)."""
     listeners: list[Listener] = Field(min_length=1)
-    buffer_limit: str | None = None
+    buffer_limit: Quantity | None = None
     """Envoy Gateway ClientTrafficPolicy connection.bufferLimit, e.g. `20Mi`."""
-    request_timeout: str | None = None
+    request_timeout: Duration | None = None
     """Envoy Gateway BackendTrafficPolicy timeout.http.requestTimeout, e.g. `24h`."""
     service_type: Literal["LoadBalancer", "ClusterIP", "NodePort"] | None = None
     """Envoy Gateway's proxy Service type (an EnvoyProxy resource); default LoadBalancer."""
@@ -398,20 +370,6 @@ class Gateway(Spec):
     @classmethod
     def _n(cls, v: str) -> str:
         return check_name(v, "gateway name")
-
-    @field_validator("request_timeout")
-    @classmethod
-    def _t(cls, v: str | None) -> str | None:
-        if v is not None and not DURATION.match(v):
-            raise ValueError(f"{v!r} is not a Gateway API duration like '24h' or '1h30m'")
-        return v
-
-    @field_validator("buffer_limit")
-    @classmethod
-    def _b(cls, v: str | None) -> str | None:
-        if v is not None and not QUANTITY.match(v):
-            raise ValueError(f"{v!r} is not a size like '20Mi'")
-        return v
 
     @model_validator(mode="after")
     def _ports(self) -> "Gateway":
