@@ -92,6 +92,9 @@ DEFAULT_SCHEDULING: dict = {
     "plugins": [
         {"type": "model-filter"},
         {"type": "saturation-filter", "parameters": {"queueDepthThreshold": 5, "kvCacheThreshold": 0.8}},
+        {"type": "admission-filter",
+         "parameters": {"queueDepthThreshold": 0, "kvCacheThreshold": 0.7, "criticalQueueSlack": 1,
+                        "learnBatchLimit": False}},
         {"type": "queue-scorer"},
         {"type": "kv-cache-scorer"},
         {"type": "lora-affinity-scorer"},
@@ -99,7 +102,7 @@ DEFAULT_SCHEDULING: dict = {
         {"type": "max-score-picker"},
     ],
     "profile": {
-        "filters": ["model-filter", "saturation-filter"],
+        "filters": ["model-filter", "saturation-filter", "admission-filter"],
         "scorers": [
             {"plugin": "queue-scorer", "weight": 2},
             {"plugin": "kv-cache-scorer", "weight": 2},

@@ -5,6 +5,7 @@ import random
 
 from ..config import SchedulingSpec
 from ..errors import ConfigError
+from .admission import AdmissionFilter
 from .filters import ModelFilter, SaturationFilter
 from .pickers import MaxScorePicker, RandomPicker, RoundRobinPicker
 from .plugins import Filter, Picker, Scorer
@@ -12,7 +13,7 @@ from .prefix import PrefixCacheScorer
 from .scheduler import Scheduler
 from .scorers import KVCacheScorer, LoraAffinityScorer, QueueScorer
 
-FILTERS = {c.type_name: c for c in (ModelFilter, SaturationFilter)}
+FILTERS = {c.type_name: c for c in (ModelFilter, SaturationFilter, AdmissionFilter)}
 SCORERS = {c.type_name: c for c in (QueueScorer, KVCacheScorer, LoraAffinityScorer, PrefixCacheScorer)}
 PICKERS = {c.type_name: c for c in (MaxScorePicker, RandomPicker, RoundRobinPicker)}
 ALIASES = {"round-robin": "round-robin-picker", "random": "random-picker"}

@@ -141,6 +141,32 @@ def test_shedding_under_saturation(stack, reset_servers):
     assert stack.metric("infershift_picker_shed_total") == shed_before + 1
 
 
+def test_busy_pool_sheds_sheddable_early_and_routes_critical_to_short_queues(stack, reset_servers):
+    # queues everywhere, none past the saturation filter's 5: admission sheds sheddable traffic already
+    s = reset_servers
+    s.admin("a1", waiting=2, running=8, kv=0.4)
+    s.admin("a2", waiting=4, running=8, kv=0.4)
+    s.admin("b", waiting=1, running=8, kv=0.4)
+    stack.wait_scraped(s, a1=(2, 0.4, 0), a2=(4, 0.4, 0), b=(1, 0.4, 0))
+    shed_before = stack.metric("infershift_picker_shed_total")
+    r = complete(stack.port, "batch")
+    assert r.status == 429, r.body
+    err = r.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"}
+    assert (err["type"], err["code"]) == ("rate_limit_exceeded", "pool_saturated") and "sheddable" in err["message"]
+    assert "x-served-port" not in r.headers  # answered by the gateway, never reached a server
+    assert stack.metric("infershift_picker_shed_total") == shed_before + 1
+    # Critical and Standard are routed, only to the endpoints within one of the shortest queue
+    ports = Counter(served_port(complete(stack.port, m, f"c{i}")) for i in range(8) for m in ("sql", "llama"))
+    assert set(ports) <= {s.ports["b"], s.ports["a1"]} and sum(ports.values()) == 16, ports
+    # a queue drains: sheddable traffic is admitted again, to that endpoint
+    s.admin("a2", waiting=0, running=7, kv=0.4)
+    stack.wait_scraped(s, a2=(0, 0.4, 0))
+    r = complete(stack.port, "batch")
+    assert r.status == 200, r.body
+    assert served_port(r) == s.ports["a2"]
+
+
 def test_unreachable_endpoint_leaves_candidates_then_503(stack, reset_servers):
     s = reset_servers
     s.admin("q", metrics_status=500)

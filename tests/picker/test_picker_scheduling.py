@@ -47,7 +47,7 @@ def test_saturation_sheds_only_sheddable():
         s.schedule(SchedRequest("llama", "x", sheddable=True), eps)
     assert e.value.status == 429
     assert s.schedule(SchedRequest("llama", "x", sheddable=False), eps)  # critical still routed
-    eps.append(ep(3, waiting=1))
+    eps.append(ep(3, waiting=0))  # one endpoint with an empty queue: sheddable is admitted, to it
     assert s.schedule(SchedRequest("llama", "x", sheddable=True), eps)[0].address == "10.0.0.3:8000"
 
 

@@ -1,0 +1,74 @@
+"""Admission by criticality: shed sheddable traffic early so critical traffic keeps its latency.
+
+The saturation filter sheds only once every endpoint is past its thresholds; by then the sheddable
+requests already admitted sit ahead of critical ones in each server's first-come-first-served
+queue. This filter sheds sheddable requests as soon as no endpoint has headroom left (a free batch slot
+and no queue), sends requests to the endpoints that do have it, and otherwise sends what is still
+admitted (Critical, Standard) to the endpoints with the shortest queues.
+"""
+from __future__ import annotations
+
+from ..endpoints import Endpoint
+from ..errors import ConfigError
+from .plugins import Filter, SchedRequest, param
+
+SHED_REASON = "the pool's queues are full; sheddable request dropped, retry later"
+
+
+class AdmissionFilter(Filter):
+    """Sheddable requests are admitted only while some endpoint has headroom: `waiting <=
+    queueDepthThreshold`, `kv <= kvCacheThreshold` and, once its batch limit is known, a free batch
+    slot. Requests go to the endpoints with headroom; with none, the rest (Critical, Standard) go to
+    endpoints whose waiting queue is within `criticalQueueSlack` of the shortest."""
+
+    type_name = "admission-filter"
+
+    def __init__(self, name: str, parameters: dict):
+        super().__init__(name, parameters)
+        where = f"scheduling plugin {name}"
+        self.queue = param(parameters, "queueDepthThreshold", 0, (int, float), where)
+        self.kv = param(parameters, "kvCacheThreshold", 0.7, (int, float), where)
+        self.slack = param(parameters, "criticalQueueSlack", 1, (int, float), where)
+        learn = parameters.get("learnBatchLimit", False)
+        if not isinstance(learn, bool):
+            raise ConfigError(f"{where}.parameters.learnBatchLimit: expected true or false, got {learn!r}")
+        self.learn = learn
+        # address -> the most requests seen running while some waited. A server queues only when
+        # its batch (max-num-seqs) or KV cache is full, so that is its batch limit: an endpoint with
+        # an empty queue but a full batch has no room either (metrics do not expose max-num-seqs).
+        self.batch_limit: dict[str, float] = {}
+        # address -> (the metrics object, requests sent to it since that scrape): free slots seen in
+        # one scrape are not handed out again and again until the next scrape shows them taken.
+        self.sent: dict[str, tuple[object, int]] = {}
+
+    def has_headroom(self, e: Endpoint) -> bool:
+        m = e.metrics
+        if m.waiting > self.queue or m.kv_usage > self.kv:
+            return False
+        limit = self.batch_limit.get(e.address)
+        if limit is None:
+            return True
+        seen, since = self.sent.get(e.address, (None, 0))
+        return m.running + (since if seen is m else 0) < limit
+
+    def on_picked(self, req: SchedRequest, chosen: Endpoint) -> None:
+        if self.learn:
+            m = chosen.metrics
+            seen, since = self.sent.get(chosen.address, (None, 0))
+            self.sent[chosen.address] = (m, since + 1 if seen is m else 1)
+
+    def filter(self, req: SchedRequest, eps: list[Endpoint]) -> list[Endpoint]:
+        # The result depends only on the snapshot (not on this request's criticality), so the
+        # scheduler shares it; it raises the 429 for sheddable requests from shed_reason.
+        if self.learn:
+            limits = self.batch_limit
+            for e in eps:
+                m = e.metrics
+                if m.waiting > 0 and m.running > limits.get(e.address, 0):
+                    limits[e.address] = m.running
+        room = [e for e in eps if self.has_headroom(e)]
+        if room:
+            return room
+        req.scratch.setdefault("shed_reason", SHED_REASON)
+        shortest = min(e.metrics.waiting for e in eps)
+        return [e for e in eps if e.metrics.waiting <= shortest + self.slack]

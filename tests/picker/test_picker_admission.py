@@ -1,0 +1,183 @@
+"""Admission by criticality on endpoint state parsed from vLLM-format /metrics text (no I/O)."""
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from picker.config import parse_config, parse_scheduling
+from picker.endpoints import Endpoint
+from picker.errors import ConfigError, Shed
+from picker.metrics_parse import parse_metrics
+from picker.scheduling import SchedRequest, build_scheduler
+
+
+def vllm_metrics(waiting: int, running: int, kv: float) -> str:
+    """The series a vLLM server exposes that admission reads (one model_name, like a real scrape)."""
+    lab = 'engine="0",model_name="llama"'
+    return "\n".join([
+        "# HELP vllm:num_requests_waiting Number of requests waiting to be processed.",
+        "# TYPE vllm:num_requests_waiting gauge",
+        f"vllm:num_requests_waiting{{{lab}}} {float(waiting)}",
+        "# TYPE vllm:num_requests_running gauge",
+        f"vllm:num_requests_running{{{lab}}} {float(running)}",
+        "# TYPE vllm:kv_cache_usage_perc gauge",
+        f"vllm:kv_cache_usage_perc{{{lab}}} {kv}",
+        "",
+    ])
+
+
+def ep(i: int, waiting: int, running: int = 8, kv: float = 0.3) -> Endpoint:
+    e = Endpoint(f"10.0.0.{i}:8000", f"e{i}", frozenset({"llama"}))
+    e.base_models = frozenset({"llama"})
+    e.metrics = parse_metrics(vllm_metrics(waiting, running, kv))
+    return e
+
+
+def sched(admission: dict | None = None, seed: int = 1):
+    if admission is None:
+        spec = parse_scheduling(None)  # the default profile
+    else:
+        spec = parse_config({"endpoints": [], "scheduling": {
+            "plugins": [{"type": "model-filter"}, {"type": "saturation-filter"},
+                        {"type": "admission-filter", "parameters": admission},
+                        {"type": "queue-scorer"}, {"type": "max-score-picker"}],
+            "profile": {"filters": ["model-filter", "saturation-filter", "admission-filter"],
+                        "scorers": [{"plugin": "queue-scorer", "weight": 1}], "picker": "max-score-picker"}}}).scheduling
+    return build_scheduler(spec, random.Random(seed))
+
+
+def picks(s, eps, sheddable: bool, n: int = 30) -> set[str]:
+    return {s.schedule(SchedRequest("llama", f"p{i}", sheddable=sheddable), eps)[0].address for i in range(n)}
+
+
+def test_default_profile_has_admission():
+    assert [f.name for f in sched().filters] == ["model-filter", "saturation-filter", "admission-filter"]
+
+
+def test_sheddable_admitted_while_some_endpoint_has_an_empty_queue():
+    eps = [ep(1, waiting=3), ep(2, waiting=0, running=6), ep(3, waiting=2)]
+    s = sched()
+    assert picks(s, eps, sheddable=True) == {"10.0.0.2:8000"}
+    assert picks(s, eps, sheddable=False) == {"10.0.0.2:8000"}
+
+
+def test_busy_but_not_saturated_pool_sheds_sheddable_routes_critical_to_short_queues():
+    # every batch full and a queue everywhere, yet no endpoint is past the saturation filter's 5
+    eps = [ep(1, waiting=1), ep(2, waiting=4), ep(3, waiting=2), ep(4, waiting=5)]
+    s = sched()
+    with pytest.raises(Shed) as e:
+        s.schedule(SchedRequest("llama", "x", sheddable=True), eps)
+    assert e.value.status == 429 and e.value.code == "pool_saturated"
+    assert "sheddable" in e.value.message
+    # critical (and standard) traffic: only endpoints within criticalQueueSlack (1) of the shortest
+    assert s.filters[-1].filter(SchedRequest("llama"), eps) == [eps[0], eps[2]]
+
+
+def test_critical_leaves_a_cached_prefix_behind_a_long_queue():
+    s = sched()  # default profile: the prefix scorer (weight 3) outweighs the queue scorer (2)
+    prompt = "You are a travel assistant. " * 20
+    first = [ep(1, waiting=1), ep(2, waiting=0), ep(3, waiting=2)]
+    assert s.schedule(SchedRequest("llama", prompt), first)[0].address == "10.0.0.2:8000"
+    # 10.0.0.2 now holds the prefix but has the longest queue; without admission it would still win
+    later = [ep(1, waiting=1), ep(2, waiting=4), ep(3, waiting=2)]
+    assert s.schedule(SchedRequest("llama", prompt), later)[0].address == "10.0.0.1:8000"
+    no_admission = build_scheduler(parse_config({"endpoints": [], "scheduling": {
+        "plugins": [p for p in _default_plugins() if p["type"] != "admission-filter"],
+        "profile": {**_default_profile(), "filters": ["model-filter", "saturation-filter"]}}}).scheduling,
+        random.Random(1))
+    assert no_admission.schedule(SchedRequest("llama", prompt), first)[0].address == "10.0.0.2:8000"
+    assert no_admission.schedule(SchedRequest("llama", prompt), later)[0].address == "10.0.0.2:8000"
+
+
+def _default_plugins():
+    from picker.config import DEFAULT_SCHEDULING
+    return DEFAULT_SCHEDULING["plugins"]
+
+
+def _default_profile():
+    from picker.config import DEFAULT_SCHEDULING
+    return DEFAULT_SCHEDULING["profile"]
+
+
+def test_kv_headroom_counts_too():
+    eps = [ep(1, waiting=0, kv=0.75), ep(2, waiting=0, kv=0.72)]  # empty queues, KV past 0.7
+    s = sched()
+    with pytest.raises(Shed):
+        s.schedule(SchedRequest("llama", "x", sheddable=True), eps)
+    assert sched({"kvCacheThreshold": 0.8}).schedule(SchedRequest("llama", "x", sheddable=True), eps)
+
+
+def test_fully_saturated_pool_still_routes_critical_to_the_shortest_queues():
+    # all past the saturation filter (waiting > 5): it keeps them all; admission narrows to the short ones
+    eps = [ep(1, waiting=30), ep(2, waiting=9), ep(3, waiting=10), ep(4, waiting=12)]
+    s = sched({"criticalQueueSlack": 1})
+    with pytest.raises(Shed):
+        s.schedule(SchedRequest("llama", "x", sheddable=True), eps)
+    got = set()
+    for i in range(40):
+        got |= {s.schedule(SchedRequest("llama", f"q{i}"), eps)[0].address}
+    assert got == {"10.0.0.2:8000"}  # the queue scorer then prefers 9 over 10
+    assert sched({"criticalQueueSlack": 0}).filters[-1].filter(SchedRequest("llama"), eps) == [eps[1]]
+    assert len(sched({"criticalQueueSlack": 100}).filters[-1].filter(SchedRequest("llama"), eps)) == 4
+
+
+def test_threshold_is_configurable():
+    eps = [ep(1, waiting=2), ep(2, waiting=3)]
+    with pytest.raises(Shed):
+        sched({"queueDepthThreshold": 1, "learnBatchLimit": False}).schedule(
+            SchedRequest("llama", "x", sheddable=True), eps)
+    assert sched({"queueDepthThreshold": 2, "learnBatchLimit": False}).schedule(
+        SchedRequest("llama", "x", sheddable=True), eps)[0].address == "10.0.0.1:8000"
+
+
+def test_shed_decision_follows_each_new_snapshot():
+    s = sched()
+    busy = [ep(1, waiting=2), ep(2, waiting=1)]
+    with pytest.raises(Shed):
+        s.schedule(SchedRequest("llama", "x", sheddable=True), busy, cache_key=(1, None))
+    freed = [ep(1, waiting=2), ep(2, waiting=0, running=7)]  # a batch slot and the queue free
+    assert s.schedule(SchedRequest("llama", "x", sheddable=True), freed, cache_key=(2, None))
+
+
+def test_full_batch_with_empty_queue_is_no_headroom_once_the_limit_is_learned():
+    s = sched({"learnBatchLimit": True})
+    full = [ep(1, waiting=0, running=8), ep(2, waiting=0, running=8)]
+    # batch limit unknown yet: an empty queue is headroom
+    assert s.schedule(SchedRequest("llama", "x", sheddable=True), full, cache_key=(1, None))
+    # a scrape shows 10.0.0.1 queueing with 8 running: 8 is its batch limit
+    s.schedule(SchedRequest("llama", "x"), [ep(1, waiting=2, running=8), ep(2, waiting=0, running=5)],
+               cache_key=(2, None))
+    assert s.filters[-1].batch_limit == {"10.0.0.1:8000": 8}
+    with pytest.raises(Shed):  # 10.0.0.1 full, 10.0.0.2 has room but a queue
+        s.schedule(SchedRequest("llama", "x", sheddable=True),
+                   [ep(1, waiting=0, running=8), ep(2, waiting=1, running=8)], cache_key=(3, None))
+    assert s.filters[-1].batch_limit == {"10.0.0.1:8000": 8, "10.0.0.2:8000": 8}
+    # one free slot: sheddable admitted, and everything goes to that slot (not to the full batch)
+    for i in range(20):
+        freed = [ep(1, waiting=0, running=7), ep(2, waiting=0, running=8)]  # a fresh scrape each time
+        assert s.schedule(SchedRequest("llama", f"f{i}", sheddable=i % 2 == 0), freed)[0].address == "10.0.0.1:8000"
+    # the free slot is handed out once per scrape: the next request finds no room until a new scrape
+    s2 = sched({"learnBatchLimit": True})
+    s2.schedule(SchedRequest("llama", "x"), [ep(1, waiting=1, running=8), ep(2, waiting=1, running=8)])
+    one_slot = [ep(1, waiting=0, running=7), ep(2, waiting=0, running=8)]
+    assert s2.schedule(SchedRequest("llama", "x", sheddable=True), one_slot, cache_key=(1, None))
+    with pytest.raises(Shed):
+        s2.schedule(SchedRequest("llama", "y", sheddable=True), one_slot, cache_key=(2, None))
+    rescraped = [ep(1, waiting=0, running=7), ep(2, waiting=0, running=8)]  # new metrics objects
+    assert s2.schedule(SchedRequest("llama", "z", sheddable=True), rescraped, cache_key=(3, None))
+    # a transient queue at a lower batch size does not lower the learned limit
+    s.schedule(SchedRequest("llama", "x"), [ep(1, waiting=1, running=3), ep(2, waiting=0, running=8)],
+               cache_key=(4, None))
+    assert s.filters[-1].batch_limit["10.0.0.1:8000"] == 8
+    assert not sched({"learnBatchLimit": False}).filters[-1].batch_limit
+
+
+@pytest.mark.parametrize("params,field", [({"queueDepthThreshold": -1}, "queueDepthThreshold"),
+                                          ({"kvCacheThreshold": "high"}, "kvCacheThreshold"),
+                                          ({"criticalQueueSlack": True}, "criticalQueueSlack"),
+                                          ({"learnBatchLimit": "yes"}, "learnBatchLimit")])
+def test_bad_parameters_name_the_field(params, field):
+    with pytest.raises(ConfigError) as e:
+        sched(params)
+    assert f"scheduling plugin admission-filter.parameters.{field}" in str(e.value)
