@@ -2,8 +2,8 @@
 
 The saturation filter sheds only once every endpoint is past its thresholds; by then the sheddable
 requests already admitted sit ahead of critical ones in each server's first-come-first-served
-queue. This filter sheds sheddable requests as soon as no endpoint has headroom left (a free batch slot
-and no queue), sends requests to the endpoints that do have it, and otherwise sends what is still
+queue. This filter sheds sheddable requests as soon as no endpoint has headroom left (by default: an
+empty queue), sends requests to the endpoints that do have it, and otherwise sends what is still
 admitted (Critical, Standard) to the endpoints with the shortest queues.
 """
 from __future__ import annotations
@@ -13,6 +13,7 @@ from ..errors import ConfigError
 from .plugins import Filter, SchedRequest, param
 
 SHED_REASON = "the pool's queues are full; sheddable request dropped, retry later"
+PARAMETERS = ("queueDepthThreshold", "kvCacheThreshold", "criticalQueueSlack", "learnBatchLimit")
 
 
 class AdmissionFilter(Filter):
@@ -26,6 +27,9 @@ class AdmissionFilter(Filter):
     def __init__(self, name: str, parameters: dict):
         super().__init__(name, parameters)
         where = f"scheduling plugin {name}"
+        unknown = sorted(set(parameters) - set(PARAMETERS))
+        if unknown:  # a misspelt threshold would otherwise silently keep its default
+            raise ConfigError(f"{where}.parameters: unknown {', '.join(unknown)} (known: {', '.join(PARAMETERS)})")
         self.queue = param(parameters, "queueDepthThreshold", 0, (int, float), where)
         self.kv = param(parameters, "kvCacheThreshold", 0.7, (int, float), where)
         self.slack = param(parameters, "criticalQueueSlack", 1, (int, float), where)
@@ -33,7 +37,7 @@ class AdmissionFilter(Filter):
         if not isinstance(learn, bool):
             raise ConfigError(f"{where}.parameters.learnBatchLimit: expected true or false, got {learn!r}")
         self.learn = learn
-        # address -> the most requests seen running while some waited. A server queues only when
+        # address -> the most requests seen running while requests waited on it. A server queues only when
         # its batch (max-num-seqs) or KV cache is full, so that is its batch limit: an endpoint with
         # an empty queue but a full batch has no room either (metrics do not expose max-num-seqs).
         self.batch_limit: dict[str, float] = {}

@@ -181,3 +181,9 @@ def test_bad_parameters_name_the_field(params, field):
     with pytest.raises(ConfigError) as e:
         sched(params)
     assert f"scheduling plugin admission-filter.parameters.{field}" in str(e.value)
+
+
+def test_unknown_parameter_is_named():
+    with pytest.raises(ConfigError) as e:
+        sched({"queueDepthTreshold": 2})
+    assert "admission-filter.parameters: unknown queueDepthTreshold" in str(e.value)
