@@ -83,33 +83,32 @@ class Supervisor:
     def stop(self, child: Child, grace: float = 5.0) -> None:
         if child.alive():
             _signal_group(child.pid, signal.SIGTERM)
-            try:
-                child.popen.wait(grace)
-            except subprocess.TimeoutExpired:
-                pass
-        # The group may hold grandchildren even after the leader exits.
-        _signal_group(child.pid, signal.SIGKILL)
-        try:
-            child.popen.wait(5)
-        except subprocess.TimeoutExpired:
-            pass
+        _reap(child, grace)
 
     def stop_all(self, grace: float = 5.0) -> None:
+        # SIGTERM to all first, so they shut down in parallel within one grace period.
         children, self.children = self.children, []
         for child in reversed(children):
             if child.alive():
                 _signal_group(child.pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
         for child in reversed(children):
-            try:
-                child.popen.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-            _signal_group(child.pid, signal.SIGKILL)
-            try:
-                child.popen.wait(5)
-            except subprocess.TimeoutExpired:
-                pass
+            _reap(child, max(0.0, deadline - time.monotonic()))
+
+
+def _wait(child: Child, seconds: float) -> None:
+    try:
+        child.popen.wait(seconds)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def _reap(child: Child, grace: float) -> None:
+    """Wait up to `grace` for a SIGTERMed child, then SIGKILL its group: the group may
+    hold grandchildren even after the leader exits."""
+    _wait(child, grace)
+    _signal_group(child.pid, signal.SIGKILL)
+    _wait(child, 5)
 
 
 def http_ok(url: str, timeout: float = 1.0) -> bool:
