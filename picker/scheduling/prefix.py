@@ -100,25 +100,27 @@ class PrefixCacheScorer(Scorer):
             req.scratch[key] = hs
         return hs
 
-    def score(self, req: SchedRequest, eps: list[Endpoint]) -> list[float]:
+    def _matched(self, req: SchedRequest) -> tuple[dict[str, int], int] | None:
+        """(blocks matched per endpoint address, blocks in the prompt), or None when nothing matches."""
         hs = self._hashes(req)
         if not hs:
             return None
         matched = self.index.matched(hs)
-        if not matched:
+        return (matched, len(hs)) if matched else None
+
+    def score(self, req: SchedRequest, eps: list[Endpoint]) -> list[float]:
+        found = self._matched(req)
+        if found is None:
             return None
-        total = len(hs)
+        matched, total = found
         return [matched.get(e.address, 0) / total for e in eps]
 
     def score_sparse(self, req: SchedRequest, position: dict[str, int]) -> list[tuple[int, float]] | None:
         """(candidate position, score) for the few endpoints that hold part of the prefix."""
-        hs = self._hashes(req)
-        if not hs:
+        found = self._matched(req)
+        if found is None:
             return None
-        matched = self.index.matched(hs)
-        if not matched:
-            return None
-        total = len(hs)
+        matched, total = found
         return [(position[a], n / total) for a, n in matched.items() if a in position]
 
     def on_picked(self, req: SchedRequest, chosen: Endpoint) -> None:
