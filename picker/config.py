@@ -309,12 +309,16 @@ def parse_config(raw: Any) -> PickerConfig:
     )
 
 
-def load_config(path: str) -> PickerConfig:
+def read_yaml(path: str, what: str = "config file"):
+    """A YAML file's content; an unreadable or malformed file is a ConfigError naming it."""
     try:
         with open(path, encoding="utf-8") as f:
-            raw = yaml.safe_load(f)
+            return yaml.safe_load(f)
     except OSError as e:
-        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from e
+        raise ConfigError(f"cannot read {what} {path}: {e.strerror}") from e
     except yaml.YAMLError as e:
-        raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
-    return parse_config(raw)
+        raise ConfigError(f"{what} {path} is not valid YAML: {e}") from e
+
+
+def load_config(path: str) -> PickerConfig:
+    return parse_config(read_yaml(path))

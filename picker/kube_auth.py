@@ -9,8 +9,7 @@ import ssl
 import tempfile
 from dataclasses import dataclass
 
-import yaml
-
+from .config import read_yaml
 from .errors import ConfigError
 
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -63,13 +62,7 @@ def _b64(value: str, field: str, path: str) -> bytes:
 def from_kubeconfig(path: str, context: str | None = None) -> KubeCredentials:
     """The credentials of `context` (default: current-context) in the kubeconfig at `path`.
     Relative file references resolve against the kubeconfig's directory, as kubectl does."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            doc = yaml.safe_load(f)
-    except OSError as e:
-        raise ConfigError(f"cannot read kubeconfig {path}: {e.strerror}") from e
-    except yaml.YAMLError as e:
-        raise ConfigError(f"kubeconfig {path} is not valid YAML: {e}") from e
+    doc = read_yaml(path, "kubeconfig")
     if not isinstance(doc, dict):
         raise ConfigError(f"kubeconfig {path}: expected a mapping")
     name = context or doc.get("current-context")
