@@ -99,25 +99,22 @@ def build(spec: StackSpec, endpoints: dict[str, list[Endpoint]], ports: Ports) -
     gw = spec.gateway
     listeners = tuple(Listener(lst.name, ports.listeners[lst.name], lst.hostname) for lst in gw.listeners)
     all_listeners = tuple(lst.name for lst in gw.listeners)
-    rules: list[Rule] = []
-    for name, route in spec.routes.items():
-        rules.append(Rule(
-            name=name,
-            listeners=(route.listener,) if route.listener else all_listeners,
-            hostnames=tuple(route.hostnames),
-            paths=tuple(route.paths),
-            backends=tuple(route.backends.items()),
-            pins=tuple(Pin(p.header.lower(), p.value, p.backend) for p in route.pins),
-        ))
-    for name, mirror in spec.mirrors.items():
-        rules.append(Rule(
-            name=name,
-            listeners=(mirror.listener,) if mirror.listener else all_listeners,
-            hostnames=tuple(mirror.hostnames),
-            paths=tuple(mirror.paths),
-            backends=((mirror.backend, 1),),
-            mirror=MirrorTo(mirror.mirror_to.kind, mirror.mirror_to.name, mirror.percent),
-        ))
+
+    def matches(m) -> dict:
+        # What routes and mirrors share (spec RouteMatch): where they listen and what they match.
+        return {"listeners": (m.listener,) if m.listener else all_listeners,
+                "hostnames": tuple(m.hostnames), "paths": tuple(m.paths)}
+
+    rules: list[Rule] = [
+        Rule(name=name, **matches(route), backends=tuple(route.backends.items()),
+             pins=tuple(Pin(p.header.lower(), p.value, p.backend) for p in route.pins))
+        for name, route in spec.routes.items()
+    ]
+    rules += [
+        Rule(name=name, **matches(mirror), backends=((mirror.backend, 1),),
+             mirror=MirrorTo(mirror.mirror_to.kind, mirror.mirror_to.name, mirror.percent))
+        for name, mirror in spec.mirrors.items()
+    ]
     pools = []
     for name, pool in spec.pools.items():
         members = tuple(ep for svc in spec.pool_services(name) for ep in endpoints.get(svc, []))
