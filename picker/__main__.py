@@ -35,8 +35,9 @@ def parse_args(argv: list[str]) -> Options:
                    help="fallback endpoints appended to the destination (needs an Envoy LB that takes a list)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--seed", type=int, help="random seed (tests and benchmarks)")
-    p.add_argument("--grpc-server", choices=["grpcio", "grpclib"], default="grpcio",
-                   help="ext_proc transport: grpc.aio (default) or grpclib (pure Python, see BENCH.md)")
+    p.add_argument("--grpc-server", choices=["h2", "grpcio", "grpclib"], default="h2",
+                   help="ext_proc transport: the picker's own HTTP/2 server (default), grpc.aio, or grpclib "
+                        "(see BENCH.md for what each costs)")
     p.add_argument("--kubeconfig", help="kubeconfig file for Kubernetes discovery (default: in-cluster service account)")
     p.add_argument("--kube-context", help="kubeconfig context to use (default: its current-context)")
     p.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio",

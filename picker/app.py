@@ -40,7 +40,7 @@ class Options:
     loop: str = "asyncio"
     kubeconfig: str | None = None
     kube_context: str | None = None
-    grpc_server: str = "grpcio"  # or "grpclib"
+    grpc_server: str = "h2"  # or "grpcio", "grpclib"
 
 
 def load(opts: Options) -> PickerConfig:
@@ -120,10 +120,14 @@ async def run(opts: Options, stop: asyncio.Event | None = None) -> None:
              # big bodies: let Envoy send a whole buffered body without waiting on window updates
              ("grpc.http2.lookahead_bytes", 16 * 1024 * 1024)]
     servicer = ExtProc(pool, telemetry)
-    if opts.grpc_server == "grpclib":
+    server = lib_server = h2 = None
+    if opts.grpc_server == "h2":
+        from .h2_server import ExtProcServer
+
+        h2 = ExtProcServer(servicer, max_message=max_msg)
+    elif opts.grpc_server == "grpclib":
         from .grpclib_server import make_server
 
-        server = None
         lib_server = make_server(servicer)
     else:
         server = grpc.aio.server(options=gopts)
@@ -144,6 +148,8 @@ async def run(opts: Options, stop: asyncio.Event | None = None) -> None:
     await scraper.start()
     if server is not None:
         await server.start()
+    elif h2 is not None:
+        await h2.start(opts.host, opts.grpc_port)
     else:
         await lib_server.start(opts.host, opts.grpc_port, reuse_address=True)
     await hserver.start()
@@ -161,6 +167,8 @@ async def run(opts: Options, stop: asyncio.Event | None = None) -> None:
         await health.set(live=True, ready=False)
         if server is not None:
             await server.stop(grace=2.0)
+        elif h2 is not None:
+            await h2.stop(grace=2.0)
         else:
             lib_server.close()
             await lib_server.wait_closed()

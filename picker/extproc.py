@@ -113,19 +113,25 @@ class ExtProc(pb_grpc.ExternalProcessorServicer):
         self.wall = wall  # crosses streams (and replicas) in the restore header
 
     async def Process(self, request_iterator, context):
+        """grpc.aio / grpclib entry point; h2_server calls new_state, handle and finish itself."""
         st = RequestState()
         try:
             async for msg in request_iterator:
-                for r in self._handle(st, msg):
+                for r in self.handle(st, msg):
                     yield r
         except Exception:
             # A bug must not go unnoticed: Envoy applies the pool's failure mode to the broken stream.
             log.exception("ext_proc stream failed", extra={"request_id": st.request_id})
             raise
         finally:
-            self._finish(st)
+            self.finish(st)
 
-    def _handle(self, st: RequestState, msg) -> list:
+    @staticmethod
+    def new_state() -> RequestState:
+        return RequestState()
+
+    def handle(self, st: RequestState, msg) -> list:
+        """One ProcessingRequest in, the answers to send back (in order) out."""
         kind = msg.WhichOneof("request")
         if kind == "request_headers":
             return self._on_request_headers(st, msg)
@@ -321,7 +327,7 @@ class ExtProc(pb_grpc.ExternalProcessorServicer):
                 common.body_mutation.body = new
                 common.header_mutation.set_headers.append(_header("content-length", str(len(new))))
         if b.end_of_stream:
-            self._finish(st)
+            self.finish(st)
         return [pb.ProcessingResponse(response_body=pb.BodyResponse(response=common))]
 
     def _on_response_body_duplex(self, st: RequestState, b) -> list:
@@ -347,10 +353,10 @@ class ExtProc(pb_grpc.ExternalProcessorServicer):
             body_mutation=pb.BodyMutation(streamed_response=pb.StreamedBodyResponse(
                 body=data, end_of_stream=b.end_of_stream))))))
         if b.end_of_stream:
-            self._finish(st)
+            self.finish(st)
         return out
 
-    def _finish(self, st: RequestState) -> None:
+    def finish(self, st: RequestState) -> None:
         if st.done:
             return
         st.done = True
