@@ -85,12 +85,15 @@ class _HeaderDecoder:
 
 
 class _Stream:
-    __slots__ = ("sid", "state", "buf", "started", "send_window", "pending", "trailer", "remote_done", "unacked")
+    __slots__ = ("sid", "state", "parts", "have", "need", "started", "send_window", "pending", "trailer",
+                 "remote_done", "unacked")
 
     def __init__(self, sid: int, state, send_window: int):
         self.sid = sid
         self.state = state
-        self.buf = b""  # an incomplete gRPC message
+        self.parts: list = []  # an incomplete gRPC message, as received (joined once it is whole)
+        self.have = 0
+        self.need = 0
         self.started = False  # response headers sent
         self.send_window = send_window
         self.pending: list[bytes] = []  # DATA payloads waiting for flow-control window
@@ -104,8 +107,9 @@ class Connection(asyncio.Protocol):
         self.server = server
         self.servicer = server.servicer
         self.transport: asyncio.Transport | None = None
-        self.buf = bytearray()
-        self.need = 0  # bytes the incomplete frame in buf needs before parsing is worth it
+        self.parts: list[bytes] = []  # an incomplete frame, as read (joined once it is whole: no quadratic copies)
+        self.have = 0
+        self.need = 0
         self.preface = False
         self.streams: dict[int, _Stream] = {}
         self.last_sid = 0
@@ -147,25 +151,26 @@ class Connection(asyncio.Protocol):
             self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
-        buf = self.buf
-        if buf:
-            buf += data
-            if len(buf) < self.need:
+        if self.parts:
+            self.parts.append(data)
+            self.have += len(data)
+            if self.have < self.need:
                 return
-            data = bytes(buf)
-            buf.clear()
+            data = b"".join(self.parts)
+            self.parts.clear()
         try:
             pos = 0
             if not self.preface:
                 if len(data) < len(w.PREFACE):
                     if not w.PREFACE.startswith(data):
                         raise ConnectionError_(w.PROTOCOL_ERROR, "not an HTTP/2 connection preface")
-                    self.buf += data
+                    self.parts, self.have, self.need = [data], len(data), len(w.PREFACE)
                     return
                 if not data.startswith(w.PREFACE):
                     raise ConnectionError_(w.PROTOCOL_ERROR, "not an HTTP/2 connection preface")
                 self.preface, pos = True, len(w.PREFACE)
             n = len(data)
+            view = memoryview(data)  # frame payloads are views: a 220 KB body is not copied here
             unpack = w.FRAME_HEADER.unpack_from
             while n - pos >= 9:
                 hi, flags, sid = unpack(data, pos)
@@ -175,13 +180,14 @@ class Connection(asyncio.Protocol):
                 end = pos + 9 + length
                 if end > n:
                     break
-                self._frame(hi & 0xFF, flags, sid & 0x7FFFFFFF, data[pos + 9:end])
+                self._frame(hi & 0xFF, flags, sid & 0x7FFFFFFF, view[pos + 9:end])
                 pos = end
                 if self.transport is None:
                     return
             if pos < n:
-                self.buf += data[pos:]
-                self.need = 9 if n - pos < 9 else 9 + (unpack(data, pos)[0] >> 8)
+                rest = data[pos:]
+                self.parts, self.have = [rest], len(rest)
+                self.need = 9 if len(rest) < 9 else 9 + (unpack(rest, 0)[0] >> 8)
         except ConnectionError_ as e:
             self._abort(e.code, str(e))
             return
@@ -199,7 +205,7 @@ class Connection(asyncio.Protocol):
         elif ftype == w.CONTINUATION:
             if self.cont is None:
                 raise ConnectionError_(w.PROTOCOL_ERROR, "CONTINUATION without HEADERS")
-            self.cont[2].append(payload)
+            self.cont[2].append(bytes(payload))
             if flags & w.END_HEADERS:
                 csid, cflags, parts = self.cont
                 self.cont = None
@@ -246,9 +252,9 @@ class Connection(asyncio.Protocol):
         if flags & w.PRIORITY_FLAG:
             payload = payload[5:]
         if not flags & w.END_HEADERS:
-            self.cont = (sid, flags, [payload])
+            self.cont = (sid, flags, [bytes(payload)])
             return
-        self._on_header_block(sid, flags, payload)
+        self._on_header_block(sid, flags, bytes(payload))
 
     def _on_header_block(self, sid: int, flags: int, block: bytes) -> None:
         try:  # decoded even for streams refused below: the HPACK table must stay in step with the peer
@@ -306,7 +312,15 @@ class Connection(asyncio.Protocol):
             if s.unacked >= STREAM_WINDOW // 2:
                 self.out.append(w.window_update(sid, s.unacked))
                 s.unacked = 0
-        data = s.buf + payload if s.buf else payload
+        if s.parts:
+            s.parts.append(payload)
+            s.have += len(payload)
+            if s.have < s.need and not flags & w.END_STREAM:
+                return
+            data = b"".join(s.parts)
+            s.parts, s.have = [], 0
+        else:
+            data = payload
         pos, n = 0, len(data)
         while n - pos >= 5:
             if data[pos]:
@@ -320,12 +334,14 @@ class Connection(asyncio.Protocol):
             end = pos + 5 + mlen
             if end > n:
                 break
-            if not self._message(s, data[pos + 5:end] if (pos or end != n) else data[5:]):
+            if not self._message(s, data[pos + 5:end]):
                 return
             pos = end
-        s.buf = data[pos:] if pos < n else b""
+        if pos < n:
+            s.parts, s.have = [bytes(data[pos:])], n - pos  # a copy: the view would pin the whole read
+            s.need = 5 if n - pos < 5 else 5 + w.u32(data, pos + 1)
         if flags & w.END_STREAM:
-            if s.buf:
+            if s.parts:
                 self._trailers(s, w.GRPC_INTERNAL, "stream ended inside a message")
                 return
             self._end(s)

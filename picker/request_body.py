@@ -5,6 +5,8 @@ import json
 import re
 from dataclasses import dataclass
 
+import orjson
+
 from .errors import BadRequest, BodyTooLarge
 
 COMPLETION_PATHS = frozenset({"/v1/completions", "/v1/chat/completions", "/v1/embeddings", "/v1/responses"})
@@ -51,7 +53,12 @@ def parse_body(body: bytes, content_type: str | None, max_bytes: int) -> ParsedB
         raise BadRequest(f"Content-Type must be application/json, got {content_type or 'none'!r}.",
                          code="unsupported_content_type")
     try:
-        obj = json.loads(body)
+        # orjson parses a 220 KB prompt ~3x faster; what it refuses (invalid JSON, or what only the
+        # stdlib takes: NaN, integers over 64 bits) goes to json, which decides and words the error
+        try:
+            obj = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            obj = json.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
         raise BadRequest(f"We could not parse the JSON body of your request: {e}", code="invalid_json") from None
     if not isinstance(obj, dict):
