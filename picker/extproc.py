@@ -39,7 +39,8 @@ def _header(key: str, value: str) -> base_pb2.HeaderValueOption:
 
 
 def _headers_dict(hm) -> dict[str, str]:
-    return {h.key: (h.raw_value.decode("utf-8", "replace") if h.raw_value else h.value) for h in hm.headers}
+    # raw_value is what Envoy sends; an empty one falls back to the legacy string field
+    return {h.key: h.raw_value.decode("utf-8", "replace") or h.value for h in hm.headers}
 
 
 def _metadata_value(md, ns: str, key: str):
@@ -111,6 +112,9 @@ class ExtProc(pb_grpc.ExternalProcessorServicer):
         self.tm = telemetry
         self.clock = clock
         self.wall = wall  # crosses streams (and replicas) in the restore header
+        # The common answer (one-round-trip setup, model passed through, nothing sampled) depends only
+        # on the destination and the chunk count: built once, shared (transports only serialize it).
+        self._plain_answers: dict[tuple[str, int], list] = {}
 
     async def Process(self, request_iterator, context):
         """grpc.aio / grpclib entry point; h2_server calls new_state, handle and finish itself."""
@@ -222,27 +226,28 @@ class ExtProc(pb_grpc.ExternalProcessorServicer):
         st.outcome = "routed"
         st.target, st.client, st.picked = d.target_model, d.client_model, d.endpoints[0].address
         dest = d.destination
-        muts = [_header(DEST, dest)]
-        if st.new_request_id:
-            muts.append(_header("x-request-id", st.request_id))
-        if d.rewritten:
-            muts.append(_header("content-length", str(d.body_length)))
+        handover = False
         if st.hold:
             # Responses skip this stream; the response filter runs only if this header is set.
             st.done = True
             handover = d.target_model and (d.target_model != d.client_model
                                            or self.pool.rng.random() < gen.config.response_sample_rate)
+            if (body is not None and not handover and not d.rewritten and not st.new_request_id
+                    and RESTORE_HEADER not in st.headers):
+                self._count_routed(pool_name, d, st, dest)
+                return self._plain(dest, len(chunks) if chunks else 1)
+        muts = [_header(DEST, dest)]
+        if st.new_request_id:
+            muts.append(_header("x-request-id", st.request_id))
+        if d.rewritten:
+            muts.append(_header("content-length", str(d.body_length)))
         md = struct_pb2.Struct()
         md.get_or_create_struct(LB_NS)[DEST] = dest
-        if st.hold and handover:
+        if handover:
             muts.append(_header(RESTORE_HEADER, "1"))
             md.get_or_create_struct(HANDOVER_NS)[HANDOVER_KEY] = restore_header.encode(restore_header.Handover(
                 d.target_model, d.client_model or d.target_model, st.picked, self.wall()))
-        self.tm.child(self.tm.requests, pool_name, d.client_model or "", d.target_model or "",
-                      d.endpoints[0].address, "routed").inc()
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("routed", extra={"request_id": st.request_id, "model": d.client_model,
-                                       "target_model": d.target_model, "endpoint": dest})
+        self._count_routed(pool_name, d, st, dest)
         common = pb.CommonResponse(header_mutation=pb.HeaderMutation(set_headers=muts))
         if st.hold and not handover and RESTORE_HEADER in st.headers:
             common.header_mutation.remove_headers.append(RESTORE_HEADER)  # a client's own: no response stream
@@ -262,6 +267,27 @@ class ExtProc(pb_grpc.ExternalProcessorServicer):
         if d.body is not None:
             common.body_mutation.body = d.body
         return [pb.ProcessingResponse(request_body=pb.BodyResponse(response=common), dynamic_metadata=md)]
+
+    def _count_routed(self, pool_name: str, d: Decision, st: RequestState, dest: str) -> None:
+        self.tm.child(self.tm.requests, pool_name, d.client_model or "", d.target_model or "",
+                      d.endpoints[0].address, "routed").inc()
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("routed", extra={"request_id": st.request_id, "model": d.client_model,
+                                       "target_model": d.target_model, "endpoint": dest})
+
+    def _plain(self, dest: str, n_chunks: int) -> list:
+        key = (dest, n_chunks)
+        answers = self._plain_answers.get(key)
+        if answers is None:
+            if len(self._plain_answers) >= 1024:  # fallback lists can make many destinations
+                self._plain_answers.clear()
+            md = struct_pb2.Struct()
+            md.get_or_create_struct(LB_NS)[DEST] = dest
+            common = pb.CommonResponse(header_mutation=pb.HeaderMutation(set_headers=[_header(DEST, dest)]))
+            answers = self._plain_answers[key] = [
+                pb.ProcessingResponse(request_headers=pb.HeadersResponse(response=common), dynamic_metadata=md),
+                *(pb.ProcessingResponse(request_body=pb.BodyResponse()) for _ in range(n_chunks))]
+        return answers
 
     def _model_label(self, model: str, gen) -> str:
         """Client-supplied names become metric labels only if the pool knows them (bounded cardinality)."""

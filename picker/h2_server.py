@@ -261,19 +261,22 @@ class Connection(asyncio.Protocol):
             headers = self.decoder.decode(block)
         except hpack.HPACKError as e:
             raise ConnectionError_(w.COMPRESSION_ERROR, f"header block: {e}") from None
+        if sid % 2 == 0:
+            raise ConnectionError_(w.PROTOCOL_ERROR, f"client stream {sid} has an even id")
         s = self.streams.get(sid)
         if s is not None:  # trailers from the client end its side
             if not flags & w.END_STREAM:
                 self._reset(s, w.PROTOCOL_ERROR)
-                return
-            self._end(s)
+            elif s.trailer is not None:  # already ended here; only its queued data is still going out
+                s.remote_done = True
+            else:
+                self._end(s)
             return
         if sid <= self.last_sid:
             return  # a stream we already closed; its frames were in flight
-        if sid % 2 == 0:
-            raise ConnectionError_(w.PROTOCOL_ERROR, f"client stream {sid} has an even id")
         self.last_sid = sid
-        if self.draining or len(self.streams) >= MAX_STREAMS:
+        # while draining, streams sent before the client saw our GOAWAY are still served (see drain)
+        if self.drain_acked or len(self.streams) >= MAX_STREAMS:
             self.out.append(w.rst_stream(sid, w.REFUSED_STREAM))
             return
         h = dict(headers)
@@ -305,6 +308,9 @@ class Connection(asyncio.Protocol):
             return  # already closed by us; the peer had it in flight
         if s.remote_done:
             self._reset(s, w.STREAM_CLOSED)
+            return
+        if s.trailer is not None:  # ended here, answer still queued for window: the rest is dropped
+            s.remote_done = s.remote_done or bool(flags & w.END_STREAM)
             return
         payload = self._unpad(flags, payload)
         if not flags & w.END_STREAM:
@@ -465,6 +471,8 @@ class Connection(asyncio.Protocol):
 
     def _trailers(self, s: _Stream, code: int, message: str = "") -> None:
         """End our side; a stream still open from the client is reset (NO_ERROR) so it stops sending."""
+        if s.trailer is not None:
+            return  # already ended: the first status stands
         block = w.trailers(code, message)
         if not s.started:
             block = w.RESPONSE_HEADERS + block  # trailers-only response

@@ -401,8 +401,6 @@ async def test_big_answer_waits_for_the_clients_window_and_frame_size(harness):
     assert mine[-1].type == HEADERS and mine[-1].flags & END_STREAM  # trailers after all the data
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a stream whose trailers wait behind flow control still "
-                   "takes DATA: handle() runs after state.done and its status replaces the queued one")
 async def test_stream_ended_behind_flow_control_takes_no_more_messages(harness):
     rec = Recorder()
     port = await harness.start(rec)
@@ -613,9 +611,7 @@ PROTOCOL_ERRORS = [
     _case("SETTINGS of 5 bytes", lambda e: frame(SETTINGS, 0, 0, b"\0\x04\0\0\0"), FRAME_SIZE_ERROR),
     _case("connection WINDOW_UPDATE of 0", lambda e: frame(WINDOW_UPDATE, 0, 0, b"\0\0\0\0"), PROTOCOL_ERROR),
     _case("undecodable header block", lambda e: frame(HEADERS, END_HEADERS, 1, b"\xc6"), COMPRESSION_ERROR),
-    _case("even id after an odd one", lambda e: _open(e, 3) + _open(e, 2), PROTOCOL_ERROR,
-          marks=pytest.mark.xfail(strict=True, reason="bug: an even stream id below the last one is "
-                                  "ignored as a late frame instead of a PROTOCOL_ERROR")),
+    _case("even id after an odd one", lambda e: _open(e, 3) + _open(e, 2), PROTOCOL_ERROR),
 ]
 
 
@@ -665,8 +661,6 @@ async def test_graceful_stop_lets_the_open_stream_finish(harness):
     assert rec.states[0].finished == 1
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a stream opened before the client saw the first GOAWAY "
-                   "(2^31-1) is refused (REFUSED_STREAM) although drain() means to still serve it")
 async def test_graceful_stop_serves_a_stream_in_flight_at_the_first_goaway(harness):
     rec = Recorder()
     port = await harness.start(rec)
