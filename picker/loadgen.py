@@ -2,8 +2,8 @@
 
 An aiohttp ClientSession costs so much CPU per request that, on a 2-core box, the benchmark mostly
 measured the load generator. This one is a bare asyncio Protocol: keep-alive connections to
-127.0.0.1, one request in flight per connection, a pre-encoded request, and a response parser that
-only counts body bytes. Requests are issued from timer callbacks and completions, not tasks.
+127.0.0.1, one request in flight per connection, a pre-encoded request, and http1's response parser,
+counting body bytes only. Requests are issued from timer callbacks and completions, not tasks.
 Runs on whatever event loop is current (uvloop if the caller installed it).
 """
 from __future__ import annotations
@@ -14,12 +14,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from time import perf_counter
 
+from .http1 import HttpError, ResponseParser
+
 # A send this far behind its schedule is measured from the schedule (the generator fell behind);
 # less is timer granularity (asyncio and libuv timers are ms-grained), measured from the write.
 LATE = 0.002
 RETRY_DELAY = 0.01  # closed loop: pause after a connection error instead of spinning on connect()
-
-IDLE, HEAD, BODY, CHUNKED, UNTIL_CLOSE = range(5)
 
 
 @dataclass
@@ -41,8 +41,8 @@ class Result:
 class _Conn(asyncio.Protocol):
     def __init__(self, run: _Run):
         self.run, self.tr, self.open, self.keep = run, None, False, True
-        self.state, self.status, self.left, self.trailer, self.t0 = IDLE, 0, 0, False, 0.0
-        self.buf = bytearray()
+        self.parser: ResponseParser | None = None  # set while a request is in flight
+        self.t0 = 0.0
 
     def connection_made(self, tr):
         self.tr, self.open = tr, True
@@ -52,100 +52,39 @@ class _Conn(asyncio.Protocol):
         self.run.conns.add(self)
 
     def send(self, req: bytes, t0: float) -> None:
-        self.state, self.t0 = HEAD, t0
-        self.buf.clear()
+        self.parser, self.t0 = ResponseParser(keep_body=False), t0
         self.tr.write(req)
 
     def data_received(self, data: bytes) -> None:
-        if self.state == BODY and not self.buf:  # hot path: count body bytes, copy nothing
-            self.left -= len(data)
-            return self._complete() if self.left <= 0 else None
-        if self.state == IDLE:  # nothing was asked: the stream is out of step, drop the connection
+        p = self.parser
+        if p is None:  # nothing was asked: the stream is out of step, drop the connection
             self.keep = False
             return self.tr.close()
-        self.buf += data
         try:
-            if self.state == HEAD:
-                i = self.buf.find(b"\r\n\r\n")
-                if i < 0:
-                    return
-                self._head(bytes(self.buf[:i]))
-                del self.buf[:i + 4]
-            if self.state == BODY:
-                self.left -= len(self.buf)
-                self.buf.clear()
-                if self.left <= 0:
-                    self._complete()
-            elif self.state == CHUNKED and self._chunks():
+            if p.feed(data):
                 self._complete()
-            elif self.state == UNTIL_CLOSE:
-                self.buf.clear()
-        except (ValueError, IndexError):  # not HTTP/1.1 as we know it
-            self.state, self.keep = IDLE, False
+        except HttpError:  # not HTTP/1.1 as we know it
+            self.parser, self.keep = None, False
             self.tr.close()
             self.run.done(self, None, self.t0)
 
-    def _head(self, head: bytes) -> None:
-        lines = head.split(b"\r\n")
-        version, status = lines[0].split(None, 2)[:2]
-        self.status, self.keep = int(status), version == b"HTTP/1.1"
-        length, chunked = None, False
-        for line in lines[1:]:
-            name, _, value = line.partition(b":")
-            name = name.strip().lower()
-            if name == b"content-length":
-                length = int(value)
-            elif name == b"transfer-encoding":
-                chunked = b"chunked" in value.lower()
-            elif name == b"connection":
-                value = value.strip().lower()
-                self.keep = value != b"close" and (self.keep or value == b"keep-alive")
-        if chunked:
-            self.state, self.left, self.trailer = CHUNKED, 0, False
-        elif length is not None:
-            self.state, self.left = BODY, length
-        elif self.status in (204, 304):
-            self.state, self.left = BODY, 0
-        else:  # no framing: the body ends when the server closes
-            self.state, self.keep = UNTIL_CLOSE, False
-
-    def _chunks(self) -> bool:
-        """Consume what is buffered; True once the last chunk and the trailer are in. `left` counts
-        the data of the current chunk plus its CRLF."""
-        buf = self.buf
-        while True:
-            if self.left:
-                n = min(self.left, len(buf))
-                del buf[:n]
-                self.left -= n
-                if self.left:
-                    return False
-            i = buf.find(b"\r\n")
-            if i < 0:
-                return False
-            line = bytes(buf[:i])
-            del buf[:i + 2]
-            if self.trailer:
-                if not line:
-                    return True
-            else:
-                size = int(line.split(b";", 1)[0], 16)
-                self.trailer, self.left = size == 0, size + 2 if size else 0
-
     def _complete(self) -> None:
-        self.state = IDLE
+        p, self.parser = self.parser, None
+        self.keep = p.keep_alive
         if not self.keep:
             self.tr.close()
-        self.run.done(self, self.status, self.t0)
+        self.run.done(self, p.status, self.t0)
 
     def connection_lost(self, exc) -> None:
         self.open = False
         self.run.conns.discard(self)
-        if self.state == UNTIL_CLOSE:
-            self._complete()
-        elif self.state != IDLE:
-            self.state = IDLE
-            self.run.done(self, None, self.t0)
+        p = self.parser
+        if p is not None:
+            if p.eof():
+                self._complete()
+            else:
+                self.parser = None
+                self.run.done(self, None, self.t0)
 
 
 class _Run:

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 
-import aiohttp
-
+from .http1 import Client, HttpError
 from .metrics_parse import parse_metrics
 from .pool import Pool
 
@@ -28,15 +28,12 @@ class Scraper:
         self.pool = pool
         self.telemetry = telemetry
         self.tasks: dict[str, asyncio.Task] = {}
-        self.session: aiohttp.ClientSession | None = None
+        self.started = False
         self.first_round = asyncio.Event()
         pool.on_endpoints_changed.append(self.sync)
 
     async def start(self) -> None:
-        self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, force_close=False),
-            timeout=aiohttp.ClientTimeout(total=2.0),
-        )
+        self.started = True
         self.sync()
         asyncio.get_running_loop().create_task(self._first_round())
 
@@ -50,7 +47,7 @@ class Scraper:
         self.first_round.set()
 
     def sync(self) -> None:
-        if self.session is None:
+        if not self.started:
             return
         want = set(self.pool.endpoints)
         for addr in list(self.tasks):
@@ -62,52 +59,55 @@ class Scraper:
             self.tasks[addr] = asyncio.get_running_loop().create_task(self._run(addr))
 
     async def _run(self, addr: str) -> None:
-        base = f"http://{addr}"
+        host, _, port = addr.rpartition(":")
+        client = Client(host.strip("[]"), int(port), timeout=2.0)
         next_models = 0.0
-        while True:
-            ep = self.pool.endpoints.get(addr)
-            if ep is None:
-                return
-            cfg = self.pool.gen.config
-            now = self.pool.clock()
-            if now >= next_models:
-                ok = await self._models(ep, base)
-                next_models = now + (cfg.models_interval if ok else min(cfg.models_interval, 0.5))
-            await self._metrics(ep, base)
-            await asyncio.sleep(cfg.poll_interval)
-
-    async def _metrics(self, ep, base: str) -> None:
         try:
-            async with self.session.get(base + "/metrics") as r:
-                if r.status != 200:
-                    raise aiohttp.ClientError(f"HTTP {r.status}")
-                text = await r.text()
-            ep.metrics = parse_metrics(text)
+            while True:
+                ep = self.pool.endpoints.get(addr)
+                if ep is None:
+                    return
+                cfg = self.pool.gen.config
+                now = self.pool.clock()
+                if now >= next_models:
+                    ok = await self._models(ep, client)
+                    next_models = now + (cfg.models_interval if ok else min(cfg.models_interval, 0.5))
+                await self._metrics(ep, client)
+                await asyncio.sleep(cfg.poll_interval)
+        finally:
+            client.close()
+
+    async def _metrics(self, ep, client: Client) -> None:
+        try:
+            status, body = await client.get("/metrics")
+            if status != 200:
+                raise HttpError(f"HTTP {status}")
+            ep.metrics = parse_metrics(body.decode("utf-8", "replace"))
             ep.last_ok = self.pool.clock()
             if self.telemetry:
                 self.telemetry.observe_endpoint(self.pool.gen.config.pool_name, ep)
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as e:
+        except (HttpError, asyncio.TimeoutError, OSError, ValueError) as e:
             ep.scrape_errors += 1
             if self.telemetry:
                 self.telemetry.scrape_error(self.pool.gen.config.pool_name, ep)
             if ep.scrape_errors in (1, 10) or ep.scrape_errors % 1000 == 0:
                 log.warning("metrics scrape failed", extra={"endpoint": ep.address, "error": str(e) or type(e).__name__})
 
-    async def _models(self, ep, base: str) -> bool:
+    async def _models(self, ep, client: Client) -> bool:
         try:
-            async with self.session.get(base + "/v1/models") as r:
-                if r.status != 200:
-                    return False
-                doc = await r.json(content_type=None)
+            status, body = await client.get("/v1/models")
+            if status != 200:
+                return False
+            doc = json.loads(body)
+            if not isinstance(doc, dict):
+                return False
             ids, bases = models_from_listing(doc)
             ep.served_models, ep.base_models = ids, bases
             return True
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError):
+        except (HttpError, asyncio.TimeoutError, OSError, ValueError):
             return False
 
     async def close(self) -> None:
         for t in self.tasks.values():
             t.cancel()
         self.tasks.clear()
-        if self.session:
-            await self.session.close()

@@ -55,15 +55,15 @@ class Telemetry:
         child.observe(seconds)
 
     def observe_endpoint(self, pool: str, ep) -> None:
-        m = ep.metrics
-        self.ep_waiting.labels(pool, ep.address).set(m.waiting)
-        self.ep_running.labels(pool, ep.address).set(m.running)
-        self.ep_kv.labels(pool, ep.address).set(m.kv_usage)
-        self.ep_loras.labels(pool, ep.address).set(len(m.running_loras))
-        self.ep_last_ok.labels(pool, ep.address).set_to_current_time()
+        m, a = ep.metrics, ep.address
+        self.child(self.ep_waiting, pool, a).set(m.waiting)
+        self.child(self.ep_running, pool, a).set(m.running)
+        self.child(self.ep_kv, pool, a).set(m.kv_usage)
+        self.child(self.ep_loras, pool, a).set(len(m.running_loras))
+        self.child(self.ep_last_ok, pool, a).set_to_current_time()
 
     def scrape_error(self, pool: str, ep) -> None:
-        self.ep_scrape_err.labels(pool, ep.address).inc()
+        self.child(self.ep_scrape_err, pool, ep.address).inc()
 
     def forget_endpoint(self, addr: str) -> None:
         self._children = {k: v for k, v in self._children.items() if addr not in k[1]}
