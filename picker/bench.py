@@ -19,6 +19,7 @@ import time
 
 import yaml
 
+from . import loadgen
 from .config import parse_config
 from .decide import decide
 from .endpoints import Endpoint
@@ -159,61 +160,22 @@ def cpu_seconds(pid: int) -> float:
 
 
 async def fixed_rate(port: int, rate: float, seconds: float, body: bytes) -> list[float]:
-    import aiohttp
-
-    lat: list[float] = []
-    errors = 0
-    statuses: dict[int, int] = {}
-    conn = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(connector=conn) as s:
-        async def one():
-            nonlocal errors
-            t0 = time.perf_counter()
-            async with s.post(f"http://127.0.0.1:{port}/v1/completions", data=body,
-                              headers={"content-type": "application/json"}) as r:
-                await r.read()
-                if r.status != 200:
-                    errors += 1
-                    statuses[r.status] = statuses.get(r.status, 0) + 1
-            lat.append(time.perf_counter() - t0)
-
-        tasks = []
-        start = time.perf_counter()
-        n = int(rate * seconds)
-        for i in range(n):
-            delay = start + i / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.ensure_future(one()))
-        await asyncio.gather(*tasks)
-    if errors:
-        raise RuntimeError(f"{errors} requests failed (HTTP status: count {statuses})")
-    return lat
+    """Open loop at a fixed rate (picker/loadgen.py: an aiohttp client cost the 2-core box more than
+    the picker did); latencies of a clean run, or RuntimeError."""
+    r = await loadgen.fixed_rate(port, rate, seconds, body)
+    r.raise_for_errors()
+    return r.latencies
 
 
 async def closed_loop(port: int, concurrency: int, seconds: float, body: bytes) -> tuple[int, list[float]]:
-    import aiohttp
-
-    lat: list[float] = []
-    deadline = time.perf_counter() + seconds
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
-        async def worker():
-            while time.perf_counter() < deadline:
-                t0 = time.perf_counter()
-                async with s.post(f"http://127.0.0.1:{port}/v1/completions", data=body,
-                                  headers={"content-type": "application/json"}) as r:
-                    await r.read()
-                    if r.status != 200:
-                        raise RuntimeError(f"HTTP {r.status}")
-                lat.append(time.perf_counter() - t0)
-
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return len(lat), lat
+    r = await loadgen.closed_loop(port, concurrency, seconds, body)
+    r.raise_for_errors()
+    return len(r.latencies), r.latencies
 
 
 def dataplane_bench(rate: float, seconds: float, big_kb: int, big_conc: int, big_seconds: float,
                     parts: set[str] = frozenset({"rate", "max", "big"}), loop: str = "asyncio",
-                    model: str = "llama", sample: float = 0.1, classic: bool = True, lib: bool = True) -> dict:
+                    model: str = "llama", sample: float = 0.1, classic: bool = True, alt: str | None = "grpcio") -> dict:
     """Envoy set up the recommended way (one round trip, responses only when asked) vs direct, with
     the classic GIE setup (headers, body, response headers) and the no-op servicer as same-run baselines."""
     wd = tempdir("picker-bench-")
@@ -236,19 +198,25 @@ def dataplane_bench(rate: float, seconds: float, big_kb: int, big_conc: int, big
         procs.append(start_envoy(direct_config(listen_port=dl, admin_port=da, upstream=upstream), wd, da))
         gl, ga = free_port(), free_port()
         procs.append(start_envoy(gateway_config(listen_port=gl, admin_port=ga, picker_port=gp, pool=[upstream]), wd, ga))
-        # floor: the same Envoy setup in front of a no-op grpc.aio ext_proc servicer
-        np_ = free_port()
-        noop = Proc([sys.executable, "-m", "picker.noop_extproc", str(np_), upstream], os.path.join(wd, "noop.log"),
-                    env=dict(os.environ, PYTHONPATH=str(REPO)))
-        procs.append(noop)
-        wait_until(lambda: "ready" in noop.output(), 30, "noop ext_proc", noop)
-        nl, na = free_port(), free_port()
-        procs.append(start_envoy(gateway_config(listen_port=nl, admin_port=na, picker_port=np_, pool=[upstream]), wd, na))
+        # floors: the same Envoy setup in front of a no-op servicer, on grpc.aio and on the picker's h2 server
+        floors = {}
+        for transport in ("grpcio", "h2"):
+            np_ = free_port()
+            noop = Proc([sys.executable, "-m", "picker.noop_extproc", str(np_), upstream, "--transport", transport],
+                        os.path.join(wd, f"noop-{transport}.log"), env=dict(os.environ, PYTHONPATH=str(REPO)))
+            procs.append(noop)
+            wait_until(lambda: "ready" in noop.output(), 30, "noop ext_proc", noop)
+            nl, na = free_port(), free_port()
+            procs.append(start_envoy(gateway_config(listen_port=nl, admin_port=na, picker_port=np_, pool=[upstream]),
+                                     wd, na))
+            floors[transport] = (noop, nl, np_)
+        noop, nl, np_ = floors["grpcio"]
         ll = lib_picker = None
-        if lib:  # the same picker on the grpclib transport, recommended setup
+        lib = alt is not None
+        if lib:  # the same picker on another transport (grpc.aio by default), recommended setup
             lgp = free_port()
             lib_picker = start_picker(cfg_path, wd, grpc_port=lgp, health_port=free_port(), metrics_port=free_port(),
-                                      extra=["--log-level", "warning", "--loop", loop, "--grpc-server", "grpclib"])
+                                      extra=["--log-level", "warning", "--loop", loop, "--grpc-server", alt])
             procs.append(lib_picker)
             ll, la = free_port(), free_port()
             procs.append(start_envoy(gateway_config(listen_port=ll, admin_port=la, picker_port=lgp, pool=[upstream]),
@@ -265,7 +233,9 @@ def dataplane_bench(rate: float, seconds: float, big_kb: int, big_conc: int, big
         small = json.dumps({"model": model, "prompt": "Hello, how are you? " * 20, "max_tokens": 16}).encode()
         big = json.dumps({"model": model, "prompt": ("lorem ipsum dolor sit amet " * (big_kb * 40))[:big_kb * 1024],
                           "max_tokens": 16}).encode()
-        run = asyncio.run
+        import uvloop
+
+        run = uvloop.run  # the load generator's own loop: the cheaper one leaves more CPU to what is measured
         run(fixed_rate(dl, 100, 1, small))  # warm up both paths
         run(fixed_rate(gl, 100, 1, small))
         if ll:
@@ -273,10 +243,12 @@ def dataplane_bench(rate: float, seconds: float, big_kb: int, big_conc: int, big
         out: dict = {"rate": rate, "seconds": seconds}
         if "rate" in parts:
             out.update(_rate_part(run, dl, gl, picker, rate, seconds, small))
-            c0 = cpu_seconds(noop.p.pid)
-            floor = run(fixed_rate(nl, rate, seconds, small))
-            out["noop_cpu_ms_per_req"] = (cpu_seconds(noop.p.pid) - c0) / len(floor) * 1e3
-            out["noop_p50_ms"], out["noop_p99_ms"] = pct(floor, 50) * 1e3, pct(floor, 99) * 1e3
+            for transport, key in (("grpcio", "noop"), ("h2", "noop_h2")):
+                fp, fl, _ = floors[transport]
+                c0 = cpu_seconds(fp.p.pid)
+                floor = run(fixed_rate(fl, rate, seconds, small))
+                out[f"{key}_cpu_ms_per_req"] = (cpu_seconds(fp.p.pid) - c0) / len(floor) * 1e3
+                out[f"{key}_p50_ms"], out[f"{key}_p99_ms"] = pct(floor, 50) * 1e3, pct(floor, 99) * 1e3
             if lib:
                 c0 = cpu_seconds(lib_picker.p.pid)
                 via = run(fixed_rate(ll, rate, seconds, small))
@@ -366,10 +338,12 @@ def main(argv=None) -> None:
                          "response comes back to the picker to restore the name)")
     ap.add_argument("--sample", type=float, default=0.1, help="the picker's telemetry.responseSampleRate")
     ap.add_argument("--no-classic", action="store_true", help="skip the classic-setup baselines (faster)")
-    ap.add_argument("--no-grpclib", action="store_true", help="skip the picker on the grpclib transport")
+    ap.add_argument("--alt-transport", choices=["grpcio", "grpclib", "none"], default="grpcio",
+                    help="also measure the same picker on this ext_proc transport (default grpcio: grpc.aio)")
     ap.add_argument("--parts", default="decision,rate,max,big",
                     help="comma list of: decision, rate (fixed-rate added latency), max (closed loop), big (220 KB)")
     a = ap.parse_args(argv)
+    alt = a.alt_transport
     parts = set(a.parts.split(","))
     print("== scheduler decision time (default profile: 2 filters, 4 scorers incl. prefix; ~2 KB prompts;\n"
           "   500 req/s of simulated time, so the 10 ms endpoint snapshot is rebuilt every 5th request)")
@@ -386,7 +360,7 @@ def main(argv=None) -> None:
     if not parts & {"rate", "max", "big"}:
         return
     r = dataplane_bench(a.rate, a.seconds, a.big_kb, a.big_concurrency, a.big_seconds, parts, a.loop,
-                        a.model, a.sample, not a.no_classic, not a.no_grpclib)
+                        a.model, a.sample, not a.no_classic, None if a.alt_transport == "none" else a.alt_transport)
     print(f"\n(model {a.model!r}, responseSampleRate {a.sample}, picker loop {a.loop})")
     if "rate" in parts:
         print(f"\n(load average when starting: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores)")
@@ -395,10 +369,11 @@ def main(argv=None) -> None:
         print(f"with picker:   p50 {r['picker_p50_ms']:.2f} ms   p99 {r['picker_p99_ms']:.2f} ms")
         print(f"added:         p50 {r['added_p50_ms']:.2f} ms   p99 {r['added_p99_ms']:.2f} ms")
         print(f"picker CPU:    {r['picker_cpu_ms_per_req']:.3f} ms per request")
-        print(f"floor: no-op grpc.aio ext_proc servicer, same Envoy setup: p50 {r['noop_p50_ms']:.2f} ms   "
-              f"p99 {r['noop_p99_ms']:.2f} ms   CPU {r['noop_cpu_ms_per_req']:.3f} ms per request")
+        for key, name in (("noop_h2", "the picker's h2 server"), ("noop", "grpc.aio")):
+            print(f"floor: no-op servicer on {name}, same Envoy setup: p50 {r[key + '_p50_ms']:.2f} ms   "
+                  f"p99 {r[key + '_p99_ms']:.2f} ms   CPU {r[key + '_cpu_ms_per_req']:.3f} ms per request")
         if "lib_p50_ms" in r:
-            print(f"picker on grpclib (--grpc-server grpclib), same setup: p50 {r['lib_p50_ms']:.2f} ms   "
+            print(f"picker on {alt} (--grpc-server {alt}), same setup: p50 {r['lib_p50_ms']:.2f} ms   "
                   f"p99 {r['lib_p99_ms']:.2f} ms   CPU {r['lib_cpu_ms_per_req']:.3f} ms per request")
         if "classic_p50_ms" in r:
             print(f"classic setup (headers, BUFFERED body, response headers): picker p50 {r['classic_p50_ms']:.2f} ms   "
@@ -416,7 +391,7 @@ def main(argv=None) -> None:
         print(f"throughput {r['big_rps_direct']:.0f} -> {r['big_rps_picker']:.0f} req/s; "
               f"picker CPU {r['big_picker_cpu_ms_per_req']:.2f} ms per request")
         if "lib_big_picker_p50_ms" in r:
-            print(f"picker on grpclib: direct p50 {r['lib_big_direct_p50_ms']:.2f} ms, with picker p50 "
+            print(f"picker on {alt}: direct p50 {r['lib_big_direct_p50_ms']:.2f} ms, with picker p50 "
                   f"{r['lib_big_picker_p50_ms']:.2f} ms, added p50 {r['lib_big_added_p50_ms']:.2f} ms; "
                   f"picker CPU {r['lib_big_picker_cpu_ms_per_req']:.2f} ms per request")
         if "classic_big_picker_p50_ms" in r:
