@@ -313,7 +313,9 @@ class Connection(asyncio.Protocol):
             s.remote_done = s.remote_done or bool(flags & w.END_STREAM)
             return
         payload = self._unpad(flags, payload)
-        if not flags & w.END_STREAM:
+        if flags & w.END_STREAM:
+            s.remote_done = True  # an early end below then needs no RST_STREAM
+        else:
             s.unacked += size
             if s.unacked >= STREAM_WINDOW // 2:
                 self.out.append(w.window_update(sid, s.unacked))

@@ -543,6 +543,19 @@ async def test_servicer_done_ends_the_stream_before_the_client_half_closes(harne
     assert reset.error_code == NO_ERROR and rec.states[0].finished == 1
 
 
+async def test_servicer_done_on_the_clients_last_message_sends_no_reset(harness):
+    rec = Recorder()
+    port = await harness.start(rec)
+    p = await harness.connect(port)
+    sid = p.open_stream()
+    p.h2.send_data(sid, grpc_frame(headers_msg("done")), end_stream=True)  # done and half-closed at once
+    p.flush()
+    await p.until(lambda p: p.status(sid) is not None, what="trailers")
+    await p.barrier()
+    assert p.status(sid) == 0 and rec.states[0].finished == 1
+    assert not [f for f in p.frames if f.type == RST_STREAM and f.sid == sid]  # the stream simply closed
+
+
 async def test_finish_once_per_stream_in_every_ending(harness):
     rec = Recorder()
     port = await harness.start(rec)
