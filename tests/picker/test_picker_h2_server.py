@@ -511,14 +511,19 @@ async def test_message_over_max_message_is_resource_exhausted(harness):
 
 # --- 9, 13, 14. how streams end, and finish() ------------------------------------------------------
 
-async def test_client_reset_finishes_the_stream_once(harness):
+async def open_answered_stream(harness, text: str):
+    """A server with a Recorder, a client, and one stream that has had an answer and is still open."""
     rec = Recorder()
-    port = await harness.start(rec)
-    p = await harness.connect(port)
+    p = await harness.connect(await harness.start(rec))
     sid = p.open_stream()
-    p.h2.send_data(sid, grpc_frame(headers_msg("a")))
+    p.h2.send_data(sid, grpc_frame(headers_msg(text)))
     p.flush()
     await p.until(lambda p: p.answers(sid), what="answer")
+    return rec, p, sid
+
+
+async def test_client_reset_finishes_the_stream_once(harness):
+    rec, p, sid = await open_answered_stream(harness, "a")
     p.h2.reset_stream(sid)
     p.flush()
     await p.barrier()
@@ -651,13 +656,7 @@ async def test_bad_preface_gets_goaway(harness, start):
 # --- 12. graceful stop -----------------------------------------------------------------------------
 
 async def test_graceful_stop_lets_the_open_stream_finish(harness):
-    rec = Recorder()
-    port = await harness.start(rec)
-    p = await harness.connect(port)
-    sid = p.open_stream()
-    p.h2.send_data(sid, grpc_frame(headers_msg("before stop")))
-    p.flush()
-    await p.until(lambda p: p.answers(sid), what="answer")
+    rec, p, sid = await open_answered_stream(harness, "before stop")
     started = time.monotonic()
     stopping = asyncio.create_task(harness.server.stop(grace=2))
     await p.until(lambda p: any(f.type == PING and not f.flags & ACK for f in p.frames), what="drain PING")
