@@ -97,6 +97,38 @@ async def watch_config(opts: Options, pool: Pool, kube=None) -> None:
             log.error("config reload rejected; keeping the previous config", extra={"error": str(e)})
 
 
+class GrpcAioServer:
+    """grpc.aio behind the same start(host, port) / stop(grace) as the other ext_proc transports."""
+
+    def __init__(self, servicer, max_message: int):
+        self.server = grpc.aio.server(options=[
+            ("grpc.max_receive_message_length", max_message), ("grpc.max_send_message_length", max_message),
+            ("grpc.so_reuseport", 0),
+            # big bodies: let Envoy send a whole buffered body without waiting on window updates
+            ("grpc.http2.lookahead_bytes", 16 * 1024 * 1024)])
+        pb_grpc.add_ExternalProcessorServicer_to_server(servicer, self.server)
+
+    async def start(self, host: str, port: int) -> None:
+        self.server.add_insecure_port(f"{host}:{port}")
+        await self.server.start()
+
+    async def stop(self, grace: float) -> None:
+        await self.server.stop(grace=grace)
+
+
+def ext_proc_server(kind: str, servicer, max_message: int):
+    """The ext_proc transport named by --grpc-server."""
+    if kind == "h2":
+        from .h2_server import ExtProcServer
+
+        return ExtProcServer(servicer, max_message=max_message)
+    if kind == "grpclib":
+        from .grpclib_server import GrpclibServer
+
+        return GrpclibServer(servicer)
+    return GrpcAioServer(servicer, max_message)
+
+
 async def run(opts: Options, stop: asyncio.Event | None = None) -> None:
     cfg = load(opts)
     if opts.kube_context and not opts.kubeconfig:
@@ -114,25 +146,8 @@ async def run(opts: Options, stop: asyncio.Event | None = None) -> None:
     health = Health()
     await health.set(live=True, ready=False)
 
-    max_msg = max(64 * 1024 * 1024, cfg.max_body_bytes * 2)
-    gopts = [("grpc.max_receive_message_length", max_msg), ("grpc.max_send_message_length", max_msg),
-             ("grpc.so_reuseport", 0),
-             # big bodies: let Envoy send a whole buffered body without waiting on window updates
-             ("grpc.http2.lookahead_bytes", 16 * 1024 * 1024)]
-    servicer = ExtProc(pool, telemetry)
-    server = lib_server = h2 = None
-    if opts.grpc_server == "h2":
-        from .h2_server import ExtProcServer
-
-        h2 = ExtProcServer(servicer, max_message=max_msg)
-    elif opts.grpc_server == "grpclib":
-        from .grpclib_server import make_server
-
-        lib_server = make_server(servicer)
-    else:
-        server = grpc.aio.server(options=gopts)
-        pb_grpc.add_ExternalProcessorServicer_to_server(servicer, server)
-        server.add_insecure_port(f"{opts.host}:{opts.grpc_port}")
+    ext_proc = ext_proc_server(opts.grpc_server, ExtProc(pool, telemetry),
+                               max_message=max(64 * 1024 * 1024, cfg.max_body_bytes * 2))
     hserver = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     health.add_to(hserver)
     hserver.add_insecure_port(f"{opts.host}:{opts.health_port}")
@@ -146,12 +161,7 @@ async def run(opts: Options, stop: asyncio.Event | None = None) -> None:
         kube = KubeDiscovery(pool, cfg, creds)
         tasks.append(asyncio.create_task(kube.run()))
     await scraper.start()
-    if server is not None:
-        await server.start()
-    elif h2 is not None:
-        await h2.start(opts.host, opts.grpc_port)
-    else:
-        await lib_server.start(opts.host, opts.grpc_port, reuse_address=True)
+    await ext_proc.start(opts.host, opts.grpc_port)
     await hserver.start()
     tasks.append(asyncio.create_task(watch_config(opts, pool, kube)))
     log.info("picker started", extra={"pool": cfg.pool_name, "grpc": f"{opts.host}:{opts.grpc_port}",
@@ -165,13 +175,7 @@ async def run(opts: Options, stop: asyncio.Event | None = None) -> None:
         await stop.wait()
     finally:
         await health.set(live=True, ready=False)
-        if server is not None:
-            await server.stop(grace=2.0)
-        elif h2 is not None:
-            await h2.stop(grace=2.0)
-        else:
-            lib_server.close()
-            await lib_server.wait_closed()
+        await ext_proc.stop(grace=2.0)
         await hserver.stop(grace=0)
         for t in tasks:
             t.cancel()

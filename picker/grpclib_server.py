@@ -23,7 +23,17 @@ class ExtProcHandler:
         return {PROCESS: Handler(self.process, Cardinality.STREAM_STREAM, pb.ProcessingRequest, pb.ProcessingResponse)}
 
 
-def make_server(servicer, window: int = 16 * 1024 * 1024) -> Server:
-    # big windows: a buffered 220 KB prompt crosses without waiting on window updates
-    return Server([ExtProcHandler(servicer)], config=Configuration(
-        http2_connection_window_size=4 * window, http2_stream_window_size=window))
+class GrpclibServer:
+    """start(host, port) / stop(grace), like the other ext_proc transports."""
+
+    def __init__(self, servicer, window: int = 16 * 1024 * 1024):
+        # big windows: a buffered 220 KB prompt crosses without waiting on window updates
+        self.server = Server([ExtProcHandler(servicer)], config=Configuration(
+            http2_connection_window_size=4 * window, http2_stream_window_size=window))
+
+    async def start(self, host: str, port: int) -> None:
+        await self.server.start(host, port, reuse_address=True)
+
+    async def stop(self, grace: float) -> None:
+        self.server.close()
+        await self.server.wait_closed()
