@@ -84,16 +84,33 @@ class _HeaderDecoder:
         return headers
 
 
+class _Pieces:
+    """Bytes that arrive in pieces (a frame, a gRPC message), joined once `need` of them are in:
+    one copy, not one per piece."""
+
+    __slots__ = ("parts", "have", "need")
+
+    def __init__(self, first: bytes, need: int):
+        self.parts, self.have, self.need = [first], len(first), need
+
+    def add(self, data) -> bool:
+        """Keep data; True once `need` bytes are in."""
+        self.parts.append(data)
+        self.have += len(data)
+        return self.have >= self.need
+
+    def joined(self) -> bytes:
+        return b"".join(self.parts)
+
+
 class _Stream:
-    __slots__ = ("sid", "state", "parts", "have", "need", "started", "send_window", "pending", "trailer",
-                 "remote_done", "unacked")
+    __slots__ = ("sid", "state", "partial", "started", "send_window", "pending", "trailer", "remote_done",
+                 "unacked")
 
     def __init__(self, sid: int, state, send_window: int):
         self.sid = sid
         self.state = state
-        self.parts: list = []  # an incomplete gRPC message, as received (joined once it is whole)
-        self.have = 0
-        self.need = 0
+        self.partial: _Pieces | None = None  # an incomplete gRPC message
         self.started = False  # response headers sent
         self.send_window = send_window
         self.pending: list[bytes] = []  # DATA payloads waiting for flow-control window
@@ -107,9 +124,7 @@ class Connection(asyncio.Protocol):
         self.server = server
         self.servicer = server.servicer
         self.transport: asyncio.Transport | None = None
-        self.parts: list[bytes] = []  # an incomplete frame, as read (joined once it is whole: no quadratic copies)
-        self.have = 0
-        self.need = 0
+        self.partial: _Pieces | None = None  # an incomplete frame (or preface)
         self.preface = False
         self.streams: dict[int, _Stream] = {}
         self.last_sid = 0
@@ -151,20 +166,17 @@ class Connection(asyncio.Protocol):
             self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
-        if self.parts:
-            self.parts.append(data)
-            self.have += len(data)
-            if self.have < self.need:
+        if self.partial is not None:
+            if not self.partial.add(data):
                 return
-            data = b"".join(self.parts)
-            self.parts.clear()
+            data, self.partial = self.partial.joined(), None
         try:
             pos = 0
             if not self.preface:
                 if len(data) < len(w.PREFACE):
                     if not w.PREFACE.startswith(data):
                         raise ConnectionError_(w.PROTOCOL_ERROR, "not an HTTP/2 connection preface")
-                    self.parts, self.have, self.need = [data], len(data), len(w.PREFACE)
+                    self.partial = _Pieces(data, len(w.PREFACE))
                     return
                 if not data.startswith(w.PREFACE):
                     raise ConnectionError_(w.PROTOCOL_ERROR, "not an HTTP/2 connection preface")
@@ -186,8 +198,7 @@ class Connection(asyncio.Protocol):
                     return
             if pos < n:
                 rest = data[pos:]
-                self.parts, self.have = [rest], len(rest)
-                self.need = 9 if len(rest) < 9 else 9 + (unpack(rest, 0)[0] >> 8)
+                self.partial = _Pieces(rest, 9 if len(rest) < 9 else 9 + (unpack(rest, 0)[0] >> 8))
         except ConnectionError_ as e:
             self._abort(e.code, str(e))
             return
@@ -310,7 +321,7 @@ class Connection(asyncio.Protocol):
             self._reset(s, w.STREAM_CLOSED)
             return
         if s.trailer is not None:  # ended here, answer still queued for window: the rest is dropped
-            s.remote_done = s.remote_done or bool(flags & w.END_STREAM)
+            s.remote_done = bool(flags & w.END_STREAM)
             return
         payload = self._unpad(flags, payload)
         if flags & w.END_STREAM:
@@ -320,13 +331,10 @@ class Connection(asyncio.Protocol):
             if s.unacked >= STREAM_WINDOW // 2:
                 self.out.append(w.window_update(sid, s.unacked))
                 s.unacked = 0
-        if s.parts:
-            s.parts.append(payload)
-            s.have += len(payload)
-            if s.have < s.need and not flags & w.END_STREAM:
+        if s.partial is not None:
+            if not s.partial.add(payload) and not flags & w.END_STREAM:
                 return
-            data = b"".join(s.parts)
-            s.parts, s.have = [], 0
+            data, s.partial = s.partial.joined(), None
         else:
             data = payload
         pos, n = 0, len(data)
@@ -345,11 +353,10 @@ class Connection(asyncio.Protocol):
             if not self._message(s, data[pos + 5:end]):
                 return
             pos = end
-        if pos < n:
-            s.parts, s.have = [bytes(data[pos:])], n - pos  # a copy: the view would pin the whole read
-            s.need = 5 if n - pos < 5 else 5 + w.u32(data, pos + 1)
+        if pos < n:  # a copy: a view would pin the whole read
+            s.partial = _Pieces(bytes(data[pos:]), 5 if n - pos < 5 else 5 + w.u32(data, pos + 1))
         if flags & w.END_STREAM:
-            if s.parts:
+            if s.partial is not None:
                 self._trailers(s, w.GRPC_INTERNAL, "stream ended inside a message")
                 return
             self._end(s)
