@@ -43,6 +43,13 @@ def _headers_dict(hm) -> dict[str, str]:
     return {h.key: h.raw_value.decode("utf-8", "replace") or h.value for h in hm.headers}
 
 
+def _lb_metadata(dest: str) -> struct_pb2.Struct:
+    """The destination as dynamic metadata (envoy.lb), the protocol's second channel beside the header."""
+    md = struct_pb2.Struct()
+    md.get_or_create_struct(LB_NS)[DEST] = dest
+    return md
+
+
 def _metadata_value(md, ns: str, key: str):
     s = md.filter_metadata.get(ns)
     if s is None or key not in s.fields:
@@ -241,8 +248,7 @@ class ExtProc(pb_grpc.ExternalProcessorServicer):
             muts.append(_header("x-request-id", st.request_id))
         if d.rewritten:
             muts.append(_header("content-length", str(d.body_length)))
-        md = struct_pb2.Struct()
-        md.get_or_create_struct(LB_NS)[DEST] = dest
+        md = _lb_metadata(dest)
         if handover:
             muts.append(_header(RESTORE_HEADER, "1"))
             md.get_or_create_struct(HANDOVER_NS)[HANDOVER_KEY] = restore_header.encode(restore_header.Handover(
@@ -281,8 +287,7 @@ class ExtProc(pb_grpc.ExternalProcessorServicer):
         if answers is None:
             if len(self._plain_answers) >= 1024:  # fallback lists can make many destinations
                 self._plain_answers.clear()
-            md = struct_pb2.Struct()
-            md.get_or_create_struct(LB_NS)[DEST] = dest
+            md = _lb_metadata(dest)
             common = pb.CommonResponse(header_mutation=pb.HeaderMutation(set_headers=[_header(DEST, dest)]))
             answers = self._plain_answers[key] = [
                 pb.ProcessingResponse(request_headers=pb.HeadersResponse(response=common), dynamic_metadata=md),

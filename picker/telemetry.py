@@ -34,7 +34,6 @@ class Telemetry:
                               ["pool", "target_model"], buckets=_LAT, registry=r)
         self.latency = Histogram(p + "target_latency_seconds", "Time from request to end of response, by target model",
                                  ["pool", "target_model"], buckets=_LAT, registry=r)
-        self._decision_children = {}
         self._children: dict = {}
 
     def child(self, metric, *labels):
@@ -49,10 +48,7 @@ class Telemetry:
         return start_http_server(port, addr=host, registry=self.registry)
 
     def decided(self, pool: str, seconds: float) -> None:
-        child = self._decision_children.get(pool)
-        if child is None:
-            child = self._decision_children[pool] = self.decision.labels(pool)
-        child.observe(seconds)
+        self.child(self.decision, pool).observe(seconds)
 
     def observe_endpoint(self, pool: str, ep) -> None:
         m, a = ep.metrics, ep.address
