@@ -343,7 +343,7 @@ def main(argv=None) -> None:
     ap.add_argument("--parts", default="decision,rate,max,big",
                     help="comma list of: decision, rate (fixed-rate added latency), max (closed loop), big (220 KB)")
     a = ap.parse_args(argv)
-    alt = a.alt_transport
+    alt = None if a.alt_transport == "none" else a.alt_transport
     parts = set(a.parts.split(","))
     print("== scheduler decision time (default profile: 2 filters, 4 scorers incl. prefix; ~2 KB prompts;\n"
           "   500 req/s of simulated time, so the 10 ms endpoint snapshot is rebuilt every 5th request)")
@@ -360,7 +360,7 @@ def main(argv=None) -> None:
     if not parts & {"rate", "max", "big"}:
         return
     r = dataplane_bench(a.rate, a.seconds, a.big_kb, a.big_concurrency, a.big_seconds, parts, a.loop,
-                        a.model, a.sample, not a.no_classic, None if a.alt_transport == "none" else a.alt_transport)
+                        a.model, a.sample, not a.no_classic, alt)
     print(f"\n(model {a.model!r}, responseSampleRate {a.sample}, picker loop {a.loop})")
     if "rate" in parts:
         print(f"\n(load average when starting: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores)")

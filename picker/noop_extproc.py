@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 
 import grpc
 from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2 as pm
@@ -92,8 +91,4 @@ if __name__ == "__main__":
     ap.add_argument("dest")
     ap.add_argument("--transport", choices=["grpcio", "h2"], default="grpcio")
     a = ap.parse_args()
-    if os.environ.get("NOOP_UVLOOP"):
-        import uvloop
-
-        uvloop.install()
     asyncio.run(main(a.port, a.dest, a.transport))
