@@ -22,7 +22,6 @@ import yaml
 from . import loadgen
 from .config import parse_config
 from .decide import decide
-from .endpoints import Endpoint
 from .metrics_parse import ServerMetrics
 from .pool import Pool
 import sys
@@ -171,6 +170,52 @@ async def closed_loop(port: int, concurrency: int, seconds: float, body: bytes) 
     r = await loadgen.closed_loop(port, concurrency, seconds, body)
     r.raise_for_errors()
     return len(r.latencies), r.latencies
+
+
+async def _aiohttp_fixed_rate(port: int, rate: float, seconds: float, body: bytes) -> int:
+    """The load generator this benchmark used before picker/loadgen.py, kept as the client baseline."""
+    import aiohttp
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
+        async def one() -> None:
+            async with s.post(f"http://127.0.0.1:{port}/v1/completions", data=body,
+                              headers={"content-type": "application/json"}) as r:
+                await r.read()
+                if r.status != 200:
+                    raise RuntimeError(f"HTTP {r.status}")
+
+        tasks, start = [], time.perf_counter()
+        for i in range(int(rate * seconds)):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.ensure_future(one()))
+        await asyncio.gather(*tasks)
+    return len(tasks)
+
+
+def client_bench(rate: float, seconds: float) -> dict:
+    """CPU per request of the load generator itself against a model server in another process:
+    picker/loadgen.py on uvloop and on asyncio vs an aiohttp client."""
+    import uvloop
+
+    wd = tempdir("picker-bench-client-")
+    port = free_port()
+    server = start_modelservers([{"port": port, "name": "client-0", "models": ["llama"]}], wd)
+    body = json.dumps({"model": "llama", "prompt": "Hello, how are you? " * 20, "max_tokens": 16}).encode()
+    out = {}
+    try:
+        for name, runner, coro in (
+                ("loadgen, uvloop", uvloop.run, lambda: fixed_rate(port, rate, seconds, body)),
+                ("loadgen, asyncio", asyncio.run, lambda: fixed_rate(port, rate, seconds, body)),
+                ("aiohttp client, asyncio", asyncio.run, lambda: _aiohttp_fixed_rate(port, rate, seconds, body))):
+            c0 = time.process_time()
+            res = runner(coro())
+            n = res if isinstance(res, int) else len(res)
+            out[name] = (time.process_time() - c0) / n * 1e3
+    finally:
+        server.stop()
+    return out
 
 
 def dataplane_bench(rate: float, seconds: float, big_kb: int, big_conc: int, big_seconds: float,
@@ -341,7 +386,8 @@ def main(argv=None) -> None:
     ap.add_argument("--alt-transport", choices=["grpcio", "grpclib", "none"], default="grpcio",
                     help="also measure the same picker on this ext_proc transport (default grpcio: grpc.aio)")
     ap.add_argument("--parts", default="decision,rate,max,big",
-                    help="comma list of: decision, rate (fixed-rate added latency), max (closed loop), big (220 KB)")
+                    help="comma list of: decision, rate (fixed-rate added latency), max (closed loop), big (220 KB), "
+                         "client (the load generator's own CPU; not in the default)")
     a = ap.parse_args(argv)
     alt = None if a.alt_transport == "none" else a.alt_transport
     parts = set(a.parts.split(","))
@@ -357,6 +403,10 @@ def main(argv=None) -> None:
         print(f"\nservicer work per request in process, no gRPC transport: classic setup with a rewritten model "
               f"(4 messages parsed and answered) {r['servicer_us_per_req']:.0f} µs; recommended setup, model passed "
               f"through (2 messages) {r['servicer_one_rt_us_per_req']:.0f} µs")
+    if "client" in parts:
+        print(f"\n== the load generator's own CPU per request, {a.rate:.0f} req/s for {a.seconds:.0f} s")
+        for name, ms in client_bench(a.rate, a.seconds).items():
+            print(f"{name}: {ms:.3f} ms")
     if not parts & {"rate", "max", "big"}:
         return
     r = dataplane_bench(a.rate, a.seconds, a.big_kb, a.big_concurrency, a.big_seconds, parts, a.loop,

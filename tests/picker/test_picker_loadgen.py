@@ -1,5 +1,5 @@
 """Tests for picker/loadgen.py. The aiohttp server runs in its own process (this file run as a script)
-so the generator's timing and CPU time are its own; it records what arrived and serves it back on
+so the generator's timing is its own; it records what arrived and serves it back on
 GET /stats. Framing aiohttp never produces (chunk extensions, trailers, byte-by-byte delivery, no
 framing at all) comes from a hand-written asyncio server in the test process."""
 from __future__ import annotations
@@ -312,7 +312,7 @@ async def test_dropped_mid_body_and_silent_servers_are_errors():
     assert res.n == 5 and res.errors == 5
 
 
-# --- event loops and CPU -----------------------------------------------------------------------
+# --- event loops ---------------------------------------------------------------------------------------
 
 def test_runs_on_uvloop(srv):
     uvloop = pytest.importorskip("uvloop")
@@ -326,27 +326,6 @@ def test_runs_on_uvloop(srv):
         fixed, closed = runner.run(both())
     assert fixed.statuses == {200: 100} and closed.errors == 0 and closed.n >= 10
     assert srv.stats()["checked"] == 100 + closed.n
-
-
-def test_cpu_per_request_vs_aiohttp(srv):
-    """Prints (does not assert) the client's CPU per request at 500 req/s; asserts the runs were clean."""
-    uvloop = pytest.importorskip("uvloop")
-    from picker import bench
-
-    rate, seconds = 500, 2.0
-    runs = {"loadgen (asyncio)": (asyncio.new_event_loop, lambda: loadgen.fixed_rate(srv.port, rate, seconds, SMALL, "/ok")),
-            "loadgen (uvloop)": (uvloop.new_event_loop, lambda: loadgen.fixed_rate(srv.port, rate, seconds, SMALL, "/ok")),
-            "bench.fixed_rate aiohttp (asyncio)": (asyncio.new_event_loop, lambda: bench.fixed_rate(srv.port, rate, seconds, SMALL))}
-    for name, (factory, make) in runs.items():
-        srv._call("POST", "/reset")
-        with asyncio.Runner(loop_factory=factory) as runner:
-            c0 = time.process_time()
-            out = runner.run(make())
-            cpu = time.process_time() - c0
-        lat = out.latencies if isinstance(out, loadgen.Result) else out
-        assert len(lat) == rate * seconds and srv.stats()["checked"] == rate * seconds
-        print(f"\n{name}: {cpu / len(lat) * 1e6:.0f} us CPU per request at {rate} req/s, "
-              f"p50 {statistics.median(lat) * 1e3:.2f} ms")
 
 
 if __name__ == "__main__":
