@@ -1,4 +1,7 @@
 import json
+import os
+import signal
+import subprocess
 import time
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -43,3 +46,14 @@ def value(metrics, name, **labels):
         if all(s.labels.get(k) == v for k, v in labels.items()):
             return s.value
     raise KeyError((name, labels))
+
+
+def stop_group(p: subprocess.Popen) -> None:
+    """Stop a process started with start_new_session=True, and its children: TERM, then KILL."""
+    if p.poll() is None:
+        os.killpg(p.pid, signal.SIGTERM)
+    try:
+        p.wait(10)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait(10)

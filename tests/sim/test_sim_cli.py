@@ -9,6 +9,7 @@ import urllib.request
 import pytest
 
 from conftest import free_port_range
+from sim_helpers import stop_group
 from sim.profiles import get_profile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -27,13 +28,7 @@ def run_sim():
 
     yield run
     for p in procs:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGTERM)
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait(10)
+        stop_group(p)
 
 
 def get(url):

@@ -2,7 +2,6 @@
 import asyncio
 import os
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -11,7 +10,7 @@ import sys
 import pytest
 
 from sim.profiles import get_profile
-from sim_helpers import stream_times
+from sim_helpers import stop_group, stream_times
 
 pytestmark = pytest.mark.asyncio
 
@@ -75,12 +74,7 @@ def envoy(tmp_path):
 
     yield start
     for p in procs:
-        os.killpg(p.pid, signal.SIGTERM)
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait(10)
+        stop_group(p)
 
 
 async def wait_listening(port: int) -> None:
