@@ -21,10 +21,10 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install -q -e '.[local,test]'
 	touch $@
 
-$(PICKER_VENV)/.installed: picker/requirements.txt picker/requirements-test.txt
+$(PICKER_VENV)/.installed: infershift/picker/requirements.txt infershift/picker/requirements-test.txt
 	test -x $(PICKER_VENV)/bin/python || $(PYTHON) -m venv $(PICKER_VENV)
 	$(PICKER_VENV)/bin/pip install -q --upgrade pip
-	$(PICKER_VENV)/bin/pip install -q -r picker/requirements.txt -r picker/requirements-test.txt
+	$(PICKER_VENV)/bin/pip install -q -r infershift/picker/requirements.txt -r infershift/picker/requirements-test.txt
 	touch $@
 
 $(ROUTERS_VENV)/.installed: bench/requirements-routers.txt
@@ -35,7 +35,7 @@ $(ROUTERS_VENV)/.installed: bench/requirements-routers.txt
 # The main job: the local stack (real Envoy, pickers, simulated model servers), traffic, a
 # weight shift, the observed splits; stops everything and exits 0.
 demo: setup
-	$(VENV)/bin/python -m devstack demo
+	$(VENV)/bin/python -m infershift.devstack demo
 
 test: setup test-main test-picker
 
@@ -47,7 +47,7 @@ test-picker:
 
 # Offline render of a stack's resources (Pulumi mock runtime): make render STACK=ack-canary
 render: $(VENV)/.installed
-	$(VENV)/bin/python -m components.render --stack $(STACK) --out $(OUT)
+	$(VENV)/bin/python -m infershift.components.render --stack $(STACK) --out $(OUT)
 
 # Routing quality against other routers on simulated pools (bench/RESULTS.md). The quick run is
 # CI's smoke run: a few minutes, figures printed, nothing asserted about speed.
@@ -59,7 +59,7 @@ bench: setup $(ROUTERS_VENV)/.installed
 
 # The picker's own overhead: decision time, added latency, CPU per request (picker/BENCH.md).
 picker-bench: setup
-	$(PICKER_VENV)/bin/python -m picker.bench
+	$(PICKER_VENV)/bin/python -m bench.pickerbench.bench
 
 clean:
 	rm -rf $(VENV) $(PICKER_VENV) $(ROUTERS_VENV) out .pytest_cache

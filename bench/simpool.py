@@ -27,7 +27,7 @@ class SimSpec:
     extra: tuple[str, ...] = field(default_factory=tuple)
 
     def argv(self, servers: int, pod_prefix: str) -> list[str]:
-        a = [str(MAIN_PY), "-m", "sim", "--profile", self.profile, "--model", self.model,
+        a = [str(MAIN_PY), "-m", "infershift.sim", "--profile", self.profile, "--model", self.model,
              "--served-model-name", self.model, *self.aliases,
              # Port 0: each server binds a free port and prints it. (`--port 0 --servers 1` is
              # refused by the sim's range check, so a single server gets a probed port.)

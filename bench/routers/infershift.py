@@ -6,7 +6,7 @@ import json
 
 import yaml
 
-from picker.envoy_config import gateway_config
+from infershift.picker.envoy_config import gateway_config
 
 from ..procs import PICKER_PY, Proc, free_port, http_ok, start_envoy
 from .base import Router, Setup
@@ -71,7 +71,7 @@ class Infershift(Router):
         pcfg = setup.workdir / f"{self.name}-picker.yaml"
         pcfg.write_text(yaml.safe_dump(picker_config(setup, VARIANTS[self.variant]), sort_keys=False))
         picker = Proc(f"{self.name}-picker",
-                      [str(PICKER_PY), "-m", "picker", "--config", str(pcfg), "--grpc-port", str(grpc),
+                      [str(PICKER_PY), "-m", "infershift.picker", "--config", str(pcfg), "--grpc-port", str(grpc),
                        "--health-port", str(health), "--metrics-port", str(metrics), "--log-level", "warning",
                        "--seed", "0"],
                       setup.workdir / f"{self.name}-picker.log")

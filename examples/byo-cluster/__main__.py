@@ -11,8 +11,8 @@ config schema: plain Pulumi config of this project.
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components import CanaryRoute, InferencePool, InferenceService
-from components.gateway import envoy_proxy_peers
+from infershift.components import CanaryRoute, InferencePool, InferenceService
+from infershift.components.gateway import envoy_proxy_peers
 
 
 def main() -> dict:

@@ -7,7 +7,7 @@ from bench.procs import validate_envoy
 from bench.routers import FACTORIES, Setup, make
 from bench.routers.infershift import VARIANTS, envoy_config, picker_config
 from bench.routers.rust_routers import RustRouter
-from picker.config import parse_config
+from infershift.picker.config import parse_config
 
 POOL = ["127.0.0.1:18001", "127.0.0.1:18002"]
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-import spec
-from components.render import Render, render_stack
+from infershift import spec
+from infershift.components.render import Render, render_stack
 
 STACKS = spec.stack_names()
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-import spec
-from picker.config import parse_config
-from sim.cli import parse_args as sim_args
+from infershift import spec
+from infershift.picker.config import parse_config
+from infershift.sim.cli import parse_args as sim_args
 
 STACKS = spec.stack_names()
 
@@ -35,7 +35,7 @@ def test_simulator_accepts_the_rendered_args(renders):
 
 @pytest.mark.parametrize("version", ["v1", "v1alpha2"])
 def test_picker_accepts_the_components_default_configs(version):
-    from components import endpoint_picker, inference_pool
+    from infershift.components import endpoint_picker, inference_pool
 
     picker = {o["kind"]: o for o in endpoint_picker.manifests({"pool_name": "p", "pool_api_version": version})}
     assert parse_config(yaml.safe_load(picker["ConfigMap"]["data"]["config.yaml"])).pool_name == "p"

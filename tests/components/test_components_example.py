@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from components.render import render_program
+from infershift.components.render import render_program
 from k8s_schemas import validate
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "byo-cluster" / "__main__.py"
@@ -44,6 +44,6 @@ def test_example_simulated_has_no_gpus(example):
     r = _render(example, simulated="true")
     for name in ("chat-stable", "chat-canary"):
         pod = r.one("Deployment", name)["spec"]["template"]["spec"]
-        assert pod["containers"][0]["command"] == ["python", "-m", "sim"] and "resources" not in pod["containers"][0]
+        assert pod["containers"][0]["command"] == ["python", "-m", "infershift.sim"] and "resources" not in pod["containers"][0]
     rule = r.one("HTTPRoute", "chat")["spec"]["rules"][-1]
     assert [b["weight"] for b in rule["backendRefs"]] == [90, 10]

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import yaml
 
-import spec
-from components import endpoint_picker, inference_pool, inference_service, model_routing, routes
-from components.naming import dns_label
+from infershift import spec
+from infershift.components import endpoint_picker, inference_pool, inference_service, model_routing, routes
+from infershift.components.naming import dns_label
 
 
 def test_dns_label_keeps_names_unique_and_valid():
@@ -72,7 +72,7 @@ def test_picker_runs_locked_down_with_its_config_mounted():
     assert c["securityContext"]["allowPrivilegeEscalation"] is False
     assert c["resources"]["requests"] == {"cpu": "500m", "memory": "512Mi"}
     assert [p["containerPort"] for p in c["ports"]] == [9002, 9003, 9090]
-    assert c["command"] + c["args"] == ["python", "-m", "picker", "--config", "/etc/picker/config.yaml",
+    assert c["command"] + c["args"] == ["python", "-m", "infershift.picker", "--config", "/etc/picker/config.yaml",
                                         "--pool-name", "p", "--pool-namespace", "ns", "--host", "0.0.0.0"]
     assert yaml.safe_load(objs["ConfigMap"]["data"]["config.yaml"]) == {"pool": {"name": "p"}}
 
@@ -130,7 +130,7 @@ def test_pins_come_before_the_weighted_rule():
 def test_gke_pickers_admit_the_proxy_subnet_only(renders):
     import copy
 
-    from components.render import render_values
+    from infershift.components.render import render_values
 
     document = yaml.safe_load(spec.stack_path("gke-node-rollout").read_text())
     values = spec.config_values(document)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-import spec
-from components.render import write
+from infershift import spec
+from infershift.components.render import write
 STACKS = spec.stack_names()
 from k8s_schemas import NO_CRD, validate
 
@@ -83,7 +83,7 @@ def test_write_one_object_per_file(renders, tmp_path):
 
 
 def _render_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "components.render", *args], cwd=REPO, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "infershift.components.render", *args], cwd=REPO, capture_output=True,
                           text=True, timeout=120)
 
 
@@ -119,7 +119,7 @@ def test_cli_names_an_unknown_stack(tmp_path):
 def test_program_raises_on_invalid_config_before_declaring_anything():
     import pulumi
 
-    from components.render import render_values
+    from infershift.components.render import render_values
 
     values = spec.config_values(yaml.safe_load(spec.stack_path("ack-canary").read_text()))
     values["gateway"]["listeners"].append({"name": "again", "port": 8080})
@@ -159,7 +159,7 @@ def test_main_py_runs_the_program_with_engine_style_config(renders, monkeypatch)
     """`__main__.py` as the Pulumi engine runs it: config arrives in PULUMI_CONFIG as JSON strings."""
     import runpy
 
-    from components.render import render_program, stack_config
+    from infershift.components.render import render_program, stack_config
 
     values = spec.config_values(yaml.safe_load(spec.stack_path("gke-node-rollout").read_text()))
     monkeypatch.setenv("PULUMI_CONFIG", json.dumps(stack_config(values)))
@@ -184,7 +184,7 @@ def test_children_are_parented_and_named_after_their_component(renders, stack):
 
 
 def test_stack_warnings_are_logged_not_fatal(caplog):
-    from components.render import render_values
+    from infershift.components.render import render_values
 
     values = spec.config_values(yaml.safe_load(spec.stack_path("ack-canary").read_text()))
     with caplog.at_level("WARNING", logger="infershift.render"):

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-import spec
-from spec.config_path import parse_path, parse_value, set_path, weight_paths
-from components.render import render_values
+from infershift import spec
+from infershift.spec.config_path import parse_path, parse_value, set_path, weight_paths
+from infershift.components.render import render_values
 STACKS = spec.stack_names()
 
 REPO = Path(__file__).resolve().parents[2]
@@ -119,7 +119,7 @@ def test_weight_paths_round_trip_through_set_path():
 
 def test_config_path_cli_edits_a_copy_and_keeps_the_header(tmp_path):
     out = tmp_path / "Pulumi.ack-canary.yaml"
-    proc = subprocess.run([sys.executable, "-m", "spec.config_path", "-s", "ack-canary",
+    proc = subprocess.run([sys.executable, "-m", "infershift.spec.config_path", "-s", "ack-canary",
                            "routes.inference-route.backends.mymodel-pool-v2", "50", "--out", str(out)],
                           cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
@@ -130,6 +130,6 @@ def test_config_path_cli_edits_a_copy_and_keeps_the_header(tmp_path):
 
 
 def test_config_path_cli_rejects_a_bad_path(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "spec.config_path", "-s", "ack-canary", "routes..[x", "1",
+    proc = subprocess.run([sys.executable, "-m", "infershift.spec.config_path", "-s", "ack-canary", "routes..[x", "1",
                            "--out", str(tmp_path / "x.yaml")], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "invalid config path" in proc.stderr

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from devstack_helpers import FAST, copy_stack
 
-from devstack.stack import LocalStack, Options
+from infershift.devstack.stack import LocalStack, Options
 
 
 @pytest.fixture(scope="module")

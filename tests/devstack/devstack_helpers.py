@@ -9,7 +9,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from spec import stack_path  # noqa: E402
+from infershift.spec import stack_path  # noqa: E402
 
 TESTDATA = Path(__file__).resolve().parent / "testdata"
 # Fast simulated GPUs and a gentle picker scrape: many processes share 2 cores in CI.
@@ -24,7 +24,7 @@ def copy_stack(name: str, directory: Path) -> Path:
 
 
 def within(observed: int, total: int, weight_share: float) -> tuple[bool, str]:
-    from devstack.traffic import tolerance
+    from infershift.devstack.traffic import tolerance
 
     share = observed / total if total else 0.0
     tol = tolerance(weight_share, total)

@@ -1,4 +1,4 @@
-"""`python -m devstack`: a busy port is a clear error before anything starts; Ctrl-C
+"""`python -m infershift.devstack`: a busy port is a clear error before anything starts; Ctrl-C
 stops every child; `config set --path` edits a stack file as Pulumi would."""
 from __future__ import annotations
 
@@ -15,12 +15,12 @@ import pytest
 import yaml
 from devstack_helpers import REPO, copy_stack
 
-from spec import config_path
-from devstack.ports import free_port
+from infershift.spec import config_path
+from infershift.devstack.ports import free_port
 
 
 def devstack(*args: str, **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "devstack", *args], cwd=REPO, stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "infershift.devstack", *args], cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True, **kw)
 
 

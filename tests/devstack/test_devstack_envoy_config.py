@@ -8,9 +8,9 @@ import os
 import pytest
 from devstack_helpers import TESTDATA
 
-import spec
-from devstack import envoy_check, envoy_config, render
-from devstack.files import write_yaml
+from infershift import spec
+from infershift.devstack import envoy_check, envoy_config, render
+from infershift.devstack.files import write_yaml
 
 GOLDEN = sorted(p.name[: -len(".stack.yaml")] for p in TESTDATA.glob("*.stack.yaml"))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from devstack.traffic import burst, chat_body
+from infershift.devstack.traffic import burst, chat_body
 
 
 def test_fail_open_pool_serves_without_its_picker(local_stack):

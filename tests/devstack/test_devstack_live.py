@@ -10,8 +10,8 @@ import httpx
 
 from devstack_helpers import within
 
-from spec.config_path import set_many_in_file
-from devstack.traffic import Load, burst, chat_body, served_count, settled_count
+from infershift.spec.config_path import set_many_in_file
+from infershift.devstack.traffic import Load, burst, chat_body, served_count, settled_count
 
 ROUTE = "routes.inference-route.backends"
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 from devstack_helpers import within
 
-from devstack.traffic import burst, chat_body, served_count, settled_count
+from infershift.devstack.traffic import burst, chat_body, served_count, settled_count
 
 N = 200
 

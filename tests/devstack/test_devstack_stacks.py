@@ -12,10 +12,10 @@ import httpx
 import pytest
 from devstack_helpers import FAST, REPO, copy_stack
 
-import spec
-from devstack.ports import free_port
-from devstack.stack import Options, run
-from devstack.traffic import served_count, settled_count
+from infershift import spec
+from infershift.devstack.ports import free_port
+from infershift.devstack.stack import Options, run
+from infershift.devstack.traffic import served_count, settled_count
 
 
 @pytest.mark.parametrize("name", spec.stack_names())
@@ -53,7 +53,7 @@ def test_service_endpoints_use_running_servers_instead_of_simulators(tmp_path):
     here a simulator started outside devstack stands in for one."""
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "sim", "--model", "/models/external", "--served-model-name", "ext",
+        [sys.executable, "-m", "infershift.sim", "--model", "/models/external", "--served-model-name", "ext",
          "--port", str(port), "--pod-name", "outside", "--time-scale", "50"],
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
@@ -95,7 +95,7 @@ config:
 
 
 def test_body_limits_answer_in_openai_shape(tmp_path):
-    from spec.config_path import set_many_in_file
+    from infershift.spec.config_path import set_many_in_file
 
     stack_file = copy_stack("ack-canary", tmp_path)
     set_many_in_file(stack_file, {

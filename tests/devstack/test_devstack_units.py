@@ -6,9 +6,9 @@ import socket
 import pytest
 from devstack_helpers import TESTDATA
 
-import spec
-from devstack import dataplane, sims
-from devstack.ports import PortError, PortPlan
+from infershift import spec
+from infershift.devstack import dataplane, sims
+from infershift.devstack.ports import PortError, PortPlan
 
 
 def edited(stack, **changes):

@@ -20,7 +20,7 @@ def _has(module: str) -> bool:
 if not (_has("envoy.service.ext_proc.v3") and _has("grpc_health.v1")):
     collect_ignore_glob = ["test_*.py"]
 
-from picker.procs import free_port, start_modelservers, start_picker, tempdir, wait_until
+from bench.pickerbench.procs import free_port, start_modelservers, start_picker, tempdir, wait_until
 from pickertest import SERVER_SPECS, Servers, Stack, base_config
 
 

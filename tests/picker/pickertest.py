@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import pytest
 import yaml
 
-from picker.procs import (free_port, http_get, start_envoy, start_modelservers, start_picker, tempdir,
+from bench.pickerbench.procs import (free_port, http_get, start_envoy, start_modelservers, start_picker, tempdir,
                           wait_until)
 from envoy_gateway import gateway_config
 

@@ -5,11 +5,11 @@ import random
 
 import pytest
 
-from picker.config import parse_config, parse_scheduling
-from picker.endpoints import Endpoint
-from picker.errors import ConfigError, Shed
-from picker.metrics_parse import parse_metrics
-from picker.scheduling import SchedRequest, build_scheduler
+from infershift.picker.config import parse_config, parse_scheduling
+from infershift.picker.endpoints import Endpoint
+from infershift.picker.errors import ConfigError, Shed
+from infershift.picker.metrics_parse import parse_metrics
+from infershift.picker.scheduling import SchedRequest, build_scheduler
 
 
 def vllm_metrics(waiting: int, running: int, kv: float) -> str:
@@ -91,12 +91,12 @@ def test_critical_leaves_a_cached_prefix_behind_a_long_queue():
 
 
 def _default_plugins():
-    from picker.config import DEFAULT_SCHEDULING
+    from infershift.picker.config import DEFAULT_SCHEDULING
     return DEFAULT_SCHEDULING["plugins"]
 
 
 def _default_profile():
-    from picker.config import DEFAULT_SCHEDULING
+    from infershift.picker.config import DEFAULT_SCHEDULING
     return DEFAULT_SCHEDULING["profile"]
 
 

@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from picker.errors import BadRequest, BodyTooLarge
-from picker.request_body import model_splice, parse_body, prompt_of, rewrite_model
-from picker.response_body import SSERestorer, restore_json
+from infershift.picker.errors import BadRequest, BodyTooLarge
+from infershift.picker.request_body import model_splice, parse_body, prompt_of, rewrite_model
+from infershift.picker.response_body import SSERestorer, restore_json
 
 CT = "application/json"
 

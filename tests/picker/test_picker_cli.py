@@ -5,9 +5,9 @@ import os
 import subprocess
 import sys
 
-from picker.__main__ import parse_args
-from picker.app import load
-from picker.procs import REPO
+from infershift.picker.__main__ import parse_args
+from infershift.picker.app import load
+from bench.pickerbench.procs import REPO
 
 
 def test_flags_override_file(tmp_path):
@@ -27,6 +27,6 @@ def test_flags_override_file(tmp_path):
 def test_bad_config_exits_2_naming_the_field(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("endpoints: [{address: 'nohost'}]\n")
-    r = subprocess.run([sys.executable, "-m", "picker", "--config", str(cfg)], capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-m", "infershift.picker", "--config", str(cfg)], capture_output=True, text=True,
                        timeout=60, cwd=str(REPO), env=dict(os.environ, PYTHONPATH=str(REPO)))
     assert r.returncode == 2 and "endpoints[0].address" in r.stderr

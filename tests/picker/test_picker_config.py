@@ -6,9 +6,9 @@ import textwrap
 import pytest
 import yaml
 
-from picker.config import load_config, parse_config, parse_duration
-from picker.errors import ConfigError
-from picker.scheduling import build_scheduler
+from infershift.picker.config import load_config, parse_config, parse_duration
+from infershift.picker.errors import ConfigError
+from infershift.picker.scheduling import build_scheduler
 
 EXAMPLE = textwrap.dedent("""
     pool: {name: mymodel-pool-v1, namespace: default}

@@ -7,7 +7,7 @@ import threading
 import time
 from collections import Counter
 
-from picker.procs import free_port, wait_until
+from bench.pickerbench.procs import free_port, wait_until
 from pickertest import base_config, complete, request
 
 
@@ -319,7 +319,7 @@ def test_fallback_list_with_override_host_policy(stack, reset_servers, workdir):
     policy the request lands on the primary (what an ORIGINAL_DST cluster could not parse)."""
     import yaml
 
-    from picker.procs import http_get, start_picker
+    from bench.pickerbench.procs import http_get, start_picker
 
     s = reset_servers
     path = f"{workdir}/fallbacks.yaml"

@@ -9,8 +9,8 @@ import sys
 import pytest
 
 from envoy_gateway import direct_config, gateway_config
-from picker.envoy_config import RESTORE_HEADER, ext_proc_filter, ext_proc_filters
-from picker.procs import REPO, validate_envoy
+from infershift.picker.envoy_config import RESTORE_HEADER, ext_proc_filter, ext_proc_filters
+from bench.pickerbench.procs import REPO, validate_envoy
 
 
 def http_filters(cfg):
@@ -53,7 +53,7 @@ def test_filter_helpers_match_the_bootstrap():
 
 def test_envoy_config_imports_without_grpc():
     code = ("import sys; sys.modules['grpc'] = None; sys.modules['envoy'] = None; sys.modules['google.protobuf'] = None\n"
-            "import picker.envoy_config as e; print(len(e.ext_proc_filters('p', fail_open=True)))")
+            "import infershift.picker.envoy_config as e; print(len(e.ext_proc_filters('p', fail_open=True)))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=str(REPO),
                        env=dict(os.environ, PYTHONPATH=str(REPO)))
     assert r.returncode == 0 and r.stdout.strip() == "3", r.stderr

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 
-from picker.procs import wait_until
+from bench.pickerbench.procs import wait_until
 from pickertest import base_config, complete, request
 
 

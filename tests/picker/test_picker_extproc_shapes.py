@@ -10,10 +10,10 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from google.protobuf import struct_pb2
 
-from picker.config import parse_config
-from picker.extproc import ExtProc
-from picker.pool import Pool
-from picker.telemetry import Telemetry
+from infershift.picker.config import parse_config
+from infershift.picker.extproc import ExtProc
+from infershift.picker.pool import Pool
+from infershift.picker.telemetry import Telemetry
 
 
 def make():

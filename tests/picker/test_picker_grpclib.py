@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from picker.procs import free_port, start_picker, wait_until
+from bench.pickerbench.procs import free_port, start_picker, wait_until
 from pickertest import base_config, complete, request
 
 
@@ -42,6 +42,6 @@ def test_grpclib_transport_keeps_the_protocol(lib_ports, reset_servers):
         big = "lorem ipsum " * 18000  # ~216 KB, under the 256 KB limit
         r = complete(port, "sql", big, {"x-gateway-model-name-rewrite": "sql-v1"})
         assert r.status == 200 and r.json()["model"] == "sql"
-    from picker.procs import http_get
+    from bench.pickerbench.procs import http_get
 
     wait_until(lambda: 'picked="true"' in http_get(f"http://127.0.0.1:{metrics_port}/metrics")[1], 20, "served")

@@ -22,8 +22,8 @@ from h2.config import H2Configuration
 from h2.connection import H2Connection
 from h2.settings import SettingCodes
 
-from picker import h2_server
-from picker.h2_server import ExtProcServer
+from infershift.picker import h2_server
+from infershift.picker.h2_server import ExtProcServer
 
 PROCESS = "/envoy.service.ext_proc.v3.ExternalProcessor/Process"
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 from aiohttp import web
 
-from picker.http1 import Client, HttpError, ResponseParser
+from infershift.picker.http1 import Client, HttpError, ResponseParser
 
 
 class RawServer:

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import random
 
-from picker.config import parse_config
-from picker.k8s import (apply_watch_event, endpoints_from_pods, merge_routing, pool_selector_and_ports,
+from infershift.picker.config import parse_config
+from infershift.picker.k8s import (apply_watch_event, endpoints_from_pods, merge_routing, pool_selector_and_ports,
                         routes_from_inference_models, routes_from_rewrites)
-from picker.pool import Pool
+from infershift.picker.pool import Pool
 
 POOL_V1 = {"apiVersion": "inference.networking.k8s.io/v1", "kind": "InferencePool",
            "metadata": {"name": "qwen-pool", "namespace": "default"},

@@ -11,15 +11,15 @@ import sys
 
 import pytest
 
-from components.model_routing import manifests
-from picker.config import parse_config
-from picker.errors import ConfigError
-from picker.k8s import (KubeDiscovery, label_selector, list_url, watched_urls, merge_routing, model_priorities_from,
+from infershift.components.model_routing import manifests
+from infershift.picker.config import parse_config
+from infershift.picker.errors import ConfigError
+from infershift.picker.k8s import (KubeDiscovery, label_selector, list_url, watched_urls, merge_routing, model_priorities_from,
                         watch_url)
-from picker.kube_auth import from_kubeconfig, in_cluster, ssl_context
-from picker.pool import Pool
-from picker.procs import REPO
-from picker.routing import resolve
+from infershift.picker.kube_auth import from_kubeconfig, in_cluster, ssl_context
+from infershift.picker.pool import Pool
+from bench.pickerbench.procs import REPO
+from infershift.picker.routing import resolve
 from test_picker_k8s import PODS, POOL_V1
 
 
@@ -148,7 +148,7 @@ def test_cli_kube_flags_errors_exit_2(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO))
     for extra, message in ((["--kube-context", "dev"], "--kube-context needs --kubeconfig"),
                            (["--kubeconfig", str(tmp_path / "missing")], "cannot read kubeconfig")):
-        r = subprocess.run([sys.executable, "-m", "picker", "--config", str(cfg), "--grpc-port", "0",
+        r = subprocess.run([sys.executable, "-m", "infershift.picker", "--config", str(cfg), "--grpc-port", "0",
                             "--health-port", "0", "--metrics-port", "0", *extra],
                            capture_output=True, text=True, timeout=60, cwd=str(REPO), env=env)
         assert r.returncode == 2 and message in r.stderr, r.stderr

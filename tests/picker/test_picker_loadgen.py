@@ -1,4 +1,4 @@
-"""Tests for picker/loadgen.py. The aiohttp server runs in its own process (this file run as a script)
+"""Tests for bench/pickerbench/loadgen.py. The aiohttp server runs in its own process (this file run as a script)
 so the generator's timing is its own; it records what arrived and serves it back on
 GET /stats. Framing aiohttp never produces (chunk extensions, trailers, byte-by-byte delivery, no
 framing at all) comes from a hand-written asyncio server in the test process."""
@@ -20,8 +20,8 @@ import urllib.request
 
 import pytest
 
-from picker import loadgen
-from picker.procs import REPO
+from bench.pickerbench import loadgen
+from bench.pickerbench.procs import REPO
 
 SMALL_REPLY = json.dumps({"choices": [{"text": "ok " * 60}]}).encode()
 BIG_REPLY = b"y" * (256 * 1024)

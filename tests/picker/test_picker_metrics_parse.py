@@ -1,8 +1,8 @@
 """Parsing model-server /metrics: vLLM (new and old names), LoRA info, cache config, SGLang."""
 from __future__ import annotations
 
-from picker.metrics_parse import parse_metrics
-from picker.scraper import models_from_listing
+from infershift.picker.metrics_parse import parse_metrics
+from infershift.picker.scraper import models_from_listing
 
 VLLM = """\
 # HELP vllm:num_requests_running Number of requests in model execution batches.

@@ -8,12 +8,12 @@ import random
 from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2 as pm
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
-from picker import restore_header
-from picker.config import parse_config
-from picker.envoy_config import HANDOVER_KEY, HANDOVER_NS, RESTORE_HEADER
-from picker.extproc import ExtProc
-from picker.pool import Pool
-from picker.telemetry import Telemetry
+from infershift.picker import restore_header
+from infershift.picker.config import parse_config
+from infershift.picker.envoy_config import HANDOVER_KEY, HANDOVER_NS, RESTORE_HEADER
+from infershift.picker.extproc import ExtProc
+from infershift.picker.pool import Pool
+from infershift.picker.telemetry import Telemetry
 from test_picker_extproc_shapes import headers, md, run
 
 ONE_RT = pb.ProtocolConfiguration(request_body_mode=pm.ProcessingMode.STREAMED,
@@ -155,7 +155,7 @@ def test_hand_over_codec_rejects_foreign_values():
 
 
 def test_big_or_unsized_uploads_extend_the_message_timer():
-    from picker.envoy_config import BIG_BODY_BYTES, UPLOAD_TIMEOUT_S
+    from infershift.picker.envoy_config import BIG_BODY_BYTES, UPLOAD_TIMEOUT_S
 
     svc, _, _ = make()
 

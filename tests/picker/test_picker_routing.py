@@ -7,10 +7,10 @@ from collections import Counter
 
 import pytest
 
-from picker.config import ModelRoute, Target
-from picker.endpoints import Endpoint
-from picker.errors import ModelNotFound
-from picker.routing import choose_target, resolve, session_point
+from infershift.picker.config import ModelRoute, Target
+from infershift.picker.endpoints import Endpoint
+from infershift.picker.errors import ModelNotFound
+from infershift.picker.routing import choose_target, resolve, session_point
 
 ROUTES = {"travel": ModelRoute("travel", (Target("t-v1", 90), Target("t-v2", 10)), criticality="Critical"),
           "batch": ModelRoute("batch", (Target("llama", 1),), criticality="Sheddable"),

@@ -5,12 +5,12 @@ import random
 
 import pytest
 
-from picker.config import parse_config, parse_scheduling
-from picker.endpoints import Endpoint
-from picker.errors import NoCapacity, Shed
-from picker.metrics_parse import ServerMetrics
-from picker.scheduling import SchedRequest, build_scheduler
-from picker.scheduling.prefix import PrefixIndex, block_hashes
+from infershift.picker.config import parse_config, parse_scheduling
+from infershift.picker.endpoints import Endpoint
+from infershift.picker.errors import NoCapacity, Shed
+from infershift.picker.metrics_parse import ServerMetrics
+from infershift.picker.scheduling import SchedRequest, build_scheduler
+from infershift.picker.scheduling.prefix import PrefixIndex, block_hashes
 
 
 def ep(i: int, models=("llama",), bases=("llama",), **m) -> Endpoint:
@@ -56,7 +56,7 @@ def test_lora_affinity_order():
     waiting = ep(2, models=("llama", "sql"), waiting_loras=frozenset({"sql"}), max_lora=2)
     loadable = ep(3, models=("llama", "sql"), max_lora=2)
     active = ep(4, models=("llama", "sql"), running_loras=frozenset({"sql"}), max_lora=2)
-    from picker.scheduling.scorers import LoraAffinityScorer
+    from infershift.picker.scheduling.scorers import LoraAffinityScorer
     sc = LoraAffinityScorer("l", {}).score(SchedRequest("sql"), [full, waiting, loadable, active])
     assert sc[3] > sc[2] > sc[1] > sc[0]
     # base-model requests are neutral

@@ -11,8 +11,8 @@ from collections import Counter
 import pytest
 import yaml
 
-from picker.procs import REPO, Proc, free_port, start_envoy, start_picker, wait_until
-from picker.envoy_config import gateway_config
+from bench.pickerbench.procs import REPO, Proc, free_port, start_envoy, start_picker, wait_until
+from infershift.picker.envoy_config import gateway_config
 from pickertest import complete
 
 MAIN_PY = REPO / ".venv" / "bin" / "python"
@@ -20,9 +20,9 @@ MAIN_PY = REPO / ".venv" / "bin" / "python"
 
 @pytest.fixture(scope="module")
 def sim_stack(workdir):
-    if not (REPO / "sim" / "__main__.py").exists() or not MAIN_PY.exists():
+    if not (REPO / "infershift" / "sim" / "__main__.py").exists() or not MAIN_PY.exists():
         pytest.skip("sim/ or the main virtualenv is not available")
-    sim = Proc([str(MAIN_PY), "-m", "sim", "--profile", "h100-8b", "--model", "llama", "--served-model-name", "llama",
+    sim = Proc([str(MAIN_PY), "-m", "infershift.sim", "--profile", "h100-8b", "--model", "llama", "--served-model-name", "llama",
                 "--lora-modules", "sql-v1=/m/v1", "sql-v2=/m/v2", "--max-loras", "2", "--port", "0",
                 "--servers", "3", "--time-scale", "20", "--pod-name", "simpod", "--seed", "1"],
                os.path.join(workdir, "sim.log"))

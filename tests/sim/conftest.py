@@ -5,9 +5,9 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from sim.lora import Adapter
-from sim.profiles import get_profile
-from sim.server import ServerConfig, SimServer
+from infershift.sim.lora import Adapter
+from infershift.sim.profiles import get_profile
+from infershift.sim.server import ServerConfig, SimServer
 
 
 def make_config(profile="h100-8b", time_scale=1.0, **kw):

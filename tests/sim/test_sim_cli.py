@@ -1,4 +1,4 @@
-"""`python -m sim` as users and the devstack run it: a real subprocess."""
+"""`python -m infershift.sim` as users and the devstack run it: a real subprocess."""
 import json
 import os
 import signal
@@ -10,7 +10,7 @@ import pytest
 
 from conftest import free_port_range
 from sim_helpers import stop_group
-from sim.profiles import get_profile
+from infershift.sim.profiles import get_profile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -20,7 +20,7 @@ def run_sim():
     procs = []
 
     def run(*args, env=None):
-        p = subprocess.Popen([sys.executable, "-m", "sim", *args], cwd=ROOT, stdout=subprocess.PIPE,
+        p = subprocess.Popen([sys.executable, "-m", "infershift.sim", *args], cwd=ROOT, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, start_new_session=True,
                              env={**os.environ, **(env or {})})
         procs.append(p)
@@ -95,7 +95,7 @@ def test_port_zero_picks_free_ports_even_for_one_server(run_sim):
 
 
 def test_instance_names():
-    from sim.cli import instance_name
+    from infershift.sim.cli import instance_name
     assert instance_name(2, 3, "pool", "m", 8000, env={}) == "pool-2"
     assert instance_name(0, 1, None, "Qwen/Qwen-2.5 7B", 8000, env={}) == "qwen-qwen-2-5-7b-8000-0"
     k8s = {"KUBERNETES_SERVICE_HOST": "10.0.0.1", "HOSTNAME": "mymodel-v1-5d9c-xk2"}

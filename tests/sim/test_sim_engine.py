@@ -3,10 +3,10 @@ import math
 
 import pytest
 
-from sim.engine import Engine, QueueFull, Request, TooLarge
-from sim.metrics import Stats
-from sim.profiles import get_profile
-from sim.tokens import block_hashes
+from infershift.sim.engine import Engine, QueueFull, Request, TooLarge
+from infershift.sim.metrics import Stats
+from infershift.sim.profiles import get_profile
+from infershift.sim.tokens import block_hashes
 
 P = get_profile("h100-8b")
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from sim.profiles import get_profile
+from infershift.sim.profiles import get_profile
 from sim_helpers import stop_group, stream_times
 
 pytestmark = pytest.mark.asyncio

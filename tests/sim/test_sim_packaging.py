@@ -5,7 +5,8 @@ import re
 import subprocess
 import sys
 
-SIM = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "sim")
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SIM = os.path.join(ROOT, "infershift", "sim")
 
 
 def third_party_imports() -> set[str]:
@@ -23,7 +24,7 @@ def third_party_imports() -> set[str]:
                 continue
             for n in names:
                 top = n.split(".")[0]
-                if top not in sys.stdlib_module_names and top != "sim":
+                if top not in sys.stdlib_module_names and top != "infershift":
                     mods.add(top)
     return mods
 
@@ -42,24 +43,25 @@ def test_requirements_cover_imports_and_are_pinned():
 def test_dockerfile_runs_sim_as_non_root_from_slim_python():
     text = open(os.path.join(SIM, "Dockerfile")).read()
     assert re.search(r"^FROM python:3\.11-slim\b", text, re.M)
-    assert 'ENTRYPOINT ["python", "-m", "sim"]' in text
+    assert 'ENTRYPOINT ["python", "-m", "infershift.sim"]' in text
     user = re.findall(r"^USER (\S+)", text, re.M)
     assert user and user[-1] not in ("root", "0")
     assert "sim/requirements.txt" in text and "SIM_HOST=0.0.0.0" in text
 
 
 def test_sim_imports_nothing_from_the_rest_of_the_repo(tmp_path):
-    # Copy only sim/ (as the image does) and import every module.
+    # Copy only infershift/__init__.py and infershift/sim/ (as the image does) and import every module.
     import shutil
-    shutil.copytree(SIM, tmp_path / "sim", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(SIM, tmp_path / "infershift" / "sim", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(os.path.join(ROOT, "infershift", "__init__.py"), tmp_path / "infershift" / "__init__.py")
     mods = [f[:-3] for f in os.listdir(SIM) if f.endswith(".py") and f not in ("__main__.py",)]
-    code = "import importlib\n" + "".join(f"importlib.import_module('sim.{m}')\n" for m in mods if m != "__init__")
+    code = "import importlib\n" + "".join(f"importlib.import_module('infershift.sim.{m}')\n" for m in mods if m != "__init__")
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
 
 
 def test_loadcheck_runs_and_prints_its_figures():
-    r = subprocess.run([sys.executable, "-m", "sim.loadcheck", "--servers", "2", "--rate", "20", "--seconds", "1",
+    r = subprocess.run([sys.executable, "-m", "infershift.sim.loadcheck", "--servers", "2", "--rate", "20", "--seconds", "1",
                         "--max-output", "8"],
                        cwd=os.path.dirname(SIM), capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr

@@ -1,8 +1,8 @@
 """Token counting and the deterministic output text."""
 import pytest
 
-from sim.text import Output, marker, natural_length, prompt_key
-from sim.tokens import block_hashes, count_tokens, render_chat
+from infershift.sim.text import Output, marker, natural_length, prompt_key
+from infershift.sim.tokens import block_hashes, count_tokens, render_chat
 
 
 @pytest.mark.parametrize("key", [0, 4095, 123456789, 2**63 - 1])

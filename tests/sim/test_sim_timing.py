@@ -5,7 +5,7 @@ import statistics
 import pytest
 
 from sim_helpers import scrape, stream_times, value
-from sim.profiles import get_profile
+from infershift.sim.profiles import get_profile
 
 pytestmark = pytest.mark.asyncio
 

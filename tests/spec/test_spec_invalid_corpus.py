@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-import spec
-
+from infershift import spec
 HERE = Path(__file__).resolve().parent
 CORPUS = sorted((HERE / "invalid").glob("Pulumi.*.yaml"))
 

@@ -1,0 +1,144 @@
+"""EndpointPicker: the pool's endpoint picker (Envoy ext_proc gRPC service) and what it needs to run.
+
+Deployment (9002 gRPC ext_proc, 9003 gRPC health, 9090 metrics; non-root, read-only root
+filesystem), Service, ServiceAccount, a namespaced read-only Role + RoleBinding (pods, pools,
+model routing objects), the ConfigMap with its config, and a NetworkPolicy that admits only
+the gateway to 9002.
+"""
+from __future__ import annotations
+
+from typing import NotRequired, Optional, TypedDict
+
+import pulumi
+import yaml
+
+from .api import LLMD_API, POOL_GROUPS, pool_api_version
+from .objects import child_opts, declare
+
+GRPC_PORT, HEALTH_PORT, METRICS_PORT = 9002, 9003, 9090
+CONFIG_DIR = "/etc/picker"
+
+
+class EndpointPickerArgs(TypedDict):
+    pool_name: str
+    pool_api_version: str
+    """`v1` or `v1alpha2`: which pool and model-routing kinds it reads."""
+    namespace: NotRequired[str]
+    image: NotRequired[str]
+    replicas: NotRequired[int]
+    cpu: NotRequired[str]
+    memory: NotRequired[str]
+    config: NotRequired[dict]
+    """The picker's config file content (see picker/README.md)."""
+    gateway_peers: NotRequired[list[dict]]
+    """NetworkPolicy peers allowed to reach 9002 (the gateway's proxies)."""
+
+
+def picker_name(pool: str) -> str:
+    return f"{pool}-epp"
+
+
+# Exactly what the picker lists and watches (picker/k8s.py): its own pool, by name (a
+# `metadata.name` field selector, which RBAC checks against resourceNames), and the
+# model-routing kinds of its pool's API. Read-only, this namespace only.
+ROUTING_RULES = {
+    "v1alpha2": [{"apiGroups": [POOL_GROUPS["v1alpha2"]], "resources": ["inferencemodels"],
+                  "verbs": ["get", "list", "watch"]}],
+    "v1": [{"apiGroups": [LLMD_API.split("/")[0]], "resources": ["inferenceobjectives", "inferencemodelrewrites"],
+            "verbs": ["get", "list", "watch"]}],
+}
+
+
+def manifests(a: EndpointPickerArgs) -> list[dict]:
+    pool, ns, version = a["pool_name"], a.get("namespace", "default"), a["pool_api_version"]
+    name = picker_name(pool)
+    labels = {"app": name, "infershift.io/pool": pool}
+    meta = {"name": name, "namespace": ns, "labels": labels}
+    config = a.get("config") or {"pool": {"name": pool, "namespace": ns},
+                                 "kubernetes": {"poolApiVersion": pool_api_version(version)}}
+    container = {
+        "name": "picker",
+        "image": a.get("image", "ghcr.io/infershift/picker:0.1.0"),
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["python", "-m", "infershift.picker"],
+        "args": ["--config", f"{CONFIG_DIR}/config.yaml", "--pool-name", pool, "--pool-namespace", ns,
+                 "--host", "0.0.0.0"],
+        "ports": [{"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
+                  {"name": "grpc-health", "containerPort": HEALTH_PORT, "protocol": "TCP"},
+                  {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}],
+        "readinessProbe": {"grpc": {"port": HEALTH_PORT}, "periodSeconds": 2},
+        "livenessProbe": {"grpc": {"port": HEALTH_PORT}, "initialDelaySeconds": 5, "periodSeconds": 10},
+        "resources": {"requests": {"cpu": a.get("cpu", "500m"), "memory": a.get("memory", "512Mi")},
+                      "limits": {"memory": a.get("memory", "512Mi")}},
+        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                            "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}},
+        "volumeMounts": [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+                         {"name": "tmp", "mountPath": "/tmp"}],
+    }
+    gateway_peers = a.get("gateway_peers") or []
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta, "rules": [
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": [POOL_GROUPS[version]], "resources": ["inferencepools"], "resourceNames": [pool],
+             "verbs": ["get", "list", "watch"]},
+            *ROUTING_RULES[version],
+        ]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": meta,
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+         "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": ns}]},
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta,
+         "data": {"config.yaml": yaml.safe_dump(config, sort_keys=False)}},
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": {
+            "replicas": a.get("replicas", 1),
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels, "annotations": {
+                    "prometheus.io/scrape": "true", "prometheus.io/port": str(METRICS_PORT),
+                    "prometheus.io/path": "/metrics"}},
+                "spec": {
+                    "serviceAccountName": name,
+                    "securityContext": {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532,
+                                        "seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [container],
+                    "volumes": [{"name": "config", "configMap": {"name": name}},
+                                {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
+                },
+            },
+        }},
+        {"apiVersion": "v1", "kind": "Service", "metadata": meta, "spec": {
+            "type": "ClusterIP", "selector": labels,
+            "ports": [{"name": "grpc-ext-proc", "port": GRPC_PORT, "targetPort": GRPC_PORT, "protocol": "TCP",
+                       "appProtocol": "http2"},
+                      {"name": "grpc-health", "port": HEALTH_PORT, "targetPort": HEALTH_PORT, "protocol": "TCP"},
+                      {"name": "metrics", "port": METRICS_PORT, "targetPort": METRICS_PORT, "protocol": "TCP"}],
+        }},
+        {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": meta, "spec": {
+            "podSelector": {"matchLabels": labels},
+            "policyTypes": ["Ingress"],
+            # ext_proc from the gateway only (no peers given: from nobody); health probes
+            # and metric scrapes carry no request data.
+            "ingress": ([{"from": gateway_peers, "ports": [{"port": GRPC_PORT, "protocol": "TCP"}]}]
+                        if gateway_peers else [])
+            + [{"ports": [{"port": HEALTH_PORT, "protocol": "TCP"}, {"port": METRICS_PORT, "protocol": "TCP"}]}],
+        }},
+    ]
+
+
+_ROLES = {"ServiceAccount": "sa", "Role": "role", "RoleBinding": "rolebinding", "ConfigMap": "config",
+          "Deployment": "deployment", "Service": "service", "NetworkPolicy": "netpol"}
+
+
+class EndpointPicker(pulumi.ComponentResource):
+    """`service_name` is the Service the InferencePool's picker reference names."""
+
+    service_name: str
+
+    def __init__(self, name: str, args: EndpointPickerArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("infershift:index:EndpointPicker", name, None, opts)
+        self.service_name = picker_name(args["pool_name"])
+        self.objects = {}
+        for m in manifests(args):
+            role = _ROLES[m["kind"]]
+            self.objects[role] = declare(f"{name}-{role}", m, child_opts(self))
+        self.register_outputs({"service_name": self.service_name})

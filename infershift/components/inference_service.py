@@ -1,0 +1,213 @@
+"""InferenceService: a vLLM (or simulator) Deployment, its Service and optional chat-template ConfigMap."""
+from __future__ import annotations
+
+from typing import NotRequired, Optional, TypedDict
+
+import pulumi
+
+from .objects import child_opts, declare
+
+SIM_IMAGE = "ghcr.io/infershift/sim:0.1.0"
+CHAT_TEMPLATE_DIR = "/etc/vllm"
+CHAT_TEMPLATE_KEY = "chat-template.jinja"
+
+
+class InferenceServiceArgs(TypedDict):
+    model: str
+    """What vLLM loads (`--model`): a path or a hub id."""
+    namespace: NotRequired[str]
+    served_model_name: NotRequired[Optional[str]]
+    image: NotRequired[str]
+    replicas: NotRequired[int]
+    port: NotRequired[int]
+    labels: NotRequired[dict[str, str]]
+    """Pod labels; pools select servers by these. Default `{app: <name>}`."""
+    gpus: NotRequired[int]
+    """`nvidia.com/gpu` per replica."""
+    tensor_parallel_size: NotRequired[int]
+    gpu_memory_utilization: NotRequired[float]
+    max_model_len: NotRequired[Optional[int]]
+    max_num_seqs: NotRequired[Optional[int]]
+    enforce_eager: NotRequired[bool]
+    trust_remote_code: NotRequired[bool]
+    lora_modules: NotRequired[dict[str, str]]
+    """Adapter name -> path; non-empty turns on `--enable-lora`."""
+    max_loras: NotRequired[Optional[int]]
+    max_cpu_loras: NotRequired[Optional[int]]
+    max_lora_rank: NotRequired[Optional[int]]
+    chat_template: NotRequired[Optional[str]]
+    """Jinja template text; goes to a ConfigMap mounted at /etc/vllm."""
+    model_pvc: NotRequired[Optional[str]]
+    """PersistentVolumeClaim with the weights (e.g. OSS- or GCS-backed); none: baked into the image."""
+    model_mount_path: NotRequired[str]
+    model_read_only: NotRequired[bool]
+    shm_size: NotRequired[Optional[str]]
+    """Memory-backed /dev/shm size (tensor parallel needs it); None: no /dev/shm volume."""
+    node_selector: NotRequired[dict[str, str]]
+    """The GPU node pool's labels."""
+    tolerate_gpu_taint: NotRequired[bool]
+    env: NotRequired[dict[str, str]]
+    extra_args: NotRequired[list[str]]
+    cpu: NotRequired[Optional[str]]
+    memory: NotRequired[Optional[str]]
+    simulated: NotRequired[bool]
+    """Run the project's simulator instead of vLLM: no GPUs, no GPU node selector."""
+    sim_image: NotRequired[str]
+    sim_profile: NotRequired[str]
+
+
+def vllm_args(a: InferenceServiceArgs) -> list[str]:
+    args = ["--model", a["model"]]
+    if a.get("served_model_name"):
+        args += ["--served-model-name", a["served_model_name"]]
+    args += ["--port", str(a.get("port", 8000))]
+    args += ["--tensor-parallel-size", str(a.get("tensor_parallel_size", 1))]
+    args += ["--gpu-memory-utilization", str(a.get("gpu_memory_utilization", 0.9))]
+    if a.get("max_model_len"):
+        args += ["--max-model-len", str(a["max_model_len"])]
+    if a.get("max_num_seqs"):
+        args += ["--max-num-seqs", str(a["max_num_seqs"])]
+    if a.get("enforce_eager"):
+        args.append("--enforce-eager")
+    if a.get("trust_remote_code"):
+        args.append("--trust-remote-code")
+    args += _lora_args(a)
+    if a.get("chat_template"):
+        args += ["--chat-template", f"{CHAT_TEMPLATE_DIR}/{CHAT_TEMPLATE_KEY}"]
+    return args + list(a.get("extra_args", []))
+
+
+def _lora_args(a: InferenceServiceArgs, sim: bool = False) -> list[str]:
+    modules = a.get("lora_modules") or {}
+    if not modules:
+        return []
+    # The simulator always serves adapters and has no rank limit to model.
+    args = [] if sim else ["--enable-lora"]
+    flags = [("--max-loras", "max_loras"), ("--max-cpu-loras", "max_cpu_loras")]
+    if not sim:
+        flags.append(("--max-lora-rank", "max_lora_rank"))
+    for flag, key in flags:
+        if a.get(key):
+            args += [flag, str(a[key])]
+    return args + ["--lora-modules", *(f"{n}={p}" for n, p in modules.items())]
+
+
+def sim_args(a: InferenceServiceArgs) -> list[str]:
+    args = ["--model", a["model"]]
+    if a.get("served_model_name"):
+        args += ["--served-model-name", a["served_model_name"]]
+    if a.get("max_model_len"):
+        args += ["--max-model-len", str(a["max_model_len"])]
+    args += _lora_args(a, sim=True)
+    return args + ["--profile", a.get("sim_profile", "a10-7b"), "--port", str(a.get("port", 8000)),
+                   "--host", "0.0.0.0"]
+
+
+def _probe(failure_threshold: int) -> dict:
+    # vLLM answers /health only once the weights are loaded; the seeds allow long loads.
+    return {"httpGet": {"path": "/health", "port": "http", "scheme": "HTTP"}, "initialDelaySeconds": 5,
+            "periodSeconds": 5, "timeoutSeconds": 1, "successThreshold": 1, "failureThreshold": failure_threshold}
+
+
+def manifests(name: str, a: InferenceServiceArgs) -> list[dict]:
+    """The Deployment, Service and (with a chat template) ConfigMap, as plain manifests."""
+    ns = a.get("namespace", "default")
+    port = a.get("port", 8000)
+    labels = dict(a.get("labels") or {"app": name})
+    simulated = a.get("simulated", False)
+    template_cm = f"{name}-chat-template"
+    out: list[dict] = []
+
+    mounts, volumes = [], []
+    if not simulated and a.get("shm_size"):
+        mounts.append({"name": "shm", "mountPath": "/dev/shm"})
+        volumes.append({"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": a["shm_size"]}})
+    if not simulated and a.get("model_pvc"):
+        mounts.append({"name": "model", "mountPath": a.get("model_mount_path", "/models"),
+                       "readOnly": a.get("model_read_only", True)})
+        volumes.append({"name": "model", "persistentVolumeClaim": {"claimName": a["model_pvc"],
+                                                                   "readOnly": a.get("model_read_only", True)}})
+    if not simulated and a.get("chat_template"):
+        mounts.append({"name": "chat-template", "mountPath": CHAT_TEMPLATE_DIR, "readOnly": True})
+        volumes.append({"name": "chat-template", "configMap": {"name": template_cm}})
+        out.append({"apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": {"name": template_cm, "namespace": ns, "labels": labels},
+                    "data": {CHAT_TEMPLATE_KEY: a["chat_template"]}})
+
+    resources: dict = {}
+    gpus = 0 if simulated else a.get("gpus", 1)
+    requests = {k: a[k] for k in ("cpu", "memory") if a.get(k)}
+    if gpus:
+        resources["limits"] = {"nvidia.com/gpu": str(gpus)}
+        requests["nvidia.com/gpu"] = str(gpus)
+    if requests:
+        resources["requests"] = requests
+
+    container: dict = {
+        "name": "sim" if simulated else "vllm",
+        "image": a.get("sim_image", SIM_IMAGE) if simulated else a.get("image", "vllm/vllm-openai:v0.11.0"),
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["python", "-m", "infershift.sim"] if simulated else ["python3", "-m", "vllm.entrypoints.openai.api_server"],
+        "args": sim_args(a) if simulated else vllm_args(a),
+        "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
+        "readinessProbe": _probe(6000),
+        "livenessProbe": _probe(2400),
+    }
+    if a.get("env"):
+        container["env"] = [{"name": k, "value": v} for k, v in a["env"].items()]
+    if resources:
+        container["resources"] = resources
+    if mounts:
+        container["volumeMounts"] = mounts
+
+    pod_spec: dict = {"containers": [container], "terminationGracePeriodSeconds": 30}
+    if volumes:
+        pod_spec["volumes"] = volumes
+    if gpus and a.get("node_selector"):
+        pod_spec["nodeSelector"] = dict(a["node_selector"])
+    if gpus and a.get("tolerate_gpu_taint", True):
+        pod_spec["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+
+    out.append({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": ns, "labels": labels},
+        "spec": {
+            "replicas": a.get("replicas", 1),
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {
+                    "labels": labels,
+                    "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": str(port),
+                                    "prometheus.io/path": "/metrics"},
+                },
+                "spec": pod_spec,
+            },
+        },
+    })
+    out.append({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "namespace": ns, "labels": labels},
+        "spec": {"type": "ClusterIP", "selector": labels,
+                 "ports": [{"name": "http", "port": port, "targetPort": port, "protocol": "TCP"}]},
+    })
+    return out
+
+
+_ROLES = {"ConfigMap": "chat-template", "Deployment": "deployment", "Service": "service"}
+
+
+class InferenceService(pulumi.ComponentResource):
+    """`service_name` is the Kubernetes Service; `labels` are the pod labels pools select on."""
+
+    service_name: str
+    labels: dict[str, str]
+
+    def __init__(self, name: str, args: InferenceServiceArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("infershift:index:InferenceService", name, None, opts)
+        self.service_name = name
+        self.labels = dict(args.get("labels") or {"app": name})
+        self.objects = {}
+        for m in manifests(name, args):
+            role = _ROLES[m["kind"]]
+            self.objects[role] = declare(f"{name}-{role}", m, child_opts(self))
+        self.register_outputs({"service_name": name, "labels": self.labels})

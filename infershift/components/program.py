@@ -1,0 +1,208 @@
+"""The Pulumi program: the stack's `infershift:` config -> validated StackSpec -> components.
+
+`__main__.py` calls `main()`; `components.render` runs the same `main()` under mocks.
+"""
+from __future__ import annotations
+
+import json
+
+import pulumi
+
+from infershift import spec as stackspec
+from infershift.spec.model import StackSpec
+
+from .cluster import Cluster, ClusterArgs
+from infershift.spec.config_path import weight_paths
+from .gateway import Gateway, GatewayArgs
+from .inference_pool import InferencePool, InferencePoolArgs
+from .inference_service import InferenceService, InferenceServiceArgs
+from .node_pool import NODE_POOL_LABEL, GpuNodePool, GpuNodePoolArgs
+from .routes import CanaryRoute, CanaryRouteArgs, MirrorRoute, MirrorRouteArgs
+
+NAMESPACE = "infershift"
+
+
+def config_values() -> dict:
+    """Every `infershift:` key the engine passed, parsed as the engine encodes structured config."""
+    from pulumi.runtime.config import CONFIG, get_config_env
+
+    keys = {k for k in {**get_config_env(), **CONFIG.get()} if k.startswith(f"{NAMESPACE}:")}
+    cfg = pulumi.Config(NAMESPACE)
+    values = {}
+    for full in sorted(keys):
+        key = full.split(":", 1)[1]
+        raw = cfg.get(key)
+        try:
+            values[key] = json.loads(raw) if raw is not None else None
+        except json.JSONDecodeError:
+            values[key] = raw  # a plain string; validation names the key if that is wrong
+    return values
+
+
+def _cluster_args(spec: StackSpec) -> ClusterArgs:
+    p = spec.platform
+    if p.kind == "ack":
+        return {"platform": "ack", "ack_cluster_id": p.ack.cluster_id, "ack_region": p.ack.region}
+    if p.kind == "gke":
+        return {"platform": "gke", "gke_project": p.gke.project, "gke_location": p.gke.location,
+                "gke_cluster": p.gke.cluster}
+    args: ClusterArgs = {"platform": "kubeconfig"}
+    if p.kubeconfig and p.kubeconfig.path:
+        args["kubeconfig"] = p.kubeconfig.path
+    if p.kubeconfig and p.kubeconfig.context:
+        args["context"] = p.kubeconfig.context
+    return args
+
+
+def node_pool_args(spec: StackSpec, name: str) -> GpuNodePoolArgs:
+    np = spec.node_pools[name]
+    p = spec.platform
+    args: GpuNodePoolArgs = {
+        "platform": p.kind, "gpu_type": np.gpu_type, "gpus_per_node": np.gpus_per_node,
+        "min_nodes": np.min_nodes, "max_nodes": np.max_nodes, "desired_nodes": np.desired_nodes,
+        "labels": dict(np.labels), "taint": np.taint,
+    }
+    if p.kind == "ack":
+        args.update(cluster=p.ack.cluster_id, instance_types=list(np.ack.instance_types),
+                    vswitch_ids=list(np.ack.vswitch_ids), system_disk_size=np.ack.system_disk_size,
+                    system_disk_category=np.ack.system_disk_category)
+    else:
+        args.update(cluster=p.gke.cluster, location=p.gke.location, project=p.gke.project,
+                    machine_type=np.gke.machine_type, disk_size_gb=np.gke.disk_size_gb,
+                    gpu_driver_version=np.gke.gpu_driver_version, spot=np.gke.spot)
+    return args
+
+
+def service_args(spec: StackSpec, name: str) -> InferenceServiceArgs:
+    s = spec.services[name]
+    args: InferenceServiceArgs = {
+        "model": s.model, "namespace": spec.platform.namespace, "served_model_name": s.served_model_name,
+        "image": s.image, "replicas": s.replicas, "port": s.port, "labels": s.pod_labels(name),
+        "gpus": s.gpus, "tensor_parallel_size": s.tensor_parallel_size,
+        "gpu_memory_utilization": s.gpu_memory_utilization, "max_model_len": s.max_model_len,
+        "max_num_seqs": s.max_num_seqs, "enforce_eager": s.enforce_eager, "trust_remote_code": s.trust_remote_code,
+        "chat_template": s.chat_template, "shm_size": s.shm_size, "env": dict(s.env),
+        "extra_args": list(s.extra_args), "simulated": s.simulated, "sim_image": s.sim_image,
+        "sim_profile": s.sim_profile,
+    }
+    if s.lora:
+        args.update(lora_modules=dict(s.lora.modules), max_loras=s.lora.max_loras,
+                    max_cpu_loras=s.lora.max_cpu_loras, max_lora_rank=s.lora.max_lora_rank)
+    if s.model_volume and s.model_volume.pvc:
+        args.update(model_pvc=s.model_volume.pvc, model_mount_path=s.model_volume.mount_path,
+                    model_read_only=s.model_volume.read_only)
+    if s.resources:
+        args.update(cpu=s.resources.cpu, memory=s.resources.memory)
+    if s.node_pool:
+        # Nodes of a pool this stack creates carry our label; existing nodes are selected by theirs.
+        labels = spec.node_pools[s.node_pool].labels
+        use_own = spec.platform.create_node_pools or not labels
+        args["node_selector"] = {NODE_POOL_LABEL: s.node_pool} if use_own else dict(labels)
+        args["tolerate_gpu_taint"] = spec.node_pools[s.node_pool].taint
+    return args
+
+
+def gateway_peers(spec: StackSpec) -> list[dict]:
+    from .gateway import envoy_proxy_peers
+
+    if spec.uses_envoy_gateway():
+        return envoy_proxy_peers(spec.gateway.name, spec.platform.namespace)
+    # GKE's managed proxies call the picker from the region's proxy-only subnet.
+    cidrs = spec.gateway.proxy_subnets or ["0.0.0.0/0"]
+    return [{"ipBlock": {"cidr": c}} for c in cidrs]
+
+
+def pool_args(spec: StackSpec, name: str) -> InferencePoolArgs:
+    pool = spec.pools[name]
+    return {
+        "selector": dict(pool.selector), "api_version": pool.api_version, "namespace": spec.platform.namespace,
+        "target_ports": list(pool.target_ports), "failure_mode": pool.failure_mode,
+        "models": {m: {"targets": dict(r.targets), "criticality": r.criticality, "priority": r.priority}
+                   for m, r in pool.models.items()},
+        "picker_image": pool.picker.image, "picker_replicas": pool.picker.replicas,
+        "picker_cpu": pool.picker.resources.cpu or "500m", "picker_memory": pool.picker.resources.memory or "512Mi",
+        "picker_config": stackspec.picker_config(spec, name),
+        "gateway_peers": gateway_peers(spec),
+        "gke_policies": spec.platform.kind == "gke",
+    }
+
+
+def gateway_args(spec: StackSpec) -> GatewayArgs:
+    g = spec.gateway
+    return {
+        "class_name": spec.class_name(), "namespace": spec.platform.namespace,
+        "listeners": [{"name": l.name, "port": l.port, "protocol": l.protocol, "hostname": l.hostname}
+                      for l in g.listeners],
+        "create_class": spec.creates_class(), "envoy_gateway": spec.uses_envoy_gateway(),
+        "buffer_limit": g.buffer_limit, "request_timeout": g.request_timeout, "service_type": g.service_type,
+    }
+
+
+def route_args(spec: StackSpec, name: str) -> CanaryRouteArgs:
+    r = spec.routes[name]
+    return {
+        "gateway": spec.gateway.name, "namespace": spec.platform.namespace, "listener": r.listener,
+        "hostnames": list(r.hostnames), "paths": list(r.paths), "backends": dict(r.backends),
+        "pool_versions": {p: spec.pools[p].api_version for p in r.backends},
+        "pins": [{"header": p.header, "value": p.value, "backend": p.backend} for p in r.pins],
+    }
+
+
+def mirror_args(spec: StackSpec, name: str) -> MirrorRouteArgs:
+    m = spec.mirrors[name]
+    target = m.mirror_to
+    port = target.port
+    if target.kind == "Service" and port is None:
+        port = spec.services[target.name].port
+    args: MirrorRouteArgs = {
+        "gateway": spec.gateway.name, "namespace": spec.platform.namespace, "listener": m.listener,
+        "hostnames": list(m.hostnames), "paths": list(m.paths), "backend": m.backend,
+        "mirror_to": {"name": target.name, "kind": target.kind, "port": port}, "percent": m.percent,
+        "pool_api_version": spec.pools[m.backend].api_version,
+    }
+    if target.kind == "InferencePool":
+        args["mirror_pool_api_version"] = spec.pools[target.name].api_version
+    return args
+
+
+def build(spec: StackSpec) -> dict:
+    """Declare every resource of the stack; return what the stack exports."""
+    cluster = Cluster("cluster", _cluster_args(spec))
+    k8s_opts = pulumi.ResourceOptions(providers=[cluster.k8s_provider])
+    node_pools = {}
+    if spec.platform.create_node_pools:
+        cloud = pulumi.ResourceOptions(providers=[cluster.cloud_provider])
+        node_pools = {n: GpuNodePool(n, node_pool_args(spec, n), cloud) for n in spec.node_pools}
+    services = {}
+    for n, s in spec.services.items():
+        deps = [node_pools[s.node_pool]] if s.node_pool in node_pools else None
+        services[n] = InferenceService(n, service_args(spec, n), pulumi.ResourceOptions.merge(
+            k8s_opts, pulumi.ResourceOptions(depends_on=deps)))
+    pools = {n: InferencePool(n, pool_args(spec, n), k8s_opts) for n in spec.pools}
+    gateway = Gateway(spec.gateway.name, gateway_args(spec), k8s_opts)
+    routes = {n: CanaryRoute(n, route_args(spec, n), k8s_opts) for n in spec.routes}
+    mirrors = {n: MirrorRoute(n, mirror_args(spec, n), k8s_opts) for n in spec.mirrors}
+    return {
+        "gateway": gateway.gateway_name,
+        "gatewayClass": spec.class_name(),
+        "pools": sorted(pools),
+        "services": sorted(services),
+        "routes": sorted([*routes, *mirrors]),
+        "nodePools": sorted(node_pools),
+        "weightPaths": weight_paths(spec),
+    }
+
+
+def main(values: dict | None = None) -> dict:
+    """Validate the stack config and declare the stack; config errors stop before any resource."""
+    values = config_values() if values is None else values
+    try:
+        spec = stackspec.validate(values, f"stack {pulumi.get_stack()}")
+    except stackspec.StackConfigError as err:
+        raise pulumi.RunError(str(err)) from None
+    for warning in stackspec.warnings(spec):
+        pulumi.log.warn(str(warning))
+    exports = build(spec)
+    for key, value in exports.items():
+        pulumi.export(key, value)
+    return exports

@@ -1,0 +1,161 @@
+"""python -m infershift.devstack {up,config,render,demo}: see devstack/README.md."""
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from infershift import spec as stackspec
+
+from infershift.spec import config_path
+from .envoy_check import EnvoyConfigError, dump
+from .ports import PortError
+from .procs import ProcessError
+from .stack import LocalStack, Options, StackError, resolve_stack
+
+
+def _listener_port(text: str) -> tuple[str, int]:
+    name, sep, port = text.partition("=")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected NAME=PORT (a gateway listener and a port), got {text!r}")
+    return name, int(port)
+
+
+def _stack_arg(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--stack", "-s", help="stack name: stacks/Pulumi.NAME.yaml")
+    g.add_argument("--file", "-f", type=Path, help="path to a stack file")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m infershift.devstack", description="Run a stack's inference gateway locally.")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="start a stack's data plane (Envoy, pickers, simulators) until Ctrl-C")
+    _stack_arg(up)
+    up.add_argument("--port-offset", type=int, default=0, help="add N to every gateway listener port (80 -> 80+N)")
+    up.add_argument("--listener-port", type=_listener_port, action="append", default=[], metavar="NAME=PORT",
+                    help="put one gateway listener on another port (repeatable)")
+    up.add_argument("--time-scale", type=float, default=1.0, help="simulator speed-up (default 1: real GPU timing)")
+    up.add_argument("--seed", type=int, default=0)
+    up.add_argument("--poll-interval", help="picker metrics-scrape interval override, e.g. 200ms")
+    up.add_argument("--workdir", type=Path, help="keep configs and logs here (default: a temp dir, removed on exit)")
+    up.add_argument("--no-watch", action="store_true", help="do not apply edits of the stack file live")
+
+    cfg = sub.add_parser("config", help="edit a stack file like `pulumi config set --path`")
+    cfg_sub = cfg.add_subparsers(dest="config_command", required=True)
+    cset = cfg_sub.add_parser("set", help="set one value: config set --path KEY.PATH VALUE -s NAME")
+    cset.add_argument("key")
+    cset.add_argument("value")
+    cset.add_argument("--path", action="store_true", required=True, help="KEY is a path (as Pulumi's --path)")
+    cset.add_argument("--type", default="auto", choices=["auto", "string", "int", "bool", "float"])
+    _stack_arg(cset)
+
+    rnd = sub.add_parser("render", help="print the Envoy config for a stack (fixed port layout)")
+    _stack_arg(rnd)
+
+    demo = sub.add_parser("demo", help="the README's demo: start `local`, split traffic, shift a weight, stop")
+    demo.add_argument("--requests", type=int, default=200, help="requests per scenario (default 200)")
+    demo.add_argument("--time-scale", type=float, default=50.0)
+    return ap
+
+
+def _up(args) -> int:
+    options = Options(
+        listener_ports=dict(args.listener_port), port_offset=args.port_offset, time_scale=args.time_scale,
+        seed=args.seed, poll_interval=args.poll_interval, workdir=args.workdir, watch=not args.no_watch,
+    )
+    stop = threading.Event()
+
+    def on_signal(signum, frame):
+        # First signal stops cleanly; it also interrupts a start still in progress.
+        if stop.is_set():
+            return
+        stop.set()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    stack = LocalStack(args.stack or args.file, options)
+    print(f"devstack: starting stack {stack.stack_file.name} ...", flush=True)
+    try:
+        stack.start()
+        print("\n".join(stack.describe()), flush=True)
+        print(_examples(stack), flush=True)
+        print("devstack: ready; edit the stack file to change weights live. Ctrl-C stops everything.", flush=True)
+        reported: set[str] = set()
+        while not stop.wait(1.0):
+            for child in stack.supervisor.children:
+                if not child.alive() and child.name not in reported:
+                    reported.add(child.name)
+                    print(f"devstack: {child.name} exited (status {child.popen.returncode}); log {child.log}",
+                          flush=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        print("devstack: stopping ...", flush=True)
+        stack.stop()
+        print("devstack: stopped", flush=True)
+    return 0
+
+
+def _examples(stack: LocalStack) -> str:
+    """The seeds' curl commands, pointed at this stack's listeners."""
+    lines = ["try:"]
+    for req in stack.sample_requests():
+        host = "".join(f" -H '{k}: {v}'" for k, v in req["headers"].items())
+        lines.append(f"  curl{host} {req['url']} -H 'Content-Type: application/json' "
+                     f"-d '{json.dumps(req['body'])}'   # {req['route']}")
+    return "\n".join(lines)
+
+
+def _config_set(args) -> int:
+    path = resolve_stack(args.stack or args.file)
+    value = config_path.parse_value(args.value, args.type)
+    config_path.set_in_file(path, args.key, value)
+    try:
+        stackspec.load_file(path)
+    except stackspec.StackConfigError as e:
+        print(f"warning: the stack file is now invalid; a running devstack keeps its config:\n{e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _render(args) -> int:
+    from .render import render
+
+    out = render(stackspec.load_file(resolve_stack(args.stack or args.file)))
+    print("# envoy bootstrap")
+    print(dump(out["bootstrap"]))
+    for name, doc in out["routes"].items():
+        print(f"---\n# {name}")
+        print(dump(doc))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "up":
+            return _up(args)
+        if args.command == "config":
+            return _config_set(args)
+        if args.command == "render":
+            return _render(args)
+        if args.command == "demo":
+            from .demo import main as demo_main
+
+            return demo_main(requests=args.requests, time_scale=args.time_scale)
+    except (StackError, PortError, ProcessError, EnvoyConfigError, config_path.ConfigPathError,
+            stackspec.StackConfigError) as e:
+        print(f"devstack: error: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `render | head`
+        sys.stderr.close()
+        return 0
+    return 1

@@ -1,0 +1,77 @@
+"""Command line: python -m infershift.picker --config FILE [...]. See picker/README.md for every flag."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+
+from .app import Options, run
+from .config import parse_duration
+from .errors import ConfigError
+from .logsetup import setup_logging
+
+
+def _duration(v: str) -> float:
+    try:
+        return parse_duration(v, "duration")
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def parse_args(argv: list[str]) -> Options:
+    p = argparse.ArgumentParser(prog="python -m infershift.picker", description="infershift endpoint picker (Envoy ext_proc)")
+    p.add_argument("--config", required=True, help="picker config YAML (reloaded live when it changes)")
+    p.add_argument("--pool-name", help="InferencePool name (overrides pool.name)")
+    p.add_argument("--pool-namespace", help="InferencePool namespace (overrides pool.namespace)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind every port on (0.0.0.0 in the image)")
+    p.add_argument("--grpc-port", type=int, default=9002, help="ext_proc gRPC port")
+    p.add_argument("--health-port", type=int, default=9003, help="gRPC health port")
+    p.add_argument("--metrics-port", type=int, default=9090, help="Prometheus metrics HTTP port")
+    p.add_argument("--poll-interval", type=_duration, help="model-server /metrics poll interval, e.g. 50ms")
+    p.add_argument("--stale-after", type=_duration, help="drop an endpoint whose metrics are older than this, e.g. 1s")
+    p.add_argument("--endpoints-file", help="static endpoints, one 'ip:port [name]' per line (overrides endpoints)")
+    p.add_argument("--fallbacks", type=int, default=0,
+                   help="fallback endpoints appended to the destination (needs an Envoy LB that takes a list)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--seed", type=int, help="random seed (tests and benchmarks)")
+    p.add_argument("--grpc-server", choices=["h2", "grpcio", "grpclib"], default="h2",
+                   help="ext_proc transport: the picker's own HTTP/2 server (default), grpc.aio, or grpclib "
+                        "(see BENCH.md for what each costs)")
+    p.add_argument("--kubeconfig", help="kubeconfig file for Kubernetes discovery (default: in-cluster service account)")
+    p.add_argument("--kube-context", help="kubeconfig context to use (default: its current-context)")
+    p.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio",
+                   help="event loop; grpc.aio measured no faster on uvloop (see BENCH.md)")
+    a = p.parse_args(argv)
+    setup_logging(a.log_level)
+    return Options(config=a.config, host=a.host, grpc_port=a.grpc_port, health_port=a.health_port,
+                   metrics_port=a.metrics_port, pool_name=a.pool_name, pool_namespace=a.pool_namespace,
+                   poll_interval=a.poll_interval, stale_after=a.stale_after, endpoints_file=a.endpoints_file,
+                   fallbacks=a.fallbacks, seed=a.seed, loop=a.loop, kubeconfig=a.kubeconfig,
+                   kube_context=a.kube_context, grpc_server=a.grpc_server)
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts = parse_args(sys.argv[1:] if argv is None else argv)
+    if opts.loop == "uvloop":
+        import uvloop
+
+        uvloop.install()
+
+    async def _main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run(opts, stop)
+
+    try:
+        asyncio.run(_main())
+    except ConfigError as e:
+        print(f"picker: invalid configuration: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""Stack file -> validated StackSpec, with errors that name the config path."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from .checks import Problem, problems
+from .model import StackSpec
+
+NAMESPACE = "infershift"
+STACKS_DIR = Path(__file__).resolve().parents[2] / "stacks"
+
+
+class StackConfigError(ValueError):
+    """Invalid stack config; `problems` lists each with its path."""
+
+    def __init__(self, source: str, found: list[Problem]):
+        self.source = source
+        self.problems = found
+        lines = "\n".join(f"  - {p}" for p in found)
+        super().__init__(f"invalid stack config {source}:\n{lines}")
+
+
+def stack_path(name: str, stacks_dir: Path = STACKS_DIR) -> Path:
+    return stacks_dir / f"Pulumi.{name}.yaml"
+
+
+def stack_names(stacks_dir: Path = STACKS_DIR) -> list[str]:
+    return sorted(p.name[len("Pulumi."):-len(".yaml")] for p in stacks_dir.glob("Pulumi.*.yaml"))
+
+
+def config_values(document: dict | None, source: str = "stack file") -> dict:
+    """The `infershift:` keys of a Pulumi stack file's `config:` map, namespace stripped."""
+    config = (document or {}).get("config") or {}
+    if not isinstance(config, dict):
+        raise StackConfigError(source, [Problem("config", "`config:` must be a map")])
+    values = {}
+    for key, value in config.items():
+        ns, sep, rest = str(key).partition(":")
+        if sep and ns == NAMESPACE:
+            values[rest] = value
+    return values
+
+
+def _loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _pydantic_problems(err: ValidationError) -> list[Problem]:
+    found = []
+    for e in err.errors():
+        # Model-level validators report under their model's path; strip pydantic's prefix.
+        msg = e["msg"].removeprefix("Value error, ")
+        loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and "[" in p and "function" in p))
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; keys are camelCase)"
+        found.append(Problem(_loc(loc) or "(top level)", msg))
+    return found
+
+
+def validate(values: dict, source: str = "stack config") -> StackSpec:
+    """Validate `infershift:` config values (namespace stripped); raise StackConfigError."""
+    try:
+        spec = StackSpec.model_validate(values)
+    except ValidationError as err:
+        raise StackConfigError(source, _pydantic_problems(err)) from None
+    found = problems(spec)
+    if found:
+        raise StackConfigError(source, found)
+    return spec
+
+
+def load_file(path: str | Path) -> StackSpec:
+    path = Path(path)
+    try:
+        document = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise StackConfigError(str(path), [Problem("(file)", f"not valid YAML: {err}")]) from None
+    return validate(config_values(document, str(path)), str(path))
+
+
+def load_stack(name: str, stacks_dir: Path = STACKS_DIR) -> StackSpec:
+    path = stack_path(name, stacks_dir)
+    if not path.exists():
+        known = ", ".join(stack_names(stacks_dir)) or "none"
+        raise StackConfigError(str(path), [Problem("(stack)", f"no stack named {name!r} (stacks: {known})")])
+    return load_file(path)

@@ -1,0 +1,510 @@
+"""The typed stack config: everything under `infershift:` in a stack file.
+
+One model per config key (`platform`, `nodePools`, `services`, `pools`, `gateway`,
+`routes`, `mirrors`). Field-local rules live here; rules that relate two parts of
+the stack live in `checks.py`.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from .base import Duration, Quantity, Spec, check_name
+
+PoolApiVersion = Literal["v1", "v1alpha2"]
+Criticality = Literal["Critical", "Standard", "Sheddable"]
+FailureMode = Literal["FailOpen", "FailClose"]
+
+# Weights follow Gateway API's bounds for backendRefs.
+Weight = Field(ge=0, le=1_000_000)
+
+
+def _names(mapping: dict, what: str) -> dict:
+    for key in mapping:
+        check_name(key, what)
+    return mapping
+
+
+# --- platform -------------------------------------------------------------------------
+
+
+class AckCluster(Spec):
+    cluster_id: str = Field(min_length=1)
+    """ACK managed cluster id (`c...`)."""
+    region: str = Field(min_length=1)
+    """Alibaba Cloud region, e.g. `cn-hangzhou`."""
+
+
+class GkeCluster(Spec):
+    project: str = Field(min_length=1)
+    location: str = Field(min_length=1)
+    """Region or zone of the cluster, e.g. `us-central1`."""
+    cluster: str = Field(min_length=1)
+
+
+class KubeconfigCluster(Spec):
+    context: str | None = None
+    """kubeconfig context; the current context when omitted."""
+    path: str | None = None
+    """kubeconfig file; `KUBECONFIG` / `~/.kube/config` when omitted."""
+
+
+class Platform(Spec):
+    kind: Literal["ack", "gke", "kubeconfig"]
+    ack: AckCluster | None = None
+    gke: GkeCluster | None = None
+    kubeconfig: KubeconfigCluster | None = None
+    create_node_pools: bool = False
+    """Create the GPU node pools in `nodePools` (ACK and GKE only)."""
+    namespace: str = "default"
+
+    @field_validator("namespace")
+    @classmethod
+    def _ns(cls, v: str) -> str:
+        return check_name(v, "namespace")
+
+    @model_validator(mode="after")
+    def _cluster_for_kind(self) -> "Platform":
+        if self.kind == "ack" and self.ack is None:
+            raise ValueError("kind 'ack' needs `ack: {clusterId, region}`")
+        if self.kind == "gke" and self.gke is None:
+            raise ValueError("kind 'gke' needs `gke: {project, location, cluster}`")
+        if self.kind == "kubeconfig" and self.create_node_pools:
+            raise ValueError("createNodePools needs kind 'ack' or 'gke': a kubeconfig cluster's nodes are not managed here")
+        others = {"ack", "gke", "kubeconfig"} - {self.kind}
+        extra = [k for k in sorted(others) if getattr(self, k) is not None]
+        if extra:
+            raise ValueError(f"kind {self.kind!r} does not use {', '.join(extra)}")
+        return self
+
+
+# --- GPU node pools -------------------------------------------------------------------
+
+
+class AckNodePool(Spec):
+    instance_types: list[str] = Field(min_length=1)
+    """ECS GPU instance types, e.g. `ecs.gn7i-c8g1.2xlarge` (1×A10)."""
+    vswitch_ids: list[str] = Field(min_length=1)
+    system_disk_size: int = Field(200, ge=40)
+    system_disk_category: str = "cloud_essd"
+
+
+class GkeNodePool(Spec):
+    machine_type: str = Field(min_length=1)
+    """e.g. `g2-standard-8` (L4) or `a3-highgpu-8g` (H100)."""
+    disk_size_gb: int = Field(200, ge=10)
+    gpu_driver_version: Literal["DEFAULT", "LATEST", "INSTALLATION_DISABLED"] = "LATEST"
+    spot: bool = False
+
+
+class NodePool(Spec):
+    gpu_type: str = Field(min_length=1)
+    """Accelerator: `nvidia-a10` on ACK; a GKE accelerator type such as `nvidia-l4`."""
+    gpus_per_node: int = Field(ge=1, le=16)
+    min_nodes: int = Field(0, ge=0)
+    max_nodes: int = Field(ge=1)
+    desired_nodes: int | None = Field(None, ge=0)
+    labels: dict[str, str] = {}
+    taint: bool = True
+    """Taint nodes `nvidia.com/gpu=present:NoSchedule` so only GPU workloads land there."""
+    ack: AckNodePool | None = None
+    gke: GkeNodePool | None = None
+
+    @model_validator(mode="after")
+    def _sizes(self) -> "NodePool":
+        if self.min_nodes > self.max_nodes:
+            raise ValueError(f"minNodes ({self.min_nodes}) is larger than maxNodes ({self.max_nodes})")
+        if self.desired_nodes is not None and not self.min_nodes <= self.desired_nodes <= self.max_nodes:
+            raise ValueError(f"desiredNodes ({self.desired_nodes}) is outside minNodes..maxNodes")
+        return self
+
+
+# --- inference services (vLLM) --------------------------------------------------------
+
+
+class Lora(Spec):
+    max_loras: int = Field(1, ge=1)
+    """Adapters active on the GPU at once (`--max-loras`)."""
+    max_cpu_loras: int | None = Field(None, ge=1)
+    max_lora_rank: int | None = Field(None, ge=1)
+    modules: dict[str, str] = {}
+    """Adapter name -> path (`--lora-modules name=path`)."""
+
+    @model_validator(mode="after")
+    def _cpu(self) -> "Lora":
+        if self.max_cpu_loras is not None and self.max_cpu_loras < self.max_loras:
+            raise ValueError(f"maxCpuLoras ({self.max_cpu_loras}) must be at least maxLoras ({self.max_loras})")
+        return self
+
+
+class ModelVolume(Spec):
+    pvc: str | None = None
+    """PersistentVolumeClaim holding the weights (e.g. OSS- or GCS-backed)."""
+    mount_path: str = "/models"
+    read_only: bool = True
+
+    @model_validator(mode="after")
+    def _abs(self) -> "ModelVolume":
+        if not self.mount_path.startswith("/"):
+            raise ValueError(f"mountPath {self.mount_path!r} must be an absolute path")
+        return self
+
+
+class Resources(Spec):
+    cpu: Quantity | None = None
+    memory: Quantity | None = None
+
+
+class InferenceService(Spec):
+    model: str = Field(min_length=1)
+    """What vLLM loads (`--model` / `vllm serve MODEL`): a path or a hub id."""
+    served_model_name: str | None = None
+    """Name clients send; defaults to `model`, as vLLM does."""
+    image: str = "vllm/vllm-openai:v0.11.0"
+    replicas: int = Field(1, ge=0)
+    node_pool: str | None = None
+    gpus: int = Field(1, ge=0)
+    """GPUs per replica (`nvidia.com/gpu` limit)."""
+    tensor_parallel_size: int = Field(1, ge=1)
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    max_model_len: int | None = Field(None, ge=16)
+    max_num_seqs: int | None = Field(None, ge=1)
+    enforce_eager: bool = False
+    trust_remote_code: bool = False
+    lora: Lora | None = None
+    chat_template: str | None = None
+    """Jinja chat template text, mounted from a ConfigMap and passed as `--chat-template`."""
+    model_volume: ModelVolume | None = None
+    """Where the weights come from; omitted means they are baked into the image."""
+    shm_size: Quantity | None = "16Gi"
+    labels: dict[str, str] = {}
+    """Pod labels; pools select servers by these. Defaults to `{app: <name>}`."""
+    port: int = Field(8000, ge=1, le=65535)
+    extra_args: list[str] = []
+    env: dict[str, str] = {}
+    resources: Resources | None = None
+    simulated: bool = False
+    """Run the project's simulator image instead of vLLM (clusters without GPUs)."""
+    sim_profile: str = "a10-7b"
+    """Simulator engine profile when simulated (and in the local stack)."""
+    sim_image: str = "ghcr.io/infershift/sim:0.1.0"
+    """Simulator image when simulated on a cluster."""
+    endpoints: list[str] | None = None
+    """Local stack only: URLs of real OpenAI-compatible servers to use instead of simulators."""
+
+    @field_validator("sim_profile")
+    @classmethod
+    def _profile(cls, v: str) -> str:
+        # The simulator's profiles are plain data, so the stack can be checked before
+        # anything starts (in the cluster image and in the local stack alike).
+        from infershift.sim.profiles import PROFILES
+
+        if v not in PROFILES:
+            raise ValueError(f"unknown simulator profile {v!r}; choose one of {', '.join(sorted(PROFILES))}")
+        return v
+
+    @model_validator(mode="after")
+    def _tp(self) -> "InferenceService":
+        if self.gpus and self.tensor_parallel_size > self.gpus:
+            raise ValueError(
+                f"tensorParallelSize ({self.tensor_parallel_size}) is larger than gpus per replica ({self.gpus})"
+            )
+        return self
+
+    @property
+    def served_name(self) -> str:
+        return self.served_model_name or self.model
+
+    @property
+    def adapters(self) -> list[str]:
+        return list(self.lora.modules) if self.lora else []
+
+    @property
+    def serves(self) -> set[str]:
+        """Every model name a request may ask this server for."""
+        return {self.served_name, *self.adapters}
+
+    def pod_labels(self, name: str) -> dict[str, str]:
+        return dict(self.labels) if self.labels else {"app": name}
+
+
+# --- InferencePools and their model routing -------------------------------------------
+
+
+class ModelRouting(Spec):
+    """One client model name: InferenceModel (v1alpha2) or InferenceObjective +
+    InferenceModelRewrite (v1). Each target weight is one scalar for `pulumi config set --path`."""
+
+    criticality: Criticality | None = None
+    priority: int | None = None
+    targets: dict[str, int] = {}
+    """Target model (base model or LoRA adapter) -> weight. Empty: served as named."""
+
+    @field_validator("targets")
+    @classmethod
+    def _weights(cls, v: dict[str, int]) -> dict[str, int]:
+        for target, weight in v.items():
+            if weight < 0:
+                raise ValueError(f"weight of {target!r} is negative ({weight})")
+            if weight > 1_000_000:
+                raise ValueError(f"weight of {target!r} is over 1000000")
+        if v and not any(v.values()):
+            raise ValueError("all target weights are zero: no request could be routed")
+        return v
+
+    @model_validator(mode="after")
+    def _one_of(self) -> "ModelRouting":
+        if self.criticality is not None and self.priority is not None:
+            raise ValueError("give criticality or priority, not both")
+        return self
+
+    @property
+    def effective_criticality(self) -> Criticality:
+        if self.criticality:
+            return self.criticality
+        if self.priority is not None:
+            return "Critical" if self.priority > 0 else ("Sheddable" if self.priority < 0 else "Standard")
+        return "Standard"
+
+
+class Picker(Spec):
+    image: str = "ghcr.io/infershift/picker:0.1.0"
+    replicas: int = Field(1, ge=1)
+    resources: Resources = Resources(cpu="500m", memory="512Mi")
+    poll_interval: Duration = "50ms"
+    stale_after: Duration = "1s"
+    session_header: str | None = "x-session-id"
+    max_body_size: Quantity = "20Mi"
+    response_sample_rate: float = Field(0.1, ge=0, le=1)
+    """Share of responses whose model name was not rewritten that still return through the picker
+    for per-target telemetry (status, time to first byte, latency); rewritten ones always do."""
+    scheduling: dict | None = None
+    """Scheduling config (plugins + profile) for the picker; its defaults when omitted."""
+
+    @field_validator("scheduling")
+    @classmethod
+    def _sched(cls, v: dict | None) -> dict | None:
+        if v is None:
+            return v
+        unknown = set(v) - {"plugins", "profile"}
+        if unknown:
+            raise ValueError(f"unknown scheduling keys {sorted(unknown)} (expected plugins, profile)")
+        profile = v.get("profile") or {}
+        if "picker" not in profile:
+            raise ValueError("scheduling.profile needs a picker")
+        return v
+
+
+class Pool(Spec):
+    api_version: PoolApiVersion = "v1"
+    """`v1` = inference.networking.k8s.io/v1; `v1alpha2` = inference.networking.x-k8s.io/v1alpha2."""
+    selector: dict[str, str] = Field(min_length=1)
+    target_ports: list[int] = Field([8000], min_length=1, max_length=8)
+    failure_mode: FailureMode = "FailClose"
+    picker: Picker = Picker()
+    models: dict[str, ModelRouting] = {}
+
+    @field_validator("target_ports")
+    @classmethod
+    def _ports(cls, v: list[int]) -> list[int]:
+        for p in v:
+            if not 1 <= p <= 65535:
+                raise ValueError(f"target port {p} is outside 1..65535")
+        if len(set(v)) != len(v):
+            raise ValueError(f"duplicate target ports {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _v1alpha2_single_port(self) -> "Pool":
+        if self.api_version == "v1alpha2" and len(self.target_ports) != 1:
+            raise ValueError("apiVersion v1alpha2 has one targetPortNumber; several targetPorts need v1")
+        return self
+
+
+# --- gateway and routes ---------------------------------------------------------------
+
+
+class Listener(Spec):
+    name: str
+    port: int = Field(ge=1, le=65535)
+    protocol: Literal["HTTP"] = "HTTP"
+    hostname: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _n(cls, v: str) -> str:
+        return check_name(v, "listener name")
+
+
+class Gateway(Spec):
+    name: str = "inference-gateway"
+    class_name: str | None = None
+    """GatewayClass; default: `inference-gateway` (Envoy Gateway) on ACK, `gke-l7-regional-external-managed` on GKE."""
+    create_class: bool | None = None
+    """Create the GatewayClass (default: on ACK and kubeconfig, where it is Envoy Gateway's)."""
+    listeners: list[Listener] = Field(min_length=1)
+    buffer_limit: Quantity | None = None
+    """Envoy Gateway ClientTrafficPolicy connection.bufferLimit, e.g. `20Mi`."""
+    request_timeout: Duration | None = None
+    """Envoy Gateway BackendTrafficPolicy timeout.http.requestTimeout, e.g. `24h`."""
+    service_type: Literal["LoadBalancer", "ClusterIP", "NodePort"] | None = None
+    """Envoy Gateway's proxy Service type (an EnvoyProxy resource); default LoadBalancer."""
+    proxy_subnets: list[str] = []
+    """GKE: CIDRs the managed proxies call the endpoint pickers from (the region's proxy-only
+    subnet); the pickers' NetworkPolicy admits only these to port 9002."""
+
+    @field_validator("proxy_subnets")
+    @classmethod
+    def _cidrs(cls, v: list[str]) -> list[str]:
+        import ipaddress
+
+        for cidr in v:
+            try:
+                ipaddress.ip_network(cidr)
+            except ValueError:
+                raise ValueError(f"{cidr!r} is not a CIDR like '10.129.0.0/23'") from None
+        return v
+
+    @field_validator("name")
+    @classmethod
+    def _n(cls, v: str) -> str:
+        return check_name(v, "gateway name")
+
+    @model_validator(mode="after")
+    def _ports(self) -> "Gateway":
+        seen: dict[int, str] = {}
+        names: set[str] = set()
+        for listener in self.listeners:
+            if listener.port in seen:
+                raise ValueError(
+                    f"listeners {seen[listener.port]!r} and {listener.name!r} both use port {listener.port}"
+                )
+            if listener.name in names:
+                raise ValueError(f"two listeners are named {listener.name!r}")
+            seen[listener.port] = listener.name
+            names.add(listener.name)
+        return self
+
+
+class Pin(Spec):
+    """Requests with this header value go to one backend, whatever the weights."""
+
+    header: str = Field(min_length=1)
+    value: str = Field(min_length=1)
+    backend: str
+
+
+class RouteMatch(Spec):
+    listener: str | None = None
+    """Gateway listener (sectionName); all listeners when omitted."""
+    hostnames: list[str] = []
+    paths: list[str] = ["/"]
+    """PathPrefix matches."""
+
+    @field_validator("paths")
+    @classmethod
+    def _p(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("give at least one path")
+        for p in v:
+            if not p.startswith("/"):
+                raise ValueError(f"path {p!r} must start with '/'")
+        return v
+
+
+class Route(RouteMatch):
+    """A canary HTTPRoute: weighted InferencePool backends (base-model or node canary)."""
+
+    backends: dict[str, int] = Field(min_length=1)
+    """InferencePool name -> weight; each weight is one `pulumi config set --path` scalar."""
+    pins: list[Pin] = []
+
+    @field_validator("backends")
+    @classmethod
+    def _weights(cls, v: dict[str, int]) -> dict[str, int]:
+        for pool, weight in v.items():
+            if weight < 0:
+                raise ValueError(f"weight of {pool!r} is negative ({weight})")
+            if weight > 1_000_000:
+                raise ValueError(f"weight of {pool!r} is over 1000000")
+        if not any(v.values()):
+            raise ValueError("all backend weights are zero: the route would send nothing anywhere")
+        return v
+
+
+class MirrorTarget(Spec):
+    kind: Literal["Service", "InferencePool"] = "Service"
+    name: str
+    port: int | None = Field(None, ge=1, le=65535)
+    """Service port; defaults to the inference service's port."""
+
+
+class Mirror(RouteMatch):
+    """An HTTPRoute to a primary InferencePool that copies traffic to a shadow."""
+
+    backend: str
+    """The primary InferencePool; clients see only its answers."""
+    mirror_to: MirrorTarget
+    percent: int = Field(100, ge=1, le=100)
+
+
+# --- the whole stack ------------------------------------------------------------------
+
+
+class StackSpec(Spec):
+    platform: Platform
+    node_pools: dict[str, NodePool] = {}
+    services: dict[str, InferenceService] = Field(min_length=1)
+    pools: dict[str, Pool] = Field(min_length=1)
+    gateway: Gateway
+    routes: dict[str, Route] = {}
+    mirrors: dict[str, Mirror] = {}
+
+    @field_validator("node_pools")
+    @classmethod
+    def _np(cls, v: dict) -> dict:
+        return _names(v, "node pool name")
+
+    @field_validator("services")
+    @classmethod
+    def _sv(cls, v: dict) -> dict:
+        return _names(v, "service name")
+
+    @field_validator("pools")
+    @classmethod
+    def _pl(cls, v: dict) -> dict:
+        return _names(v, "pool name")
+
+    @field_validator("routes", "mirrors")
+    @classmethod
+    def _rt(cls, v: dict) -> dict:
+        return _names(v, "route name")
+
+    def pool_services(self, pool: str) -> dict[str, InferenceService]:
+        """The services whose pods the pool's selector matches."""
+        selector = self.pools[pool].selector.items()
+        return {
+            name: svc
+            for name, svc in self.services.items()
+            if selector <= svc.pod_labels(name).items()
+        }
+
+    def pool_serves(self, pool: str) -> set[str]:
+        served: set[str] = set()
+        for svc in self.pool_services(pool).values():
+            served |= svc.serves
+        return served
+
+    def class_name(self) -> str:
+        if self.gateway.class_name:
+            return self.gateway.class_name
+        return "gke-l7-regional-external-managed" if self.platform.kind == "gke" else "inference-gateway"
+
+    def creates_class(self) -> bool:
+        if self.gateway.create_class is not None:
+            return self.gateway.create_class
+        return self.platform.kind != "gke"
+
+    def uses_envoy_gateway(self) -> bool:
+        return self.platform.kind != "gke"
