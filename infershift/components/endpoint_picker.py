@@ -12,10 +12,12 @@ from typing import NotRequired, Optional, TypedDict
 import pulumi
 import yaml
 
+from infershift import contract
+
 from .api import LLMD_API, POOL_GROUPS, pool_api_version
 from .objects import child_opts, declare
 
-GRPC_PORT, HEALTH_PORT, METRICS_PORT = 9002, 9003, 9090
+GRPC_PORT, HEALTH_PORT, METRICS_PORT = contract.PICKER_GRPC_PORT, contract.PICKER_HEALTH_PORT, contract.PICKER_METRICS_PORT
 CONFIG_DIR = "/etc/picker"
 
 

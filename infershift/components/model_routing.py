@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from typing import Literal, NotRequired, Optional, TypedDict
 
+from infershift import contract
+
 from .api import LLMD_API, pool_api_version, pool_ref
 from .naming import dns_label
 
 # Criticality <-> priority (llm-d's InferenceObjective has priority only).
-CRITICALITY_PRIORITY = {"Critical": 1, "Standard": 0, "Sheddable": -1}
+CRITICALITY_PRIORITY = contract.CRITICALITY_PRIORITY
 MODEL_ANNOTATION = "infershift.io/model-name"
 
 
@@ -39,7 +41,7 @@ def _criticality(routing: ModelRoutingArgs) -> str:
     priority = routing.get("priority")
     if priority is None:
         return "Standard"
-    return "Critical" if priority > 0 else ("Sheddable" if priority < 0 else "Standard")
+    return contract.criticality_of(priority)
 
 
 def _priority(routing: ModelRoutingArgs) -> int:

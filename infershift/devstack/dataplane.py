@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from infershift import contract
 from infershift.spec import StackSpec
 from infershift.spec.base import duration_seconds, quantity_bytes
 
-ENDPOINT_HEADER = "x-gateway-destination-endpoint"
+ENDPOINT_HEADER = contract.DESTINATION_HEADER
 BUFFER_HEADROOM = 1 << 20
 
 

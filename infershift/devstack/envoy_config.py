@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from infershift import contract
 from infershift.picker.envoy_config import RESTORE_HEADER, ext_proc_filters
 
 from .dataplane import ENDPOINT_HEADER, DataPlane, Pool, Rule
@@ -28,7 +29,7 @@ EXT_PROC = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.Extern
 HTTP_OPTIONS = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 ROUTE_CONFIG = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 HEADER_MUTATION = "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation"
-MIRROR_HEADER = "x-infershift-mirror"
+MIRROR_HEADER = contract.MIRROR_HEADER
 LOOPBACK = "127.0.0.1"
 PICKER_MESSAGE_TIMEOUT = "10s"  # generous: on 2 busy cores a picker answer can be slow
 

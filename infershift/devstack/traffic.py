@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 
 import httpx
 
-POD_HEADER = "x-inference-pod"
-TARGET_HEADER = "x-infershift-target-model"
+from infershift import contract
+
+POD_HEADER = contract.POD_HEADER
+TARGET_HEADER = contract.TARGET_HEADER
 
 
 def chat_body(model: str, text: str = "Plan a day in Kyoto.", max_tokens: int = 4) -> dict:

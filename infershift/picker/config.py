@@ -7,10 +7,12 @@ from typing import Any
 
 import yaml
 
+from infershift import contract
+
 from .errors import ConfigError
 
-CRITICALITIES = ("Critical", "Standard", "Sheddable")
-POOL_API_VERSIONS = ("inference.networking.k8s.io/v1", "inference.networking.x-k8s.io/v1alpha2")
+CRITICALITIES = contract.CRITICALITIES
+POOL_API_VERSIONS = (contract.POOL_V1, contract.POOL_V1ALPHA2)
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$")
 
 

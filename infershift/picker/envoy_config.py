@@ -18,10 +18,12 @@ and a second filter, skipped unless the picker set RESTORE_HEADER on the request
 """
 from __future__ import annotations
 
-DEST = "x-gateway-destination-endpoint"
+from infershift import contract
+
+DEST = contract.DESTINATION_HEADER
 # Set on the request by the picker when the response must come back to it (the response filter's
 # matcher reads it); the routes remove it before the request goes upstream.
-RESTORE_HEADER = "x-infershift-restore"
+RESTORE_HEADER = contract.RESTORE_HEADER
 # What the response stream needs to know (picker/restore_header.py) travels as dynamic metadata the
 # picker sets on the request stream; the response filter forwards this namespace to the picker.
 HANDOVER_NS, HANDOVER_KEY = "infershift.picker", "handover"

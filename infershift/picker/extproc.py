@@ -12,6 +12,8 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from envoy.type.v3 import http_status_pb2
 from google.protobuf import duration_pb2, struct_pb2
 
+from infershift import contract
+
 from . import restore_header
 from .decide import Decision, decide
 from .envoy_config import BIG_BODY_BYTES, HANDOVER_KEY, HANDOVER_NS, RESTORE_HEADER, UPLOAD_TIMEOUT_S
@@ -22,11 +24,10 @@ from .telemetry import Telemetry
 
 log = logging.getLogger("picker.extproc")
 
-DEST = "x-gateway-destination-endpoint"
-SERVED = "x-gateway-destination-endpoint-served"
-SUBSET_NS, SUBSET_KEY = "envoy.lb.subset_hint", "x-gateway-destination-endpoint-subset"
+DEST, SERVED = contract.DESTINATION_HEADER, contract.DESTINATION_SERVED_HEADER
+SUBSET_NS, SUBSET_KEY = contract.SUBSET_NAMESPACE, contract.SUBSET_KEY
 LB_NS = "envoy.lb"
-TARGET_HEADER = "x-infershift-target-model"
+TARGET_HEADER = contract.TARGET_HEADER
 FULL_DUPLEX = pm.ProcessingMode.FULL_DUPLEX_STREAMED
 STREAMED = pm.ProcessingMode.STREAMED
 ATTRS_NS = "envoy.filters.http.ext_proc"

@@ -12,13 +12,13 @@ import logging
 import os
 from dataclasses import replace
 
+from infershift import contract
+
 from .config import CRITICALITIES, ModelRoute, PickerConfig, StaticEndpoint, Target
 
 log = logging.getLogger("picker.k8s")
 
-V1 = "inference.networking.k8s.io/v1"
-V1ALPHA2 = "inference.networking.x-k8s.io/v1alpha2"
-LLMD = "llm-d.ai/v1alpha2"
+V1, V1ALPHA2, LLMD = contract.POOL_V1, contract.POOL_V1ALPHA2, contract.LLMD_API
 
 
 def pool_selector_and_ports(pool: dict) -> tuple[dict[str, str], list[int]]:

@@ -6,12 +6,14 @@ import random
 from dataclasses import dataclass
 from typing import Iterable
 
+from infershift import contract
+
 from .config import ModelRoute, Target
 from .endpoints import Endpoint
 from .errors import ModelNotFound
 
-REWRITE_HEADER = "x-gateway-model-name-rewrite"
-OBJECTIVE_HEADER = "x-gateway-inference-objective"
+REWRITE_HEADER = contract.REWRITE_HEADER
+OBJECTIVE_HEADER = contract.OBJECTIVE_HEADER
 
 
 @dataclass(frozen=True)

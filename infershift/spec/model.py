@@ -10,6 +10,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from infershift import contract
+
 from .base import Duration, Quantity, Spec, check_name
 
 PoolApiVersion = Literal["v1", "v1alpha2"]
@@ -264,7 +266,7 @@ class ModelRouting(Spec):
         if self.criticality:
             return self.criticality
         if self.priority is not None:
-            return "Critical" if self.priority > 0 else ("Sheddable" if self.priority < 0 else "Standard")
+            return contract.criticality_of(self.priority)  # type: ignore[return-value]
         return "Standard"
 
 

@@ -7,6 +7,8 @@ The local stack writes it to a file with a static endpoint list and the model ro
 """
 from __future__ import annotations
 
+from infershift import contract
+
 from .base import quantity_bytes
 from .model import StackSpec
 
@@ -25,10 +27,7 @@ def picker_config(spec: StackSpec, pool_name: str, endpoints: list[dict] | None 
     if pool.picker.scheduling:
         config["scheduling"] = pool.picker.scheduling
     if endpoints is None:
-        version = {
-            "v1": "inference.networking.k8s.io/v1",
-            "v1alpha2": "inference.networking.x-k8s.io/v1alpha2",
-        }[pool.api_version]
+        version = f"{contract.POOL_GROUPS[pool.api_version]}/{pool.api_version}"
         config["kubernetes"] = {"poolApiVersion": version}
         return config
     config["endpoints"] = endpoints

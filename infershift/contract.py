@@ -1,0 +1,56 @@
+"""The contract the components, the local stack and the picker share: API groups and versions,
+header names, annotation keys, criticality <-> priority, default ports.
+
+Standard library only: the picker's image carries this module (and nothing else of the
+package but `infershift/picker`), so it must import nothing outside it.
+"""
+from __future__ import annotations
+
+# --- API groups and versions -------------------------------------------------------------
+GATEWAY_GROUP = "gateway.networking.k8s.io"
+GATEWAY_API = f"{GATEWAY_GROUP}/v1"
+ENVOY_GATEWAY_GROUP = "gateway.envoyproxy.io"
+ENVOY_GATEWAY_API = f"{ENVOY_GATEWAY_GROUP}/v1alpha1"
+ENVOY_GATEWAY_CONTROLLER = "gateway.envoyproxy.io/gatewayclass-controller"
+LLMD_GROUP = "llm-d.ai"
+LLMD_API = f"{LLMD_GROUP}/v1alpha2"
+GKE_NETWORKING_API = "networking.gke.io/v1"
+
+POOL_GROUP_V1 = "inference.networking.k8s.io"
+POOL_GROUP_X = "inference.networking.x-k8s.io"
+# InferencePool API version (as a stack names it) -> API group.
+POOL_GROUPS = {"v1": POOL_GROUP_V1, "v1alpha2": POOL_GROUP_X}
+POOL_V1 = f"{POOL_GROUP_V1}/v1"
+POOL_V1ALPHA2 = f"{POOL_GROUP_X}/v1alpha2"
+POOL_V1ALPHA1 = f"{POOL_GROUP_X}/v1alpha1"  # ACK's add-on as seed 004 shows it
+INFERENCE_MODEL_APIS = (f"{POOL_GROUP_X}/v1alpha2", POOL_V1ALPHA1)
+
+# --- annotations -------------------------------------------------------------------------
+# ACK's add-on: an InferencePool attached to a Gateway listener without an HTTPRoute,
+# value "gateway-name/listener-name" (seed 004).
+ATTACH_TO_ANNOTATION = f"{POOL_GROUP_X}/attach-to"
+
+# --- headers -----------------------------------------------------------------------------
+DESTINATION_HEADER = "x-gateway-destination-endpoint"
+DESTINATION_SERVED_HEADER = "x-gateway-destination-endpoint-served"
+SUBSET_NAMESPACE = "envoy.lb.subset_hint"
+SUBSET_KEY = "x-gateway-destination-endpoint-subset"
+REWRITE_HEADER = "x-gateway-model-name-rewrite"
+OBJECTIVE_HEADER = "x-gateway-inference-objective"
+TARGET_HEADER = "x-infershift-target-model"
+RESTORE_HEADER = "x-infershift-restore"
+MIRROR_HEADER = "x-infershift-mirror"
+POD_HEADER = "x-inference-pod"  # the model server's own name, as it reports it
+
+# --- criticality <-> priority (InferenceModel v1alpha2 <-> InferenceObjective) -----------
+CRITICALITIES = ("Critical", "Standard", "Sheddable")
+CRITICALITY_PRIORITY = {"Critical": 1, "Standard": 0, "Sheddable": -1}
+
+
+def criticality_of(priority: int) -> str:
+    return "Critical" if priority > 0 else ("Sheddable" if priority < 0 else "Standard")
+
+
+# --- default ports -----------------------------------------------------------------------
+PICKER_GRPC_PORT, PICKER_HEALTH_PORT, PICKER_METRICS_PORT = 9002, 9003, 9090
+MODEL_SERVER_PORT = 8000
