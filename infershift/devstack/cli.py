@@ -24,10 +24,13 @@ def _listener_port(text: str) -> tuple[str, int]:
     return name, int(port)
 
 
-def _stack_arg(p: argparse.ArgumentParser) -> None:
+def _stack_arg(p: argparse.ArgumentParser, manifests: bool = False) -> None:
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--stack", "-s", help="stack name: stacks/Pulumi.NAME.yaml")
     g.add_argument("--file", "-f", type=Path, help="path to a stack file")
+    if manifests:
+        g.add_argument("--manifests", "-m", nargs="+", type=Path, metavar="PATH",
+                       help="Kubernetes YAML files or folders (as `kubectl apply -f`), instead of a stack")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("up", help="start a stack's data plane (Envoy, pickers, simulators) until Ctrl-C")
-    _stack_arg(up)
+    _stack_arg(up, manifests=True)
     up.add_argument("--port-offset", type=int, default=0, help="add N to every gateway listener port (80 -> 80+N)")
     up.add_argument("--listener-port", type=_listener_port, action="append", default=[], metavar="NAME=PORT",
                     help="put one gateway listener on another port (repeatable)")
@@ -44,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--poll-interval", help="picker metrics-scrape interval override, e.g. 200ms")
     up.add_argument("--workdir", type=Path, help="keep configs and logs here (default: a temp dir, removed on exit)")
     up.add_argument("--no-watch", action="store_true", help="do not apply edits of the stack file live")
+    up.add_argument("--picker-python", help="interpreter with the picker's dependencies (default: .venv-picker)")
 
     cfg = sub.add_parser("config", help="edit a stack file like `pulumi config set --path`")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True)
@@ -54,8 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     cset.add_argument("--type", default="auto", choices=["auto", "string", "int", "bool", "float"])
     _stack_arg(cset)
 
-    rnd = sub.add_parser("render", help="print the Envoy config for a stack (fixed port layout)")
-    _stack_arg(rnd)
+    rnd = sub.add_parser("render", help="print one stage of the translation (fixed port layout)")
+    _stack_arg(rnd, manifests=True)
+    rnd.add_argument("--stage", choices=["manifests", "ir", "envoy"], default="envoy",
+                     help="the Kubernetes objects, the IR, or the Envoy configuration (default)")
 
     demo = sub.add_parser("demo", help="the README's demo: start `local`, split traffic, shift a weight, stop")
     demo.add_argument("--requests", type=int, default=200, help="requests per scenario (default 200)")
@@ -68,6 +74,8 @@ def _up(args) -> int:
         listener_ports=dict(args.listener_port), port_offset=args.port_offset, time_scale=args.time_scale,
         seed=args.seed, poll_interval=args.poll_interval, workdir=args.workdir, watch=not args.no_watch,
     )
+    if args.picker_python:
+        options.picker_python = args.picker_python
     stop = threading.Event()
 
     def on_signal(signum, frame):
@@ -79,8 +87,11 @@ def _up(args) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    stack = LocalStack(args.stack or args.file, options)
-    print(f"devstack: starting stack {stack.stack_file.name} ...", flush=True)
+    if args.manifests:
+        stack = LocalStack(None, options, manifests=args.manifests)
+    else:
+        stack = LocalStack(args.stack or args.file, options)
+    print(f"devstack: starting {stack.source} ...", flush=True)
     try:
         stack.start()
         print("\n".join(stack.describe()), flush=True)
@@ -127,9 +138,27 @@ def _config_set(args) -> int:
 
 
 def _render(args) -> int:
-    from .render import render
+    import yaml
 
-    out = render(stackspec.load_file(resolve_stack(args.stack or args.file)))
+    from . import manifests, render, translate
+
+    try:
+        if args.manifests:
+            objects = manifests.load(args.manifests)
+        else:
+            objects = manifests.render_stack_file(resolve_stack(args.stack or args.file))
+    except manifests.ManifestError as e:
+        raise StackError(str(e)) from None
+    if args.stage == "manifests":
+        print(yaml.safe_dump_all(objects.items, sort_keys=False, width=120), end="")
+        return 0
+    gw = translate.translate(objects.items)
+    for line in [*objects.warnings, *gw.warnings]:
+        print(f"warning: {line}", file=sys.stderr)
+    if args.stage == "ir":
+        print(render.dump_ir(gw), end="")
+        return 0
+    out = render.envoy(gw)
     print("# envoy bootstrap")
     print(dump(out["bootstrap"]))
     for name, doc in out["routes"].items():

@@ -21,7 +21,8 @@ from pathlib import Path
 from infershift import contract
 from infershift.picker.envoy_config import RESTORE_HEADER, ext_proc_filters
 
-from .dataplane import ENDPOINT_HEADER, DataPlane, Pool, Rule
+from . import ir
+from .dataplane import ENDPOINT_HEADER, DataPlane, Pool
 
 HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
@@ -80,7 +81,7 @@ def _seconds(value: float) -> str:
 
 
 def gateway_route_name(listener: str) -> str:
-    return f"gw-{listener}"
+    return f"gw-{listener.replace('/', '.')}"
 
 
 def pool_cluster(pool: str) -> str:
@@ -102,86 +103,146 @@ def rds_file(xds_dir: Path, route_name: str) -> Path:
 # --- first tier: HTTPRoutes ------------------------------------------------------------
 
 
-def _path_match(path: str) -> dict:
+def _path_match(m: ir.Match) -> dict:
+    if m.path_type == "Exact":
+        return {"path": m.path}
+    if m.path_type == "RegularExpression":
+        return {"safe_regex": {"regex": m.path}}
     # Gateway API PathPrefix matches whole segments: /v1/completions is not /v1/completionsX.
-    if path == "/" or path.endswith("/"):
-        return {"prefix": path}
-    return {"path_separated_prefix": path}
+    if m.path == "/" or m.path.endswith("/"):
+        return {"prefix": m.path}
+    return {"path_separated_prefix": m.path}
 
 
-def _route_action(rule: Rule, clusters: list[tuple[str, int]], timeout: float | None) -> dict:
-    live = [(c, w) for c, w in clusters if w > 0]
+def _string_match(kv: ir.KeyValueMatch) -> dict:
+    return {"safe_regex": {"regex": kv.value}} if kv.type == "RegularExpression" else {"exact": kv.value}
+
+
+def _route_match(m: ir.Match) -> dict:
+    match = _path_match(m)
+    headers = [{"name": h.name, "string_match": _string_match(h)} for h in m.headers]
+    if m.method:
+        headers.append({"name": ":method", "string_match": {"exact": m.method}})
+    if headers:
+        match["headers"] = headers
+    if m.query:
+        match["query_parameters"] = [{"name": q.name, "string_match": _string_match(q)} for q in m.query]
+    return match
+
+
+UNRESOLVED_CLUSTER = "unresolved-backend"
+
+
+def _backend_cluster(b: ir.Backend) -> str:
+    if b.kind == "InferencePool":
+        return pool_cluster(b.name)
+    if b.kind == "Service":
+        return service_cluster(b.name)
+    return UNRESOLVED_CLUSTER
+
+
+def _route_action(rule: ir.Rule, timeout: float | None) -> dict:
+    live = [(_backend_cluster(b), b.weight) for b in rule.backends if b.weight > 0]
     action: dict
     if len(live) == 1:
         action = {"cluster": live[0][0]}
     else:
-        action = {"weighted_clusters": {"clusters": [{"name": c, "weight": w} for c, w in live]}}
+        merged: dict[str, int] = {}
+        for c, w in live:
+            merged[c] = merged.get(c, 0) + w
+        action = {"weighted_clusters": {"clusters": [{"name": c, "weight": w} for c, w in merged.items()]}}
+    timeout = rule.timeout if rule.timeout is not None else timeout
     if timeout is not None:
         action["timeout"] = _seconds(timeout)
     return action
 
 
-def _tag(rule: Rule) -> dict:
-    """A mirror route tags its requests so the pool tier mirrors them after the picker."""
-    if rule.mirror:
+def _tag(rule: ir.Rule) -> dict:
+    """A mirroring rule tags its requests so the pool tier mirrors them after the picker."""
+    if rule.mirrors:
         return {"request_headers_to_add": [{"header": {"key": MIRROR_HEADER, "value": rule.name},
                                             "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]}
     return {"request_headers_to_remove": [MIRROR_HEADER]}
 
 
-def _mirror_policy(rule: Rule) -> dict:
-    target = service_cluster(rule.mirror.name) if rule.mirror.kind == "Service" else pool_cluster(rule.mirror.name)
-    policy: dict = {"cluster": target}
-    if rule.mirror.percent < 100:
-        policy["runtime_fraction"] = {"default_value": {"numerator": rule.mirror.percent, "denominator": "HUNDRED"}}
-    return policy
-
-
-def _rule_routes(rule: Rule, timeout: float | None) -> list[tuple[tuple, dict]]:
-    """(sort key, Envoy route) pairs; the key orders them as Gateway API precedence does:
-    longer path first, then more header matches, then route name."""
+def _mirror_policies(rule: ir.Rule) -> list[dict]:
     out = []
-    weighted = [(pool_cluster(p), w) for p, w in rule.backends]
-    for path in rule.paths:
-        for i, pin in enumerate(rule.pins):
-            route = {
-                "name": f"{rule.name}-pin-{i}",
-                "match": {**_path_match(path), "headers": [{"name": pin.header, "string_match": {"exact": pin.value}}]},
-                "route": _route_action(rule, [(pool_cluster(pin.pool), 1)], timeout),
-                **_tag(rule),
-            }
-            out.append(((-len(path), -1, rule.name, i), route))
-        route = {"name": rule.name, "match": _path_match(path), "route": _route_action(rule, weighted, timeout),
-                 **_tag(rule)}
-        out.append(((-len(path), 0, rule.name, 0), route))
+    for m in rule.mirrors:
+        policy: dict = {"cluster": service_cluster(m.name) if m.kind == "Service" else pool_cluster(m.name)}
+        if m.numerator < m.denominator:
+            # Envoy's fractions are per hundred, ten thousand or million: the exact one that fits.
+            for den, scale in (("HUNDRED", 100), ("TEN_THOUSAND", 10_000), ("MILLION", 1_000_000)):
+                if (m.numerator * scale) % m.denominator == 0 or den == "MILLION":
+                    policy["runtime_fraction"] = {"default_value": {
+                        "numerator": m.numerator * scale // m.denominator, "denominator": den}}
+                    break
+        out.append(policy)
     return out
 
 
+def _host_rank(host: str | None) -> tuple:
+    """Gateway API precedence starts with the hostname: an exact name, then the longest
+    wildcard, then any host."""
+    if host is None:
+        return (2, 0)
+    return (1, -len(host)) if host.startswith("*.") else (0, -len(host))
+
+
+def _path_rank(m: ir.Match) -> tuple:
+    kind = {"Exact": 0, "PathPrefix": 1}.get(m.path_type, 2)
+    return (kind, -len(m.path))
+
+
+def _routes_for(rules: list[tuple[str | None, ir.Rule]], timeout: float | None) -> list[dict]:
+    """Envoy routes in Gateway API precedence: hostname, exact path, longest prefix, method,
+    most header matches, most query matches, then the oldest route, its name, rule and match order."""
+    keyed = []
+    for host, rule in rules:
+        for i, m in enumerate(rule.matches):
+            key = (_host_rank(host), _path_rank(m), 0 if m.method else 1, -len(m.headers), -len(m.query),
+                   rule.order, rule.route, rule.index, i)
+            name = rule.name if len(rule.matches) == 1 else f"{rule.name}.m{i}"
+            route = {"name": name, "match": _route_match(m), **_tag(rule)}
+            if any(b.weight > 0 for b in rule.backends):
+                route["route"] = _route_action(rule, timeout)
+            else:
+                # No backendRefs, or all of weight 0: Gateway API answers 500.
+                route["direct_response"] = {"status": 500, "body": {"inline_string": NO_BACKEND}}
+                route["response_headers_to_add"] = [_json_header()]
+            keyed.append((key, route))
+    return [r for _, r in sorted(keyed, key=lambda kv: kv[0])]
+
+
+def _covers(wild: str, host: str) -> bool:
+    return wild.startswith("*.") and host.endswith(wild[1:]) and len(host) > len(wild) - 1
+
+
 NO_ROUTE = openai_error("no route matches this request's host and path", "invalid_request_error", "route_not_found")
+NO_BACKEND = openai_error("the route that matched this request has no usable backend", "server_error",
+                          "backend_not_found")
 
 
 def gateway_routes(plane: DataPlane, listener: str) -> dict:
-    """The RouteConfiguration (RDS resource) of one gateway listener."""
-    lst = next(x for x in plane.listeners if x.name == listener)
-    by_host: dict[str, list] = {}
-    for rule in plane.rules:
-        if listener not in rule.listeners:
-            continue
-        hosts = rule.hostnames or ((lst.hostname,) if lst.hostname else ("*",))
-        for host in hosts:
-            by_host.setdefault(host, []).extend(_rule_routes(rule, plane.request_timeout))
-    generic = by_host.get("*", [])
+    """The RouteConfiguration (RDS resource) of one gateway listener: a virtual host per
+    hostname the attached rules serve, each with every rule that serves a request for that
+    host (its own, covering wildcards', any-host rules), in Gateway API precedence."""
+    lst = next(x for x in plane.listeners if x.key == listener)
+    hosts = sorted({h for r in lst.rules for h in r.hostnames})
     vhosts = []
-    for host in sorted(h for h in by_host if h != "*"):
-        # A route naming this host wins over a route for any host (hostname precedence).
-        routes = [r for _, r in sorted(by_host[host], key=lambda kv: kv[0])]
-        routes += [r for _, r in sorted(generic, key=lambda kv: kv[0])]
-        vhosts.append({"name": host, "domains": [host, f"{host}:*"], "routes": routes + [_no_route()]})
-    vhosts.append({
-        "name": "any-host",
-        "domains": ["*"],
-        "routes": [r for _, r in sorted(generic, key=lambda kv: kv[0])] + [_no_route()],
-    })
+    for host in hosts:
+        applicable: list[tuple[str | None, ir.Rule]] = []
+        for r in lst.rules:
+            if host in r.hostnames:
+                applicable.append((host, r))
+            elif any(_covers(h, host) for h in r.hostnames):
+                applicable.append((max((h for h in r.hostnames if _covers(h, host)), key=len), r))
+            elif not r.hostnames:
+                applicable.append((None, r))
+        vhosts.append({"name": host, "domains": [host],
+                       "routes": _routes_for(applicable, plane.request_timeout) + [_no_route()]})
+    vhosts.append({"name": "any-host", "domains": ["*"],
+                   "routes": _routes_for([(None, r) for r in lst.rules if not r.hostnames], plane.request_timeout)
+                   + [_no_route()]})
     return {
         "name": gateway_route_name(listener),
         # Clients must not choose the endpoint: only the pool's picker sets this header.
@@ -231,7 +292,17 @@ def _gateway_reply() -> dict:
             "message": "request body is larger than the gateway's bufferLimit", "type": "invalid_request_error",
             "param": None, "code": "request_too_large"}}},
     }
-    return {"mappers": [too_large, _upstream_failure_mapper()]}
+    # A backendRef that does not resolve: Gateway API wants its share answered with 500.
+    unresolved = {
+        "filter": {"extension_filter": {
+            "name": "envoy.access_loggers.extension_filters.cel",
+            "typed_config": {"@type": CEL_FILTER, "expression": f"xds.cluster_name == '{UNRESOLVED_CLUSTER}'"},
+        }},
+        "status_code": 500,
+        "body": {"inline_string": NO_BACKEND},
+        "body_format_override": {"text_format": "%LOCAL_REPLY_BODY%", "content_type": "application/json"},
+    }
+    return {"mappers": [too_large, unresolved, _upstream_failure_mapper()]}
 
 
 def _picker_failure_reply(pool: str, fail_close: bool) -> dict:
@@ -254,8 +325,10 @@ def _picker_failure_reply(pool: str, fail_close: bool) -> dict:
     }, _upstream_failure_mapper()]}
 
 
-def _hcm(stat_prefix: str, routes: dict, http_filters: list[dict], local_reply: dict | None = None) -> dict:
+def _hcm(stat_prefix: str, routes: dict, http_filters: list[dict], local_reply: dict | None = None,
+         **options) -> dict:
     extra = {"local_reply_config": local_reply} if local_reply else {}
+    extra.update(options)
     return {
         "name": "envoy.filters.network.http_connection_manager",
         "typed_config": {
@@ -282,12 +355,14 @@ def _routes_source(name: str, inline: dict, xds_dir: Path | None) -> dict:
 
 
 def _gateway_listener(plane: DataPlane, name: str, port: int, xds_dir: Path | None) -> dict:
+    # Hosts match without their port (Host: example.com:8080 is example.com).
     routes = _routes_source(gateway_route_name(name), gateway_routes(plane, name), xds_dir)
     listener: dict = {
         "name": f"gateway-{name}",
         "address": _addr(LOOPBACK, port),
         "enable_reuse_port": False,  # a second devstack on the same port must fail, not share it
-        "filter_chains": [{"filters": [_hcm(f"gw_{name}", routes, [], _gateway_reply())]}],
+        "filter_chains": [{"filters": [_hcm(f"gw_{name.replace('/', '.')}", routes, [], _gateway_reply(),
+                                            strip_any_host_port=True)]}],
     }
     if plane.buffer_limit:
         listener["per_connection_buffer_limit_bytes"] = plane.buffer_limit
@@ -313,10 +388,12 @@ def pool_routes(plane: DataPlane, pool: Pool) -> dict:
     """The pool tier's RouteConfiguration (RDS resource): to the picked endpoint, else
     the failure mode; mirrors happen here, after the picker rewrote the body, as a
     gateway's router mirrors after its ext_proc filter."""
-    mirrors = sorted((r for r in plane.rules if r.mirror and r.backends[0][0] == pool.name), key=lambda r: r.name)
+    mirrors = sorted((r for r in plane.rules
+                      if r.mirrors and any(b.kind == "InferencePool" and b.name == pool.name for b in r.backends)),
+                     key=lambda r: r.name)
     picked_header = {"name": ENDPOINT_HEADER, "present_match": True}
 
-    def tagged(rule: Rule) -> dict:
+    def tagged(rule: ir.Rule) -> dict:
         return {"name": MIRROR_HEADER, "string_match": {"exact": rule.name}}
 
     routes = []
@@ -325,7 +402,7 @@ def pool_routes(plane: DataPlane, pool: Pool) -> dict:
             "name": f"picked-endpoint-{rule.name}",
             "match": {"prefix": "/", "headers": [picked_header, tagged(rule)]},
             "route": {"cluster": endpoints_cluster(pool.name), "timeout": "0s",
-                      "request_mirror_policies": [_mirror_policy(rule)]},
+                      "request_mirror_policies": _mirror_policies(rule)},
         })
     routes.append({"name": "picked-endpoint", "match": {"prefix": "/", "headers": [picked_header]},
                    "route": {"cluster": endpoints_cluster(pool.name), "timeout": "0s"}})
@@ -335,7 +412,7 @@ def pool_routes(plane: DataPlane, pool: Pool) -> dict:
                 "name": f"fail-open-{rule.name}",
                 "match": {"prefix": "/", "headers": [tagged(rule)]},
                 "route": {"cluster": fallback_cluster(pool.name), "timeout": "0s",
-                          "request_mirror_policies": [_mirror_policy(rule)]},
+                          "request_mirror_policies": _mirror_policies(rule)},
             })
         routes.append({"name": "fail-open", "match": {"prefix": "/"},
                        "route": {"cluster": fallback_cluster(pool.name), "timeout": "0s"}})
@@ -404,9 +481,11 @@ def bootstrap(plane: DataPlane, admin_port: int, xds_dir: Path | None) -> dict:
     """The Envoy bootstrap. With `xds_dir`, gateway routes come from RDS files there
     (see `route_files`); without, they are inline (the variant `envoy --mode validate`
     checks, since validation does not read dynamic resources)."""
-    listeners = [_gateway_listener(plane, lst.name, lst.port, xds_dir) for lst in plane.listeners]
+    listeners = [_gateway_listener(plane, lst.key, lst.port, xds_dir) for lst in plane.listeners]
     listeners += [_pool_listener(plane, p, xds_dir) for p in plane.pools]
     clusters = [c for p in plane.pools for c in _pool_clusters(p)]
+    if any(b.kind == "Unresolved" for r in plane.rules for b in r.backends):
+        clusters.append(_static_cluster(UNRESOLVED_CLUSTER, []))
     clusters += [
         _static_cluster(service_cluster(s.name), [e.address for e in s.endpoints])
         for s in plane.services
@@ -420,7 +499,7 @@ def bootstrap(plane: DataPlane, admin_port: int, xds_dir: Path | None) -> dict:
 
 def route_files(plane: DataPlane, xds_dir: Path, version: str) -> dict[Path, dict]:
     """RDS files (filesystem xDS DiscoveryResponses): one per gateway listener, one per pool."""
-    configs = [gateway_routes(plane, lst.name) for lst in plane.listeners]
+    configs = [gateway_routes(plane, lst.key) for lst in plane.listeners]
     configs += [pool_routes(plane, p) for p in plane.pools]
     return {
         rds_file(xds_dir, c["name"]): {"version_info": version, "resources": [{"@type": ROUTE_CONFIG, **c}]}
@@ -429,4 +508,4 @@ def route_files(plane: DataPlane, xds_dir: Path, version: str) -> dict[Path, dic
 
 
 def route_names(plane: DataPlane) -> list[str]:
-    return [gateway_route_name(lst.name) for lst in plane.listeners] + [pool_route_name(p.name) for p in plane.pools]
+    return [gateway_route_name(lst.key) for lst in plane.listeners] + [pool_route_name(p.name) for p in plane.pools]

@@ -19,9 +19,10 @@ from typing import Callable, Iterator
 from infershift import spec as stackspec
 from infershift.spec import StackSpec
 
-from . import dataplane, envoy_check, envoy_config, sims
+from . import dataplane, envoy_check, envoy_config, ir, sims, translate
+from . import manifests as manifests_mod
 from .dataplane import DataPlane, Endpoint, Ports
-from .files import write_atomic, write_yaml
+from .files import write_atomic, write_yaml, write_yaml_all
 from .ports import HOST, PortPlan
 from .procs import Child, ProcessError, Supervisor, http_ok, log_says
 
@@ -66,6 +67,7 @@ class PoolProcess:
     health_port: int
     metrics_port: int
     config_file: Path
+    routing_file: Path
     child: Child | None = None
 
 
@@ -103,14 +105,24 @@ def _endpoint_from_url(url: str, service: str, models: tuple[str, ...]) -> Endpo
 
 
 class LocalStack:
-    """A running local stack. Attributes say where everything listens."""
+    """A running local stack. Attributes say where everything listens.
 
-    def __init__(self, stack: str | Path, options: Options | None = None,
-                 log: Callable[[str], None] = lambda msg: print(msg, flush=True)):
+    Its input is Kubernetes objects: a stack file rendered by the Pulumi program's own manifest
+    builders (`stack`), or YAML files and folders as `kubectl apply -f` takes them (`manifests`).
+    """
+
+    def __init__(self, stack: str | Path | None = None, options: Options | None = None,
+                 log: Callable[[str], None] = lambda msg: print(msg, flush=True),
+                 manifests: list[str | Path] | None = None):
+        if (stack is None) == (not manifests):
+            raise StackError("give a stack or manifest paths (one of them)")
         self.options = options or Options()
         self.log = log
-        self.stack_file = resolve_stack(stack)
-        self.spec: StackSpec = stackspec.load_file(self.stack_file)
+        self.stack_file: Path | None = resolve_stack(stack) if stack is not None else None
+        self.manifest_paths = [Path(m).resolve() for m in manifests or []]
+        self.spec: StackSpec | None = stackspec.load_file(self.stack_file) if self.stack_file else None
+        self.objects: manifests_mod.Objects = self._read()
+        self.gw: ir.Gateway = translate.translate(self.objects.items)
         self._own_workdir = self.options.workdir is None
         self.workdir = Path(self.options.workdir or tempfile.mkdtemp(prefix="devstack-"))
         self.xds_dir = self.workdir / "xds"
@@ -128,48 +140,93 @@ class LocalStack:
         self._lock = threading.Lock()
         self._stop_watch = threading.Event()
         self._watcher: threading.Thread | None = None
-        self._file_state: bytes = b""
+        self._file_state: object = None
         self.applied: list[Applied] = []
         self._routes_written: dict[str, dict] = {}
+        self._picker_written: dict[str, tuple] = {}
+
+    @property
+    def source(self) -> str:
+        if self.stack_file:
+            return str(self.stack_file)
+        return " ".join(str(p) for p in self.manifest_paths)
+
+    def _read(self) -> manifests_mod.Objects:
+        try:
+            if self.stack_file is not None:
+                return manifests_mod.render_stack_file(self.stack_file)
+            return manifests_mod.load(self.manifest_paths)
+        except manifests_mod.ManifestError as e:
+            raise StackError(str(e)) from None
+
+    def report(self) -> list[str]:
+        """What a gateway and `pulumi up` would say about the objects, and what runs differently here."""
+        lines = [f"warning: {w}" for w in (*self.objects.warnings, *self.gw.warnings)]
+        if self.gw.ignored:
+            lines.append("ignored locally: " + "; ".join(self.gw.ignored))
+        lines += [f"note: {n}" for n in self.gw.notes]
+        return lines
 
     # --- plan --------------------------------------------------------------------------
 
-    def _listener_port(self, name: str, port: int, plan: PortPlan) -> int:
+    def _listener_port(self, port: ir.Port, plan: PortPlan) -> int:
         o = self.options
-        if name in o.listener_ports:
-            return plan.claim(o.listener_ports[name], f"gateway listener {name}")
+        names = [port.key, *(lst.name for lst in port.listeners)]
+        chosen = [o.listener_ports[n] for n in names if n in o.listener_ports]
+        if chosen:
+            return plan.claim(chosen[0], f"gateway listener {port.key}")
         if o.auto_ports:
-            return plan.fresh(f"gateway listener {name}")
-        return plan.claim(port + o.port_offset, f"gateway listener {name}")
+            return plan.fresh(f"gateway listener {port.key}")
+        return plan.claim(port.port + o.port_offset, f"gateway listener {port.key}")
+
+    def _service_knobs(self, name: str):
+        """Local-only settings a stack file gives a Deployment (simulator profile, real endpoints)."""
+        if self.spec is not None and name in self.spec.services:
+            return self.spec.services[name]
+        return None
+
+    def sim_profile(self, group: ir.ServerGroup) -> str:
+        from infershift.sim.profiles import PROFILES
+
+        knobs = self._service_knobs(group.name)
+        if knobs is not None:
+            return knobs.sim_profile
+        if group.server.profile in PROFILES:
+            return group.server.profile
+        return sims.profile_for(group.server)
 
     def _plan(self) -> PortPlan:
-        spec = self.spec
-        unknown = set(self.options.listener_ports) - {lst.name for lst in spec.gateway.listeners}
+        gw = self.gw
+        known = {n for p in gw.ports for n in (p.key, *(lst.name for lst in p.listeners))}
+        unknown = set(self.options.listener_ports) - known
         if unknown:
-            names = ", ".join(lst.name for lst in spec.gateway.listeners)
-            raise StackError(f"--listener-port names unknown listener(s) {', '.join(sorted(unknown))} (listeners: {names})")
+            raise StackError(f"--listener-port names unknown listener(s) {', '.join(sorted(unknown))} "
+                             f"(listeners: {', '.join(sorted(known))})")
         plan = PortPlan()
-        listener_ports = {lst.name: self._listener_port(lst.name, lst.port, plan) for lst in spec.gateway.listeners}
-        for name, svc in spec.services.items():
-            models = tuple(sorted(svc.serves))
-            if svc.endpoints:
-                self.endpoints[name] = [_endpoint_from_url(u, name, models) for u in svc.endpoints]
-            elif svc.replicas:
-                base = plan.fresh_run(svc.replicas, f"simulator of service {name}")
-                self.sim_ports[name] = base
-                self.endpoints[name] = [
-                    Endpoint(f"{HOST}:{base + i}", sims.pod_name(name, i), name, models) for i in range(svc.replicas)
+        listener_ports = {p.key: self._listener_port(p, plan) for p in gw.ports}
+        for group in gw.servers:
+            models = tuple(sorted(group.server.serves))
+            knobs = self._service_knobs(group.name)
+            if knobs is not None and knobs.endpoints:
+                self.endpoints[group.name] = [_endpoint_from_url(u, group.name, models) for u in knobs.endpoints]
+            elif group.replicas:
+                base = plan.fresh_run(group.replicas, f"simulator of Deployment {group.name}")
+                self.sim_ports[group.name] = base
+                self.endpoints[group.name] = [
+                    Endpoint(f"{HOST}:{base + i}", sims.pod_name(group.name, i), group.name, models)
+                    for i in range(group.replicas)
                 ]
             else:
-                self.endpoints[name] = []
-        for name in spec.pools:
-            self.pools[name] = PoolProcess(
-                name=name,
-                port=plan.fresh(f"listener of pool {name}"),
-                grpc_port=plan.fresh(f"picker of pool {name} (ext_proc)"),
-                health_port=plan.fresh(f"picker of pool {name} (health)"),
-                metrics_port=plan.fresh(f"picker of pool {name} (metrics)"),
-                config_file=self.workdir / f"picker-{name}.yaml",
+                self.endpoints[group.name] = []
+        for pool in gw.pools:
+            self.pools[pool.name] = PoolProcess(
+                name=pool.name,
+                port=plan.fresh(f"listener of pool {pool.name}"),
+                grpc_port=plan.fresh(f"picker of pool {pool.name} (ext_proc)"),
+                health_port=plan.fresh(f"picker of pool {pool.name} (health)"),
+                metrics_port=plan.fresh(f"picker of pool {pool.name} (metrics)"),
+                config_file=self.workdir / f"picker-{pool.name}.yaml",
+                routing_file=self.workdir / f"picker-{pool.name}-routing.yaml",
             )
         self.admin_port = plan.fresh("Envoy admin")
         self.ports = Ports(
@@ -177,15 +234,28 @@ class LocalStack:
             pools={n: p.port for n, p in self.pools.items()},
             pickers={n: p.grpc_port for n, p in self.pools.items()},
         )
-        self.gateway = {n: f"http://{HOST}:{p}" for n, p in listener_ports.items()}
+        self.gateway = {}
+        for p in gw.ports:
+            url = f"http://{HOST}:{listener_ports[p.key]}"
+            self.gateway[p.key] = url
+            for lst in p.listeners:
+                self.gateway.setdefault(lst.name, url)
         return plan
 
-    def picker_config(self, spec: StackSpec, pool: str) -> dict:
-        eps = [
-            {"address": e.address, "name": e.name, "models": list(e.models)}
-            for svc in spec.pool_services(pool) for e in self.endpoints.get(svc, [])
-        ]
-        return stackspec.picker_config(spec, pool, endpoints=eps)
+    def picker_config(self, gw: ir.Gateway, pool: str) -> dict:
+        """The config the cluster's picker gets (its ConfigMap), with discovery swapped: the local
+        replicas as static endpoints instead of the API server. Model routing comes from the
+        pool's routing objects (`routing_objects`), read by the picker as it reads the cluster's."""
+        p = gw.pool(pool)
+        config = {k: v for k, v in p.picker.config.items() if k != "kubernetes"}
+        config.setdefault("pool", {"name": pool, "namespace": "default"})
+        config["endpoints"] = [{"address": e.address, "name": e.name, "models": list(e.models)}
+                               for s in p.servers for e in self.endpoints.get(s, [])]
+        return config
+
+    @staticmethod
+    def routing_objects(gw: ir.Gateway, pool: str) -> list[dict]:
+        return list(gw.pool(pool).routing)
 
     # --- start / stop ------------------------------------------------------------------
 
@@ -205,26 +275,28 @@ class LocalStack:
                 if any("gateway listener" in o for o in plan.wanted.values()) else "")
         plan.check(hint)
         picker_python = Path(self.options.picker_python)
-        if self.spec.pools and not picker_python.exists():
+        if self.gw.pools and not picker_python.exists():
             raise StackError(
                 f"the picker's virtualenv is missing ({picker_python}); create it with "
                 "`python3.11 -m venv .venv-picker && .venv-picker/bin/pip install -r infershift/picker/requirements.txt`")
-        self.plane = dataplane.build(self.spec, self.endpoints, self.ports)
+        for line in self.report():
+            self.log(line)
+        self.plane = dataplane.build(self.gw, self.endpoints, self.ports)
         envoy_check.validate(envoy_config.bootstrap(self.plane, self.admin_port, None), envoy=self.options.envoy)
-        for name in self.spec.pools:
-            write_yaml(self.pools[name].config_file, self.picker_config(self.spec, name))
+        for pool in self.gw.pools:
+            self._write_picker(self.gw, pool.name)
         first_routes = self._write_routes(self.plane)
         bootstrap = envoy_config.bootstrap(self.plane, self.admin_port, self.xds_dir)
         bootstrap_file = self.workdir / "envoy.yaml"
         write_atomic(bootstrap_file, envoy_check.dump(bootstrap))
         envoy_check.validate(bootstrap, envoy=self.options.envoy)
-        self._file_state = self.stack_file.read_bytes()
+        self._file_state = self._source_state()
 
         env = {"PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
         sim_children = []
         for name, base in self.sim_ports.items():
-            svc = self.spec.services[name]
-            argv = sims.sim_argv(self.options.sim_python, name, svc, port=base,
+            group = self.gw.server(name)
+            argv = sims.sim_argv(self.options.sim_python, group, profile=self.sim_profile(group), port=base,
                                  time_scale=self.options.time_scale, seed=self.options.seed)
             sim_children.append((name, self.supervisor.start(f"sim-{name}", argv, env=env, cwd=REPO)))
         for name, child in sim_children:
@@ -233,7 +305,8 @@ class LocalStack:
                                            self.options.ready_timeout)
         for name, pool in self.pools.items():
             argv = [
-                str(picker_python), "-m", "infershift.picker", "--config", str(pool.config_file), "--host", HOST,
+                str(picker_python), "-m", "infershift.picker", "--config", str(pool.config_file),
+                "--routing-objects", str(pool.routing_file), "--host", HOST,
                 "--grpc-port", str(pool.grpc_port), "--health-port", str(pool.health_port),
                 "--metrics-port", str(pool.metrics_port), "--seed", str(self.options.seed),
             ]
@@ -279,24 +352,28 @@ class LocalStack:
         return self.gateway[listener or next(iter(self.gateway))]
 
     def pod_service(self) -> dict[str, str]:
-        return {e.name: svc for svc, eps in self.endpoints.items() for e in eps}
+        """Pod (simulated replica) name -> its Deployment."""
+        return {e.name: group for group, eps in self.endpoints.items() for e in eps}
 
     def service_pools(self) -> dict[str, list[str]]:
+        """Deployment -> the pools that select it."""
         out: dict[str, list[str]] = {}
-        for pool in self.spec.pools:
-            for svc in self.spec.pool_services(pool):
-                out.setdefault(svc, []).append(pool)
+        for pool in self.gw.pools:
+            for group in pool.servers:
+                out.setdefault(group, []).append(pool.name)
         return out
 
     def describe(self) -> list[str]:
-        lines = [f"stack file  {self.stack_file}"]
+        lines = [f"objects     {self.source}  ({len(self.objects.items)} objects)"]
         for name, url in self.gateway.items():
             lines.append(f"gateway     {name:<14} {url}")
         for name, pool in self.pools.items():
+            p = self.gw.pool(name)
             lines.append(f"pool        {name:<24} listener :{pool.port}  picker grpc :{pool.grpc_port} "
-                         f"metrics :{pool.metrics_port}  ({self.spec.pools[name].failure_mode})")
+                         f"metrics :{pool.metrics_port}  ({p.picker.failure_mode}; picker config: {p.picker.config_source})")
         for name, eps in self.endpoints.items():
-            kind = "endpoints" if self.spec.services[name].endpoints else "simulator"
+            knobs = self._service_knobs(name)
+            kind = "endpoints" if knobs is not None and knobs.endpoints else "simulator"
             for e in eps:
                 lines.append(f"{kind:<11} {e.name:<24} http://{e.address}")
         lines.append(f"envoy admin {self.admin_url}")
@@ -305,23 +382,37 @@ class LocalStack:
         return lines
 
     def sample_requests(self) -> list[dict]:
-        """One request per route (HTTPRoute or mirror): {route, url, headers, body}, for a
-        model the route's main pool routes or serves — the seeds' curl commands, here."""
+        """One request per HTTPRoute (or attached pool), for a model its main pool routes or serves:
+        the seeds' curl commands, here."""
         out = []
-        spec = self.spec
-        for name, route in {**spec.routes, **spec.mirrors}.items():
-            pool = route.backend if name in spec.mirrors else max(route.backends, key=route.backends.get)
-            models = list(spec.pools[pool].models) or sorted(spec.pool_serves(pool))
-            listener = route.listener or next(iter(self.gateway))
-            matches = lambda p: any(p == x or p.startswith(x.rstrip("/") + "/") for x in route.paths)  # noqa: E731
-            if matches("/v1/chat/completions"):
-                path, body = "/v1/chat/completions", {
-                    "model": models[0], "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 8}
-            else:
-                path = "/v1/completions" if matches("/v1/completions") else route.paths[0]
-                body = {"model": models[0], "prompt": "San Francisco is a", "max_tokens": 8}
-            headers = {"host": route.hostnames[0]} if route.hostnames and "*" not in route.hostnames[0] else {}
-            out.append({"route": name, "url": self.gateway[listener] + path, "headers": headers, "body": body})
+        seen = set()
+        for port in self.gw.ports:
+            for rule in sorted(port.rules, key=lambda r: (r.order, r.index)):
+                if rule.route in seen:
+                    continue
+                main = [r for r in port.rules if r.route == rule.route and not any(m.headers for m in r.matches)]
+                rule = main[-1] if main else rule
+                pools = sorted((b for b in rule.backends if b.kind == "InferencePool"), key=lambda b: -b.weight)
+                if not pools:
+                    continue
+                seen.add(rule.route)
+                models = client_models(self.gw.pool(pools[0].name)) or sorted(
+                    {m for g in self.gw.pool(pools[0].name).servers for m in self.gw.server(g).server.serves})
+                m = rule.matches[0]
+                path = m.path if m.path_type != "RegularExpression" else "/v1/completions"
+                prefix = m.path_type == "PathPrefix"
+                if prefix and ("/v1/chat/completions".startswith(path.rstrip("/") + "/") or path == "/"):
+                    path = "/v1/chat/completions"
+                if path.endswith("/chat/completions"):
+                    body = {"model": models[0] if models else "", "messages": [{"role": "user", "content": "Hello!"}],
+                            "max_tokens": 8}
+                else:
+                    body = {"model": models[0] if models else "", "prompt": "San Francisco is a", "max_tokens": 8}
+                headers = {h.name: h.value for h in m.headers if h.type == "Exact"}
+                if rule.hostnames and not rule.hostnames[0].startswith("*"):
+                    headers["host"] = rule.hostnames[0]
+                out.append({"route": rule.route, "url": self.gateway[port.key] + path, "headers": headers,
+                            "body": body})
         return out
 
     # --- live changes ------------------------------------------------------------------
@@ -372,40 +463,72 @@ class LocalStack:
             self.log(("applied: " if result.ok else "not applied: ") + result.message)
             return result
 
+    def _write_picker(self, gw: ir.Gateway, pool: str) -> bool:
+        """Write a pool's picker config and routing objects if they changed; the picker reloads them."""
+        config, routing = self.picker_config(gw, pool), self.routing_objects(gw, pool)
+        state = (repr(config), repr(routing))
+        if self._picker_written.get(pool) == state:
+            return False
+        proc = self.pools[pool]
+        # Routing objects first: the picker reloads when either file changes.
+        write_yaml_all(proc.routing_file, routing)
+        write_yaml(proc.config_file, config)
+        self._picker_written[pool] = state
+        return True
+
     def _apply(self) -> Applied:
         try:
-            spec = stackspec.load_file(self.stack_file)
-        except stackspec.StackConfigError as e:
+            objects = self._read()
+            if self.stack_file is not None:
+                spec = stackspec.load_file(self.stack_file)
+            gw = translate.translate(objects.items)
+        except (StackError, stackspec.StackConfigError, ValueError) as e:
             return Applied(False, f"{e} (the running config stays)")
-        fixed = dataplane.restart_needed(self.spec, spec)
+        fixed = dataplane.restart_needed(self.gw, gw)
         if fixed:
             return Applied(False, f"the edit changes {', '.join(fixed[:5])}{' ...' if len(fixed) > 5 else ''}, "
                                   "which needs a restart of devstack (the running config stays)")
-        plane = dataplane.build(spec, self.endpoints, self.ports)
+        plane = dataplane.build(gw, self.endpoints, self.ports)
         try:
             envoy_check.validate(envoy_config.bootstrap(plane, self.admin_port, None), envoy=self.options.envoy)
         except envoy_check.EnvoyConfigError as e:
             return Applied(False, f"{e} (the running config stays)")
-        changed = []
-        for name in spec.pools:
-            new = self.picker_config(spec, name)
-            if new != self.picker_config(self.spec, name):
-                write_yaml(self.pools[name].config_file, new)
-                changed.append(f"picker {name}")
+        for line in [f"warning: {w}" for w in (*objects.warnings, *gw.warnings)
+                     if w not in (*self.objects.warnings, *self.gw.warnings)]:
+            self.log(line)
+        changed = [f"picker {p.name}" for p in gw.pools if self._write_picker(gw, p.name)]
         routes = self._write_routes(plane)
         if routes:
             if not self._wait_routes(routes, self.version, 10):
                 return Applied(False, f"Envoy did not take route version {self.version} within 10s")
             changed.append(f"Envoy routes {', '.join(routes)} (version {self.version})")
-        self.spec, self.plane = spec, plane
+        if self.stack_file is not None:
+            self.spec = spec
+        self.objects, self.gw, self.plane = objects, gw, plane
         return Applied(True, ", ".join(changed) or "nothing changed")
+
+    def _watched_files(self) -> list[Path]:
+        if self.stack_file is not None:
+            return [self.stack_file]
+        out = []
+        for p in self.manifest_paths:
+            out += sorted(x for x in p.rglob("*") if x.is_file()) if p.is_dir() else [p]
+        return out
+
+    def _source_state(self) -> object:
+        state = []
+        for f in self._watched_files():
+            try:
+                state.append((str(f), f.read_bytes()))
+            except OSError:
+                return None  # mid-replace or removed: keep the running config
+        return state
 
     def _watch(self) -> None:
         while not self._stop_watch.wait(self.options.watch_interval):
-            try:
-                state = self.stack_file.read_bytes()
-            except OSError:
-                continue  # mid-replace or removed: keep the running config
+            state = self._source_state()
+            if state is None:
+                continue
             if state != self._file_state:
                 self._file_state = state
                 try:
@@ -423,15 +546,32 @@ class LocalStack:
 
 
 @contextlib.contextmanager
-def run(stack: str | Path, options: Options | None = None, **kwargs) -> Iterator[LocalStack]:
+def run(stack: str | Path | None = None, options: Options | None = None, *,
+        manifests: list[str | Path] | None = None, **kwargs) -> Iterator[LocalStack]:
     """`with run("local", time_scale=20) as stack:` — started, ready, and stopped after."""
     if options is None:
         options = Options(**kwargs)
     elif kwargs:
         raise TypeError("give options or keyword arguments, not both")
-    stack_obj = LocalStack(stack, options)
+    stack_obj = LocalStack(stack, options, manifests=manifests)
     stack_obj.start()
     try:
         yield stack_obj
     finally:
         stack_obj.stop()
+
+
+def client_models(pool: ir.Pool) -> list[str]:
+    """The model names clients use for a pool, from its routing objects."""
+    out = []
+    for o in pool.routing:
+        spec = o.get("spec") or {}
+        if o.get("kind") == "InferenceModel" and spec.get("modelName"):
+            out.append(str(spec["modelName"]))
+        for rule in spec.get("rules") or []:
+            out += [str((m.get("model") or {}).get("value")) for m in rule.get("matches") or []
+                    if (m.get("model") or {}).get("value")]
+        model = ((o.get("metadata") or {}).get("annotations") or {}).get("infershift.io/model-name")
+        if o.get("kind") == "InferenceObjective" and model:
+            out.append(str(model))
+    return list(dict.fromkeys(out))

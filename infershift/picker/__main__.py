@@ -31,6 +31,9 @@ def parse_args(argv: list[str]) -> Options:
     p.add_argument("--poll-interval", type=_duration, help="model-server /metrics poll interval, e.g. 50ms")
     p.add_argument("--stale-after", type=_duration, help="drop an endpoint whose metrics are older than this, e.g. 1s")
     p.add_argument("--endpoints-file", help="static endpoints, one 'ip:port [name]' per line (overrides endpoints)")
+    p.add_argument("--routing-objects",
+                   help="model routing from a YAML file of InferenceModel / InferenceObjective / InferenceModelRewrite "
+                        "objects (as the cluster holds them), reloaded live with the config")
     p.add_argument("--fallbacks", type=int, default=0,
                    help="fallback endpoints appended to the destination (needs an Envoy LB that takes a list)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -47,6 +50,7 @@ def parse_args(argv: list[str]) -> Options:
     return Options(config=a.config, host=a.host, grpc_port=a.grpc_port, health_port=a.health_port,
                    metrics_port=a.metrics_port, pool_name=a.pool_name, pool_namespace=a.pool_namespace,
                    poll_interval=a.poll_interval, stale_after=a.stale_after, endpoints_file=a.endpoints_file,
+                   routing_objects=a.routing_objects,
                    fallbacks=a.fallbacks, seed=a.seed, loop=a.loop, kubeconfig=a.kubeconfig,
                    kube_context=a.kube_context, grpc_server=a.grpc_server)
 

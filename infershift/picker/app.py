@@ -34,6 +34,7 @@ class Options:
     poll_interval: float | None = None
     stale_after: float | None = None
     endpoints_file: str | None = None
+    routing_objects: str | None = None
     fallbacks: int = 0
     config_check_interval: float = 1.0
     seed: int | None = None
@@ -67,7 +68,36 @@ def load(opts: Options) -> PickerConfig:
                     addr = parse_address(parts[0], f"{opts.endpoints_file}:{n}")
                     eps.append(StaticEndpoint(addr, parts[1] if len(parts) > 1 else addr, None))
         over["endpoints"] = tuple(eps)
-    return replace(cfg, **over) if over else cfg
+    cfg = replace(cfg, **over) if over else cfg
+    if opts.routing_objects:
+        cfg = merge_routing_file(cfg, opts.routing_objects)
+    return cfg
+
+
+def merge_routing_file(cfg: PickerConfig, path: str) -> PickerConfig:
+    """Model routing from a file of the objects the API server would hold (InferenceModel,
+    InferenceObjective, InferenceModelRewrite; multi-document YAML), merged by the same code as
+    the cluster's objects: a local run routes exactly as the cluster does."""
+    import yaml
+
+    from .k8s import merge_routing
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            docs = [d for d in yaml.safe_load_all(f) if d is not None]
+    except OSError as e:
+        raise ConfigError(f"cannot read routing objects {path}: {e.strerror}") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"routing objects {path} are not valid YAML: {e}") from e
+    by_kind: dict[str, list[dict]] = {"InferenceModel": [], "InferenceModelRewrite": [], "InferenceObjective": []}
+    for i, d in enumerate(docs):
+        kind = d.get("kind") if isinstance(d, dict) else None
+        if kind not in by_kind:
+            raise ConfigError(f"routing objects {path} document {i + 1}: expected one of {', '.join(by_kind)}, "
+                              f"got {kind!r}")
+        by_kind[kind].append(d)
+    return merge_routing(cfg, by_kind["InferenceModel"], by_kind["InferenceModelRewrite"],
+                         by_kind["InferenceObjective"])
 
 
 def _stat(path: str):
@@ -80,10 +110,16 @@ def _stat(path: str):
 
 async def watch_config(opts: Options, pool: Pool, kube=None) -> None:
     """Reload on change (atomic replace or in-place write); a bad file keeps the old config running."""
-    last = _stat(opts.config)
+    def state():
+        cur = _stat(opts.config)
+        if cur is None:
+            return None
+        return (cur, _stat(opts.routing_objects)) if opts.routing_objects else cur
+
+    last = state()
     while True:
         await asyncio.sleep(opts.config_check_interval)
-        cur = _stat(opts.config)
+        cur = state()
         if cur == last or cur is None:
             continue
         last = cur

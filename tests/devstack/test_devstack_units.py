@@ -1,46 +1,59 @@
 """Small pure parts: what a live edit may change, simulator flags, port planning."""
 from __future__ import annotations
 
+import copy
 import socket
 
 import pytest
-from devstack_helpers import TESTDATA
+import yaml
 
 from infershift import spec
-from infershift.devstack import dataplane, sims
+from infershift.devstack import dataplane, manifests, sims, translate
 from infershift.devstack.ports import PortError, PortPlan
 
 
-def edited(stack, **changes):
-    values = stack.model_dump(by_alias=True, exclude_none=True)
+def gateway_of(values: dict) -> "object":
+    from infershift.components.render import render_values
+
+    objects = sorted(render_values(values).objects, key=manifests.apply_order)
+    return translate.translate(objects)
+
+
+def edited(values: dict, **changes) -> dict:
+    values = copy.deepcopy(values)
     for path, value in changes.items():
         node = values
         *parents, last = path.split("__")
         for p in parents:
             node = node[p]
         node[last] = value
-    return spec.validate(values)
+    return values
 
 
 def test_live_edits_allowed_and_refused():
-    stack = spec.load_file(TESTDATA / "local.stack.yaml")
-    routes = stack.model_dump(by_alias=True, exclude_none=True)["routes"]
+    values = spec.config_values(yaml.safe_load(spec.stack_path("local").read_text()))
+    base = gateway_of(values)
+    routes = copy.deepcopy(values["routes"])
     routes["inference-route"]["backends"] = {"mymodel-pool-v1": 50, "mymodel-pool-v2": 50}
-    assert dataplane.restart_needed(stack, edited(stack, routes=routes)) == []
-    assert dataplane.restart_needed(stack, edited(stack, gateway__requestTimeout="10s")) == []
-    assert dataplane.restart_needed(stack, edited(stack, services__qwen__replicas=3)) == ["services.qwen.replicas"]
-    changed = dataplane.restart_needed(stack, edited(stack, **{"pools__llama2-pool__failureMode": "FailOpen"}))
-    assert changed == ["pools.llama2-pool.failureMode"]
+    assert dataplane.restart_needed(base, gateway_of(edited(values, routes=routes))) == []
+    assert dataplane.restart_needed(base, gateway_of(edited(values, gateway__requestTimeout="10s"))) == []
+    lora = edited(values, **{"pools__mymodel-pool-v1__models__travelhelper__targets": {"travel-helper-v2": 100}})
+    assert dataplane.restart_needed(base, gateway_of(lora)) == []
+    assert dataplane.restart_needed(base, gateway_of(edited(values, services__qwen__replicas=3))) == ["servers.qwen"]
+    changed = dataplane.restart_needed(base, gateway_of(edited(values, **{"pools__llama2-pool__failureMode": "FailOpen"})))
+    assert changed == ["pools.llama2-pool"]
 
 
-def test_sim_flags_follow_the_service():
-    stack = spec.load_stack("ack-reasoning")
-    argv = sims.sim_argv("python", "qwq-32b", stack.services["qwq-32b"], port=9000, time_scale=10, seed=1)
+def test_sim_flags_follow_the_deployment():
+    gw = gateway_of(spec.config_values(yaml.safe_load(spec.stack_path("ack-reasoning").read_text())))
+    argv = sims.sim_argv("python", gw.server("qwq-32b"), profile="a10-32b", port=9000, time_scale=10, seed=1)
     flags = dict(zip(argv[3::2], argv[4::2]))
     assert flags["--profile"] == "a10-32b"
     assert flags["--servers"] == "5" and flags["--tensor-parallel-size"] == "4"
     assert flags["--served-model-name"] == "qwq-32b" and flags["--pod-name"] == "qwq-32b"
-    lora = sims.sim_argv("python", "llama2", spec.load_stack("local").services["llama2"], port=1, time_scale=1, seed=0)
+    assert sims.profile_for(gw.server("qwq-32b").server) == "a10-32b"
+    local = gateway_of(spec.config_values(yaml.safe_load(spec.stack_path("local").read_text())))
+    lora = sims.sim_argv("python", local.server("llama2"), profile="a10-7b", port=1, time_scale=1, seed=0)
     assert lora[lora.index("--lora-modules") + 1].startswith("sql-lora=")
     assert lora[lora.index("--max-cpu-loras") + 1] == "12"
 

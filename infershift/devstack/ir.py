@@ -1,0 +1,166 @@
+"""The local gateway's intermediate representation: plain data, no Envoy types, no addresses.
+
+`translate.py` builds it from Kubernetes objects; `dataplane.py` adds the addresses the local
+processes got; `envoy_config.py` turns the result into Envoy configuration. Each stage is a
+pure function with its own golden files (tests/devstack/testdata).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from .modelserver import ModelServer
+
+
+@dataclass(frozen=True)
+class KeyValueMatch:
+    type: str  # "Exact" | "RegularExpression"
+    name: str  # header names lower-cased (HTTP header names are case-insensitive)
+    value: str
+
+
+@dataclass(frozen=True)
+class Match:
+    """One HTTPRouteMatch (all of its conditions must hold)."""
+
+    path_type: str = "PathPrefix"  # "Exact" | "PathPrefix" | "RegularExpression"
+    path: str = "/"
+    headers: tuple[KeyValueMatch, ...] = ()
+    query: tuple[KeyValueMatch, ...] = ()
+    method: str | None = None
+
+
+@dataclass(frozen=True)
+class Backend:
+    kind: str  # "InferencePool" | "Service" | "Unresolved"
+    name: str
+    weight: int
+    port: int | None = None
+
+
+@dataclass(frozen=True)
+class Mirror:
+    kind: str  # "InferencePool" | "Service"
+    name: str
+    port: int | None
+    numerator: int  # of `denominator`: percent N is N/100, fraction a/b is a/b
+    denominator: int = 100
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One HTTPRoute rule as attached to one listener."""
+
+    name: str  # unique: "<route>" or "<route>.<rule index>"
+    route: str
+    index: int
+    order: int  # the route's apply order: the creation-time tie-breaker of Gateway API precedence
+    hostnames: tuple[str, ...]  # already intersected with the listener's hostname; () = any
+    matches: tuple[Match, ...]
+    backends: tuple[Backend, ...]
+    mirrors: tuple[Mirror, ...] = ()
+    timeout: float | None = None  # seconds; None: the gateway's request timeout
+
+
+@dataclass(frozen=True)
+class Listener:
+    gateway: str
+    name: str
+    port: int
+    hostname: str | None = None
+    protocol: str = "HTTP"
+
+
+@dataclass(frozen=True)
+class Port:
+    """One Envoy listener: the Gateway API listeners of one Gateway that share a port."""
+
+    key: str  # the name users give --listener-port: the first listener's name (gateway/name if ambiguous)
+    gateway: str
+    port: int
+    listeners: tuple[Listener, ...]
+    rules: tuple[Rule, ...]
+
+
+@dataclass(frozen=True)
+class ServerGroup:
+    """A Deployment running model servers: each replica becomes a simulated server."""
+
+    name: str
+    labels: dict[str, str]
+    replicas: int
+    server: ModelServer
+
+
+@dataclass(frozen=True)
+class Picker:
+    service: str
+    failure_mode: str  # "FailOpen" | "FailClose"
+    config: dict  # the picker config file the cluster's picker gets (discovery not yet swapped)
+    config_source: str  # where `config` came from, for the describe output
+
+
+@dataclass(frozen=True)
+class Pool:
+    name: str
+    api_version: str
+    selector: dict[str, str]
+    target_ports: tuple[int, ...]
+    picker: Picker
+    servers: tuple[str, ...]  # ServerGroup names the selector matches
+    routing: tuple[dict, ...]  # InferenceModel / InferenceObjective / InferenceModelRewrite objects
+    max_body_bytes: int
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    selector: dict[str, str]
+    servers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Gateway:
+    """Everything the local stack serves, from one set of objects."""
+
+    ports: tuple[Port, ...]
+    pools: tuple[Pool, ...]
+    services: tuple[Service, ...]
+    servers: tuple[ServerGroup, ...]
+    buffer_limit: int | None  # ClientTrafficPolicy connection.bufferLimit, bytes
+    request_timeout: float | None  # BackendTrafficPolicy timeout.http.requestTimeout, seconds
+    ignored: tuple[str, ...] = ()  # kinds and fields not honoured locally
+    warnings: tuple[str, ...] = ()  # what a gateway reports: unresolved refs, unattached routes
+    notes: tuple[str, ...] = field(default=())  # how the local stack stands in (pickers, servers)
+
+    def pool(self, name: str) -> Pool:
+        return next(p for p in self.pools if p.name == name)
+
+    def server(self, name: str) -> ServerGroup:
+        return next(s for s in self.servers if s.name == name)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def from_dict(cls, data):
+    """The IR (or any part of it) back from its plain-data form (`Gateway.to_dict`, a golden file)."""
+    import dataclasses
+    import typing
+
+    if dataclasses.is_dataclass(cls):
+        hints = typing.get_type_hints(cls)
+        return cls(**{f.name: from_dict(hints[f.name], data[f.name]) for f in dataclasses.fields(cls)
+                      if f.name in data})
+    origin = typing.get_origin(cls)
+    args = typing.get_args(cls)
+    if origin is tuple:
+        inner = args[0]
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(from_dict(inner, x) for x in data)
+        return tuple(from_dict(a, x) for a, x in zip(args, data))
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if data is None:
+            return None
+        real = [a for a in args if a is not type(None)]
+        return from_dict(real[0], data)
+    return data

@@ -1,0 +1,495 @@
+"""Kubernetes objects -> the local gateway's IR (a pure function of the objects).
+
+Reads what a cluster's gateway and endpoint pickers read: Gateways and their listeners,
+HTTPRoutes (matches, hostnames, weighted backendRefs, RequestMirror filters), InferencePools
+(v1, v1alpha2, and ACK's v1alpha1 with its attach-to annotation), the model-routing objects,
+Services, Envoy Gateway's traffic policies, the pickers' ConfigMaps, and the Deployments the
+pools select (their model server command lines). What it cannot honour locally is listed in
+`ignored`; what a gateway would report about the objects (an unresolved backend, a route that
+attaches to no listener) is in `warnings`.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import yaml
+
+from infershift import contract
+from infershift.spec.base import duration_seconds, quantity_bytes
+
+from . import ir
+from .modelserver import ModelServer, NotAModelServer, parse
+
+BUFFER_HEADROOM = 1 << 20
+DEFAULT_MAX_BODY = 20 * 1024 * 1024
+POOL_KINDS = {contract.POOL_V1, contract.POOL_V1ALPHA2, contract.POOL_V1ALPHA1}
+ROUTING_KINDS = {"InferenceModel", "InferenceObjective", "InferenceModelRewrite"}
+UNDERSTOOD = {"GatewayClass", "Gateway", "HTTPRoute", "InferencePool", "Service", "ClientTrafficPolicy",
+              "BackendTrafficPolicy", "ConfigMap", "Deployment", *ROUTING_KINDS}
+PICKER_MODULE = "infershift.picker"
+
+
+def _meta(o: dict) -> dict:
+    return o.get("metadata") or {}
+
+
+def _name(o: dict) -> str:
+    return str(_meta(o).get("name", ""))
+
+
+def _group(o: dict) -> str:
+    return str(o.get("apiVersion", "")).rpartition("/")[0]
+
+
+def _labels_match(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+class _Report:
+    def __init__(self) -> None:
+        self.ignored: list[str] = []
+        self.warnings: list[str] = []
+        self.notes: list[str] = []
+
+    def ignore(self, text: str) -> None:
+        if text not in self.ignored:
+            self.ignored.append(text)
+
+    def warn(self, text: str) -> None:
+        if text not in self.warnings:
+            self.warnings.append(text)
+
+
+# --- model servers, services ------------------------------------------------------------
+
+
+def _container_env(c: dict) -> dict[str, str]:
+    return {str(e["name"]): str(e["value"]) for e in c.get("env") or [] if "name" in e and "value" in e}
+
+
+def _servers(deployments: list[dict], rep: _Report) -> tuple[list[ir.ServerGroup], dict[str, dict]]:
+    """(model-server Deployments, other Deployments by name)."""
+    servers, others = [], {}
+    for d in deployments:
+        spec = d.get("spec") or {}
+        tmpl = spec.get("template") or {}
+        labels = {str(k): str(v) for k, v in ((tmpl.get("metadata") or {}).get("labels") or {}).items()}
+        containers = (tmpl.get("spec") or {}).get("containers") or []
+        found: ModelServer | None = None
+        reasons = []
+        for c in containers:
+            try:
+                found = parse(c, _container_env(c))
+                break
+            except NotAModelServer as e:
+                reasons.append(str(e))
+        if found is None:
+            others[_name(d)] = d
+            continue
+        replicas = spec.get("replicas", 1)
+        replicas = int(replicas) if isinstance(replicas, int) and replicas >= 0 else 1
+        if found.not_understood:
+            rep.ignore(f"Deployment {_name(d)}: arguments not understood (kept, not simulated): "
+                       + " ".join(found.not_understood))
+        servers.append(ir.ServerGroup(_name(d), labels, replicas, found))
+    return servers, others
+
+
+def _services(objs: list[dict], servers: list[ir.ServerGroup]) -> list[ir.Service]:
+    out = []
+    for s in objs:
+        sel = {str(k): str(v) for k, v in ((s.get("spec") or {}).get("selector") or {}).items()}
+        members = tuple(g.name for g in servers if _labels_match(sel, g.labels))
+        out.append(ir.Service(_name(s), sel, members))
+    return out
+
+
+# --- pools and their pickers ------------------------------------------------------------
+
+
+def _pool_shape(pool: dict) -> tuple[dict[str, str], tuple[int, ...], dict]:
+    """(selector, target ports, picker reference) of any InferencePool version."""
+    spec = pool.get("spec") or {}
+    if pool.get("apiVersion") == contract.POOL_V1:
+        sel = (spec.get("selector") or {}).get("matchLabels") or {}
+        ports = tuple(int(p["number"]) for p in spec.get("targetPorts") or [] if p.get("number"))
+        ref = dict(spec.get("endpointPickerRef") or {})
+        port = (ref.get("port") or {}).get("number")
+    else:  # v1alpha2 and v1alpha1 share the shape
+        sel = spec.get("selector") or {}
+        ports = (int(spec["targetPortNumber"]),) if spec.get("targetPortNumber") else ()
+        ref = dict(spec.get("extensionRef") or {})
+        port = ref.get("portNumber")
+    ref["port"] = int(port) if port else contract.PICKER_GRPC_PORT
+    return {str(k): str(v) for k, v in sel.items()}, ports or (contract.MODEL_SERVER_PORT,), ref
+
+
+def _config_of(deployment: dict, configmaps: dict[str, dict]) -> tuple[dict | None, str]:
+    """The picker config a picker Deployment mounts: its `--config PATH` in a ConfigMap volume."""
+    pod = (deployment.get("spec") or {}).get("template", {}).get("spec") or {}
+    volumes = {v.get("name"): v for v in pod.get("volumes") or []}
+    for c in pod.get("containers") or []:
+        argv = [str(x) for x in (c.get("command") or []) + (c.get("args") or [])]
+        if PICKER_MODULE not in argv:
+            continue
+        path = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config"), None)
+        if path is None:
+            return None, f"Deployment {_name(deployment)} runs the picker without --config"
+        for m in c.get("volumeMounts") or []:
+            mount = str(m.get("mountPath", "")).rstrip("/")
+            if not path.startswith(mount + "/"):
+                continue
+            cm_name = ((volumes.get(m.get("name")) or {}).get("configMap") or {}).get("name")
+            cm = configmaps.get(cm_name or "")
+            if cm is None:
+                return None, f"ConfigMap {cm_name!r} (mounted by Deployment {_name(deployment)}) is not among the objects"
+            key = path[len(mount) + 1:]
+            for item in ((volumes.get(m.get("name")) or {}).get("configMap") or {}).get("items") or []:
+                if item.get("path") == key:
+                    key = item.get("key", key)
+            text = (cm.get("data") or {}).get(key)
+            if text is None:
+                return None, f"ConfigMap {cm_name} has no key {key!r}"
+            try:
+                return yaml.safe_load(text) or {}, f"ConfigMap {cm_name} key {key}"
+            except yaml.YAMLError as e:
+                return None, f"ConfigMap {cm_name} key {key} is not valid YAML: {e}"
+        return None, f"Deployment {_name(deployment)}: --config {path} is not in a ConfigMap volume"
+    return None, f"Deployment {_name(deployment)} does not run infershift's picker"
+
+
+def _picker(pool_name: str, ref: dict, services: dict[str, dict], others: dict[str, dict],
+            configmaps: dict[str, dict], rep: _Report) -> ir.Picker:
+    failure = ref.get("failureMode") or "FailClose"  # the Inference Extension's default
+    svc_name = str(ref.get("name") or "")
+    base = {"pool": {"name": pool_name, "namespace": "default"}, "failureMode": failure}
+    svc = services.get(svc_name)
+    if svc is None:
+        rep.notes.append(f"InferencePool {pool_name}: its picker Service {svc_name!r} is not among the objects "
+                         "(a managed picker, e.g. ACK's add-on); the local picker runs with its default config")
+        return ir.Picker(svc_name, failure, base, "defaults (picker Service not among the objects)")
+    sel = {str(k): str(v) for k, v in ((svc.get("spec") or {}).get("selector") or {}).items()}
+    deps = [d for d in others.values()
+            if _labels_match(sel, ((d.get("spec") or {}).get("template", {}).get("metadata") or {}).get("labels") or {})]
+    if not deps:
+        rep.notes.append(f"InferencePool {pool_name}: no Deployment behind picker Service {svc_name}; "
+                         "the local picker runs with its default config")
+        return ir.Picker(svc_name, failure, base, "defaults (no picker Deployment)")
+    config, source = _config_of(deps[0], configmaps)
+    if config is None:
+        rep.notes.append(f"InferencePool {pool_name}: {source}; the local picker runs with its default config")
+        return ir.Picker(svc_name, failure, base, f"defaults ({source})")
+    if not isinstance(config, dict):
+        rep.warn(f"InferencePool {pool_name}: the picker config in {source} is not a mapping")
+        return ir.Picker(svc_name, failure, base, f"defaults ({source} is not a mapping)")
+    return ir.Picker(svc_name, failure, config, source)
+
+
+def _max_body(picker: ir.Picker, buffer_limit: int | None) -> int:
+    # Above the picker's body limit (headers and framing need room too), so the picker, not
+    # Envoy, rejects a too-large body, with an OpenAI error.
+    limit = (picker.config.get("limits") or {}).get("maxBodyBytes")
+    body = limit if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0 else DEFAULT_MAX_BODY
+    if buffer_limit:
+        body = max(body, buffer_limit)
+    return body + BUFFER_HEADROOM
+
+
+# --- routes -----------------------------------------------------------------------------
+
+
+def _is_wild(h: str) -> bool:
+    return h.startswith("*.")
+
+
+def _covers(wild: str, host: str) -> bool:
+    """Does wildcard `*.example.com` cover `host` (a name or a narrower wildcard)?"""
+    suffix = wild[1:]  # ".example.com"
+    return host.endswith(suffix) and len(host) > len(suffix)
+
+
+def intersect(listener: str | None, route: tuple[str, ...]) -> tuple[str, ...] | None:
+    """Gateway API hostname intersection of a listener and a route: the hostnames the route
+    serves on that listener; () = any host; None = no intersection (the route does not attach)."""
+    if not route:
+        return (listener,) if listener else ()
+    if not listener:
+        return tuple(route)
+    out = []
+    for h in route:
+        if h == listener:
+            out.append(h)
+        elif _is_wild(listener) and _covers(listener, h):
+            out.append(h)  # the route's name is the narrower one
+        elif _is_wild(h) and _covers(h, listener):
+            out.append(listener)
+    return tuple(dict.fromkeys(out)) or None
+
+
+def _kv(items: list, kind: str, where: str, rep: _Report) -> tuple[ir.KeyValueMatch, ...]:
+    out = []
+    for m in items or []:
+        t = m.get("type") or "Exact"
+        if t not in ("Exact", "RegularExpression"):
+            rep.warn(f"{where}: {kind} match type {t!r} is not supported; treated as Exact")
+            t = "Exact"
+        name = str(m.get("name", ""))
+        out.append(ir.KeyValueMatch(t, name.lower() if kind == "header" else name, str(m.get("value", ""))))
+    return tuple(out)
+
+
+def _matches(rule: dict, where: str, rep: _Report) -> tuple[ir.Match, ...]:
+    raw = rule.get("matches") or [{}]
+    out = []
+    for m in raw:
+        path = m.get("path") or {}
+        out.append(ir.Match(
+            path_type=path.get("type") or "PathPrefix", path=str(path.get("value") or "/"),
+            headers=_kv(m.get("headers"), "header", where, rep), query=_kv(m.get("queryParams"), "query", where, rep),
+            method=m.get("method")))
+    return tuple(out)
+
+
+def _ref_kind(ref: dict) -> str:
+    return ref.get("kind") or "Service"
+
+
+def _backend(ref: dict, pools: set[str], services: set[str], where: str, rep: _Report) -> ir.Backend:
+    kind, name = _ref_kind(ref), str(ref.get("name", ""))
+    weight = ref.get("weight", 1)
+    weight = int(weight) if isinstance(weight, int) and not isinstance(weight, bool) and weight >= 0 else 1
+    if (kind == "InferencePool" and name in pools) or (kind == "Service" and name in services):
+        return ir.Backend(kind, name, weight, ref.get("port"))
+    rep.warn(f"{where}: backendRef {kind} {name!r} not found (ResolvedRefs=False, BackendNotFound); "
+             "its share of the requests is answered with 500, as Gateway API requires")
+    return ir.Backend("Unresolved", f"{kind}/{name}", weight, None)
+
+
+def _mirror(f: dict, pools: set[str], services: set[str], where: str, rep: _Report) -> ir.Mirror | None:
+    m = f.get("requestMirror") or {}
+    ref = m.get("backendRef") or {}
+    kind, name = _ref_kind(ref), str(ref.get("name", ""))
+    if not ((kind == "InferencePool" and name in pools) or (kind == "Service" and name in services)):
+        rep.warn(f"{where}: RequestMirror backendRef {kind} {name!r} not found; nothing is mirrored")
+        return None
+    if m.get("fraction"):
+        num, den = int(m["fraction"].get("numerator", 0)), int(m["fraction"].get("denominator", 100) or 100)
+    else:
+        num, den = int(m.get("percent", 100)), 100
+    return ir.Mirror(kind, name, ref.get("port"), num, den)
+
+
+def _rule(route: dict, order: int, idx: int, rule: dict, hostnames: tuple[str, ...], pools: set[str],
+          services: set[str], timeout: float | None, rep: _Report, many: bool) -> ir.Rule:
+    rname = _name(route)
+    where = f"HTTPRoute {rname} rule {idx}"
+    backends = tuple(_backend(r, pools, services, where, rep) for r in rule.get("backendRefs") or [])
+    mirrors = []
+    for f in rule.get("filters") or []:
+        if f.get("type") == "RequestMirror":
+            m = _mirror(f, pools, services, where, rep)
+            if m:
+                mirrors.append(m)
+        else:
+            rep.ignore(f"{where}: filter {f.get('type')} (not applied locally)")
+    rule_timeout = (rule.get("timeouts") or {}).get("request")
+    if rule_timeout:
+        timeout = duration_seconds(str(rule_timeout))
+    return ir.Rule(name=f"{rname}.{idx}" if many else rname, route=rname, index=idx, order=order,
+                   hostnames=hostnames, matches=_matches(rule, where, rep), backends=backends,
+                   mirrors=tuple(mirrors), timeout=timeout)
+
+
+def _parent_listeners(ref: dict, gateways: dict[str, list[ir.Listener]]) -> list[ir.Listener]:
+    if (ref.get("kind") or "Gateway") != "Gateway":
+        return []
+    lst = gateways.get(str(ref.get("name", "")), [])
+    if ref.get("sectionName"):
+        lst = [x for x in lst if x.name == ref["sectionName"]]
+    if ref.get("port"):
+        lst = [x for x in lst if x.port == int(ref["port"])]
+    return lst
+
+
+def _attach_to(pool: dict) -> dict | None:
+    text = (_meta(pool).get("annotations") or {}).get(contract.ATTACH_TO_ANNOTATION)
+    if not text:
+        return None
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = None
+    if isinstance(value, dict) and value.get("name"):
+        return value
+    if isinstance(value, str) and "/" in value:  # "gateway/listener"
+        gw, _, section = value.partition("/")
+        return {"name": gw, "sectionName": section}
+    return {"invalid": text}
+
+
+# --- the whole translation --------------------------------------------------------------
+
+
+def translate(objects: list[dict]) -> ir.Gateway:
+    rep = _Report()
+    by_kind: dict[str, list[dict]] = defaultdict(list)
+    for o in objects:
+        kind = str(o.get("kind", ""))
+        if kind == "InferencePool" and o.get("apiVersion") not in POOL_KINDS:
+            rep.ignore(f"InferencePool {_name(o)}: apiVersion {o.get('apiVersion')} (not understood)")
+            continue
+        if kind in UNDERSTOOD:
+            by_kind[kind].append(o)
+        else:
+            rep.ignore(f"{kind} {_name(o)}")
+    servers, others = _servers(by_kind["Deployment"], rep)
+    services_objs = {_name(s): s for s in by_kind["Service"]}
+    configmaps = {_name(c): c for c in by_kind["ConfigMap"]}
+
+    # Gateway-wide policies (Envoy Gateway): the first one targeting a Gateway wins.
+    buffer_limit = request_timeout = None
+    route_timeouts: dict[str, float] = {}
+    for p in by_kind["ClientTrafficPolicy"]:
+        spec = p.get("spec") or {}
+        limit = (spec.get("connection") or {}).get("bufferLimit")
+        if limit and buffer_limit is None:
+            buffer_limit = quantity_bytes(str(limit))
+        other = sorted(set(spec) - {"connection", "targetRef", "targetRefs"})
+        if other or set(spec.get("connection") or {}) - {"bufferLimit"}:
+            rep.ignore(f"ClientTrafficPolicy {_name(p)}: fields other than connection.bufferLimit")
+    for p in by_kind["BackendTrafficPolicy"]:
+        spec = p.get("spec") or {}
+        t = ((spec.get("timeout") or {}).get("http") or {}).get("requestTimeout")
+        targets = spec.get("targetRefs") or ([spec["targetRef"]] if spec.get("targetRef") else [])
+        for tr in targets:
+            if t and tr.get("kind") == "HTTPRoute":
+                route_timeouts[str(tr.get("name"))] = duration_seconds(str(t))
+            elif t and request_timeout is None:
+                request_timeout = duration_seconds(str(t))
+        if set(spec) - {"timeout", "targetRef", "targetRefs"}:
+            rep.ignore(f"BackendTrafficPolicy {_name(p)}: fields other than timeout.http.requestTimeout")
+
+    # Pools.
+    pools: list[ir.Pool] = []
+    pool_objs = {}
+    for p in by_kind["InferencePool"]:
+        name = _name(p)
+        sel, ports, ref = _pool_shape(p)
+        picker = _picker(name, ref, services_objs, others, configmaps, rep)
+        members = tuple(g.name for g in servers if _labels_match(sel, g.labels))
+        if not members:
+            rep.warn(f"InferencePool {name}: its selector {sel} matches no model-server Deployment; "
+                     "its requests get no endpoint")
+        pool_objs[name] = p
+        pools.append(ir.Pool(name=name, api_version=str(p["apiVersion"]), selector=sel, target_ports=ports,
+                             picker=picker, servers=members, routing=(),
+                             max_body_bytes=_max_body(picker, buffer_limit)))
+    pool_names = {p.name for p in pools}
+
+    # Model routing objects, per pool.
+    routing: dict[str, list[dict]] = defaultdict(list)
+    for kind in sorted(ROUTING_KINDS):
+        for o in by_kind[kind]:
+            target = str(((o.get("spec") or {}).get("poolRef") or {}).get("name", ""))
+            if target not in pool_names:
+                rep.warn(f"{kind} {_name(o)}: poolRef InferencePool {target!r} not found; it routes nothing")
+                continue
+            routing[target].append(o)
+    pools = [ir.Pool(**{**p.__dict__, "routing": tuple(routing.get(p.name, []))}) for p in pools]
+
+    # Gateways and listeners.
+    gateways: dict[str, list[ir.Listener]] = {}
+    for g in by_kind["Gateway"]:
+        listeners = []
+        for lst in (g.get("spec") or {}).get("listeners") or []:
+            proto = lst.get("protocol") or "HTTP"
+            if proto != "HTTP":
+                rep.ignore(f"Gateway {_name(g)} listener {lst.get('name')}: protocol {proto} "
+                           "(served as plain HTTP locally)")
+            listeners.append(ir.Listener(_name(g), str(lst.get("name")), int(lst.get("port", 80)),
+                                         lst.get("hostname"), proto))
+        gateways[_name(g)] = listeners
+
+    # Routes, attached to listeners.
+    attached: dict[tuple[str, str], list[ir.Rule]] = defaultdict(list)
+    for order, route in enumerate(by_kind["HTTPRoute"]):
+        spec = route.get("spec") or {}
+        rname = _name(route)
+        hosts = tuple(str(h) for h in spec.get("hostnames") or [])
+        rules = spec.get("rules") or [{}]
+        accepted = False
+        for ref in spec.get("parentRefs") or []:
+            listeners = _parent_listeners(ref, gateways)
+            if not listeners:
+                rep.warn(f"HTTPRoute {rname}: parentRef {ref.get('name')}"
+                         f"{'/' + ref['sectionName'] if ref.get('sectionName') else ''} matches no Gateway listener "
+                         "(Accepted=False, NoMatchingParent)")
+                continue
+            for lst in listeners:
+                eff = intersect(lst.hostname, hosts)
+                if eff is None:
+                    continue
+                accepted = True
+                attached[(lst.gateway, lst.name)] += [
+                    _rule(route, order, i, r, eff, pool_names, set(services_objs),
+                          route_timeouts.get(rname), rep, len(rules) > 1)
+                    for i, r in enumerate(rules)]
+        if not accepted and spec.get("parentRefs"):
+            if any(_parent_listeners(ref, gateways) for ref in spec["parentRefs"]):
+                rep.warn(f"HTTPRoute {rname}: none of its hostnames {list(hosts)} intersects a listener's hostname "
+                         "(Accepted=False, NoMatchingListenerHostname); it serves nothing")
+    # ACK: a pool attached to a listener by annotation, without an HTTPRoute.
+    order0 = len(by_kind["HTTPRoute"])
+    for i, (name, p) in enumerate(sorted(pool_objs.items())):
+        att = _attach_to(p)
+        if att is None:
+            continue
+        if "invalid" in att:
+            rep.warn(f"InferencePool {name}: annotation {contract.ATTACH_TO_ANNOTATION} {att['invalid']!r} "
+                     "names no gateway (expected `name:` and `port:` or `sectionName:`)")
+            continue
+        listeners = _parent_listeners({"name": att["name"], "sectionName": att.get("sectionName"),
+                                       "port": att.get("port")}, gateways)
+        if not listeners:
+            rep.warn(f"InferencePool {name}: {contract.ATTACH_TO_ANNOTATION} names {att} but no such Gateway "
+                     "listener exists")
+            continue
+        for lst in listeners:
+            taken = [r for r in attached[(lst.gateway, lst.name)] if r.route.startswith("attach-to:")]
+            if taken:
+                rep.warn(f"InferencePool {name}: listener {lst.gateway}/{lst.name} already has pool "
+                         f"{taken[0].backends[0].name} attached; locally only that one is routed there")
+                continue
+            attached[(lst.gateway, lst.name)].append(ir.Rule(
+                name=f"attach-{name}", route=f"attach-to:{name}", index=0, order=order0 + i,
+                hostnames=(lst.hostname,) if lst.hostname else (), matches=(ir.Match(),),
+                backends=(ir.Backend("InferencePool", name, 1),), timeout=request_timeout))
+
+    # Envoy listeners: one per (gateway, port).
+    ports: list[ir.Port] = []
+    all_names = [lst.name for ls in gateways.values() for lst in ls]
+    for gw, listeners in gateways.items():
+        by_port: dict[int, list[ir.Listener]] = defaultdict(list)
+        for lst in listeners:
+            by_port[lst.port].append(lst)
+        for port, group in by_port.items():
+            first = group[0].name
+            key = first if all_names.count(first) == 1 else f"{gw}/{first}"
+            # A rule attached to two listeners of one port appears once.
+            rules = tuple(dict.fromkeys(r for lst in group for r in attached[(gw, lst.name)]))
+            ports.append(ir.Port(key, gw, port, tuple(group), rules))
+    if not by_kind["Gateway"]:
+        rep.warn("no Gateway among the objects: nothing listens for clients")
+    for name, d in others.items():
+        if not any(p.picker.service and _labels_match(
+                {str(k): str(v) for k, v in (((services_objs.get(p.picker.service) or {}).get("spec") or {})
+                                             .get("selector") or {}).items()},
+                ((d.get("spec") or {}).get("template", {}).get("metadata") or {}).get("labels") or {})
+                for p in pools):
+            rep.ignore(f"Deployment {name} (not a model server or a pool's picker)")
+    return ir.Gateway(
+        ports=tuple(ports), pools=tuple(pools),
+        services=tuple(_services(by_kind["Service"], servers)), servers=tuple(servers),
+        buffer_limit=buffer_limit, request_timeout=request_timeout,
+        ignored=tuple(rep.ignored), warnings=tuple(rep.warnings), notes=tuple(rep.notes))
+
