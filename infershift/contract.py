@@ -30,6 +30,10 @@ INFERENCE_MODEL_APIS = (f"{POOL_GROUP_X}/v1alpha2", POOL_V1ALPHA1)
 # value "gateway-name/listener-name" (seed 004).
 ATTACH_TO_ANNOTATION = f"{POOL_GROUP_X}/attach-to"
 
+# The client model name an InferenceObjective / InferenceModelRewrite is for (objective names
+# are per namespace, so two pools serving one model need `<pool>-<model>` names).
+MODEL_NAME_ANNOTATION = "infershift.io/model-name"
+
 # --- headers -----------------------------------------------------------------------------
 DESTINATION_HEADER = "x-gateway-destination-endpoint"
 DESTINATION_SERVED_HEADER = "x-gateway-destination-endpoint-served"

@@ -16,7 +16,7 @@ from .naming import dns_label
 
 # Criticality <-> priority (llm-d's InferenceObjective has priority only).
 CRITICALITY_PRIORITY = contract.CRITICALITY_PRIORITY
-MODEL_ANNOTATION = "infershift.io/model-name"
+MODEL_ANNOTATION = contract.MODEL_NAME_ANNOTATION
 
 
 class ModelRoutingArgs(TypedDict):

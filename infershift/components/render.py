@@ -223,6 +223,11 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")
 
 
+def object_yaml(obj: dict) -> str:
+    """One object as the render writes it (`k8s/<kind>-<name>.yaml`)."""
+    return yaml.dump(obj, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=120)
+
+
 def write(render: Render, out: Path) -> list[Path]:
     """DIR/k8s/<kind>-<name>.yaml per object and DIR/cloud/<type>-<name>.json per cloud resource."""
     written = []
@@ -232,7 +237,7 @@ def write(render: Render, out: Path) -> list[Path]:
         path = out / "k8s" / f"{obj['kind'].lower()}-{_slug(obj['metadata']['name'])}.yaml"
         if path in written:
             raise ValueError(f"two objects would be written to {path}")
-        path.write_text(yaml.dump(obj, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=120))
+        path.write_text(object_yaml(obj))
         written.append(path)
     for res in render.cloud:
         token = res.type.split(":")

@@ -161,9 +161,23 @@ class LocalStack:
 
     def report(self) -> list[str]:
         """What a gateway and `pulumi up` would say about the objects, and what runs differently here."""
-        lines = [f"warning: {w}" for w in (*self.objects.warnings, *self.gw.warnings)]
+        said = " ".join(self.objects.warnings)
+        # The render already warned of a model split (with the stack's config path): once is enough.
+        gateway = [w for w in self.gw.warnings
+                   if not ("routed only by pool" in w and w.split("'")[1:2] and f"'{w.split(chr(39))[1]}'" in said)]
+        lines = [f"warning: {w}" for w in (*self.objects.warnings, *gateway)]
         if self.gw.ignored:
-            lines.append("ignored locally: " + "; ".join(self.gw.ignored))
+            # Whole objects grouped by kind ("Role a, b"); field-level entries as they are.
+            kinds: dict[str, list[str]] = {}
+            fields = []
+            for item in self.gw.ignored:
+                kind, _, name = item.partition(" ")
+                if name and " " not in name and ":" not in item:
+                    kinds.setdefault(kind, []).append(name)
+                else:
+                    fields.append(item)
+            parts = [f"{k} {', '.join(v)}" for k, v in kinds.items()] + fields
+            lines.append("ignored locally: " + "; ".join(parts))
         lines += [f"note: {n}" for n in self.gw.notes]
         return lines
 
@@ -396,7 +410,7 @@ class LocalStack:
                 if not pools:
                     continue
                 seen.add(rule.route)
-                models = client_models(self.gw.pool(pools[0].name)) or sorted(
+                models = translate.client_models(self.gw.pool(pools[0].name)) or sorted(
                     {m for g in self.gw.pool(pools[0].name).servers for m in self.gw.server(g).server.serves})
                 m = rule.matches[0]
                 path = m.path if m.path_type != "RegularExpression" else "/v1/completions"
@@ -560,18 +574,3 @@ def run(stack: str | Path | None = None, options: Options | None = None, *,
     finally:
         stack_obj.stop()
 
-
-def client_models(pool: ir.Pool) -> list[str]:
-    """The model names clients use for a pool, from its routing objects."""
-    out = []
-    for o in pool.routing:
-        spec = o.get("spec") or {}
-        if o.get("kind") == "InferenceModel" and spec.get("modelName"):
-            out.append(str(spec["modelName"]))
-        for rule in spec.get("rules") or []:
-            out += [str((m.get("model") or {}).get("value")) for m in rule.get("matches") or []
-                    if (m.get("model") or {}).get("value")]
-        model = ((o.get("metadata") or {}).get("annotations") or {}).get("infershift.io/model-name")
-        if o.get("kind") == "InferenceObjective" and model:
-            out.append(str(model))
-    return list(dict.fromkeys(out))

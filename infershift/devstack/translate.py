@@ -185,6 +185,43 @@ def _picker(pool_name: str, ref: dict, services: dict[str, dict], others: dict[s
     return ir.Picker(svc_name, failure, config, source)
 
 
+def client_models(pool: ir.Pool) -> list[str]:
+    """The model names clients use for a pool, from its routing objects."""
+    out = []
+    for o in pool.routing:
+        spec = o.get("spec") or {}
+        if o.get("kind") == "InferenceModel" and spec.get("modelName"):
+            out.append(str(spec["modelName"]))
+        for rule in spec.get("rules") or []:
+            out += [str((m.get("model") or {}).get("value")) for m in rule.get("matches") or []
+                    if (m.get("model") or {}).get("value")]
+        model = (_meta(o).get("annotations") or {}).get(contract.MODEL_NAME_ANNOTATION)
+        if o.get("kind") == "InferenceObjective" and model:
+            out.append(str(model))
+    return list(dict.fromkeys(out))
+
+
+def _split_warnings(ports: list[ir.Port], pools: list[ir.Pool], servers: list[ir.ServerGroup], rep: _Report) -> None:
+    """A rule that splits between pools sends a share of every model's requests to each pool: a
+    model only some of them route or serve gets 404 model_not_found for the rest."""
+    by_server = {s.name: s for s in servers}
+    by_pool = {p.name: p for p in pools}
+    known = {p.name: set(client_models(p)) | {m for g in p.servers for m in by_server[g].server.served_names}
+             for p in pools}
+    for port in ports:
+        for rule in port.rules:
+            split = [b.name for b in rule.backends if b.kind == "InferencePool" and b.weight > 0 and b.name in by_pool]
+            if len(split) < 2:
+                continue
+            for model in sorted(set().union(*(known[p] for p in split))):
+                missing = [p for p in split if model not in known[p]]
+                if missing:
+                    having = [p for p in split if p not in missing]
+                    rep.warn(f"HTTPRoute {rule.route}: model {model!r} is routed only by pool {', '.join(having)}; "
+                             f"requests for it that the weights send to {', '.join(missing)} will get 404 "
+                             "model_not_found")
+
+
 def _max_body(picker: ir.Picker, buffer_limit: int | None) -> int:
     # Above the picker's body limit (headers and framing need room too), so the picker, not
     # Envoy, rejects a too-large body, with an OpenAI error.
@@ -478,6 +515,7 @@ def translate(objects: list[dict]) -> ir.Gateway:
             # A rule attached to two listeners of one port appears once.
             rules = tuple(dict.fromkeys(r for lst in group for r in attached[(gw, lst.name)]))
             ports.append(ir.Port(key, gw, port, tuple(group), rules))
+    _split_warnings(ports, pools, servers, rep)
     if not by_kind["Gateway"]:
         rep.warn("no Gateway among the objects: nothing listens for clients")
     for name, d in others.items():

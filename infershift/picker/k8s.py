@@ -100,7 +100,7 @@ def routes_from_rewrites(objs: list[dict], pool_name: str) -> dict[str, ModelRou
     return out
 
 
-MODEL_ANNOTATION = "infershift.io/model-name"  # what components/model_routing.py renders
+MODEL_ANNOTATION = contract.MODEL_NAME_ANNOTATION  # what components/model_routing.py renders
 
 
 def objectives_from(objs: list[dict], pool_name: str) -> dict[str, int]:
