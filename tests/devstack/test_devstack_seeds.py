@@ -151,3 +151,61 @@ def test_seed_004_attach_to_pools(tmp_path, scenario, model, targets):
         if model == "qwq":  # each target served by its own Deployment (TP4 QwQ, 1-GPU DeepSeek)
             assert {k: v for k, v in tally.pod_targets.items() if v} and all(
                 stack.pod_service()[pod] == target for (pod, target) in tally.pod_targets)
+
+
+def test_manifest_edits_apply_live_with_no_failed_request(tmp_path):
+    """`kubectl apply` of an edited HTTPRoute and InferenceModel while traffic flows: the seed's
+    weight shift (90/10 -> 50/50 -> 0/100) and its LoRA shift, with zero failed requests."""
+    from devstack_helpers import FAST as fast
+
+    from infershift.devstack.traffic import Load
+
+    deployments = [b for b in seed_003_blocks() if "kind: Deployment" in b.split("\n")[1]]
+    paths = [write(tmp_path, f"servers-{i}.yaml", b) for i, b in enumerate(deployments)]
+    folder = tmp_path / "objects"
+    folder.mkdir()
+    for f in sorted((TESTDATA / "seeds" / "000").glob("*.yaml")):
+        (folder / f.name).write_text(f.read_text())
+    route_file, lora_file = folder / "4-route-90-10.yaml", folder / "5-loramodel.yaml"
+    stack = LocalStack(None, Options(**{**fast, "watch_interval": 0.1}, workdir=tmp_path / "work"),
+                       manifests=[*paths, folder], log=lambda msg: print(f"devstack: {msg}"))
+    bodies = curl_bodies(seed_text("000"))
+
+    def edit(path, old: str, new: str):
+        seen = len(stack.applied)
+        path.write_text(path.read_text().replace(old, new))
+        import time
+        deadline = time.monotonic() + 30
+        while len(stack.applied) == seen:
+            assert time.monotonic() < deadline, "the watcher did not pick up the edit"
+            time.sleep(0.02)
+        assert stack.applied[-1].ok, stack.applied[-1].message
+
+    with stack:
+        url = stack.url("llm-gw") + "/v1/chat/completions"
+        with Load(url, short(bodies[0]), concurrency=4) as load:
+            v1, v2 = "name: mymodel-pool-v1\n      port: 8000\n      weight: ", "name: mymodel-pool-v2\n      weight: "
+            edit(route_file, v1 + "90", v1 + "50")
+            edit(route_file, v2 + "10", v2 + "50")
+            tally = burst(url, short(bodies[0]), N)
+            ok, why = within(by_deployment(stack, tally)["deepseek-r1"], N, 0.5)
+            assert ok and tally.failed == 0, (why, tally.errors)
+            edit(route_file, v1 + "50", v1 + "0")
+            edit(route_file, v2 + "50", v2 + "100")
+            tally = burst(url, short(bodies[0]), 60)
+            assert by_deployment(stack, tally) == {"deepseek-r1": 60}, by_deployment(stack, tally)
+            # Back to pool v1 alone, then shift the LoRA weights inside it (the picker reloads).
+            edit(route_file, v1 + "0", v1 + "100")
+            edit(route_file, v2 + "100", v2 + "0")
+            edit(lora_file, "weight: 90", "weight: 0")
+            edit(lora_file, "weight: 10", "weight: 100")
+            import time
+            deadline = time.monotonic() + 30
+            while True:
+                tally = burst(url, short(bodies[2]), 20)
+                assert tally.failed == 0, tally.errors
+                if tally.targets == {"travel-helper-v2": 20}:
+                    break
+                assert time.monotonic() < deadline, f"the picker still routes {dict(tally.targets)}"
+                time.sleep(0.1)
+        assert load.tally.total > 0 and load.tally.failed == 0, load.tally.errors
