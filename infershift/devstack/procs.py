@@ -5,13 +5,14 @@ from __future__ import annotations
 import atexit
 import os
 import signal
-import subprocess
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
+
+from infershift import proc
 
 
 class ProcessError(RuntimeError):
@@ -39,11 +40,7 @@ class Child:
             return ""
 
 
-def _signal_group(pid: int, sig: int) -> None:
-    try:
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
+_signal_group = proc.signal_group
 
 
 class Supervisor:
@@ -59,10 +56,7 @@ class Supervisor:
               cwd: str | Path | None = None) -> Child:
         log = self.log_dir / f"{name}.log"
         with open(log, "ab") as out:
-            popen = subprocess.Popen(
-                argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True,
-            )
+            popen = proc.spawn(argv, out=out, env={**os.environ, **(env or {})}, cwd=cwd)
         child = Child(name, argv, log, popen)
         self.children.append(child)
         return child
@@ -96,19 +90,9 @@ class Supervisor:
             _reap(child, max(0.0, deadline - time.monotonic()))
 
 
-def _wait(child: Child, seconds: float) -> None:
-    try:
-        child.popen.wait(seconds)
-    except subprocess.TimeoutExpired:
-        pass
-
-
 def _reap(child: Child, grace: float) -> None:
-    """Wait up to `grace` for a SIGTERMed child, then SIGKILL its group: the group may
-    hold grandchildren even after the leader exits."""
-    _wait(child, grace)
-    _signal_group(child.pid, signal.SIGKILL)
-    _wait(child, 5)
+    """Wait up to `grace` for a SIGTERMed child, then SIGKILL its group."""
+    proc.stop_group(child.popen, grace, signalled=True)
 
 
 def http_ok(url: str, timeout: float = 1.0) -> bool:

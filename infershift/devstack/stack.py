@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from infershift import spec as stackspec
+from infershift.envoy import argv as envoy_argv
 from infershift.spec import StackSpec
 
 from . import dataplane, envoy_check, envoy_config, ir, sims, translate
@@ -329,11 +330,9 @@ class LocalStack:
             pool.child = self.supervisor.start(f"picker-{name}", argv, env=env, cwd=REPO)
         for pool in self.pools.values():
             self.supervisor.wait_ready(pool.child, log_says(pool.child, "picker ready"), self.options.ready_timeout)
-        self.envoy = self.supervisor.start("envoy", [
-            self.options.envoy or envoy_check.envoy_binary(), "-c", str(bootstrap_file),
-            "--concurrency", str(self.options.envoy_concurrency), "--disable-hot-restart",
-            "--log-level", "warning",
-        ])
+        self.envoy = self.supervisor.start("envoy", envoy_argv(
+            bootstrap_file, envoy=self.options.envoy, concurrency=self.options.envoy_concurrency,
+            dynamic_base_id=False))
         self.supervisor.wait_ready(self.envoy, lambda: http_ok(f"{self.admin_url}/ready"), self.options.ready_timeout)
         if not self._wait_routes(first_routes, self.version, self.options.ready_timeout):
             raise ProcessError(f"Envoy did not load its route files; log {self.envoy.log}:\n{self.envoy.log_tail()}")

@@ -12,13 +12,14 @@ import argparse
 import asyncio
 import os
 import random
-import signal
 import socket
 import subprocess
 import sys
 import time
 
 import aiohttp
+
+from infershift.proc import spawn, stop_group
 
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -100,7 +101,7 @@ def main(argv=None) -> None:
     base = free_base_port(a.servers)
     cmd = [sys.executable, "-m", "infershift.sim", "--profile", a.profile, "--model", "sim", "--port", str(base),
            "--servers", str(a.servers), "--stream-coalesce-ms", str(a.stream_coalesce_ms)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    proc = spawn(cmd, out=subprocess.PIPE, text=True)
     try:
         for _ in range(a.servers):
             line = proc.stdout.readline()
@@ -117,8 +118,7 @@ def main(argv=None) -> None:
         cpu = cpu_seconds(proc.pid) - c1
         wall = time.monotonic() - t1
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(10)
+        stop_group(proc, 10)
     n = stats["ok"] + stats["err"]
     per_req = cpu / max(n, 1)
     print(f"servers={a.servers} profile={a.profile} target_rate={a.rate:g}/s "

@@ -1,6 +1,4 @@
 import json
-import os
-import signal
 import subprocess
 import time
 
@@ -50,10 +48,6 @@ def value(metrics, name, **labels):
 
 def stop_group(p: subprocess.Popen) -> None:
     """Stop a process started with start_new_session=True, and its children: TERM, then KILL."""
-    if p.poll() is None:
-        os.killpg(p.pid, signal.SIGTERM)
-    try:
-        p.wait(10)
-    except subprocess.TimeoutExpired:
-        os.killpg(p.pid, signal.SIGKILL)
-        p.wait(10)
+    from infershift.proc import stop_group as stop
+
+    stop(p, 10)
