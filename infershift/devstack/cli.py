@@ -9,8 +9,8 @@ import threading
 from pathlib import Path
 
 from infershift import spec as stackspec
-
 from infershift.spec import config_path
+
 from .envoy_check import EnvoyConfigError, dump
 from .ports import PortError
 from .procs import ProcessError
@@ -34,7 +34,8 @@ def _stack_arg(p: argparse.ArgumentParser, manifests: bool = False) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m infershift.devstack", description="Run a stack's inference gateway locally.")
+    ap = argparse.ArgumentParser(prog="python -m infershift.devstack",
+                                 description="Run a stack's inference gateway locally.")
     sub = ap.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("up", help="start a stack's data plane (Envoy, pickers, simulators) until Ctrl-C")

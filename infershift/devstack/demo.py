@@ -14,8 +14,8 @@ from rich.console import Console
 from rich.table import Table
 
 from infershift import spec as stackspec
-
 from infershift.spec.config_path import set_in_file
+
 from .stack import LocalStack, Options
 from .traffic import burst, chat_body, served_count, settled_count, tolerance
 
@@ -65,7 +65,7 @@ class Demo:
         with self.console.status(f"{self.n} requests for model mymodel on listener llm-gw ..."):
             tally = burst(url, chat_body("mymodel"), self.n)
         table = _split_table(title)
-        weights = dict(stack.spec.routes[ROUTE].backends)
+        weights = dict(_spec(stack).routes[ROUTE].backends)
         self.ok &= _share_rows(table, f"{ROUTE} (mymodel)", weights, tally.by(self.pool_of_pod(stack)), tally.ok)
         self.report(table, tally)
 
@@ -75,17 +75,17 @@ class Demo:
             tally = burst(url, chat_body("travelhelper"), self.n)
         table = _split_table("LoRA canary: client model travelhelper -> adapters, per pool")
         per_pool = tally.targets_by(self.pool_of_pod(stack))
-        for pool in stack.spec.routes[ROUTE].backends:
-            weights = dict(stack.spec.pools[pool].models["travelhelper"].targets)
+        for pool in _spec(stack).routes[ROUTE].backends:
+            weights = dict(_spec(stack).pools[pool].models["travelhelper"].targets)
             observed = per_pool.get(pool, Counter())
             self.ok &= _share_rows(table, f"travelhelper @ {pool}", weights, observed, sum(observed.values()))
         self.report(table, tally)
 
     def in_pool_and_mirror(self, stack: LocalStack) -> None:
-        mirror = stack.spec.mirrors["llama2-mirror"]
+        mirror = _spec(stack).mirrors["llama2-mirror"]
         shadow_pool = mirror.mirror_to.name
-        shadow = [e.address for svc in stack.spec.pool_services(shadow_pool) for e in stack.endpoints[svc]]
-        primary = [e.address for svc in stack.spec.pool_services(mirror.backend) for e in stack.endpoints[svc]]
+        shadow = [e.address for svc in _spec(stack).pool_services(shadow_pool) for e in stack.endpoints[svc]]
+        primary = [e.address for svc in _spec(stack).pool_services(mirror.backend) for e in stack.endpoints[svc]]
         before = (sum(served_count(a) for a in primary), sum(served_count(a) for a in shadow))
         url = stack.url("lora-gw") + "/v1/chat/completions"
         with self.console.status(f"{self.n} requests for model lora-request on listener lora-gw (mirrored) ..."):
@@ -93,7 +93,7 @@ class Demo:
             expected_shadows = before[1] + self.n * mirror.percent // 100
             shadow_served = settled_count(shadow, expected_shadows) - before[1]
         table = _split_table(f"In-pool split: lora-request -> adapters of {mirror.backend}")
-        weights = dict(stack.spec.pools[mirror.backend].models["lora-request"].targets)
+        weights = dict(_spec(stack).pools[mirror.backend].models["lora-request"].targets)
         self.ok &= _share_rows(table, "lora-request", weights, tally.targets, tally.ok)
         self.report(table, tally)
         served = (sum(served_count(a) for a in primary) - before[0], shadow_served)
@@ -159,3 +159,9 @@ def main(requests: int = 200, time_scale: float = 50.0) -> int:
     if not console.is_terminal:  # CI logs: wide enough that pool names are not cut
         console = Console(width=120)
     return Demo(console, requests, time_scale).run()
+
+
+def _spec(stack: LocalStack):
+    """The demo runs the `local` stack file, so its typed spec is there."""
+    assert stack.spec is not None, "the demo runs a stack file"
+    return stack.spec

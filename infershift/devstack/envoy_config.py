@@ -261,7 +261,8 @@ def _no_route() -> dict:
 
 
 def _json_header() -> dict:
-    return {"header": {"key": "content-type", "value": "application/json"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+    return {"header": {"key": "content-type", "value": "application/json"},
+            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
 
 
 CEL_FILTER = "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter"
@@ -396,7 +397,7 @@ def pool_routes(plane: DataPlane, pool: Pool) -> dict:
     def tagged(rule: ir.Rule) -> dict:
         return {"name": MIRROR_HEADER, "string_match": {"exact": rule.name}}
 
-    routes = []
+    routes: list[dict] = []
     for rule in mirrors:
         routes.append({
             "name": f"picked-endpoint-{rule.name}",

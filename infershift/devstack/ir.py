@@ -157,7 +157,7 @@ def from_dict(cls, data):
         inner = args[0]
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(from_dict(inner, x) for x in data)
-        return tuple(from_dict(a, x) for a, x in zip(args, data))
+        return tuple(from_dict(a, x) for a, x in zip(args, data, strict=False))
     if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
         if data is None:
             return None

@@ -7,6 +7,7 @@ serves is a translation of what a cluster gets, not a second reading of the stac
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,7 +67,7 @@ def _documents(path: Path) -> list[tuple[str, dict]]:
     return out
 
 
-def load(paths: list[str | Path]) -> Objects:
+def load(paths: Sequence[str | Path]) -> Objects:
     """Every object of the files and folders, in order; later same-named objects replace earlier."""
     index: dict[tuple, int] = {}
     objs = Objects([], [])

@@ -5,12 +5,13 @@ from __future__ import annotations
 import atexit
 import os
 import signal
+import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from infershift import proc
 

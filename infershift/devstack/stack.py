@@ -3,6 +3,7 @@ and Envoy; apply edits of the stack file live. `run()` is the API tests and the 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import shutil
 import socket
@@ -12,9 +13,9 @@ import threading
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 from infershift import spec as stackspec
 from infershift.envoy import argv as envoy_argv
@@ -274,7 +275,7 @@ class LocalStack:
 
     # --- start / stop ------------------------------------------------------------------
 
-    def start(self) -> "LocalStack":
+    def start(self) -> LocalStack:
         try:
             self._start()
         except BaseException:
@@ -293,7 +294,8 @@ class LocalStack:
         if self.gw.pools and not picker_python.exists():
             raise StackError(
                 f"the picker's virtualenv is missing ({picker_python}); create it with "
-                "`python3.11 -m venv .venv-picker && .venv-picker/bin/pip install -r infershift/picker/requirements.txt`")
+                "`python3.11 -m venv .venv-picker && "
+                ".venv-picker/bin/pip install -r infershift/picker/requirements.txt`, or give --picker-python")
         for line in self.report():
             self.log(line)
         self.plane = dataplane.build(self.gw, self.endpoints, self.ports)
@@ -316,20 +318,21 @@ class LocalStack:
             sim_children.append((name, self.supervisor.start(f"sim-{name}", argv, env=env, cwd=REPO)))
         for name, child in sim_children:
             for ep in self.endpoints[name]:
-                self.supervisor.wait_ready(child, lambda ep=ep: http_ok(f"http://{ep.address}/health"),
+                self.supervisor.wait_ready(child, functools.partial(http_ok, f"http://{ep.address}/health"),
                                            self.options.ready_timeout)
-        for name, pool in self.pools.items():
+        for name, proc in self.pools.items():
             argv = [
-                str(picker_python), "-m", "infershift.picker", "--config", str(pool.config_file),
-                "--routing-objects", str(pool.routing_file), "--host", HOST,
-                "--grpc-port", str(pool.grpc_port), "--health-port", str(pool.health_port),
-                "--metrics-port", str(pool.metrics_port), "--seed", str(self.options.seed),
+                str(picker_python), "-m", "infershift.picker", "--config", str(proc.config_file),
+                "--routing-objects", str(proc.routing_file), "--host", HOST,
+                "--grpc-port", str(proc.grpc_port), "--health-port", str(proc.health_port),
+                "--metrics-port", str(proc.metrics_port), "--seed", str(self.options.seed),
             ]
             if self.options.poll_interval:
                 argv += ["--poll-interval", self.options.poll_interval]
-            pool.child = self.supervisor.start(f"picker-{name}", argv, env=env, cwd=REPO)
-        for pool in self.pools.values():
-            self.supervisor.wait_ready(pool.child, log_says(pool.child, "picker ready"), self.options.ready_timeout)
+            proc.child = self.supervisor.start(f"picker-{name}", argv, env=env, cwd=REPO)
+        for proc in self.pools.values():
+            assert proc.child is not None
+            self.supervisor.wait_ready(proc.child, log_says(proc.child, "picker ready"), self.options.ready_timeout)
         self.envoy = self.supervisor.start("envoy", envoy_argv(
             bootstrap_file, envoy=self.options.envoy, concurrency=self.options.envoy_concurrency,
             dynamic_base_id=False))
@@ -348,7 +351,7 @@ class LocalStack:
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def __enter__(self) -> "LocalStack":
+    def __enter__(self) -> LocalStack:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -383,7 +386,8 @@ class LocalStack:
         for name, pool in self.pools.items():
             p = self.gw.pool(name)
             lines.append(f"pool        {name:<24} listener :{pool.port}  picker grpc :{pool.grpc_port} "
-                         f"metrics :{pool.metrics_port}  ({p.picker.failure_mode}; picker config: {p.picker.config_source})")
+                         f"metrics :{pool.metrics_port}  ({p.picker.failure_mode}; "
+                         f"picker config: {p.picker.config_source})")
         for name, eps in self.endpoints.items():
             knobs = self._service_knobs(name)
             kind = "endpoints" if knobs is not None and knobs.endpoints else "simulator"

@@ -109,7 +109,7 @@ class Load:
                     await _send(client, self.url, self.body, {}, self.tally)
             await asyncio.gather(*(worker() for _ in range(self.concurrency)))
 
-    def __enter__(self) -> "Load":
+    def __enter__(self) -> Load:
         self._thread.start()
         return self
 

@@ -124,6 +124,10 @@ def _pool_shape(pool: dict) -> tuple[dict[str, str], tuple[int, ...], dict]:
     return {str(k): str(v) for k, v in sel.items()}, ports or (contract.MODEL_SERVER_PORT,), ref
 
 
+def _pod_labels(deployment: dict) -> dict:
+    return ((deployment.get("spec") or {}).get("template", {}).get("metadata") or {}).get("labels") or {}
+
+
 def _config_of(deployment: dict, configmaps: dict[str, dict]) -> tuple[dict | None, str]:
     """The picker config a picker Deployment mounts: its `--config PATH` in a ConfigMap volume."""
     pod = (deployment.get("spec") or {}).get("template", {}).get("spec") or {}
@@ -142,7 +146,8 @@ def _config_of(deployment: dict, configmaps: dict[str, dict]) -> tuple[dict | No
             cm_name = ((volumes.get(m.get("name")) or {}).get("configMap") or {}).get("name")
             cm = configmaps.get(cm_name or "")
             if cm is None:
-                return None, f"ConfigMap {cm_name!r} (mounted by Deployment {_name(deployment)}) is not among the objects"
+                return None, (f"ConfigMap {cm_name!r} (mounted by Deployment {_name(deployment)}) "
+                              "is not among the objects")
             key = path[len(mount) + 1:]
             for item in ((volumes.get(m.get("name")) or {}).get("configMap") or {}).get("items") or []:
                 if item.get("path") == key:
@@ -169,8 +174,7 @@ def _picker(pool_name: str, ref: dict, services: dict[str, dict], others: dict[s
                          "(a managed picker, e.g. ACK's add-on); the local picker runs with its default config")
         return ir.Picker(svc_name, failure, base, "defaults (picker Service not among the objects)")
     sel = {str(k): str(v) for k, v in ((svc.get("spec") or {}).get("selector") or {}).items()}
-    deps = [d for d in others.values()
-            if _labels_match(sel, ((d.get("spec") or {}).get("template", {}).get("metadata") or {}).get("labels") or {})]
+    deps = [d for d in others.values() if _labels_match(sel, _pod_labels(d))]
     if not deps:
         rep.notes.append(f"InferencePool {pool_name}: no Deployment behind picker Service {svc_name}; "
                          "the local picker runs with its default config")
@@ -411,14 +415,14 @@ def translate(objects: list[dict]) -> ir.Gateway:
     pool_objs = {}
     for p in by_kind["InferencePool"]:
         name = _name(p)
-        sel, ports, ref = _pool_shape(p)
+        sel, target_ports, ref = _pool_shape(p)
         picker = _picker(name, ref, services_objs, others, configmaps, rep)
         members = tuple(g.name for g in servers if _labels_match(sel, g.labels))
         if not members:
             rep.warn(f"InferencePool {name}: its selector {sel} matches no model-server Deployment; "
                      "its requests get no endpoint")
         pool_objs[name] = p
-        pools.append(ir.Pool(name=name, api_version=str(p["apiVersion"]), selector=sel, target_ports=ports,
+        pools.append(ir.Pool(name=name, api_version=str(p["apiVersion"]), selector=sel, target_ports=target_ports,
                              picker=picker, servers=members, routing=(),
                              max_body_bytes=_max_body(picker, buffer_limit)))
     pool_names = {p.name for p in pools}
@@ -518,12 +522,12 @@ def translate(objects: list[dict]) -> ir.Gateway:
     _split_warnings(ports, pools, servers, rep)
     if not by_kind["Gateway"]:
         rep.warn("no Gateway among the objects: nothing listens for clients")
+    def selector(service: str) -> dict[str, str]:
+        spec = (services_objs.get(service) or {}).get("spec") or {}
+        return {str(k): str(v) for k, v in (spec.get("selector") or {}).items()}
+
     for name, d in others.items():
-        if not any(p.picker.service and _labels_match(
-                {str(k): str(v) for k, v in (((services_objs.get(p.picker.service) or {}).get("spec") or {})
-                                             .get("selector") or {}).items()},
-                ((d.get("spec") or {}).get("template", {}).get("metadata") or {}).get("labels") or {})
-                for p in pools):
+        if not any(p.picker.service and _labels_match(selector(p.picker.service), _pod_labels(d)) for p in pools):
             rep.ignore(f"Deployment {name} (not a model server or a pool's picker)")
     return ir.Gateway(
         ports=tuple(ports), pools=tuple(pools),
