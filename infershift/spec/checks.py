@@ -1,6 +1,7 @@
 """Rules that relate two parts of a stack. Each problem names its config path."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from .gpus import ACK_INSTANCE_GPUS, GKE_MACHINE_GPUS
@@ -33,6 +34,7 @@ def problems(spec: StackSpec) -> list[Problem]:
     out += _node_pools(spec)
     out += _services(spec)
     out += _pools(spec)
+    out += _pickers(spec)
     out += _routes(spec)
     out += _mirrors(spec)
     return out
@@ -164,6 +166,43 @@ def _pools(spec: StackSpec) -> list[Problem]:
                     f"{path}.models.{model}",
                     f"model {model!r} has no targets and no server of pool {name!r} serves it (served: {_list(served)})",
                 ))
+    return out
+
+
+_PICKER_PATH = re.compile(r"^([A-Za-z][\w.\[\]-]*): (.*)$", re.DOTALL)
+_PLUGIN_PATH = re.compile(r"^scheduling plugin (\S+?)(\.parameters\S*): (.*)$", re.DOTALL)
+
+
+def _pickers(spec: StackSpec) -> list[Problem]:
+    """Each pool's picker config, parsed and built by the picker's own code: the file the
+    cluster's picker will read (a misspelt plugin or parameter fails here, with its path)."""
+    from infershift.picker.config import parse_config
+    from infershift.picker.errors import ConfigError
+    from infershift.picker.scheduling import check_scheduling
+
+    from .picker_config import picker_config
+
+    out = []
+    for name, pool in spec.pools.items():
+        path = f"pools.{name}.picker"
+        try:
+            if pool.picker.scheduling is not None:
+                check_scheduling(pool.picker.scheduling)
+            parse_config(picker_config(spec, name))
+        except ConfigError as err:
+            text = str(err)
+            plugin = _PLUGIN_PATH.match(text)
+            if plugin:
+                names = [p.get("name", p.get("type")) if isinstance(p, dict) else None
+                         for p in (pool.picker.scheduling or {}).get("plugins") or []]
+                where = f"[{names.index(plugin.group(1))}]" if plugin.group(1) in names else f" {plugin.group(1)}"
+                out.append(Problem(f"{path}.scheduling.plugins{where}{plugin.group(2)}", plugin.group(3)))
+                continue
+            m = _PICKER_PATH.match(text)
+            if m and m.group(1).startswith("scheduling"):
+                out.append(Problem(f"{path}.{m.group(1)}", m.group(2)))
+            else:  # the rest of the file comes from fields checked above; say what the picker said
+                out.append(Problem(path, f"the picker would reject its config: {text}"))
     return out
 
 

@@ -114,3 +114,41 @@ def test_unreadable_or_invalid_yaml(tmp_path):
     p.write_text("pool: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(str(p))
+
+
+@pytest.mark.parametrize("ptype,good,bad", [
+    ("saturation-filter", "queueDepthThreshold", "queueDepthTreshold"),
+    ("lora-affinity-scorer", "activeScore", "activeScor"),
+    ("prefix-cache-scorer", "blockSize", "blocksize"),
+    ("queue-scorer", None, "weight"),
+    ("max-score-picker", None, "seed"),
+])
+def test_every_plugin_rejects_parameters_it_does_not_read(ptype, good, bad):
+    from infershift.picker.scheduling import check_scheduling
+
+    role = "picker" if ptype.endswith("picker") else "filters" if ptype.endswith("filter") else "scorers"
+
+    def sched(params):
+        plugins = [{"type": ptype, "parameters": params}]
+        profile: dict = {"picker": ptype} if role == "picker" else {"picker": "max-score-picker"}
+        if role != "picker":
+            plugins.append({"type": "max-score-picker"})
+            profile[role] = [ptype] if role == "filters" else [{"plugin": ptype, "weight": 1}]
+        return {"plugins": plugins, "profile": profile}
+
+    if good:
+        check_scheduling(sched({good: 1}))
+    with pytest.raises(ConfigError) as e:
+        check_scheduling(sched({bad: 1}))
+    assert f"scheduling plugin {ptype}.parameters: unknown {bad}" in str(e.value)
+
+
+def test_check_scheduling_is_what_the_picker_builds():
+    """The stack spec validates with check_scheduling; it must accept the default and name the plugin's index."""
+    from infershift.picker.config import DEFAULT_SCHEDULING
+    from infershift.picker.scheduling import check_scheduling
+
+    assert check_scheduling(DEFAULT_SCHEDULING) == parse_config({"endpoints": []}).scheduling
+    bad = {"plugins": [{"type": "model-filter"}, {"type": "nope"}], "profile": {"picker": "model-filter"}}
+    with pytest.raises(ConfigError, match=r"scheduling\.plugins\[1\]\.type: unknown plugin type 'nope'"):
+        check_scheduling(bad)

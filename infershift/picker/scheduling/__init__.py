@@ -1,6 +1,6 @@
 """Scheduling: filters drop endpoints, weighted scorers rank them, one picker chooses (llm-d style)."""
 from .plugins import Filter, Picker, Scorer, SchedRequest
-from .registry import build_scheduler
+from .registry import build_scheduler, check_scheduling
 from .scheduler import Scheduler
 
-__all__ = ["Filter", "Picker", "Scorer", "SchedRequest", "Scheduler", "build_scheduler"]
+__all__ = ["Filter", "Picker", "Scorer", "SchedRequest", "Scheduler", "build_scheduler", "check_scheduling"]

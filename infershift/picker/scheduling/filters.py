@@ -10,6 +10,7 @@ class ModelFilter(Filter):
     """Keep endpoints that serve the target base model or have the adapter registered/loaded."""
 
     type_name = "model-filter"
+    parameter_names = ()
 
     def filter(self, req: SchedRequest, eps: list[Endpoint]) -> list[Endpoint]:
         target = req.target_model
@@ -28,6 +29,7 @@ class SaturationFilter(Filter):
     """Drop saturated endpoints; when all are saturated shed sheddable requests, route the rest anyway."""
 
     type_name = "saturation-filter"
+    parameter_names = ('queueDepthThreshold', 'kvCacheThreshold')
 
     def __init__(self, name: str, parameters: dict):
         super().__init__(name, parameters)

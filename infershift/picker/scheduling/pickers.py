@@ -12,6 +12,7 @@ class MaxScorePicker(Picker):
     """Highest score wins; ties broken at random; fallbacks follow in score order."""
 
     type_name = "max-score-picker"
+    parameter_names = ()
 
     def __init__(self, name: str, parameters: dict, rng: random.Random):
         super().__init__(name, parameters)
@@ -29,6 +30,7 @@ class MaxScorePicker(Picker):
 
 class RandomPicker(Picker):
     type_name = "random-picker"
+    parameter_names = ()
 
     def __init__(self, name: str, parameters: dict, rng: random.Random):
         super().__init__(name, parameters)
@@ -42,6 +44,7 @@ class RoundRobinPicker(Picker):
     """Baseline: cycle through the candidates in address order, ignoring scores."""
 
     type_name = "round-robin-picker"
+    parameter_names = ()
 
     def __init__(self, name: str, parameters: dict, rng: random.Random):
         super().__init__(name, parameters)

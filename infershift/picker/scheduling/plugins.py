@@ -20,9 +20,19 @@ class Plugin:
     # False: the result depends only on the endpoint snapshot and the target model, so the
     # scheduler may reuse it for every request with the same target until the snapshot changes.
     per_request = False
+    # The parameter keys the plugin reads; any other key is a config error (a misspelt threshold
+    # would otherwise silently keep its default). None: the plugin checks its own (admission-filter).
+    parameter_names: tuple[str, ...] | None = None
 
     def __init__(self, name: str, parameters: dict):
         self.name = name
+        if self.parameter_names is not None:
+            unknown = sorted(set(parameters) - set(self.parameter_names))
+            if unknown:
+                known = ", ".join(self.parameter_names) or "none"
+                from ..errors import ConfigError
+
+                raise ConfigError(f"scheduling plugin {name}.parameters: unknown {', '.join(unknown)} (known: {known})")
 
     def prepare(self, req: SchedRequest) -> None:
         """Called once per request before filtering (e.g. hash the prompt)."""

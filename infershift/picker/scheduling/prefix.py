@@ -82,6 +82,7 @@ class PrefixIndex:
 
 class PrefixCacheScorer(Scorer):
     type_name = "prefix-cache-scorer"
+    parameter_names = ('blockSize', 'maxPrefixBlocksToMatch', 'lruCapacityPerServer')
     per_request = True
 
     def __init__(self, name: str, parameters: dict, index: PrefixIndex | None = None):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import random
 
-from ..config import SchedulingSpec
+from ..config import SchedulingSpec, parse_scheduling
 from ..errors import ConfigError
 from .admission import AdmissionFilter
 from .filters import ModelFilter, SaturationFilter
@@ -26,7 +26,7 @@ def build_scheduler(spec: SchedulingSpec, rng: random.Random, previous: Schedule
     if previous is not None:
         old_prefix = {s.name: s.index for s, _ in previous.scorers if isinstance(s, PrefixCacheScorer)}
     built = {}
-    for p in spec.plugins:
+    for i, p in enumerate(spec.plugins):
         t = ALIASES.get(p.type, p.type)
         if t in FILTERS:
             built[p.name] = FILTERS[t](p.name, p.parameters)
@@ -39,7 +39,7 @@ def build_scheduler(spec: SchedulingSpec, rng: random.Random, previous: Schedule
             built[p.name] = PICKERS[t](p.name, p.parameters, rng)
         else:
             known = sorted([*FILTERS, *SCORERS, *PICKERS])
-            raise ConfigError(f"scheduling.plugins: unknown plugin type {p.type!r} (known: {', '.join(known)})")
+            raise ConfigError(f"scheduling.plugins[{i}].type: unknown plugin type {p.type!r} (known: {', '.join(known)})")
     prof = spec.profile
     filters = []
     for i, name in enumerate(prof.filters):
@@ -55,3 +55,12 @@ def build_scheduler(spec: SchedulingSpec, rng: random.Random, previous: Schedule
     if not isinstance(picker, Picker):
         raise ConfigError(f"scheduling.profile.picker: plugin {prof.picker!r} is not a picker")
     return Scheduler(filters, scorers, picker, fallbacks=fallbacks)
+
+
+def check_scheduling(raw: object) -> SchedulingSpec:
+    """Parse a `scheduling` block and build it once, as the picker will: every plugin type, every
+    parameter and every profile role checked, with nothing started. The stack spec validates
+    `pools.*.picker.scheduling` with this, so a mistake fails `render`/`up`, not a picker pod."""
+    spec = parse_scheduling(raw)
+    build_scheduler(spec, random.Random(0))
+    return spec

@@ -9,6 +9,7 @@ class QueueScorer(Scorer):
     """Fewer waiting requests scores higher (min-max normalised across the candidates)."""
 
     type_name = "queue-scorer"
+    parameter_names = ()
 
     def score(self, req: SchedRequest, eps: list[Endpoint]) -> list[float]:
         qs = [e.metrics.waiting for e in eps]
@@ -21,6 +22,7 @@ class QueueScorer(Scorer):
 
 class KVCacheScorer(Scorer):
     type_name = "kv-cache-scorer"
+    parameter_names = ()
 
     def score(self, req: SchedRequest, eps: list[Endpoint]) -> list[float]:
         return [1.0 - e.metrics.kv_usage for e in eps]
@@ -30,6 +32,7 @@ class LoraAffinityScorer(Scorer):
     """Adapter already active > can be loaded into a free slot > only waiting; base models are neutral."""
 
     type_name = "lora-affinity-scorer"
+    parameter_names = ('activeScore', 'loadableScore', 'waitingScore')
 
     def __init__(self, name: str, parameters: dict):
         super().__init__(name, parameters)
