@@ -1,11 +1,12 @@
-"""GpuNodePool: an ACK or GKE node pool of GPU nodes, labelled and tainted for GPU workloads."""
+"""GpuNodePool: a node pool of GPU nodes, labelled and tainted for GPU workloads, declared by the
+platform's plug-in (ACK `alicloud.cs.NodePool`, GKE `gcp.container.NodePool`)."""
 from __future__ import annotations
 
-from typing import Literal, NotRequired, Optional, TypedDict
+from typing import NotRequired, Optional, TypedDict
 
 import pulumi
-import pulumi_alicloud as alicloud
-import pulumi_gcp as gcp
+
+from infershift import platforms
 
 # Every node of a pool carries this label; InferenceService pods select their pool by it.
 NODE_POOL_LABEL = "infershift.io/node-pool"
@@ -13,7 +14,8 @@ GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present"}
 
 
 class GpuNodePoolArgs(TypedDict):
-    platform: Literal["ack", "gke"]
+    platform: str
+    """A registered platform with a node-pool component (`ack`, `gke`)."""
     cluster: str
     """ACK cluster id, or GKE cluster name."""
     gpu_type: str
@@ -52,54 +54,10 @@ class GpuNodePool(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: GpuNodePoolArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("infershift:index:GpuNodePool", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
         labels = node_labels(name, args)
         taint = args.get("taint", True)
         self.pool_name = name
         self.node_selector = {NODE_POOL_LABEL: name}
-        if args["platform"] == "ack":
-            autoscale = args["min_nodes"] < args["max_nodes"]
-            self.node_pool = alicloud.cs.NodePool(
-                f"{name}-nodepool",
-                cluster_id=args["cluster"],
-                node_pool_name=name,
-                instance_types=args["instance_types"],
-                vswitch_ids=args["vswitch_ids"],
-                system_disk_category=args.get("system_disk_category", "cloud_essd"),
-                system_disk_size=args.get("system_disk_size", 200),
-                labels=[{"key": k, "value": v} for k, v in sorted(labels.items())],
-                taints=[{**GPU_TAINT, "effect": "NoSchedule"}] if taint else None,
-                scaling_config={"enable": True, "min_size": args["min_nodes"], "max_size": args["max_nodes"]}
-                if autoscale else None,
-                desired_size=None if autoscale else str(args.get("desired_nodes") or args["min_nodes"]),
-                opts=child,
-            )
-        else:
-            desired = args.get("desired_nodes")
-            self.node_pool = gcp.container.NodePool(
-                f"{name}-nodepool",
-                name=name,
-                cluster=args["cluster"],
-                location=args.get("location"),
-                project=args.get("project"),
-                initial_node_count=desired if desired is not None else args["min_nodes"],
-                autoscaling={"min_node_count": args["min_nodes"], "max_node_count": args["max_nodes"]},
-                management={"auto_repair": True, "auto_upgrade": True},
-                node_config={
-                    "machine_type": args["machine_type"],
-                    "disk_size_gb": args.get("disk_size_gb", 200),
-                    "spot": args.get("spot", False),
-                    "labels": labels,
-                    "taints": [{**GPU_TAINT, "effect": "NO_SCHEDULE"}] if taint else None,
-                    "guest_accelerators": [{
-                        "type": args["gpu_type"],
-                        "count": args["gpus_per_node"],
-                        "gpu_driver_installation_config": {
-                            "gpu_driver_version": args.get("gpu_driver_version", "LATEST"),
-                        },
-                    }],
-                    "oauth_scopes": ["https://www.googleapis.com/auth/cloud-platform"],
-                },
-                opts=child,
-            )
+        plugin = platforms.get(args["platform"])
+        self.node_pool = plugin.node_pool(self, name, dict(args), labels, GPU_TAINT if taint else None)
         self.register_outputs({"pool_name": name, "node_pool": self.node_pool.id})

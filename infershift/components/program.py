@@ -40,36 +40,18 @@ def config_values() -> dict:
 
 
 def _cluster_args(spec: StackSpec) -> ClusterArgs:
-    p = spec.platform
-    if p.kind == "ack":
-        return {"platform": "ack", "ack_cluster_id": p.ack.cluster_id, "ack_region": p.ack.region}
-    if p.kind == "gke":
-        return {"platform": "gke", "gke_project": p.gke.project, "gke_location": p.gke.location,
-                "gke_cluster": p.gke.cluster}
-    args: ClusterArgs = {"platform": "kubeconfig"}
-    if p.kubeconfig and p.kubeconfig.path:
-        args["kubeconfig"] = p.kubeconfig.path
-    if p.kubeconfig and p.kubeconfig.context:
-        args["context"] = p.kubeconfig.context
-    return args
+    return spec.platform_plugin.cluster_args(spec.platform)  # type: ignore[return-value]
 
 
 def node_pool_args(spec: StackSpec, name: str) -> GpuNodePoolArgs:
     np = spec.node_pools[name]
     p = spec.platform
     args: GpuNodePoolArgs = {
-        "platform": p.kind, "gpu_type": np.gpu_type, "gpus_per_node": np.gpus_per_node,
+        "platform": p.kind, "cluster": "", "gpu_type": np.gpu_type, "gpus_per_node": np.gpus_per_node,
         "min_nodes": np.min_nodes, "max_nodes": np.max_nodes, "desired_nodes": np.desired_nodes,
         "labels": dict(np.labels), "taint": np.taint,
     }
-    if p.kind == "ack":
-        args.update(cluster=p.ack.cluster_id, instance_types=list(np.ack.instance_types),
-                    vswitch_ids=list(np.ack.vswitch_ids), system_disk_size=np.ack.system_disk_size,
-                    system_disk_category=np.ack.system_disk_category)
-    else:
-        args.update(cluster=p.gke.cluster, location=p.gke.location, project=p.gke.project,
-                    machine_type=np.gke.machine_type, disk_size_gb=np.gke.disk_size_gb,
-                    gpu_driver_version=np.gke.gpu_driver_version, spot=np.gke.spot)
+    args.update(spec.platform_plugin.node_pool_args(p, np.block(p.kind)))  # type: ignore[typeddict-item]
     return args
 
 
@@ -123,7 +105,7 @@ def pool_args(spec: StackSpec, name: str) -> InferencePoolArgs:
         "picker_cpu": pool.picker.resources.cpu or "500m", "picker_memory": pool.picker.resources.memory or "512Mi",
         "picker_config": stackspec.picker_config(spec, name),
         "gateway_peers": gateway_peers(spec),
-        "gke_policies": spec.platform.kind == "gke",
+        "gke_policies": spec.platform_plugin.pool_policies,
     }
 
 

@@ -24,15 +24,6 @@ import yaml
 PROJECT = "infershift"
 # The program's pulumi.log messages (stack warnings) under mocks.
 LOG = logging.getLogger("infershift.render")
-MOCK_KUBECONFIG = """apiVersion: v1
-kind: Config
-clusters: [{name: mock, cluster: {server: "https://192.0.2.1:6443"}}]
-contexts: [{name: mock, context: {cluster: mock, user: mock}}]
-current-context: mock
-users: [{name: mock, user: {token: mock}}]
-"""
-# A syntactically valid, obviously fake CA for the GKE kubeconfig.
-MOCK_CA = "TU9DSy1DQQ=="
 
 
 @dataclass(frozen=True)
@@ -138,14 +129,13 @@ def _mocks():
             return [f"{args.name}-id", args.inputs]
 
         def call(self, args: pulumi.runtime.MockCallArgs):
-            # The cluster look-ups the Cluster component makes; nothing else is invoked.
-            if args.token == "alicloud:cs/getClusterCredential:getClusterCredential":
-                return {"id": args.args.get("clusterId"), "clusterId": args.args.get("clusterId"),
-                        "kubeConfig": MOCK_KUBECONFIG, "certificateAuthorities": []}
-            if args.token == "gcp:container/getCluster:getCluster":
-                return {"name": args.args.get("name"), "location": args.args.get("location"),
-                        "project": args.args.get("project"), "endpoint": "192.0.2.10",
-                        "masterAuths": [{"clusterCaCertificate": MOCK_CA}]}
+            # The cluster look-ups the platforms' Cluster components make; nothing else is invoked.
+            from infershift.platforms import REGISTRY
+
+            for platform in REGISTRY.values():
+                answer = platform.mock_call(args.token, dict(args.args))
+                if answer is not None:
+                    return answer
             raise NotImplementedError(f"render has no mock for invoke {args.token}")
 
     return Mocks()

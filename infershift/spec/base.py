@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict
@@ -30,6 +31,17 @@ def _duration(value: str) -> str:
 # Strings checked where they are declared, so every field of these kinds says the same thing.
 Quantity = Annotated[str, AfterValidator(_quantity)]
 Duration = Annotated[str, AfterValidator(_duration)]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One config problem and the config path it is at."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"infershift:{self.path}: {self.message}"
 
 
 class Spec(BaseModel):

@@ -2,27 +2,11 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
-from .gpus import ACK_INSTANCE_GPUS, GKE_MACHINE_GPUS
+from infershift.platforms import REGISTRY
+
+from .base import Problem
 from .model import StackSpec
-
-# Pool API versions each platform's gateway serves: GKE Inference Gateway serves the
-# GA API only; ACK's add-on documents v1alpha2 and serves v1 from its newer releases.
-PLATFORM_POOL_VERSIONS = {
-    "ack": {"v1alpha2", "v1"},
-    "gke": {"v1"},
-    "kubeconfig": {"v1alpha2", "v1"},
-}
-
-
-@dataclass(frozen=True)
-class Problem:
-    path: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"infershift:{self.path}: {self.message}"
 
 
 def _list(names) -> str:
@@ -43,13 +27,7 @@ def problems(spec: StackSpec) -> list[Problem]:
 def warnings(spec: StackSpec) -> list[Problem]:
     """Legal but likely surprising: a model one route backend serves and another does not;
     GKE pickers open to any address because the proxy-only subnet is not given."""
-    out: list[Problem] = []
-    if spec.platform.kind == "gke" and not spec.gateway.proxy_subnets:
-        out.append(Problem(
-            "gateway.proxySubnets",
-            "not set: the endpoint pickers' NetworkPolicy admits port 9002 from any address; "
-            "set the region's proxy-only subnet CIDR",
-        ))
+    out: list[Problem] = list(spec.platform_plugin.warnings(spec))
     for rname, route in spec.routes.items():
         live = [p for p, w in route.backends.items() if w > 0 and p in spec.pools]
         if len(live) < 2:
@@ -69,31 +47,14 @@ def warnings(spec: StackSpec) -> list[Problem]:
 def _node_pools(spec: StackSpec) -> list[Problem]:
     out = []
     kind = spec.platform.kind
+    plugin = spec.platform_plugin
     for name, np in spec.node_pools.items():
         path = f"nodePools.{name}"
-        if kind == "ack" and np.ack is None:
-            out.append(Problem(path, "an ACK node pool needs `ack: {instanceTypes, vswitchIds}`"))
-        if kind == "gke" and np.gke is None:
-            out.append(Problem(path, "a GKE node pool needs `gke: {machineType}`"))
-        if kind != "ack" and np.ack is not None:
-            out.append(Problem(f"{path}.ack", f"platform kind is {kind!r}, not 'ack'"))
-        if kind != "gke" and np.gke is not None:
-            out.append(Problem(f"{path}.gke", f"platform kind is {kind!r}, not 'gke'"))
-        if np.ack:
-            for i, itype in enumerate(np.ack.instance_types):
-                known = ACK_INSTANCE_GPUS.get(itype)
-                if known is not None and known != np.gpus_per_node:
-                    out.append(Problem(
-                        f"{path}.ack.instanceTypes[{i}]",
-                        f"{itype} has {known} GPU(s) per node but gpusPerNode is {np.gpus_per_node}",
-                    ))
-        if np.gke:
-            known = GKE_MACHINE_GPUS.get(np.gke.machine_type)
-            if known is not None and known != np.gpus_per_node:
-                out.append(Problem(
-                    f"{path}.gke.machineType",
-                    f"{np.gke.machine_type} has {known} GPU(s) per node but gpusPerNode is {np.gpus_per_node}",
-                ))
+        for other in sorted(REGISTRY):
+            if other != kind and np.block(other) is not None:
+                out.append(Problem(f"{path}.{other}", f"platform kind is {kind!r}, not {other!r}"))
+        if plugin.node_pool_block is not None:
+            out += plugin.node_pool_problems(path, np, np.block(kind))
     return out
 
 
@@ -118,14 +79,14 @@ def _services(spec: StackSpec) -> list[Problem]:
                         f"{svc.gpus} GPUs per replica do not fit on node pool {svc.node_pool!r} "
                         f"({np.gpus_per_node} per node)",
                     ))
-        if svc.endpoints and spec.platform.kind != "kubeconfig":
+        if svc.endpoints and not spec.platform_plugin.local_endpoints:
             out.append(Problem(f"{path}.endpoints", "endpoints (external servers) are for the local stack; use a kubeconfig platform"))
     return out
 
 
 def _pools(spec: StackSpec) -> list[Problem]:
     out = []
-    served_versions = PLATFORM_POOL_VERSIONS[spec.platform.kind]
+    served_versions = spec.platform_plugin.pool_api_versions
     for name, pool in spec.pools.items():
         path = f"pools.{name}"
         if pool.api_version not in served_versions:
@@ -180,7 +141,7 @@ def _pickers(spec: StackSpec) -> list[Problem]:
     from infershift.picker.errors import ConfigError
     from infershift.picker.scheduling import check_scheduling
 
-    from .picker_config import picker_config
+    from .picker_file import picker_config
 
     out = []
     for name, pool in spec.pools.items():
@@ -243,7 +204,7 @@ def _mirrors(spec: StackSpec) -> list[Problem]:
         if target.kind == "InferencePool":
             if target.name not in spec.pools:
                 out.append(Problem(f"{path}.mirrorTo.name", f"no pool named {target.name!r} (pools: {_list(spec.pools)})"))
-            if spec.platform.kind in ("ack", "gke"):
+            if not spec.platform_plugin.mirror_to_pool:
                 out.append(Problem(
                     f"{path}.mirrorTo.kind",
                     f"the {spec.platform.kind.upper()} gateway cannot mirror to an InferencePool; mirror to a Service",

@@ -6,7 +6,10 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from .checks import Problem, problems
+from infershift.platforms import REGISTRY
+
+from .base import Problem
+from .checks import problems
 from .model import StackSpec
 
 NAMESPACE = "infershift"
@@ -60,6 +63,15 @@ def _pydantic_problems(err: ValidationError) -> list[Problem]:
         # Model-level validators report under their model's path; strip pydantic's prefix.
         msg = e["msg"].removeprefix("Value error, ")
         loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and "[" in p and "function" in p))
+        if loc[:1] == ("platform",) and len(loc) > 1 and loc[1] in REGISTRY:
+            loc = loc[:1] + loc[2:]  # the union's tag (`kind`), which pydantic puts in the path
+        if e["type"] == "union_tag_invalid":
+            tag = (e.get("ctx") or {}).get("tag")
+            msg = f"unknown platform kind {tag!r} (platforms: {', '.join(sorted(REGISTRY))})"
+            loc = loc + ("kind",)
+        elif e["type"] == "union_tag_not_found":
+            msg = f"`kind` is required (platforms: {', '.join(sorted(REGISTRY))})"
+            loc = loc + ("kind",)
         if e["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling; keys are camelCase)"
         found.append(Problem(_loc(loc) or "(top level)", msg))

@@ -6,11 +6,13 @@ the stack live in `checks.py`.
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal, Optional, Union
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, create_model, field_validator, model_validator
 
 from infershift import contract
+from infershift.platforms import REGISTRY
+from infershift.platforms import Platform as PlatformPlugin
 
 from .base import Duration, Quantity, Spec, check_name
 
@@ -30,77 +32,14 @@ def _names(mapping: dict, what: str) -> dict:
 
 # --- platform -------------------------------------------------------------------------
 
-
-class AckCluster(Spec):
-    cluster_id: str = Field(min_length=1)
-    """ACK managed cluster id (`c...`)."""
-    region: str = Field(min_length=1)
-    """Alibaba Cloud region, e.g. `cn-hangzhou`."""
-
-
-class GkeCluster(Spec):
-    project: str = Field(min_length=1)
-    location: str = Field(min_length=1)
-    """Region or zone of the cluster, e.g. `us-central1`."""
-    cluster: str = Field(min_length=1)
-
-
-class KubeconfigCluster(Spec):
-    context: str | None = None
-    """kubeconfig context; the current context when omitted."""
-    path: str | None = None
-    """kubeconfig file; `KUBECONFIG` / `~/.kube/config` when omitted."""
-
-
-class Platform(Spec):
-    kind: Literal["ack", "gke", "kubeconfig"]
-    ack: AckCluster | None = None
-    gke: GkeCluster | None = None
-    kubeconfig: KubeconfigCluster | None = None
-    create_node_pools: bool = False
-    """Create the GPU node pools in `nodePools` (ACK and GKE only)."""
-    namespace: str = "default"
-
-    @field_validator("namespace")
-    @classmethod
-    def _ns(cls, v: str) -> str:
-        return check_name(v, "namespace")
-
-    @model_validator(mode="after")
-    def _cluster_for_kind(self) -> "Platform":
-        if self.kind == "ack" and self.ack is None:
-            raise ValueError("kind 'ack' needs `ack: {clusterId, region}`")
-        if self.kind == "gke" and self.gke is None:
-            raise ValueError("kind 'gke' needs `gke: {project, location, cluster}`")
-        if self.kind == "kubeconfig" and self.create_node_pools:
-            raise ValueError("createNodePools needs kind 'ack' or 'gke': a kubeconfig cluster's nodes are not managed here")
-        others = {"ack", "gke", "kubeconfig"} - {self.kind}
-        extra = [k for k in sorted(others) if getattr(self, k) is not None]
-        if extra:
-            raise ValueError(f"kind {self.kind!r} does not use {', '.join(extra)}")
-        return self
+# `platform:` is one of the registered plug-ins' blocks, chosen by `kind`.
+Platform = Annotated[Union[tuple(p.spec for p in REGISTRY.values())], Field(discriminator="kind")]  # type: ignore[valid-type]
 
 
 # --- GPU node pools -------------------------------------------------------------------
 
 
-class AckNodePool(Spec):
-    instance_types: list[str] = Field(min_length=1)
-    """ECS GPU instance types, e.g. `ecs.gn7i-c8g1.2xlarge` (1×A10)."""
-    vswitch_ids: list[str] = Field(min_length=1)
-    system_disk_size: int = Field(200, ge=40)
-    system_disk_category: str = "cloud_essd"
-
-
-class GkeNodePool(Spec):
-    machine_type: str = Field(min_length=1)
-    """e.g. `g2-standard-8` (L4) or `a3-highgpu-8g` (H100)."""
-    disk_size_gb: int = Field(200, ge=10)
-    gpu_driver_version: Literal["DEFAULT", "LATEST", "INSTALLATION_DISABLED"] = "LATEST"
-    spot: bool = False
-
-
-class NodePool(Spec):
+class NodePoolBase(Spec):
     gpu_type: str = Field(min_length=1)
     """Accelerator: `nvidia-a10` on ACK; a GKE accelerator type such as `nvidia-l4`."""
     gpus_per_node: int = Field(ge=1, le=16)
@@ -110,16 +49,25 @@ class NodePool(Spec):
     labels: dict[str, str] = {}
     taint: bool = True
     """Taint nodes `nvidia.com/gpu=present:NoSchedule` so only GPU workloads land there."""
-    ack: AckNodePool | None = None
-    gke: GkeNodePool | None = None
+
+    def block(self, kind: str):
+        """The node pool's `<kind>:` block (e.g. `ack:`), or None."""
+        return getattr(self, kind, None)
 
     @model_validator(mode="after")
-    def _sizes(self) -> "NodePool":
+    def _sizes(self) -> "NodePoolBase":
         if self.min_nodes > self.max_nodes:
             raise ValueError(f"minNodes ({self.min_nodes}) is larger than maxNodes ({self.max_nodes})")
         if self.desired_nodes is not None and not self.min_nodes <= self.desired_nodes <= self.max_nodes:
             raise ValueError(f"desiredNodes ({self.desired_nodes}) is outside minNodes..maxNodes")
         return self
+
+
+# Each platform with a node-pool component adds its block (`ack:`, `gke:` ...) as an optional key.
+NodePool = create_model(  # type: ignore[call-overload]
+    "NodePool", __base__=NodePoolBase, __module__=__name__,
+    **{kind: (Optional[p.node_pool_block], None) for kind, p in REGISTRY.items() if p.node_pool_block is not None},
+)
 
 
 # --- inference services (vLLM) --------------------------------------------------------
@@ -487,15 +435,20 @@ class StackSpec(Spec):
             served |= svc.serves
         return served
 
+    @property
+    def platform_plugin(self) -> PlatformPlugin:
+        """The registered plug-in of `platform.kind`."""
+        return REGISTRY[self.platform.kind]
+
     def class_name(self) -> str:
         if self.gateway.class_name:
             return self.gateway.class_name
-        return "gke-l7-regional-external-managed" if self.platform.kind == "gke" else "inference-gateway"
+        return self.platform_plugin.gateway_class
 
     def creates_class(self) -> bool:
         if self.gateway.create_class is not None:
             return self.gateway.create_class
-        return self.platform.kind != "gke"
+        return self.platform_plugin.creates_gateway_class
 
     def uses_envoy_gateway(self) -> bool:
-        return self.platform.kind != "gke"
+        return self.platform_plugin.envoy_gateway

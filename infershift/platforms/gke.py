@@ -1,0 +1,194 @@
+"""Google GKE: a cluster found by project/location/name (auth by gke-gcloud-auth-plugin), GPU
+node pools, and GKE's managed Inference Gateway (its GatewayClasses, HealthCheckPolicy and
+GCPBackendPolicy per pool)."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field, model_validator
+
+from infershift.spec.base import Problem, Spec
+
+from .base import Platform, PlatformSpec
+
+if TYPE_CHECKING:
+    import pulumi
+
+    from infershift.spec.model import NodePoolBase, StackSpec
+
+# GKE accelerator machine types with a fixed GPU count (A3/A2/G2 families).
+MACHINE_GPUS: dict[str, int] = {
+    "g2-standard-4": 1,
+    "g2-standard-8": 1,
+    "g2-standard-12": 1,
+    "g2-standard-16": 1,
+    "g2-standard-24": 2,
+    "g2-standard-32": 1,
+    "g2-standard-48": 4,
+    "g2-standard-96": 8,
+    "a2-highgpu-1g": 1,
+    "a2-highgpu-2g": 2,
+    "a2-highgpu-4g": 4,
+    "a2-highgpu-8g": 8,
+    "a3-highgpu-1g": 1,
+    "a3-highgpu-2g": 2,
+    "a3-highgpu-4g": 4,
+    "a3-highgpu-8g": 8,
+}
+
+CLUSTER_INVOKE = "gcp:container/getCluster:getCluster"
+# A syntactically valid, obviously fake CA for the render's kubeconfig.
+MOCK_CA = "TU9DSy1DQQ=="
+
+
+class GkeCluster(Spec):
+    project: str = Field(min_length=1)
+    location: str = Field(min_length=1)
+    """Region or zone of the cluster, e.g. `us-central1`."""
+    cluster: str = Field(min_length=1)
+
+
+class GkePlatform(PlatformSpec):
+    kind: Literal["gke"]
+    gke: GkeCluster | None = None
+
+    @model_validator(mode="after")
+    def _cluster(self) -> "GkePlatform":
+        if self.gke is None:
+            raise ValueError("kind 'gke' needs `gke: {project, location, cluster}`")
+        return self
+
+
+class GkeNodePool(Spec):
+    machine_type: str = Field(min_length=1)
+    """e.g. `g2-standard-8` (L4) or `a3-highgpu-8g` (H100)."""
+    disk_size_gb: int = Field(200, ge=10)
+    gpu_driver_version: Literal["DEFAULT", "LATEST", "INSTALLATION_DISABLED"] = "LATEST"
+    spot: bool = False
+
+
+def kubeconfig(name: str, endpoint: str, ca: str) -> str:
+    """A kubeconfig that authenticates with `gke-gcloud-auth-plugin`, as `gcloud` writes it."""
+    return f"""apiVersion: v1
+kind: Config
+clusters:
+- name: {name}
+  cluster:
+    server: https://{endpoint}
+    certificate-authority-data: {ca}
+contexts:
+- name: {name}
+  context: {{cluster: {name}, user: {name}}}
+current-context: {name}
+users:
+- name: {name}
+  user:
+    exec:
+      apiVersion: client.authentication.k8s.io/v1beta1
+      command: gke-gcloud-auth-plugin
+      provideClusterInfo: true
+      installHint: Install gke-gcloud-auth-plugin (gcloud components install gke-gcloud-auth-plugin)
+"""
+
+
+def _ca_certificate(auth) -> str:
+    # A typed result object from the engine; a plain dict under some runtimes (mocks).
+    if isinstance(auth, dict):
+        return auth.get("cluster_ca_certificate") or auth["clusterCaCertificate"]
+    return auth.cluster_ca_certificate
+
+
+class Gke(Platform):
+    kind = "gke"
+    spec = GkePlatform
+    node_pool_block = GkeNodePool
+    # GKE Inference Gateway serves the GA API only.
+    pool_api_versions = frozenset({"v1"})
+    gateway_class = "gke-l7-regional-external-managed"
+    creates_gateway_class = False
+    envoy_gateway = False
+    pool_policies = True
+    mirror_to_pool = False
+
+    def node_pool_problems(self, path: str, pool: "NodePoolBase", block: Any) -> list[Problem]:
+        if block is None:
+            return [Problem(path, "a GKE node pool needs `gke: {machineType}`")]
+        known = MACHINE_GPUS.get(block.machine_type)
+        if known is not None and known != pool.gpus_per_node:
+            return [Problem(f"{path}.gke.machineType",
+                            f"{block.machine_type} has {known} GPU(s) per node but gpusPerNode is {pool.gpus_per_node}")]
+        return []
+
+    def warnings(self, spec: "StackSpec") -> list[Problem]:
+        if spec.gateway.proxy_subnets:
+            return []
+        return [Problem("gateway.proxySubnets",
+                        "not set: the endpoint pickers' NetworkPolicy admits port 9002 from any address; "
+                        "set the region's proxy-only subnet CIDR")]
+
+    def cluster_args(self, platform: Any) -> dict:
+        return {"platform": "gke", "gke_project": platform.gke.project, "gke_location": platform.gke.location,
+                "gke_cluster": platform.gke.cluster}
+
+    def providers(self, parent: "pulumi.Resource", name: str, args: dict):
+        import pulumi
+        import pulumi_gcp as gcp
+        import pulumi_kubernetes as k8s
+
+        child = pulumi.ResourceOptions(parent=parent)
+        cloud = gcp.Provider(f"{name}-gcp", project=args["gke_project"], opts=child)
+        info = gcp.container.get_cluster_output(
+            name=args["gke_cluster"], location=args["gke_location"], project=args["gke_project"],
+            opts=pulumi.InvokeOutputOptions(parent=parent, provider=cloud),
+        )
+        context = f"gke_{args['gke_project']}_{args['gke_location']}_{args['gke_cluster']}"
+        config = pulumi.Output.all(info.endpoint, info.master_auths).apply(
+            lambda v: kubeconfig(context, v[0], _ca_certificate(v[1][0])))
+        return k8s.Provider(f"{name}-provider", kubeconfig=config, opts=child), cloud
+
+    def node_pool_args(self, platform: Any, block: Any) -> dict:
+        return {"cluster": platform.gke.cluster, "location": platform.gke.location, "project": platform.gke.project,
+                "machine_type": block.machine_type, "disk_size_gb": block.disk_size_gb,
+                "gpu_driver_version": block.gpu_driver_version, "spot": block.spot}
+
+    def node_pool(self, parent: "pulumi.Resource", name: str, args: dict, labels: dict[str, str],
+                  taint: dict | None):
+        import pulumi
+        import pulumi_gcp as gcp
+
+        desired = args.get("desired_nodes")
+        return gcp.container.NodePool(
+            f"{name}-nodepool",
+            name=name,
+            cluster=args["cluster"],
+            location=args.get("location"),
+            project=args.get("project"),
+            initial_node_count=desired if desired is not None else args["min_nodes"],
+            autoscaling={"min_node_count": args["min_nodes"], "max_node_count": args["max_nodes"]},
+            management={"auto_repair": True, "auto_upgrade": True},
+            node_config={
+                "machine_type": args["machine_type"],
+                "disk_size_gb": args.get("disk_size_gb", 200),
+                "spot": args.get("spot", False),
+                "labels": labels,
+                "taints": [{**taint, "effect": "NO_SCHEDULE"}] if taint else None,
+                "guest_accelerators": [{
+                    "type": args["gpu_type"],
+                    "count": args["gpus_per_node"],
+                    "gpu_driver_installation_config": {
+                        "gpu_driver_version": args.get("gpu_driver_version", "LATEST"),
+                    },
+                }],
+                "oauth_scopes": ["https://www.googleapis.com/auth/cloud-platform"],
+            },
+            opts=pulumi.ResourceOptions(parent=parent),
+        )
+
+    def mock_call(self, token: str, args: dict) -> dict | None:
+        if token != CLUSTER_INVOKE:
+            return None
+        return {"name": args.get("name"), "location": args.get("location"), "project": args.get("project"),
+                "endpoint": "192.0.2.10", "masterAuths": [{"clusterCaCertificate": MOCK_CA}]}
+
+
+PLUGIN = Gke()
