@@ -18,7 +18,7 @@ setup: $(VENV)/.installed $(PICKER_VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[local,test]'
+	$(VENV)/bin/pip install -q -e '.[ack,gke,local,test]'
 	touch $@
 
 $(PICKER_VENV)/.installed: infershift/picker/requirements.txt infershift/picker/requirements-test.txt

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import os
 import shutil
 import socket
 import sys
@@ -28,8 +29,22 @@ from .files import write_atomic, write_yaml, write_yaml_all
 from .ports import HOST, PortPlan
 from .procs import Child, ProcessError, Supervisor, http_ok, log_says
 
-REPO = Path(__file__).resolve().parents[2]
-PICKER_PYTHON = REPO / ".venv-picker" / "bin" / "python"
+# The directory that holds the `infershift` package: a source checkout (the repository) or an
+# installed environment's site-packages.
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+SOURCE_CHECKOUT = (PACKAGE_ROOT / "pyproject.toml").is_file()
+
+
+def default_picker_python() -> Path:
+    """The interpreter the pickers run with: `$INFERSHIFT_PICKER_PYTHON`; in a checkout, the
+    repository's `.venv-picker` (the Makefile's); else this interpreter (infershift[picker] installed)."""
+    if os.environ.get("INFERSHIFT_PICKER_PYTHON"):
+        return Path(os.environ["INFERSHIFT_PICKER_PYTHON"])
+    venv = PACKAGE_ROOT / ".venv-picker" / "bin" / "python"
+    return venv if SOURCE_CHECKOUT and venv.exists() else Path(sys.executable)
+
+
+PICKER_PYTHON = default_picker_python()
 
 
 class StackError(RuntimeError):
@@ -309,13 +324,17 @@ class LocalStack:
         envoy_check.validate(bootstrap, envoy=self.options.envoy)
         self._file_state = self._source_state()
 
-        env = {"PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+        # In a checkout the children import the package from it; installed, each interpreter
+        # (this one for simulators, the picker's) has its own copy and PYTHONPATH stays unset, so
+        # the picker's environment never sees this one's packages.
+        env = {"PYTHONUNBUFFERED": "1", **({"PYTHONPATH": str(PACKAGE_ROOT)} if SOURCE_CHECKOUT else {})}
+        cwd = PACKAGE_ROOT if SOURCE_CHECKOUT else self.workdir
         sim_children = []
         for name, base in self.sim_ports.items():
             group = self.gw.server(name)
             argv = sims.sim_argv(self.options.sim_python, group, profile=self.sim_profile(group), port=base,
                                  time_scale=self.options.time_scale, seed=self.options.seed)
-            sim_children.append((name, self.supervisor.start(f"sim-{name}", argv, env=env, cwd=REPO)))
+            sim_children.append((name, self.supervisor.start(f"sim-{name}", argv, env=env, cwd=cwd)))
         for name, child in sim_children:
             for ep in self.endpoints[name]:
                 self.supervisor.wait_ready(child, functools.partial(http_ok, f"http://{ep.address}/health"),
@@ -329,7 +348,7 @@ class LocalStack:
             ]
             if self.options.poll_interval:
                 argv += ["--poll-interval", self.options.poll_interval]
-            proc.child = self.supervisor.start(f"picker-{name}", argv, env=env, cwd=REPO)
+            proc.child = self.supervisor.start(f"picker-{name}", argv, env=env, cwd=cwd)
         for proc in self.pools.values():
             assert proc.child is not None
             self.supervisor.wait_ready(proc.child, log_says(proc.child, "picker ready"), self.options.ready_timeout)

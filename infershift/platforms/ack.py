@@ -8,7 +8,7 @@ from pydantic import Field, model_validator
 
 from infershift.spec.base import Problem, Spec
 
-from .base import Platform, PlatformSpec
+from .base import Platform, PlatformSpec, cloud_sdk
 
 if TYPE_CHECKING:
     import pulumi
@@ -96,9 +96,9 @@ class Ack(Platform):
 
     def providers(self, parent: "pulumi.Resource", name: str, args: dict):
         import pulumi
-        import pulumi_alicloud as alicloud
         import pulumi_kubernetes as k8s
 
+        alicloud = cloud_sdk("pulumi_alicloud", self.kind)
         child = pulumi.ResourceOptions(parent=parent)
         cloud = alicloud.Provider(f"{name}-alicloud", region=args["ack_region"], opts=child)
         cred = alicloud.cs.get_cluster_credential_output(
@@ -114,7 +114,8 @@ class Ack(Platform):
     def node_pool(self, parent: "pulumi.Resource", name: str, args: dict, labels: dict[str, str],
                   taint: dict | None):
         import pulumi
-        import pulumi_alicloud as alicloud
+
+        alicloud = cloud_sdk("pulumi_alicloud", self.kind)
 
         autoscale = args["min_nodes"] < args["max_nodes"]
         return alicloud.cs.NodePool(

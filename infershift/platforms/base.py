@@ -8,6 +8,8 @@ so validating or rendering a stack of one platform never needs another platform'
 """
 from __future__ import annotations
 
+import importlib
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import field_validator, model_validator
@@ -18,6 +20,16 @@ if TYPE_CHECKING:
     import pulumi
 
     from infershift.spec.model import NodePoolBase, StackSpec
+
+
+def cloud_sdk(module: str, platform: str) -> ModuleType:
+    """The platform's cloud SDK, or an error that says which extra installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        dist = module.replace("_", "-")
+        raise ImportError(f"platform {platform!r} needs the {dist} package: pip install 'infershift[{platform}]' "
+                          f"({err})") from None
 
 
 class PlatformSpec(Spec):

@@ -9,7 +9,7 @@ from pydantic import Field, model_validator
 
 from infershift.spec.base import Problem, Spec
 
-from .base import Platform, PlatformSpec
+from .base import Platform, PlatformSpec, cloud_sdk
 
 if TYPE_CHECKING:
     import pulumi
@@ -132,9 +132,9 @@ class Gke(Platform):
 
     def providers(self, parent: "pulumi.Resource", name: str, args: dict):
         import pulumi
-        import pulumi_gcp as gcp
         import pulumi_kubernetes as k8s
 
+        gcp = cloud_sdk("pulumi_gcp", self.kind)
         child = pulumi.ResourceOptions(parent=parent)
         cloud = gcp.Provider(f"{name}-gcp", project=args["gke_project"], opts=child)
         info = gcp.container.get_cluster_output(
@@ -154,7 +154,8 @@ class Gke(Platform):
     def node_pool(self, parent: "pulumi.Resource", name: str, args: dict, labels: dict[str, str],
                   taint: dict | None):
         import pulumi
-        import pulumi_gcp as gcp
+
+        gcp = cloud_sdk("pulumi_gcp", self.kind)
 
         desired = args.get("desired_nodes")
         return gcp.container.NodePool(

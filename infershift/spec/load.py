@@ -1,6 +1,7 @@
 """Stack file -> validated StackSpec, with errors that name the config path."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import yaml
@@ -13,7 +14,19 @@ from .checks import problems
 from .model import StackSpec
 
 NAMESPACE = "infershift"
-STACKS_DIR = Path(__file__).resolve().parents[2] / "stacks"
+
+
+def default_stacks_dir() -> Path:
+    """Where stack files are looked up by name: `$INFERSHIFT_STACKS_DIR`; else `./stacks` (a Pulumi
+    project's `stackConfigDir`, as in this repository); else the source checkout's `stacks/`."""
+    if os.environ.get("INFERSHIFT_STACKS_DIR"):
+        return Path(os.environ["INFERSHIFT_STACKS_DIR"])
+    here = Path.cwd() / "stacks"
+    checkout = Path(__file__).resolve().parents[2] / "stacks"
+    return here if here.is_dir() or not checkout.is_dir() else checkout
+
+
+STACKS_DIR = default_stacks_dir()
 
 
 class StackConfigError(ValueError):
