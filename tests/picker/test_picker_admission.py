@@ -59,7 +59,10 @@ def test_sheddable_admitted_while_some_endpoint_has_an_empty_queue():
     eps = [ep(1, waiting=3), ep(2, waiting=0, running=6), ep(3, waiting=2)]
     s = sched()
     assert picks(s, eps, sheddable=True) == {"10.0.0.2:8000"}
-    assert picks(s, eps, sheddable=False) == {"10.0.0.2:8000"}
+    assert s.filters[-1].filter(SchedRequest("llama", sheddable=True), eps) == [eps[1]]
+    # Critical/Standard keep every candidate (no endpoint is saturated): the scorers decide
+    assert s.filters[-1].filter(SchedRequest("llama"), eps) == eps
+    assert picks(s, eps, sheddable=False) == {"10.0.0.2:8000"}  # here the queue scorer's choice
 
 
 def test_busy_but_not_saturated_pool_sheds_sheddable_routes_critical_to_short_queues():
@@ -70,24 +73,69 @@ def test_busy_but_not_saturated_pool_sheds_sheddable_routes_critical_to_short_qu
         s.schedule(SchedRequest("llama", "x", sheddable=True), eps)
     assert e.value.status == 429 and e.value.code == "pool_saturated"
     assert "sheddable" in e.value.message
-    # critical (and standard) traffic: only endpoints within criticalQueueSlack (1) of the shortest
-    assert s.filters[-1].filter(SchedRequest("llama"), eps) == [eps[0], eps[2]]
+    # critical (and standard) traffic keeps every candidate: none is past the critical thresholds (5, 0.8)
+    assert s.filters[-1].filter(SchedRequest("llama"), eps) == eps
+    assert s.schedule(SchedRequest("llama", "x"), eps)[0].address == "10.0.0.1:8000"  # shortest queue wins
+    # a lower critical threshold narrows them to the endpoints within criticalQueueSlack (1) of the shortest
+    assert sched({"criticalQueueDepthThreshold": 0}).filters[-1].filter(SchedRequest("llama"), eps) == [eps[0], eps[2]]
 
 
-def test_critical_leaves_a_cached_prefix_behind_a_long_queue():
+def test_standard_and_critical_keep_prefix_affinity_behind_a_short_queue():
+    # The regression of issue 13: narrowing every request to empty queues broke prefix affinity.
     s = sched()  # default profile: the prefix scorer (weight 3) outweighs the queue scorer (2)
     prompt = "You are a travel assistant. " * 20
     first = [ep(1, waiting=1), ep(2, waiting=0), ep(3, waiting=2)]
-    assert s.schedule(SchedRequest("llama", prompt), first)[0].address == "10.0.0.2:8000"
-    # 10.0.0.2 now holds the prefix but has the longest queue; without admission it would still win
-    later = [ep(1, waiting=1), ep(2, waiting=4), ep(3, waiting=2)]
-    assert s.schedule(SchedRequest("llama", prompt), later)[0].address == "10.0.0.1:8000"
+    assert s.schedule(SchedRequest("llama", prompt + "q0"), first)[0].address == "10.0.0.2:8000"
+    # 10.0.0.2 now holds the prefix and has the longest queue, but within the saturation level (5)
+    later = [ep(1, waiting=1), ep(2, waiting=4), ep(3, waiting=2), ep(4, waiting=0)]
+    for i in range(1, 10):
+        assert s.schedule(SchedRequest("llama", prompt + f"q{i}"), later)[0].address == "10.0.0.2:8000"
+    # the same as without the admission filter
     no_admission = build_scheduler(parse_config({"endpoints": [], "scheduling": {
         "plugins": [p for p in _default_plugins() if p["type"] != "admission-filter"],
         "profile": {**_default_profile(), "filters": ["model-filter", "saturation-filter"]}}}).scheduling,
         random.Random(1))
-    assert no_admission.schedule(SchedRequest("llama", prompt), first)[0].address == "10.0.0.2:8000"
-    assert no_admission.schedule(SchedRequest("llama", prompt), later)[0].address == "10.0.0.2:8000"
+    assert no_admission.schedule(SchedRequest("llama", prompt + "q0"), first)[0].address == "10.0.0.2:8000"
+    assert no_admission.schedule(SchedRequest("llama", prompt + "q1"), later)[0].address == "10.0.0.2:8000"
+    # a sheddable request with the same prefix goes to the only empty queue instead
+    assert s.schedule(SchedRequest("llama", prompt + "s", sheddable=True), later)[0].address == "10.0.0.4:8000"
+
+
+def test_at_saturation_critical_leaves_a_cached_prefix_behind_a_long_queue():
+    s = sched()
+    prompt = "You are a travel assistant. " * 20
+    assert s.schedule(SchedRequest("llama", prompt), [ep(1, waiting=1), ep(2, waiting=0)])[0].address == "10.0.0.2:8000"
+    # every endpoint past 5 waiting: the saturation filter keeps them all, admission the shortest queues
+    saturated = [ep(1, waiting=7), ep(2, waiting=12), ep(3, waiting=8)]
+    assert s.filters[-1].filter(SchedRequest("llama"), saturated) == [saturated[0], saturated[2]]
+    assert {s.schedule(SchedRequest("llama", prompt + f"{i}"), saturated)[0].address for i in range(10)} == {
+        "10.0.0.1:8000"}
+    with pytest.raises(Shed):
+        s.schedule(SchedRequest("llama", prompt, sheddable=True), saturated)
+    # KV past the critical threshold counts as saturated too
+    full_kv = [ep(1, waiting=1, kv=0.85), ep(2, waiting=3, kv=0.9)]
+    assert s.filters[-1].filter(SchedRequest("llama"), full_kv) == [full_kv[0]]
+    assert sched({"criticalKvCacheThreshold": 0.95}).filters[-1].filter(SchedRequest("llama"), full_kv) == full_kv
+
+
+def test_shared_snapshot_work_is_kept_apart_for_sheddable_and_other_requests():
+    # The scheduler shares filter results per snapshot; sheddable and critical requests must not
+    # get each other's candidates, whichever comes first in the snapshot.
+    eps = [ep(1, waiting=2), ep(2, waiting=0, running=6), ep(3, waiting=1)]
+    prompt = "You are a travel assistant. " * 20
+    for order in ((False, True), (True, False)):
+        s = sched()
+        s.schedule(SchedRequest("llama", prompt), [ep(1, waiting=0), ep(2, waiting=1), ep(3, waiting=1)])
+        # the sheddable request's prompt is unrelated, so its pick teaches the prefix index nothing
+        got = {sh: s.schedule(SchedRequest("llama", ("batch job " * 30) if sh else prompt + "x", sheddable=sh), eps,
+                              cache_key=(7, None))[0].address for sh in order}
+        assert got == {True: "10.0.0.2:8000", False: "10.0.0.1:8000"}, order  # empty queue vs cached prefix
+    busy = [ep(1, waiting=2), ep(2, waiting=1)]
+    s = sched()
+    assert s.schedule(SchedRequest("llama", "c"), busy, cache_key=(8, None))  # critical first: routed
+    with pytest.raises(Shed):  # then sheddable in the same snapshot: still shed
+        s.schedule(SchedRequest("llama", "s", sheddable=True), busy, cache_key=(8, None))
+    assert s.schedule(SchedRequest("llama", "c2"), busy, cache_key=(8, None))  # and critical still routed
 
 
 def _default_plugins():
@@ -153,10 +201,11 @@ def test_full_batch_with_empty_queue_is_no_headroom_once_the_limit_is_learned():
         s.schedule(SchedRequest("llama", "x", sheddable=True),
                    [ep(1, waiting=0, running=8), ep(2, waiting=1, running=8)], cache_key=(3, None))
     assert s.filters[-1].batch_limit == {"10.0.0.1:8000": 8, "10.0.0.2:8000": 8}
-    # one free slot: sheddable admitted, and everything goes to that slot (not to the full batch)
+    # one free slot: sheddable admitted, and sheddable requests go to that slot (not to the full batch)
     for i in range(20):
         freed = [ep(1, waiting=0, running=7), ep(2, waiting=0, running=8)]  # a fresh scrape each time
-        assert s.schedule(SchedRequest("llama", f"f{i}", sheddable=i % 2 == 0), freed)[0].address == "10.0.0.1:8000"
+        assert s.schedule(SchedRequest("llama", f"f{i}", sheddable=True), freed)[0].address == "10.0.0.1:8000"
+        assert s.filters[-1].filter(SchedRequest("llama"), freed) == freed  # critical: every candidate
     # the free slot is handed out once per scrape: the next request finds no room until a new scrape
     s2 = sched({"learnBatchLimit": True})
     s2.schedule(SchedRequest("llama", "x"), [ep(1, waiting=1, running=8), ep(2, waiting=1, running=8)])
@@ -176,6 +225,8 @@ def test_full_batch_with_empty_queue_is_no_headroom_once_the_limit_is_learned():
 @pytest.mark.parametrize("params,field", [({"queueDepthThreshold": -1}, "queueDepthThreshold"),
                                           ({"kvCacheThreshold": "high"}, "kvCacheThreshold"),
                                           ({"criticalQueueSlack": True}, "criticalQueueSlack"),
+                                          ({"criticalQueueDepthThreshold": -2}, "criticalQueueDepthThreshold"),
+                                          ({"criticalKvCacheThreshold": "0.8"}, "criticalKvCacheThreshold"),
                                           ({"learnBatchLimit": "yes"}, "learnBatchLimit")])
 def test_bad_parameters_name_the_field(params, field):
     with pytest.raises(ConfigError) as e:

@@ -156,7 +156,8 @@ def test_busy_pool_sheds_sheddable_early_and_routes_critical_to_short_queues(sta
     assert (err["type"], err["code"]) == ("rate_limit_exceeded", "pool_saturated") and "sheddable" in err["message"]
     assert "x-served-port" not in r.headers  # answered by the gateway, never reached a server
     assert stack.metric("infershift_picker_shed_total") == shed_before + 1
-    # Critical and Standard are routed, only to the endpoints within one of the shortest queue
+    # Critical and Standard are routed; admission leaves their candidates alone below saturation and
+    # the scorers keep them off the longest queue (a2: queue score 0, at most 1 from LoRA, vs b's 2)
     ports = Counter(served_port(complete(stack.port, m, f"c{i}")) for i in range(8) for m in ("sql", "llama"))
     assert set(ports) <= {s.ports["b"], s.ports["a1"]} and sum(ports.values()) == 16, ports
     # a queue drains: sheddable traffic is admitted again, to that endpoint

@@ -3,8 +3,11 @@
 The saturation filter sheds only once every endpoint is past its thresholds; by then the sheddable
 requests already admitted sit ahead of critical ones in each server's first-come-first-served
 queue. This filter sheds sheddable requests as soon as no endpoint has headroom left (by default: an
-empty queue), sends requests to the endpoints that do have it, and otherwise sends what is still
-admitted (Critical, Standard) to the endpoints with the shortest queues.
+empty queue) and sends the sheddable requests it admits to the endpoints that have it. Critical and
+Standard requests keep every candidate, so prefix-cache and LoRA affinity still decide where they
+go (narrowing them to empty queues, as this filter once did, broke prefix affinity: issue 13); only
+when no endpoint is within the critical thresholds (by default the saturation filter's: 5 waiting,
+KV 0.8) are they sent to the endpoints with the shortest queues.
 """
 from __future__ import annotations
 
@@ -13,14 +16,17 @@ from ..errors import ConfigError
 from .plugins import Filter, SchedRequest, param
 
 SHED_REASON = "the pool's queues are full; sheddable request dropped, retry later"
-PARAMETERS = ("queueDepthThreshold", "kvCacheThreshold", "criticalQueueSlack", "learnBatchLimit")
+PARAMETERS = ("queueDepthThreshold", "kvCacheThreshold", "criticalQueueDepthThreshold", "criticalKvCacheThreshold",
+              "criticalQueueSlack", "learnBatchLimit")
 
 
 class AdmissionFilter(Filter):
     """Sheddable requests are admitted only while some endpoint has headroom: `waiting <=
     queueDepthThreshold`, `kv <= kvCacheThreshold` and, once its batch limit is known, a free batch
-    slot. Requests go to the endpoints with headroom; with none, the rest (Critical, Standard) go to
-    endpoints whose waiting queue is within `criticalQueueSlack` of the shortest."""
+    slot; they go to the endpoints with headroom. Critical and Standard requests keep every
+    candidate while some endpoint has `waiting <= criticalQueueDepthThreshold` and `kv <=
+    criticalKvCacheThreshold`; with none, they go to endpoints whose waiting queue is within
+    `criticalQueueSlack` of the shortest."""
 
     type_name = "admission-filter"
 
@@ -32,6 +38,8 @@ class AdmissionFilter(Filter):
             raise ConfigError(f"{where}.parameters: unknown {', '.join(unknown)} (known: {', '.join(PARAMETERS)})")
         self.queue = param(parameters, "queueDepthThreshold", 0, (int, float), where)
         self.kv = param(parameters, "kvCacheThreshold", 0.7, (int, float), where)
+        self.critical_queue = param(parameters, "criticalQueueDepthThreshold", 5, (int, float), where)
+        self.critical_kv = param(parameters, "criticalKvCacheThreshold", 0.8, (int, float), where)
         self.slack = param(parameters, "criticalQueueSlack", 1, (int, float), where)
         learn = parameters.get("learnBatchLimit", False)
         if not isinstance(learn, bool):
@@ -62,17 +70,22 @@ class AdmissionFilter(Filter):
             self.sent[chosen.address] = (m, since + 1 if seen is m else 1)
 
     def filter(self, req: SchedRequest, eps: list[Endpoint]) -> list[Endpoint]:
-        # The result depends only on the snapshot (not on this request's criticality), so the
-        # scheduler shares it; it raises the 429 for sheddable requests from shed_reason.
+        # The result depends only on the snapshot and on whether the request is sheddable, so the
+        # scheduler shares it per (snapshot, target, sheddable); it raises the 429 from shed_reason.
         if self.learn:
             limits = self.batch_limit
             for e in eps:
                 m = e.metrics
                 if m.waiting > 0 and m.running > limits.get(e.address, 0):
                     limits[e.address] = m.running
-        room = [e for e in eps if self.has_headroom(e)]
-        if room:
-            return room
-        req.scratch.setdefault("shed_reason", SHED_REASON)
+        if req.sheddable:
+            room = [e for e in eps if self.has_headroom(e)]
+            if room:
+                return room
+            req.scratch.setdefault("shed_reason", SHED_REASON)
+            return eps  # shed by the scheduler
+        q, kv = self.critical_queue, self.critical_kv
+        if any(e.metrics.waiting <= q and e.metrics.kv_usage <= kv for e in eps):
+            return eps  # the scorers decide: prefix and LoRA affinity are kept
         shortest = min(e.metrics.waiting for e in eps)
         return [e for e in eps if e.metrics.waiting <= shortest + self.slack]

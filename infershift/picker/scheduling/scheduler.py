@@ -33,7 +33,9 @@ class Scheduler:
         self._cache_snapshot = None
 
     def _prepare(self, target: str, candidates: list[Endpoint], req: SchedRequest) -> _Prepared:
-        probe = SchedRequest(target, req.prompt, False, req.scratch) if self._cacheable_filters else req
+        # Shared filters see the target model and whether the request is sheddable (admission
+        # narrows sheddable requests only), never the rest of the request.
+        probe = SchedRequest(target, req.prompt, req.sheddable, req.scratch) if self._cacheable_filters else req
         eps = candidates
         for f in self.filters:
             eps = f.filter(probe, eps)
@@ -51,7 +53,8 @@ class Scheduler:
         """Primary endpoint first, then fallbacks. Raises PickerError (503/429) when nothing fits.
 
         cache_key identifies the candidate snapshot (e.g. (snapshot id, subset)); with it the filter
-        and snapshot-only scorer work is shared by all requests for the same target model.
+        and snapshot-only scorer work is shared by all requests for the same target model and
+        sheddability.
         """
         if not candidates:
             raise NoCapacity("no ready endpoint in the pool")
@@ -62,9 +65,10 @@ class Scheduler:
             if self._cache_snapshot != cache_key:
                 self._cache.clear()
                 self._cache_snapshot = cache_key
-            prep = self._cache.get(req.target_model)
+            key = (req.target_model, req.sheddable)
+            prep = self._cache.get(key)
             if prep is None:
-                prep = self._cache[req.target_model] = self._prepare(req.target_model, candidates, req)
+                prep = self._cache[key] = self._prepare(req.target_model, candidates, req)
         else:
             prep = self._prepare(req.target_model, candidates, req)
         if prep.shed_reason and req.sheddable:
