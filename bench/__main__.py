@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 from pathlib import Path
 
-from . import plan, procs, report, runner
+from . import checks, plan, procs, report, runner
 from .routers import FACTORIES
 
 
@@ -44,12 +45,25 @@ def main(argv: list[str] | None = None) -> int:
     default = Path(__file__).parent / ("results-quick" if a.quick else "results")
     out = Path(a.out) if a.out else default
     meta = runner.run(scs, out, seed=a.seed, only_routers=only, quick=a.quick, argv=argv)
+    # Routing quality (a behaviour, not a timing): infershift's prefix-cache hit rate against the
+    # cache-aware references that ran now, recorded in meta.json and the report.
+    # A run that did not touch shared-prefix keeps the check recorded by the one that did.
+    failed = {(f["scenario"], f["router"]) for f in meta["failures"]}
+    ran = {n for sc in scs if sc.name == checks.SCENARIO for n in sc.routers
+           if (only is None or n in only) and (sc.name, n) not in failed}
+    results = checks.prefix_affinity(report.load(out)[1], ran)
+    if ran or any(sc.name == checks.SCENARIO for sc in scs):
+        meta["checks"] = checks.as_json(results)
+        (out / "meta.json").write_text(json.dumps(meta, indent=1))
     path = report.write(out)
     print(f"report: {path}")
+    for r in results:
+        print(f"routing-quality check: {r.message}", file=sys.stderr if r.ok is False else sys.stdout)
     for f in meta["failures"]:
         print(f"FAILED {f['scenario']} / {f['router']}: {f['error'][:300]}", file=sys.stderr)
-    # A smoke run must fail when a router could not run (its figures would silently be missing).
-    return 1 if meta["failures"] else 0
+    # A smoke run must fail when a router could not run (its figures would silently be missing)
+    # and when infershift's routing loses the prefix affinity a cache-aware router keeps.
+    return 1 if meta["failures"] or any(r.ok is False for r in results) else 0
 
 
 if __name__ == "__main__":

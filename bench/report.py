@@ -190,13 +190,18 @@ def render(meta: dict, runs: list[dict], plots: list[Path], out: Path) -> str:
     for r in runs_meta:
         wall = f"{r['wall_s'] / 60:.1f} min" if r.get("wall_s") else "time not recorded"
         note = f" — {r['note']}" if r.get("note") else ""
-        L.append(f"- {r.get('started')}: `python -m bench {' '.join(r.get('argv') or [])}` ({wall}){note}")
+        at = f" at commit {r['commit']}" if r.get("commit") else ""
+        L.append(f"- {r.get('started')}{at}: `python -m bench {' '.join(r.get('argv') or [])}` ({wall}){note}")
     L += ["",
          f"Machine: {meta['machine']['cpus']} CPUs, {meta['machine']['memory_gb']} GB, "
          f"Python {meta['machine']['python']}, {meta['machine']['platform']}.", ""]
     if meta.get("failures"):
         L += ["## Routers that could not run", ""]
         L += [f"- {f['scenario']} / {f['router']}: `{f['error'][:300].strip()}`" for f in meta["failures"]]
+        L.append("")
+    if meta.get("checks"):
+        L += ["## Routing-quality check (prefix-cache hit rate; fails the run)", ""]
+        L += [f"- {c['message']}" for c in meta["checks"]]
         L.append("")
     L += ["## Targets (shared-prefix at 0.8x capacity; long context)", ""]
     lc_lines, added = long_context(runs)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import platform
 import random
+import subprocess
 import time
 import traceback
 from pathlib import Path
@@ -12,6 +13,7 @@ import psutil
 
 from . import arrivals, loadgen, routers
 from .plan import MODEL, Scenario
+from .procs import REPO
 from .routers.base import Setup, wait_serving
 from .simpool import SimPool
 from .stats import summarize
@@ -133,6 +135,18 @@ def run_router(sc: Scenario, name: str, workdir: Path, capacity: dict | None, se
     return out
 
 
+def source_commit() -> str | None:
+    """The commit the bench and the picker ran from (REPO), '+modified' when the tree differs from it."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO, capture_output=True,
+                              text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+modified" if dirty else "")
+
+
 def machine() -> dict:
     return {"cpus": psutil.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
             "python": platform.python_version(), "platform": platform.platform(),
@@ -157,6 +171,8 @@ def run(plan: list[Scenario], out: Path, *, seed: int = 0, only_routers: set[str
                                          "wall_s": old.get("wall_s")}])
         meta["started"] = old.get("started", meta["started"])
         meta["failures"] = old.get("failures", [])
+        meta["checks"] = old.get("checks", [])  # bench/__main__.py replaces them when shared-prefix runs
+    commit = source_commit()
     t0 = time.monotonic()
     for sc in plan:
         names = [n for n in sc.routers if only_routers is None or n in only_routers]
@@ -197,7 +213,7 @@ def run(plan: list[Scenario], out: Path, *, seed: int = 0, only_routers: set[str
         # Written after every scenario, so a stopped run still leaves what it finished usable.
         (out / "meta.json").write_text(json.dumps(meta, indent=1))
     meta["runs"].append({"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - (time.monotonic() - t0))),
-                         "argv": argv, "wall_s": time.monotonic() - t0})
+                         "argv": argv, "wall_s": time.monotonic() - t0, "commit": commit})
     meta["wall_s"] = sum(r.get("wall_s") or 0 for r in meta["runs"])
     (out / "meta.json").write_text(json.dumps(meta, indent=1))
     return meta
