@@ -11,14 +11,14 @@ ROUTERS_VENV := .venv-routers
 STACK ?= ack-canary
 OUT ?= out/$(STACK)
 
-.PHONY: setup demo test test-main test-picker render bench bench-quick picker-bench clean
+.PHONY: setup demo test test-main test-picker lint render bench bench-quick picker-bench clean
 
 setup: $(VENV)/.installed $(PICKER_VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[ack,gke,local,test]'
+	$(VENV)/bin/pip install -q -e '.[ack,gke,local,test,lint]'
 	touch $@
 
 $(PICKER_VENV)/.installed: infershift/picker/requirements.txt infershift/picker/requirements-test.txt
@@ -44,6 +44,13 @@ test-main:
 
 test-picker:
 	$(PICKER_VENV)/bin/python -m pytest tests/picker -q
+
+# ruff and mypy on the product package (config in pyproject.toml); the picker is type-checked
+# against its own environment's packages.
+lint: setup
+	$(VENV)/bin/ruff check infershift
+	$(VENV)/bin/mypy infershift --exclude 'infershift/picker/'
+	$(VENV)/bin/mypy --python-executable $(PICKER_VENV)/bin/python infershift/picker infershift/contract.py
 
 # Offline render of a stack's resources (Pulumi mock runtime): make render STACK=ack-canary
 render: $(VENV)/.installed

@@ -5,10 +5,9 @@ component only asks it, so a platform's cloud SDK is imported only when that pla
 """
 from __future__ import annotations
 
-from typing import NotRequired, Optional, TypedDict
+from typing import NotRequired, TypedDict
 
 import pulumi
-import pulumi_kubernetes as k8s
 
 from infershift import platforms
 
@@ -32,10 +31,10 @@ class Cluster(pulumi.ComponentResource):
     """The providers for one cluster: `k8s_provider` for every Kubernetes object, and
     `cloud_provider` (alicloud or gcp) for node pools, or None on a kubeconfig cluster."""
 
-    k8s_provider: k8s.Provider
-    cloud_provider: Optional[pulumi.ProviderResource]
+    k8s_provider: pulumi.ProviderResource
+    cloud_provider: pulumi.ProviderResource | None
 
-    def __init__(self, name: str, args: ClusterArgs, opts: Optional[pulumi.ResourceOptions] = None):
+    def __init__(self, name: str, args: ClusterArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("infershift:index:Cluster", name, None, opts)
         plugin = platforms.get(args["platform"])  # an unknown platform is an error, not another's branch
         self.k8s_provider, self.cloud_provider = plugin.providers(self, name, dict(args))

@@ -7,7 +7,7 @@ the gateway to 9002.
 """
 from __future__ import annotations
 
-from typing import NotRequired, Optional, TypedDict
+from typing import NotRequired, TypedDict
 
 import pulumi
 import yaml
@@ -136,7 +136,7 @@ class EndpointPicker(pulumi.ComponentResource):
 
     service_name: str
 
-    def __init__(self, name: str, args: EndpointPickerArgs, opts: Optional[pulumi.ResourceOptions] = None):
+    def __init__(self, name: str, args: EndpointPickerArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("infershift:index:EndpointPicker", name, None, opts)
         self.service_name = picker_name(args["pool_name"])
         self.objects = {}

@@ -2,7 +2,7 @@
 and on Envoy Gateway the traffic policies the guides use (buffer limit, request timeout)."""
 from __future__ import annotations
 
-from typing import Literal, NotRequired, Optional, TypedDict
+from typing import Literal, NotRequired, TypedDict
 
 import pulumi
 
@@ -14,7 +14,7 @@ class ListenerArgs(TypedDict):
     name: str
     port: int
     protocol: NotRequired[str]
-    hostname: NotRequired[Optional[str]]
+    hostname: NotRequired[str | None]
 
 
 class GatewayArgs(TypedDict):
@@ -26,11 +26,11 @@ class GatewayArgs(TypedDict):
     """Create the GatewayClass with Envoy Gateway's controller (ACK, kubeconfig clusters)."""
     envoy_gateway: NotRequired[bool]
     """The gateway is Envoy Gateway: policies and EnvoyProxy apply."""
-    buffer_limit: NotRequired[Optional[str]]
+    buffer_limit: NotRequired[str | None]
     """ClientTrafficPolicy connection.bufferLimit, e.g. `20Mi` (large prompts)."""
-    request_timeout: NotRequired[Optional[str]]
+    request_timeout: NotRequired[str | None]
     """BackendTrafficPolicy timeout.http.requestTimeout, e.g. `24h` (long generations)."""
-    service_type: NotRequired[Optional[Literal["LoadBalancer", "ClusterIP", "NodePort"]]]
+    service_type: NotRequired[Literal["LoadBalancer", "ClusterIP", "NodePort"] | None]
     """Envoy proxy Service type, through an EnvoyProxy resource; default LoadBalancer."""
 
 
@@ -89,7 +89,7 @@ class Gateway(pulumi.ComponentResource):
     gateway_name: str
     proxy_peers: list[dict]
 
-    def __init__(self, name: str, args: GatewayArgs, opts: Optional[pulumi.ResourceOptions] = None):
+    def __init__(self, name: str, args: GatewayArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("infershift:index:Gateway", name, None, opts)
         ns = args.get("namespace", "default")
         self.gateway_name = name

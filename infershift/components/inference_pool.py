@@ -1,7 +1,7 @@
 """InferencePool: the pool object, its endpoint picker, its model routing and (GKE) backend policies."""
 from __future__ import annotations
 
-from typing import Literal, NotRequired, Optional, TypedDict
+from typing import Literal, NotRequired, TypedDict
 
 import pulumi
 
@@ -83,7 +83,7 @@ class InferencePool(pulumi.ComponentResource):
     api_version: str
     group: str
 
-    def __init__(self, name: str, args: InferencePoolArgs, opts: Optional[pulumi.ResourceOptions] = None):
+    def __init__(self, name: str, args: InferencePoolArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("infershift:index:InferencePool", name, None, opts)
         version = args.get("api_version", "v1")
         ns = args.get("namespace", "default")
@@ -97,8 +97,9 @@ class InferencePool(pulumi.ComponentResource):
         }
         for key, arg in (("picker_image", "image"), ("picker_replicas", "replicas"), ("picker_cpu", "cpu"),
                          ("picker_memory", "memory")):
-            if args.get(key) is not None:
-                picker_args[arg] = args[key]
+            value = dict(args).get(key)
+            if value is not None:
+                picker_args[arg] = value  # type: ignore[literal-required]
         self.picker = EndpointPicker(f"{name}-picker", picker_args, pulumi.ResourceOptions(parent=self))
         self.pool = declare(f"{name}-pool", pool_manifest(name, args), child_opts(self))
         self.routing = {}

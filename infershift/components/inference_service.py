@@ -1,7 +1,7 @@
 """InferenceService: a vLLM (or simulator) Deployment, its Service and optional chat-template ConfigMap."""
 from __future__ import annotations
 
-from typing import NotRequired, Optional, TypedDict
+from typing import NotRequired, TypedDict
 
 import pulumi
 
@@ -16,7 +16,7 @@ class InferenceServiceArgs(TypedDict):
     model: str
     """What vLLM loads (`--model`): a path or a hub id."""
     namespace: NotRequired[str]
-    served_model_name: NotRequired[Optional[str]]
+    served_model_name: NotRequired[str | None]
     image: NotRequired[str]
     replicas: NotRequired[int]
     port: NotRequired[int]
@@ -26,30 +26,30 @@ class InferenceServiceArgs(TypedDict):
     """`nvidia.com/gpu` per replica."""
     tensor_parallel_size: NotRequired[int]
     gpu_memory_utilization: NotRequired[float]
-    max_model_len: NotRequired[Optional[int]]
-    max_num_seqs: NotRequired[Optional[int]]
+    max_model_len: NotRequired[int | None]
+    max_num_seqs: NotRequired[int | None]
     enforce_eager: NotRequired[bool]
     trust_remote_code: NotRequired[bool]
     lora_modules: NotRequired[dict[str, str]]
     """Adapter name -> path; non-empty turns on `--enable-lora`."""
-    max_loras: NotRequired[Optional[int]]
-    max_cpu_loras: NotRequired[Optional[int]]
-    max_lora_rank: NotRequired[Optional[int]]
-    chat_template: NotRequired[Optional[str]]
+    max_loras: NotRequired[int | None]
+    max_cpu_loras: NotRequired[int | None]
+    max_lora_rank: NotRequired[int | None]
+    chat_template: NotRequired[str | None]
     """Jinja template text; goes to a ConfigMap mounted at /etc/vllm."""
-    model_pvc: NotRequired[Optional[str]]
+    model_pvc: NotRequired[str | None]
     """PersistentVolumeClaim with the weights (e.g. OSS- or GCS-backed); none: baked into the image."""
     model_mount_path: NotRequired[str]
     model_read_only: NotRequired[bool]
-    shm_size: NotRequired[Optional[str]]
+    shm_size: NotRequired[str | None]
     """Memory-backed /dev/shm size (tensor parallel needs it); None: no /dev/shm volume."""
     node_selector: NotRequired[dict[str, str]]
     """The GPU node pool's labels."""
     tolerate_gpu_taint: NotRequired[bool]
     env: NotRequired[dict[str, str]]
     extra_args: NotRequired[list[str]]
-    cpu: NotRequired[Optional[str]]
-    memory: NotRequired[Optional[str]]
+    cpu: NotRequired[str | None]
+    memory: NotRequired[str | None]
     simulated: NotRequired[bool]
     """Run the project's simulator instead of vLLM: no GPUs, no GPU node selector."""
     sim_image: NotRequired[str]
@@ -58,8 +58,9 @@ class InferenceServiceArgs(TypedDict):
 
 def vllm_args(a: InferenceServiceArgs) -> list[str]:
     args = ["--model", a["model"]]
-    if a.get("served_model_name"):
-        args += ["--served-model-name", a["served_model_name"]]
+    served = a.get("served_model_name")
+    if served:
+        args += ["--served-model-name", served]
     args += ["--port", str(a.get("port", 8000))]
     args += ["--tensor-parallel-size", str(a.get("tensor_parallel_size", 1))]
     args += ["--gpu-memory-utilization", str(a.get("gpu_memory_utilization", 0.9))]
@@ -86,16 +87,18 @@ def _lora_args(a: InferenceServiceArgs, sim: bool = False) -> list[str]:
     flags = [("--max-loras", "max_loras"), ("--max-cpu-loras", "max_cpu_loras")]
     if not sim:
         flags.append(("--max-lora-rank", "max_lora_rank"))
+    values: dict = dict(a)
     for flag, key in flags:
-        if a.get(key):
-            args += [flag, str(a[key])]
+        if values.get(key):
+            args += [flag, str(values[key])]
     return args + ["--lora-modules", *(f"{n}={p}" for n, p in modules.items())]
 
 
 def sim_args(a: InferenceServiceArgs) -> list[str]:
     args = ["--model", a["model"]]
-    if a.get("served_model_name"):
-        args += ["--served-model-name", a["served_model_name"]]
+    served = a.get("served_model_name")
+    if served:
+        args += ["--served-model-name", served]
     if a.get("max_model_len"):
         args += ["--max-model-len", str(a["max_model_len"])]
     args += _lora_args(a, sim=True)
@@ -118,7 +121,8 @@ def manifests(name: str, a: InferenceServiceArgs) -> list[dict]:
     template_cm = f"{name}-chat-template"
     out: list[dict] = []
 
-    mounts, volumes = [], []
+    mounts: list[dict] = []
+    volumes: list[dict] = []
     if not simulated and a.get("shm_size"):
         mounts.append({"name": "shm", "mountPath": "/dev/shm"})
         volumes.append({"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": a["shm_size"]}})
@@ -202,7 +206,7 @@ class InferenceService(pulumi.ComponentResource):
     service_name: str
     labels: dict[str, str]
 
-    def __init__(self, name: str, args: InferenceServiceArgs, opts: Optional[pulumi.ResourceOptions] = None):
+    def __init__(self, name: str, args: InferenceServiceArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("infershift:index:InferenceService", name, None, opts)
         self.service_name = name
         self.labels = dict(args.get("labels") or {"app": name})

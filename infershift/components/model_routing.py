@@ -7,7 +7,7 @@ Each object holds one model's weights, so a weight change touches only that obje
 """
 from __future__ import annotations
 
-from typing import Literal, NotRequired, Optional, TypedDict
+from typing import Literal, NotRequired, TypedDict
 
 from infershift import contract
 
@@ -22,8 +22,8 @@ MODEL_ANNOTATION = contract.MODEL_NAME_ANNOTATION
 class ModelRoutingArgs(TypedDict):
     targets: NotRequired[dict[str, int]]
     """Target model (base model or LoRA adapter) -> weight. Empty: served under its own name."""
-    criticality: NotRequired[Optional[Literal["Critical", "Standard", "Sheddable"]]]
-    priority: NotRequired[Optional[int]]
+    criticality: NotRequired[Literal["Critical", "Standard", "Sheddable"] | None]
+    priority: NotRequired[int | None]
 
 
 def object_name(pool: str, model: str) -> str:
@@ -36,8 +36,9 @@ def _live_targets(routing: ModelRoutingArgs) -> list[tuple[str, int]]:
 
 
 def _criticality(routing: ModelRoutingArgs) -> str:
-    if routing.get("criticality"):
-        return routing["criticality"]
+    criticality = routing.get("criticality")
+    if criticality:
+        return criticality
     priority = routing.get("priority")
     if priority is None:
         return "Standard"
@@ -45,8 +46,9 @@ def _criticality(routing: ModelRoutingArgs) -> str:
 
 
 def _priority(routing: ModelRoutingArgs) -> int:
-    if routing.get("priority") is not None:
-        return routing["priority"]
+    priority = routing.get("priority")
+    if priority is not None:
+        return priority
     return CRITICALITY_PRIORITY[routing.get("criticality") or "Standard"]
 
 

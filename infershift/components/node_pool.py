@@ -2,7 +2,7 @@
 platform's plug-in (ACK `alicloud.cs.NodePool`, GKE `gcp.container.NodePool`)."""
 from __future__ import annotations
 
-from typing import NotRequired, Optional, TypedDict
+from typing import NotRequired, TypedDict
 
 import pulumi
 
@@ -23,7 +23,7 @@ class GpuNodePoolArgs(TypedDict):
     gpus_per_node: int
     min_nodes: int
     max_nodes: int
-    desired_nodes: NotRequired[Optional[int]]
+    desired_nodes: NotRequired[int | None]
     """Fixed size when min_nodes == max_nodes (autoscaling is off); initial size on GKE."""
     labels: NotRequired[dict[str, str]]
     taint: NotRequired[bool]
@@ -52,7 +52,7 @@ class GpuNodePool(pulumi.ComponentResource):
     pool_name: str
     node_selector: dict[str, str]
 
-    def __init__(self, name: str, args: GpuNodePoolArgs, opts: Optional[pulumi.ResourceOptions] = None):
+    def __init__(self, name: str, args: GpuNodePoolArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("infershift:index:GpuNodePool", name, None, opts)
         labels = node_labels(name, args)
         taint = args.get("taint", True)

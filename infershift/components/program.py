@@ -9,10 +9,10 @@ import json
 import pulumi
 
 from infershift import spec as stackspec
+from infershift.spec.config_path import weight_paths
 from infershift.spec.model import StackSpec
 
 from .cluster import Cluster, ClusterArgs
-from infershift.spec.config_path import weight_paths
 from .gateway import Gateway, GatewayArgs
 from .inference_pool import InferencePool, InferencePoolArgs
 from .inference_service import InferenceService, InferenceServiceArgs
@@ -68,13 +68,19 @@ def service_args(spec: StackSpec, name: str) -> InferenceServiceArgs:
         "sim_profile": s.sim_profile,
     }
     if s.lora:
-        args.update(lora_modules=dict(s.lora.modules), max_loras=s.lora.max_loras,
-                    max_cpu_loras=s.lora.max_cpu_loras, max_lora_rank=s.lora.max_lora_rank)
+        args["lora_modules"] = dict(s.lora.modules)
+        args["max_loras"] = s.lora.max_loras
+        args["max_cpu_loras"] = s.lora.max_cpu_loras
+        args["max_lora_rank"] = s.lora.max_lora_rank
     if s.model_volume and s.model_volume.pvc:
-        args.update(model_pvc=s.model_volume.pvc, model_mount_path=s.model_volume.mount_path,
-                    model_read_only=s.model_volume.read_only)
+        args["model_pvc"] = s.model_volume.pvc
+        args["model_mount_path"] = s.model_volume.mount_path
+        args["model_read_only"] = s.model_volume.read_only
     if s.resources:
-        args.update(cpu=s.resources.cpu, memory=s.resources.memory)
+        if s.resources.cpu is not None:
+            args["cpu"] = s.resources.cpu
+        if s.resources.memory is not None:
+            args["memory"] = s.resources.memory
     if s.node_pool:
         # Nodes of a pool this stack creates carry our label; existing nodes are selected by theirs.
         labels = spec.node_pools[s.node_pool].labels
@@ -113,8 +119,8 @@ def gateway_args(spec: StackSpec) -> GatewayArgs:
     g = spec.gateway
     return {
         "class_name": spec.class_name(), "namespace": spec.platform.namespace,
-        "listeners": [{"name": l.name, "port": l.port, "protocol": l.protocol, "hostname": l.hostname}
-                      for l in g.listeners],
+        "listeners": [{"name": li.name, "port": li.port, "protocol": li.protocol, "hostname": li.hostname}
+                      for li in g.listeners],
         "create_class": spec.creates_class(), "envoy_gateway": spec.uses_envoy_gateway(),
         "buffer_limit": g.buffer_limit, "request_timeout": g.request_timeout, "service_type": g.service_type,
     }
@@ -153,6 +159,7 @@ def build(spec: StackSpec) -> dict:
     k8s_opts = pulumi.ResourceOptions(providers=[cluster.k8s_provider])
     node_pools = {}
     if spec.platform.create_node_pools:
+        assert cluster.cloud_provider is not None  # the spec allows createNodePools only where there is one
         cloud = pulumi.ResourceOptions(providers=[cluster.cloud_provider])
         node_pools = {n: GpuNodePool(n, node_pool_args(spec, n), cloud) for n in spec.node_pools}
     services = {}

@@ -2,7 +2,7 @@
 (a primary InferencePool plus a RequestMirror copy), both Gateway API HTTPRoutes."""
 from __future__ import annotations
 
-from typing import Literal, NotRequired, Optional, TypedDict
+from typing import Literal, NotRequired, TypedDict
 
 import pulumi
 
@@ -20,7 +20,7 @@ class PinArgs(TypedDict):
 class RouteMatchArgs(TypedDict):
     gateway: str
     namespace: NotRequired[str]
-    listener: NotRequired[Optional[str]]
+    listener: NotRequired[str | None]
     """Gateway listener (sectionName); every listener when omitted."""
     hostnames: NotRequired[list[str]]
     paths: NotRequired[list[str]]
@@ -40,7 +40,7 @@ class CanaryRouteArgs(RouteMatchArgs):
 class MirrorTargetArgs(TypedDict):
     name: str
     kind: NotRequired[Literal["Service", "InferencePool"]]
-    port: NotRequired[Optional[int]]
+    port: NotRequired[int | None]
     """Service port (required for a Service)."""
 
 
@@ -57,7 +57,7 @@ def _pool_backend(name: str, version: str, weight: int) -> dict:
     return {"group": POOL_GROUPS[version], "kind": "InferencePool", "name": name, "weight": weight}
 
 
-def _matches(a: RouteMatchArgs, headers: Optional[list[dict]] = None) -> list[dict]:
+def _matches(a: RouteMatchArgs, headers: list[dict] | None = None) -> list[dict]:
     out = []
     for path in a.get("paths") or ["/"]:
         match: dict = {"path": {"type": "PathPrefix", "value": path}}
@@ -68,9 +68,10 @@ def _matches(a: RouteMatchArgs, headers: Optional[list[dict]] = None) -> list[di
 
 
 def _route(name: str, a: RouteMatchArgs, rules: list[dict]) -> dict:
-    parent = {"group": GATEWAY_GROUP, "kind": "Gateway", "name": a["gateway"]}
-    if a.get("listener"):
-        parent["sectionName"] = a["listener"]
+    parent: dict[str, str] = {"group": GATEWAY_GROUP, "kind": "Gateway", "name": a["gateway"]}
+    listener = a.get("listener")
+    if listener:
+        parent["sectionName"] = listener
     spec: dict = {"parentRefs": [parent]}
     if a.get("hostnames"):
         spec["hostnames"] = list(a["hostnames"])
@@ -113,7 +114,7 @@ def mirror_manifest(name: str, a: MirrorRouteArgs) -> dict:
 class CanaryRoute(pulumi.ComponentResource):
     route_name: str
 
-    def __init__(self, name: str, args: CanaryRouteArgs, opts: Optional[pulumi.ResourceOptions] = None):
+    def __init__(self, name: str, args: CanaryRouteArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("infershift:index:CanaryRoute", name, None, opts)
         self.route_name = name
         self.route = declare(f"{name}-httproute", canary_manifest(name, args), child_opts(self))
@@ -123,7 +124,7 @@ class CanaryRoute(pulumi.ComponentResource):
 class MirrorRoute(pulumi.ComponentResource):
     route_name: str
 
-    def __init__(self, name: str, args: MirrorRouteArgs, opts: Optional[pulumi.ResourceOptions] = None):
+    def __init__(self, name: str, args: MirrorRouteArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("infershift:index:MirrorRoute", name, None, opts)
         self.route_name = name
         self.route = declare(f"{name}-httproute", mirror_manifest(name, args), child_opts(self))

@@ -475,10 +475,10 @@ def translate(objects: list[dict]) -> ir.Gateway:
                     _rule(route, order, i, r, eff, pool_names, set(services_objs),
                           route_timeouts.get(rname), rep, len(rules) > 1)
                     for i, r in enumerate(rules)]
-        if not accepted and spec.get("parentRefs"):
-            if any(_parent_listeners(ref, gateways) for ref in spec["parentRefs"]):
-                rep.warn(f"HTTPRoute {rname}: none of its hostnames {list(hosts)} intersects a listener's hostname "
-                         "(Accepted=False, NoMatchingListenerHostname); it serves nothing")
+        if (not accepted and spec.get("parentRefs")
+                and any(_parent_listeners(ref, gateways) for ref in spec["parentRefs"])):
+            rep.warn(f"HTTPRoute {rname}: none of its hostnames {list(hosts)} intersects a listener's hostname "
+                     "(Accepted=False, NoMatchingListenerHostname); it serves nothing")
     # ACK: a pool attached to a listener by annotation, without an HTTPRoute.
     order0 = len(by_kind["HTTPRoute"])
     for i, (name, p) in enumerate(sorted(pool_objs.items())):

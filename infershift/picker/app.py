@@ -7,6 +7,7 @@ import os
 import random
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
@@ -50,7 +51,7 @@ def load(opts: Options) -> PickerConfig:
     from .config import StaticEndpoint, parse_address
 
     cfg = load_config(opts.config)
-    over = {}
+    over: dict[str, Any] = {}
     if opts.pool_name:
         over["pool_name"] = opts.pool_name
     if opts.pool_namespace:

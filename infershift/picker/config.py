@@ -84,7 +84,7 @@ class PickerConfig:
     response_sample_rate: float = 0.1
     scheduling: SchedulingSpec = None  # type: ignore[assignment]
 
-    def with_models(self, models: dict[str, ModelRoute], objectives: dict[str, int]) -> "PickerConfig":
+    def with_models(self, models: dict[str, ModelRoute], objectives: dict[str, int]) -> PickerConfig:
         from dataclasses import replace
 
         return replace(self, models=models, objectives=objectives)

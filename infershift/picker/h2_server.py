@@ -14,9 +14,9 @@ import asyncio
 import logging
 
 import hpack
-from hpack.table import HeaderTable
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from google.protobuf.message import DecodeError
+from hpack.table import HeaderTable
 
 from . import h2wire as w
 
@@ -120,7 +120,7 @@ class _Stream:
 
 
 class Connection(asyncio.Protocol):
-    def __init__(self, server: "ExtProcServer"):
+    def __init__(self, server: ExtProcServer):
         self.server = server
         self.servicer = server.servicer
         self.transport: asyncio.Transport | None = None

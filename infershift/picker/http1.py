@@ -161,7 +161,7 @@ class _Conn(asyncio.Protocol):
 
 def _expire(fut: asyncio.Future) -> None:
     if not fut.done():
-        fut.set_exception(asyncio.TimeoutError("no complete response in time"))
+        fut.set_exception(TimeoutError("no complete response in time"))
 
 
 class Client:

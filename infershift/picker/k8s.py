@@ -230,6 +230,7 @@ class KubeDiscovery:
             log.error("kubernetes discovery cannot start; no endpoints", extra={"error": str(e)})
             return
         ns = self.ns
+        assert self.base_cfg.kubernetes is not None  # cluster discovery runs only with a kubernetes block
         urls = watched_urls(creds.server, self.base_cfg.kubernetes["poolApiVersion"], ns, self.base_cfg.pool_name)
         async with aiohttp.ClientSession(headers=creds.headers(),
                                          connector=aiohttp.TCPConnector(ssl=ssl_context(creds))) as session:

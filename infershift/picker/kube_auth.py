@@ -138,10 +138,11 @@ def _ssl_context(c: KubeCredentials) -> ssl.SSLContext | bool:
         if c.cert_data or c.key_data:
             # ssl loads key pairs from files only: write them to a private temporary dir, then remove it
             with tempfile.TemporaryDirectory(prefix="picker-kube-") as d:
-                cert = c.cert_file or _write(d, "tls.crt", c.cert_data)
-                key = c.key_file or _write(d, "tls.key", c.key_data)
+                cert = c.cert_file or _write(d, "tls.crt", c.cert_data or b"")
+                key = c.key_file or _write(d, "tls.key", c.key_data or b"")
                 ctx.load_cert_chain(cert, key)
         else:
+            assert c.cert_file is not None
             ctx.load_cert_chain(c.cert_file, c.key_file)
     return ctx
 

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from .config import PickerConfig, StaticEndpoint
 from .endpoints import Endpoint

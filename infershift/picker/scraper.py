@@ -86,7 +86,7 @@ class Scraper:
             ep.last_ok = self.pool.clock()
             if self.telemetry:
                 self.telemetry.observe_endpoint(self.pool.gen.config.pool_name, ep)
-        except (HttpError, asyncio.TimeoutError, OSError, ValueError) as e:
+        except (TimeoutError, HttpError, OSError, ValueError) as e:
             ep.scrape_errors += 1
             if self.telemetry:
                 self.telemetry.scrape_error(self.pool.gen.config.pool_name, ep)
@@ -104,7 +104,7 @@ class Scraper:
             ids, bases = models_from_listing(doc)
             ep.served_models, ep.base_models = ids, bases
             return True
-        except (HttpError, asyncio.TimeoutError, OSError, ValueError):
+        except (TimeoutError, HttpError, OSError, ValueError):
             return False
 
     async def close(self) -> None:

@@ -55,7 +55,7 @@ class AckPlatform(PlatformSpec):
     ack: AckCluster | None = None
 
     @model_validator(mode="after")
-    def _cluster(self) -> "AckPlatform":
+    def _cluster(self) -> AckPlatform:
         if self.ack is None:
             raise ValueError("kind 'ack' needs `ack: {clusterId, region}`")
         return self
@@ -80,7 +80,7 @@ class Ack(Platform):
     envoy_gateway = True
     mirror_to_pool = False
 
-    def node_pool_problems(self, path: str, pool: "NodePoolBase", block: Any) -> list[Problem]:
+    def node_pool_problems(self, path: str, pool: NodePoolBase, block: Any) -> list[Problem]:
         if block is None:
             return [Problem(path, "an ACK node pool needs `ack: {instanceTypes, vswitchIds}`")]
         out = []
@@ -94,7 +94,7 @@ class Ack(Platform):
     def cluster_args(self, platform: Any) -> dict:
         return {"platform": "ack", "ack_cluster_id": platform.ack.cluster_id, "ack_region": platform.ack.region}
 
-    def providers(self, parent: "pulumi.Resource", name: str, args: dict):
+    def providers(self, parent: pulumi.Resource, name: str, args: dict):
         import pulumi
         import pulumi_kubernetes as k8s
 
@@ -111,7 +111,7 @@ class Ack(Platform):
                 "vswitch_ids": list(block.vswitch_ids), "system_disk_size": block.system_disk_size,
                 "system_disk_category": block.system_disk_category}
 
-    def node_pool(self, parent: "pulumi.Resource", name: str, args: dict, labels: dict[str, str],
+    def node_pool(self, parent: pulumi.Resource, name: str, args: dict, labels: dict[str, str],
                   taint: dict | None):
         import pulumi
 

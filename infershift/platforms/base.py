@@ -33,7 +33,10 @@ def cloud_sdk(module: str, platform: str) -> ModuleType:
 
 
 class PlatformSpec(Spec):
-    """The `platform:` block's keys every platform has; each plug-in adds `kind` and its own block."""
+    """The `platform:` block's keys every platform has; each plug-in narrows `kind` to its name
+    (the union's tag) and adds its own block."""
+
+    kind: str
 
     create_node_pools: bool = False
     """Create the GPU node pools in `nodePools` (platforms with a node-pool component only)."""
@@ -84,11 +87,11 @@ class Platform:
 
     # --- the spec -------------------------------------------------------------------------
 
-    def node_pool_problems(self, path: str, pool: "NodePoolBase", block: Any) -> list[Problem]:
+    def node_pool_problems(self, path: str, pool: NodePoolBase, block: Any) -> list[Problem]:
         """Checks of one node pool against this platform (block: its `<kind>:` block)."""
         return []
 
-    def warnings(self, spec: "StackSpec") -> list[Problem]:
+    def warnings(self, spec: StackSpec) -> list[Problem]:
         return []
 
     # --- the Pulumi program ---------------------------------------------------------------
@@ -97,8 +100,8 @@ class Platform:
         """The Cluster component's args for this platform's `platform:` block."""
         return {"platform": self.kind}
 
-    def providers(self, parent: "pulumi.Resource", name: str, args: dict
-                  ) -> tuple["pulumi.ProviderResource", "pulumi.ProviderResource | None"]:
+    def providers(self, parent: pulumi.Resource, name: str, args: dict
+                  ) -> tuple[pulumi.ProviderResource, pulumi.ProviderResource | None]:
         """(the Kubernetes provider, the cloud provider or None) for the Cluster component."""
         raise NotImplementedError
 
@@ -106,8 +109,8 @@ class Platform:
         """The GpuNodePool component's platform-specific args from the node pool's block."""
         raise ValueError(f"platform {self.kind!r} creates no node pools")
 
-    def node_pool(self, parent: "pulumi.Resource", name: str, args: dict, labels: dict[str, str],
-                  taint: dict | None) -> "pulumi.CustomResource":
+    def node_pool(self, parent: pulumi.Resource, name: str, args: dict, labels: dict[str, str],
+                  taint: dict | None) -> pulumi.CustomResource:
         """Declare the cloud node pool (child of `parent`); `taint` is the GPU taint or None."""
         raise ValueError(f"platform {self.kind!r} creates no node pools")
 

@@ -53,7 +53,7 @@ class GkePlatform(PlatformSpec):
     gke: GkeCluster | None = None
 
     @model_validator(mode="after")
-    def _cluster(self) -> "GkePlatform":
+    def _cluster(self) -> GkePlatform:
         if self.gke is None:
             raise ValueError("kind 'gke' needs `gke: {project, location, cluster}`")
         return self
@@ -110,7 +110,7 @@ class Gke(Platform):
     pool_policies = True
     mirror_to_pool = False
 
-    def node_pool_problems(self, path: str, pool: "NodePoolBase", block: Any) -> list[Problem]:
+    def node_pool_problems(self, path: str, pool: NodePoolBase, block: Any) -> list[Problem]:
         if block is None:
             return [Problem(path, "a GKE node pool needs `gke: {machineType}`")]
         known = MACHINE_GPUS.get(block.machine_type)
@@ -119,7 +119,7 @@ class Gke(Platform):
                             f"{block.machine_type} has {known} GPU(s) per node but gpusPerNode is {pool.gpus_per_node}")]
         return []
 
-    def warnings(self, spec: "StackSpec") -> list[Problem]:
+    def warnings(self, spec: StackSpec) -> list[Problem]:
         if spec.gateway.proxy_subnets:
             return []
         return [Problem("gateway.proxySubnets",
@@ -130,7 +130,7 @@ class Gke(Platform):
         return {"platform": "gke", "gke_project": platform.gke.project, "gke_location": platform.gke.location,
                 "gke_cluster": platform.gke.cluster}
 
-    def providers(self, parent: "pulumi.Resource", name: str, args: dict):
+    def providers(self, parent: pulumi.Resource, name: str, args: dict):
         import pulumi
         import pulumi_kubernetes as k8s
 
@@ -151,7 +151,7 @@ class Gke(Platform):
                 "machine_type": block.machine_type, "disk_size_gb": block.disk_size_gb,
                 "gpu_driver_version": block.gpu_driver_version, "spot": block.spot}
 
-    def node_pool(self, parent: "pulumi.Resource", name: str, args: dict, labels: dict[str, str],
+    def node_pool(self, parent: pulumi.Resource, name: str, args: dict, labels: dict[str, str],
                   taint: dict | None):
         import pulumi
 

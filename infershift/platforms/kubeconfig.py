@@ -26,7 +26,7 @@ class KubeconfigPlatform(PlatformSpec):
     kubeconfig: KubeconfigCluster | None = None
 
     @model_validator(mode="after")
-    def _no_node_pools(self) -> "KubeconfigPlatform":
+    def _no_node_pools(self) -> KubeconfigPlatform:
         if self.create_node_pools:
             from . import REGISTRY
 
@@ -49,7 +49,7 @@ class Kubeconfig(Platform):
             args["context"] = platform.kubeconfig.context
         return args
 
-    def providers(self, parent: "pulumi.Resource", name: str, args: dict):
+    def providers(self, parent: pulumi.Resource, name: str, args: dict):
         import pulumi
         import pulumi_kubernetes as k8s
 

@@ -5,6 +5,7 @@ import argparse
 import os
 import re
 import sys
+from collections.abc import Mapping
 
 from .lora import parse_lora_modules
 from .profiles import PROFILES
@@ -127,11 +128,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def instance_name(i: int, servers: int, pod_name: str | None, served: str, port: int,
-                  env: dict | None = None) -> str:
+                  env: Mapping[str, str] | None = None) -> str:
     """--pod-name PREFIX -> PREFIX-i. Without it, a lone server in Kubernetes is named after
     its pod ($POD_NAME, else $HOSTNAME, which Kubernetes sets to the pod name); otherwise
     <served>-<port>-i."""
-    env = os.environ if env is None else env
+    if env is None:
+        env = os.environ
     if pod_name is None and servers == 1:
         if env.get("POD_NAME"):
             return env["POD_NAME"]

@@ -18,8 +18,8 @@ from __future__ import annotations
 import copy
 import heapq
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from .kvcache import KVCache, blocks_for
 from .lora import LoraSlots
@@ -56,14 +56,14 @@ class Request:
     preemptions: int = 0
     kv_hashes: list[int] = field(default_factory=list)
     kv_own: int = 0
-    seg: "Segment | None" = None
+    seg: Segment | None = None
     seg_gen0: int = 0
     seg_prefill: bool = False
     # --- callbacks set by the HTTP layer ---
-    on_update: Callable[["Request"], None] | None = None
-    on_finish: Callable[["Request"], None] | None = None
+    on_update: Callable[[Request], None] | None = None
+    on_finish: Callable[[Request], None] | None = None
 
-    def clone(self) -> "Request":
+    def clone(self) -> Request:
         c = object.__new__(Request)   # cheaper than copy.copy; predictions clone every request
         c.__dict__.update(self.__dict__)
         c.kv_hashes = list(self.kv_hashes)
@@ -184,6 +184,7 @@ class Engine:
                 self._enqueue(r, t)
             elif seg_end <= now + _EPS:
                 seg, self.seg = self.seg, None
+                assert seg is not None
                 self.t = seg.end
                 self._complete(seg)
                 self._plan(self.t)
@@ -233,6 +234,7 @@ class Engine:
     def _cut(self, now: float) -> None:
         """End the current decode segment at the first step boundary at or after `now`."""
         seg = self.seg
+        assert seg is not None
         k = max(0, math.ceil((now - seg.start) / seg.step - _EPS)) if seg.step > 0 else 0
         if k < seg.steps:
             seg.steps = k
@@ -380,7 +382,7 @@ class Engine:
             if r.on_update:
                 r.on_update(r)
 
-    def _fork(self) -> "Engine":
+    def _fork(self) -> Engine:
         f = copy.copy(self)
         f.stats = NullStats()
         f.kv = self.kv.fork()

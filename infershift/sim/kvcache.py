@@ -19,7 +19,7 @@ class KVCache:
         self.num_blocks = num_blocks
         self.block_size = block_size
         self.free_plain = num_blocks          # free blocks without a hash
-        self.refs = {}                        # hash -> number of requests using it
+        self.refs: dict[int, int] = {}        # hash -> number of requests using it
         self.evictable: OrderedDict[int, None] = OrderedDict()  # refs == 0, LRU first
         self.queries = 0                      # prompt tokens looked up
         self.hits = 0                         # of which found in the cache
@@ -121,7 +121,7 @@ class KVCache:
     def _evictable_pop(self) -> int:
         return self.evictable.popitem(last=False)[0]
 
-    def fork(self) -> "KVFork":
+    def fork(self) -> KVFork:
         return KVFork(self)
 
 

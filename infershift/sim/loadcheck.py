@@ -104,7 +104,7 @@ def main(argv=None) -> None:
     proc = spawn(cmd, out=subprocess.PIPE, text=True)
     try:
         for _ in range(a.servers):
-            line = proc.stdout.readline()
+            line = proc.stdout.readline()  # type: ignore[union-attr]
             if not line:
                 raise SystemExit("sim exited before listening")
         ports = list(range(base, base + a.servers))

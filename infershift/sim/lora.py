@@ -54,7 +54,7 @@ class LoraSlots:
         self.gpu.pop(name, None)
         self.cpu.pop(name, None)
 
-    def copy(self) -> "LoraSlots":
+    def copy(self) -> LoraSlots:
         c = LoraSlots(self.max_loras, self.max_cpu_loras, self.load_seconds, self.cpu_load_seconds)
         c.gpu = OrderedDict(self.gpu)
         c.cpu = OrderedDict(self.cpu)

@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .errors import bad_request, not_found
-from .tokens import block_hashes, count_tokens, render_chat
 from .text import natural_length, prompt_key
+from .tokens import block_hashes, count_tokens, render_chat
 
 
 @dataclass
@@ -101,6 +101,7 @@ def parse(body, chat: bool, *, served: list[str], adapters: dict, max_model_len:
         if not isinstance(opts, dict):
             raise bad_request("stream_options must be an object", "stream_options")
         include_usage = _bool(opts, "include_usage")
+    prompt: str | list[int]
     if chat:
         prompt = _messages(body)
         where = "messages"

@@ -45,7 +45,7 @@ class Profile:
         return self.itl(1) + self.prefill_overhead + self.prefill_per_token * p
 
     def scaled(self, *, time_scale: float = 1.0, tensor_parallel: int | None = None,
-               gpu_memory_utilization: float | None = None) -> "Profile":
+               gpu_memory_utilization: float | None = None) -> Profile:
         """Apply the vLLM flags that change the numbers, and --time-scale.
         tensor_parallel defaults to the profile's own."""
         if time_scale <= 0:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from . import responses
 from .driver import Driver
 from .engine import Engine, QueueFull, Request, TooLarge
 from .errors import APIError, bad_request, not_found, status_error, too_many, unavailable
@@ -19,7 +20,6 @@ from .lora import Adapter
 from .metrics import Stats, render
 from .parsing import Parsed, parse
 from .profiles import Profile
-from . import responses
 from .text import Output
 
 log = logging.getLogger("sim")
@@ -78,7 +78,7 @@ class SimServer:
         await self.runner.setup()
         site = web.TCPSite(self.runner, host, port, reuse_address=True)
         await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         return self.port
 
     async def stop(self) -> None:
@@ -173,7 +173,12 @@ class SimServer:
         if pr.stream:
             return await self._stream(request, pr, r, out, chat, rid, created)
         done = self.loop.create_future()
-        r.on_finish = lambda _r: done.done() or done.set_result(None)
+
+        def finish(_r: Request) -> None:
+            if not done.done():
+                done.set_result(None)
+
+        r.on_finish = finish
         self._submit(r)
         try:
             await done

@@ -11,7 +11,7 @@ import hashlib
 import random
 from functools import lru_cache
 
-_WORDS = (
+_WORDS = (  # noqa: SIM905 (a sentence of words reads better than a list literal)
     "the of and to in is it for on as at by an be or we do if so up no my go me he "
     "us am oh ok ai ml id io ui os"
 ).split()

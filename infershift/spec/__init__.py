@@ -16,13 +16,24 @@ _EXPORTS = {
     "load_stack": "load", "stack_names": "load", "stack_path": "load", "validate": "load",
     "StackSpec": "model", "picker_config": "picker_file",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "STACKS_DIR", "Problem", "StackConfigError", "StackSpec", "config_values", "load_file", "load_stack",
+    "picker_config", "problems", "stack_names", "stack_path", "validate", "warnings",
+]
 
 if TYPE_CHECKING:
     from .base import Problem
     from .checks import problems, warnings
-    from .load import (STACKS_DIR, StackConfigError, config_values, load_file, load_stack, stack_names,
-                       stack_path, validate)
+    from .load import (
+        STACKS_DIR,
+        StackConfigError,
+        config_values,
+        load_file,
+        load_stack,
+        stack_names,
+        stack_path,
+        validate,
+    )
     from .model import StackSpec
     from .picker_file import picker_config
 

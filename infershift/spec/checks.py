@@ -168,7 +168,7 @@ def _pickers(spec: StackSpec) -> list[Problem]:
 
 
 def _listener(spec: StackSpec, path: str, listener: str | None) -> list[Problem]:
-    names = [l.name for l in spec.gateway.listeners]
+    names = [li.name for li in spec.gateway.listeners]
     if listener is not None and listener not in names:
         return [Problem(f"{path}.listener", f"no gateway listener named {listener!r} (listeners: {_list(names)})")]
     return []

@@ -86,8 +86,8 @@ def set_path(document: dict, path: str, value: Any) -> dict:
     if not parts[1:]:
         config[key] = value
         return document
-    node = config.setdefault(key, {} if isinstance(parts[1], str) else [])
-    where = key
+    node: Any = config.setdefault(key, {} if isinstance(parts[1], str) else [])
+    where = str(key)
     for part, nxt in zip(parts[1:], parts[2:] + [None]):
         last = nxt is None
         fresh: Any = value if last else ({} if isinstance(nxt, str) else [])

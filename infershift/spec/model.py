@@ -6,12 +6,14 @@ the stack live in `checks.py`.
 """
 from __future__ import annotations
 
-from typing import Annotated, Literal, Optional, Union
+import functools
+import operator
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, create_model, field_validator, model_validator
 
 from infershift import contract
-from infershift.platforms import REGISTRY
+from infershift.platforms import REGISTRY, PlatformSpec
 from infershift.platforms import Platform as PlatformPlugin
 
 from .base import Duration, Quantity, Spec, check_name
@@ -33,7 +35,11 @@ def _names(mapping: dict, what: str) -> dict:
 # --- platform -------------------------------------------------------------------------
 
 # `platform:` is one of the registered plug-ins' blocks, chosen by `kind`.
-Platform = Annotated[Union[tuple(p.spec for p in REGISTRY.values())], Field(discriminator="kind")]  # type: ignore[valid-type]
+if TYPE_CHECKING:  # what every platform's block has; the plug-ins add their own keys
+    Platform = PlatformSpec
+else:
+    Platform = Annotated[functools.reduce(operator.or_, [p.spec for p in REGISTRY.values()]),
+                         Field(discriminator="kind")]
 
 
 # --- GPU node pools -------------------------------------------------------------------
@@ -55,7 +61,7 @@ class NodePoolBase(Spec):
         return getattr(self, kind, None)
 
     @model_validator(mode="after")
-    def _sizes(self) -> "NodePoolBase":
+    def _sizes(self) -> NodePoolBase:
         if self.min_nodes > self.max_nodes:
             raise ValueError(f"minNodes ({self.min_nodes}) is larger than maxNodes ({self.max_nodes})")
         if self.desired_nodes is not None and not self.min_nodes <= self.desired_nodes <= self.max_nodes:
@@ -66,7 +72,7 @@ class NodePoolBase(Spec):
 # Each platform with a node-pool component adds its block (`ack:`, `gke:` ...) as an optional key.
 NodePool = create_model(  # type: ignore[call-overload]
     "NodePool", __base__=NodePoolBase, __module__=__name__,
-    **{kind: (Optional[p.node_pool_block], None) for kind, p in REGISTRY.items() if p.node_pool_block is not None},
+    **{kind: (p.node_pool_block | None, None) for kind, p in REGISTRY.items() if p.node_pool_block is not None},
 )
 
 
@@ -82,7 +88,7 @@ class Lora(Spec):
     """Adapter name -> path (`--lora-modules name=path`)."""
 
     @model_validator(mode="after")
-    def _cpu(self) -> "Lora":
+    def _cpu(self) -> Lora:
         if self.max_cpu_loras is not None and self.max_cpu_loras < self.max_loras:
             raise ValueError(f"maxCpuLoras ({self.max_cpu_loras}) must be at least maxLoras ({self.max_loras})")
         return self
@@ -95,7 +101,7 @@ class ModelVolume(Spec):
     read_only: bool = True
 
     @model_validator(mode="after")
-    def _abs(self) -> "ModelVolume":
+    def _abs(self) -> ModelVolume:
         if not self.mount_path.startswith("/"):
             raise ValueError(f"mountPath {self.mount_path!r} must be an absolute path")
         return self
@@ -155,7 +161,7 @@ class InferenceService(Spec):
         return v
 
     @model_validator(mode="after")
-    def _tp(self) -> "InferenceService":
+    def _tp(self) -> InferenceService:
         if self.gpus and self.tensor_parallel_size > self.gpus:
             raise ValueError(
                 f"tensorParallelSize ({self.tensor_parallel_size}) is larger than gpus per replica ({self.gpus})"
@@ -204,7 +210,7 @@ class ModelRouting(Spec):
         return v
 
     @model_validator(mode="after")
-    def _one_of(self) -> "ModelRouting":
+    def _one_of(self) -> ModelRouting:
         if self.criticality is not None and self.priority is not None:
             raise ValueError("give criticality or priority, not both")
         return self
@@ -255,7 +261,7 @@ class Pool(Spec):
         return v
 
     @model_validator(mode="after")
-    def _v1alpha2_single_port(self) -> "Pool":
+    def _v1alpha2_single_port(self) -> Pool:
         if self.api_version == "v1alpha2" and len(self.target_ports) != 1:
             raise ValueError("apiVersion v1alpha2 has one targetPortNumber; several targetPorts need v1")
         return self
@@ -311,7 +317,7 @@ class Gateway(Spec):
         return check_name(v, "gateway name")
 
     @model_validator(mode="after")
-    def _ports(self) -> "Gateway":
+    def _ports(self) -> Gateway:
         seen: dict[int, str] = {}
         names: set[str] = set()
         for listener in self.listeners:

@@ -1,8 +1,8 @@
 """The small interfaces every scheduling plugin implements, and the request they see."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from ..endpoints import Endpoint
 

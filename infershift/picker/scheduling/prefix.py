@@ -109,7 +109,7 @@ class PrefixCacheScorer(Scorer):
         matched = self.index.matched(hs)
         return (matched, len(hs)) if matched else None
 
-    def score(self, req: SchedRequest, eps: list[Endpoint]) -> list[float]:
+    def score(self, req: SchedRequest, eps: list[Endpoint]) -> list[float] | None:
         found = self._matched(req)
         if found is None:
             return None

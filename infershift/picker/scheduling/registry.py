@@ -8,7 +8,7 @@ from ..errors import ConfigError
 from .admission import AdmissionFilter
 from .filters import ModelFilter, SaturationFilter
 from .pickers import MaxScorePicker, RandomPicker, RoundRobinPicker
-from .plugins import Filter, Picker, Scorer
+from .plugins import Filter, Picker, Plugin, Scorer
 from .prefix import PrefixCacheScorer
 from .scheduler import Scheduler
 from .scorers import KVCacheScorer, LoraAffinityScorer, QueueScorer
@@ -25,7 +25,7 @@ def build_scheduler(spec: SchedulingSpec, rng: random.Random, previous: Schedule
     old_prefix = {}
     if previous is not None:
         old_prefix = {s.name: s.index for s, _ in previous.scorers if isinstance(s, PrefixCacheScorer)}
-    built = {}
+    built: dict[str, Plugin] = {}
     for i, p in enumerate(spec.plugins):
         t = ALIASES.get(p.type, p.type)
         if t in FILTERS:
@@ -41,16 +41,18 @@ def build_scheduler(spec: SchedulingSpec, rng: random.Random, previous: Schedule
             known = sorted([*FILTERS, *SCORERS, *PICKERS])
             raise ConfigError(f"scheduling.plugins[{i}].type: unknown plugin type {p.type!r} (known: {', '.join(known)})")
     prof = spec.profile
-    filters = []
+    filters: list[Filter] = []
     for i, name in enumerate(prof.filters):
-        if not isinstance(built[name], Filter):
+        plugin = built[name]
+        if not isinstance(plugin, Filter):
             raise ConfigError(f"scheduling.profile.filters[{i}]: plugin {name!r} is not a filter")
-        filters.append(built[name])
-    scorers = []
+        filters.append(plugin)
+    scorers: list[tuple[Scorer, float]] = []
     for i, (name, weight) in enumerate(prof.scorers):
-        if not isinstance(built[name], Scorer):
+        scorer = built[name]
+        if not isinstance(scorer, Scorer):
             raise ConfigError(f"scheduling.profile.scorers[{i}].plugin: plugin {name!r} is not a scorer")
-        scorers.append((built[name], weight))
+        scorers.append((scorer, weight))
     picker = built[prof.picker]
     if not isinstance(picker, Picker):
         raise ConfigError(f"scheduling.profile.picker: plugin {prof.picker!r} is not a picker")
