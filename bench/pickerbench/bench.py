@@ -59,9 +59,9 @@ def decision_bench(n_endpoints: int, iters: int, prompt_chars: int = 2000) -> di
     headers = {":path": "/v1/completions", "content-type": "application/json"}
     gen = pool.gen
     sched_times, full_times = [], []
-    from .request_body import parse_body
-    from .routing import resolve
-    from .scheduling import SchedRequest
+    from infershift.picker.request_body import parse_body
+    from infershift.picker.routing import resolve
+    from infershift.picker.scheduling import SchedRequest
     eps = pool.ready()
     for i in range(iters):  # the whole decision, as the ext_proc handler runs it
         clock[0] += 0.002  # 500 req/s of simulated time: the 10 ms snapshot is rebuilt every 5 requests
@@ -97,8 +97,8 @@ def servicer_bench(iters: int) -> dict:
     from envoy.config.core.v3 import base_pb2
     from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
-    from .extproc import ExtProc
-    from .telemetry import Telemetry
+    from infershift.picker.extproc import ExtProc
+    from infershift.picker.telemetry import Telemetry
 
     cfg = parse_config({"endpoints": [{"address": f"10.0.0.{i}:8000", "models": ["llama"]} for i in range(8)],
                         "models": {"travel": {"targets": [{"model": "llama", "weight": 1}]}}})

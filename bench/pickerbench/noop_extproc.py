@@ -71,7 +71,7 @@ class Noop(pb_grpc.ExternalProcessorServicer):
 
 async def main(port: int, dest: str, transport: str) -> None:
     if transport == "h2":
-        from .h2_server import ExtProcServer
+        from infershift.picker.h2_server import ExtProcServer
 
         h2 = ExtProcServer(Noop(dest))
         await h2.start("127.0.0.1", port)
