@@ -34,6 +34,23 @@ ATTACH_TO_ANNOTATION = f"{POOL_GROUP_X}/attach-to"
 # are per namespace, so two pools serving one model need `<pool>-<model>` names).
 MODEL_NAME_ANNOTATION = "infershift.io/model-name"
 
+# Every model-server pod carries this label (value: the service's name); Deployments and Services
+# select on it alone, so a change of the labels pools select on never touches an immutable
+# selector (no delete-and-recreate of the replicas).
+SERVICE_LABEL = "infershift.io/service"
+# A hash of the chat template on the pod template: a template change rolls the pods (vLLM reads
+# the file once, at start).
+CHAT_TEMPLATE_HASH_ANNOTATION = "infershift.io/chat-template-hash"
+
+# pulumi-kubernetes' await annotations (provider/pkg/metadata/annotations.go, overrides.go):
+# waitFor takes "condition=Type" (status.conditions) or "jsonpath={...}=value", or a JSON array
+# of them (all must hold); timeoutSeconds bounds the wait; skipAwait turns it off.
+PULUMI_WAIT_FOR = "pulumi.com/waitFor"
+PULUMI_TIMEOUT_SECONDS = "pulumi.com/timeoutSeconds"
+PULUMI_SKIP_AWAIT = "pulumi.com/skipAwait"
+# A server-side-apply patch takes over fields another field manager owns.
+PULUMI_PATCH_FORCE = "pulumi.com/patchForce"
+
 # --- headers -----------------------------------------------------------------------------
 DESTINATION_HEADER = "x-gateway-destination-endpoint"
 DESTINATION_SERVED_HEADER = "x-gateway-destination-endpoint-served"

@@ -15,7 +15,7 @@ import yaml
 from infershift import contract
 
 from .api import LLMD_API, POOL_GROUPS, pool_api_version
-from .objects import child_opts, declare
+from .objects import child_opts, declare, keep_options
 
 GRPC_PORT, HEALTH_PORT, METRICS_PORT = contract.PICKER_GRPC_PORT, contract.PICKER_HEALTH_PORT, contract.PICKER_METRICS_PORT
 CONFIG_DIR = "/etc/picker"
@@ -138,6 +138,7 @@ class EndpointPicker(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: EndpointPickerArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("infershift:index:EndpointPicker", name, None, opts)
+        keep_options(self, opts)
         self.service_name = picker_name(args["pool_name"])
         self.objects = {}
         for m in manifests(args):

@@ -6,6 +6,8 @@ from typing import Literal, NotRequired, TypedDict
 
 import pulumi
 
+from infershift import contract
+
 from .api import ENVOY_GATEWAY_API, ENVOY_GATEWAY_CONTROLLER, GATEWAY_API, GATEWAY_GROUP
 from .objects import child_opts, declare
 
@@ -32,6 +34,8 @@ class GatewayArgs(TypedDict):
     """BackendTrafficPolicy timeout.http.requestTimeout, e.g. `24h` (long generations)."""
     service_type: NotRequired[Literal["LoadBalancer", "ClusterIP", "NodePort"] | None]
     """Envoy proxy Service type, through an EnvoyProxy resource; default LoadBalancer."""
+    await_timeout_seconds: NotRequired[int | None]
+    """`pulumi up` waits this long for the Gateway to be Programmed (its address assigned); None: no wait."""
 
 
 def envoy_proxy_peers(gateway: str, namespace: str) -> list[dict]:
@@ -66,8 +70,11 @@ def manifests(name: str, a: GatewayArgs) -> list[dict]:
                     "metadata": {"name": proxy, "namespace": ns},
                     "spec": {"provider": {"type": "Kubernetes", "kubernetes": {
                         "envoyService": {"type": a["service_type"]}}}}})
-    out.append({"apiVersion": GATEWAY_API, "kind": "Gateway", "metadata": {"name": name, "namespace": ns},
-                "spec": spec})
+    meta: dict = {"name": name, "namespace": ns}
+    if a.get("await_timeout_seconds"):
+        meta["annotations"] = {contract.PULUMI_WAIT_FOR: "condition=Programmed",
+                               contract.PULUMI_TIMEOUT_SECONDS: str(a["await_timeout_seconds"])}
+    out.append({"apiVersion": GATEWAY_API, "kind": "Gateway", "metadata": meta, "spec": spec})
     if envoy and a.get("buffer_limit"):
         out.append({"apiVersion": ENVOY_GATEWAY_API, "kind": "ClientTrafficPolicy",
                     "metadata": {"name": "client-buffer-limit", "namespace": ns},
@@ -84,10 +91,12 @@ _ROLES = {"GatewayClass": "class", "Gateway": "gateway", "EnvoyProxy": "envoypro
 
 
 class Gateway(pulumi.ComponentResource):
-    """`gateway_name` is what routes attach to; `proxy_peers` select its proxies (Envoy Gateway)."""
+    """`gateway_name` is what routes attach to; `proxy_peers` select its proxies (Envoy Gateway);
+    `address` is the first address the controller reports (`status.addresses[0].value`)."""
 
     gateway_name: str
     proxy_peers: list[dict]
+    address: pulumi.Output
 
     def __init__(self, name: str, args: GatewayArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("infershift:index:Gateway", name, None, opts)
@@ -97,5 +106,11 @@ class Gateway(pulumi.ComponentResource):
         self.objects = {}
         for m in manifests(name, args):
             role = _ROLES[m["kind"]]
-            self.objects[role] = declare(f"{name}-{role}", m, child_opts(self))
-        self.register_outputs({"gateway_name": name})
+            self.objects[role] = declare(f"{name}-{role}", m, child_opts(self), with_status=m["kind"] == "Gateway")
+        self.address = self.objects["gateway"].status.apply(_first_address)  # type: ignore[attr-defined]
+        self.register_outputs({"gateway_name": name, "address": self.address})
+
+
+def _first_address(status) -> str | None:
+    addresses = (status or {}).get("addresses") or []
+    return addresses[0].get("value") if addresses else None

@@ -9,7 +9,7 @@ from . import model_routing
 from .api import GKE_NETWORKING_API, pool_api_version, pool_ref
 from .endpoint_picker import GRPC_PORT, EndpointPicker, EndpointPickerArgs, picker_name
 from .model_routing import ModelRoutingArgs
-from .objects import child_opts, declare
+from .objects import child_opts, declare, keep_options
 
 
 class InferencePoolArgs(TypedDict):
@@ -30,6 +30,9 @@ class InferencePoolArgs(TypedDict):
     """The picker's config file; default: pool, failure mode and the pool API version only."""
     gateway_peers: NotRequired[list[dict]]
     """NetworkPolicy peers that may call the picker (the gateway's proxies)."""
+    picker_service: NotRequired[str | None]
+    """A picker the platform runs (ACK's add-on): the pool references this Service and no picker
+    objects are declared. None: the pool's own EndpointPicker (`<pool>-epp`)."""
     gke_policies: NotRequired[bool]
     """Also render GKE's HealthCheckPolicy and GCPBackendPolicy for the pool."""
     health_check_path: NotRequired[str]
@@ -41,13 +44,14 @@ def pool_manifest(name: str, a: InferencePoolArgs) -> dict:
     ports = a.get("target_ports") or [8000]
     failure_mode = a.get("failure_mode", "FailClose")
     meta = {"name": name, "namespace": a.get("namespace", "default")}
+    picker = a.get("picker_service") or picker_name(name)
     if version == "v1alpha2":
         spec = {"selector": dict(a["selector"]), "targetPortNumber": ports[0],
-                "extensionRef": {"group": "", "kind": "Service", "name": picker_name(name),
+                "extensionRef": {"group": "", "kind": "Service", "name": picker,
                                  "portNumber": GRPC_PORT, "failureMode": failure_mode}}
     else:
         spec = {"selector": {"matchLabels": dict(a["selector"])}, "targetPorts": [{"number": p} for p in ports],
-                "endpointPickerRef": {"group": "", "kind": "Service", "name": picker_name(name),
+                "endpointPickerRef": {"group": "", "kind": "Service", "name": picker,
                                       "port": {"number": GRPC_PORT}, "failureMode": failure_mode}}
     return {"apiVersion": pool_api_version(version), "kind": "InferencePool", "metadata": meta, "spec": spec}
 
@@ -85,22 +89,25 @@ class InferencePool(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: InferencePoolArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("infershift:index:InferencePool", name, None, opts)
+        keep_options(self, opts)
         version = args.get("api_version", "v1")
         ns = args.get("namespace", "default")
         self.pool_name = name
         self.api_version = version
         self.group = pool_ref(version, name)["group"]
-        picker_args: EndpointPickerArgs = {
-            "pool_name": name, "pool_api_version": version, "namespace": ns,
-            "config": args.get("picker_config") or default_picker_config(name, args),
-            "gateway_peers": args.get("gateway_peers", []),
-        }
-        for key, arg in (("picker_image", "image"), ("picker_replicas", "replicas"), ("picker_cpu", "cpu"),
-                         ("picker_memory", "memory")):
-            value = dict(args).get(key)
-            if value is not None:
-                picker_args[arg] = value  # type: ignore[literal-required]
-        self.picker = EndpointPicker(f"{name}-picker", picker_args, pulumi.ResourceOptions(parent=self))
+        self.picker: EndpointPicker | None = None
+        if not args.get("picker_service"):
+            picker_args: EndpointPickerArgs = {
+                "pool_name": name, "pool_api_version": version, "namespace": ns,
+                "config": args.get("picker_config") or default_picker_config(name, args),
+                "gateway_peers": args.get("gateway_peers", []),
+            }
+            for key, arg in (("picker_image", "image"), ("picker_replicas", "replicas"), ("picker_cpu", "cpu"),
+                             ("picker_memory", "memory")):
+                value = dict(args).get(key)
+                if value is not None:
+                    picker_args[arg] = value  # type: ignore[literal-required]
+            self.picker = EndpointPicker(f"{name}-picker", picker_args, child_opts(self))
         self.pool = declare(f"{name}-pool", pool_manifest(name, args), child_opts(self))
         self.routing = {}
         for m in model_routing.manifests(name, version, ns, args.get("models") or {}):

@@ -1,11 +1,15 @@
 """InferenceService: a vLLM (or simulator) Deployment, its Service and optional chat-template ConfigMap."""
 from __future__ import annotations
 
+import hashlib
+import math
 from typing import NotRequired, TypedDict
 
 import pulumi
 
-from .objects import child_opts, declare
+from infershift import contract
+
+from .objects import child_opts, declare, keep_options
 
 SIM_IMAGE = "ghcr.io/infershift/sim:0.1.0"
 CHAT_TEMPLATE_DIR = "/etc/vllm"
@@ -54,6 +58,19 @@ class InferenceServiceArgs(TypedDict):
     """Run the project's simulator instead of vLLM: no GPUs, no GPU node selector."""
     sim_image: NotRequired[str]
     sim_profile: NotRequired[str]
+    probe_period_seconds: NotRequired[int]
+    """How often vLLM's `/health` is probed (default 5)."""
+    startup_timeout_seconds: NotRequired[int]
+    """How long model loading may take before a restart (default 2400: 40 minutes)."""
+    readiness_timeout_seconds: NotRequired[int]
+    """Out of the Service and the pool after failing this long (default 15)."""
+    liveness_timeout_seconds: NotRequired[int]
+    """Restarted after failing this long once started (default 60)."""
+    await_timeout_seconds: NotRequired[int]
+    """`pulumi up` waits this long for the replicas to be ready (default 2700: a GPU node scale-up,
+    a multi-GB image pull and a model load; pulumi-kubernetes' own default is 10 minutes)."""
+    skip_await: NotRequired[bool]
+    """Do not wait for the replicas at all."""
 
 
 def vllm_args(a: InferenceServiceArgs) -> list[str]:
@@ -106,10 +123,29 @@ def sim_args(a: InferenceServiceArgs) -> list[str]:
                    "--host", "0.0.0.0"]
 
 
-def _probe(failure_threshold: int) -> dict:
-    # vLLM answers /health only once the weights are loaded; the seeds allow long loads.
-    return {"httpGet": {"path": "/health", "port": "http", "scheme": "HTTP"}, "initialDelaySeconds": 5,
-            "periodSeconds": 5, "timeoutSeconds": 1, "successThreshold": 1, "failureThreshold": failure_threshold}
+def _probe(period: int, failing_seconds: int) -> dict:
+    """`/health` every `period` seconds; acted on after failing for `failing_seconds`."""
+    return {"httpGet": {"path": "/health", "port": "http", "scheme": "HTTP"}, "periodSeconds": period,
+            "timeoutSeconds": min(5, period), "successThreshold": 1,
+            "failureThreshold": max(1, math.ceil(failing_seconds / period))}
+
+
+def probes(a: InferenceServiceArgs) -> dict[str, dict]:
+    """vLLM answers `/health` only once the weights are loaded: the startup probe covers loading
+    (readiness and liveness start after it succeeds), so readiness and liveness can react in
+    seconds without killing a server that is still loading."""
+    period = a.get("probe_period_seconds", 5)
+    return {
+        "startupProbe": _probe(period, a.get("startup_timeout_seconds", 2400)),
+        "readinessProbe": _probe(period, a.get("readiness_timeout_seconds", 15)),
+        "livenessProbe": _probe(period, a.get("liveness_timeout_seconds", 60)),
+    }
+
+
+def await_annotations(a: InferenceServiceArgs) -> dict[str, str]:
+    if a.get("skip_await"):
+        return {contract.PULUMI_SKIP_AWAIT: "true"}
+    return {contract.PULUMI_TIMEOUT_SECONDS: str(a.get("await_timeout_seconds", 2700))}
 
 
 def manifests(name: str, a: InferenceServiceArgs) -> list[dict]:
@@ -117,6 +153,12 @@ def manifests(name: str, a: InferenceServiceArgs) -> list[dict]:
     ns = a.get("namespace", "default")
     port = a.get("port", 8000)
     labels = dict(a.get("labels") or {"app": name})
+    # Selectors are immutable: they use the stable per-service label only; the labels pools
+    # select on live on the pod template (and the objects' metadata), free to change.
+    selector = {contract.SERVICE_LABEL: name}
+    pod_labels = {**labels, **selector}
+    pod_annotations = {"prometheus.io/scrape": "true", "prometheus.io/port": str(a.get("port", 8000)),
+                       "prometheus.io/path": "/metrics"}
     simulated = a.get("simulated", False)
     template_cm = f"{name}-chat-template"
     out: list[dict] = []
@@ -137,6 +179,8 @@ def manifests(name: str, a: InferenceServiceArgs) -> list[dict]:
         out.append({"apiVersion": "v1", "kind": "ConfigMap",
                     "metadata": {"name": template_cm, "namespace": ns, "labels": labels},
                     "data": {CHAT_TEMPLATE_KEY: a["chat_template"]}})
+        digest = hashlib.sha256(str(a["chat_template"]).encode()).hexdigest()[:16]
+        pod_annotations[contract.CHAT_TEMPLATE_HASH_ANNOTATION] = digest
 
     resources: dict = {}
     gpus = 0 if simulated else a.get("gpus", 1)
@@ -154,8 +198,7 @@ def manifests(name: str, a: InferenceServiceArgs) -> list[dict]:
         "command": ["python", "-m", "infershift.sim"] if simulated else ["python3", "-m", "vllm.entrypoints.openai.api_server"],
         "args": sim_args(a) if simulated else vllm_args(a),
         "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
-        "readinessProbe": _probe(6000),
-        "livenessProbe": _probe(2400),
+        **probes(a),
     }
     if a.get("env"):
         container["env"] = [{"name": k, "value": v} for k, v in a["env"].items()]
@@ -174,16 +217,12 @@ def manifests(name: str, a: InferenceServiceArgs) -> list[dict]:
 
     out.append({
         "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": name, "namespace": ns, "labels": labels},
+        "metadata": {"name": name, "namespace": ns, "labels": labels, "annotations": await_annotations(a)},
         "spec": {
             "replicas": a.get("replicas", 1),
-            "selector": {"matchLabels": labels},
+            "selector": {"matchLabels": selector},
             "template": {
-                "metadata": {
-                    "labels": labels,
-                    "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": str(port),
-                                    "prometheus.io/path": "/metrics"},
-                },
+                "metadata": {"labels": pod_labels, "annotations": pod_annotations},
                 "spec": pod_spec,
             },
         },
@@ -191,7 +230,7 @@ def manifests(name: str, a: InferenceServiceArgs) -> list[dict]:
     out.append({
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": name, "namespace": ns, "labels": labels},
-        "spec": {"type": "ClusterIP", "selector": labels,
+        "spec": {"type": "ClusterIP", "selector": selector,
                  "ports": [{"name": "http", "port": port, "targetPort": port, "protocol": "TCP"}]},
     })
     return out
@@ -208,6 +247,7 @@ class InferenceService(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: InferenceServiceArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("infershift:index:InferenceService", name, None, opts)
+        keep_options(self, opts)
         self.service_name = name
         self.labels = dict(args.get("labels") or {"app": name})
         self.objects = {}

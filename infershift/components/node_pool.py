@@ -33,6 +33,8 @@ class GpuNodePoolArgs(TypedDict):
     vswitch_ids: NotRequired[list[str]]
     system_disk_size: NotRequired[int]
     system_disk_category: NotRequired[str]
+    scaling_type: NotRequired[str]
+    """ACK scaling group instance classification (`gpu` default) when min_nodes < max_nodes."""
     # GKE
     location: NotRequired[str]
     project: NotRequired[str]
@@ -40,6 +42,8 @@ class GpuNodePoolArgs(TypedDict):
     disk_size_gb: NotRequired[int]
     gpu_driver_version: NotRequired[str]
     spot: NotRequired[bool]
+    zones: NotRequired[list[str]]
+    """GKE `node_locations`; counts are totals across them."""
 
 
 def node_labels(name: str, args: GpuNodePoolArgs) -> dict[str, str]:
@@ -47,7 +51,8 @@ def node_labels(name: str, args: GpuNodePoolArgs) -> dict[str, str]:
 
 
 class GpuNodePool(pulumi.ComponentResource):
-    """`pool_name` is the node pool's name in the cloud; `node_selector` selects its nodes."""
+    """`pool_name` is the pool's logical name (its nodes' `infershift.io/node-pool` label; the
+    cloud name may carry a suffix, e.g. GKE's auto-named pools); `node_selector` selects its nodes."""
 
     pool_name: str
     node_selector: dict[str, str]

@@ -25,8 +25,27 @@ _FIELDS = {"metadata": "metadata", "spec": "spec", "data": "data", "rules": "rul
            "roleRef": "role_ref", "subjects": "subjects"}
 
 
-def declare(name: str, manifest: dict[str, Any], opts: pulumi.ResourceOptions) -> pulumi.CustomResource:
+class _ObjectWithStatus(pulumi.CustomResource):
+    """A custom-kind object whose live `status` is an output too (`CustomResource` declares only
+    apiVersion, kind, metadata and spec as outputs): the provider returns the live object, so
+    declaring `status` as an output property exposes it (e.g. a Gateway's addresses)."""
+
+    status: pulumi.Output[Any]
+
+    def __init__(self, name: str, manifest: dict[str, Any], opts: pulumi.ResourceOptions):
+        from pulumi_kubernetes import _utilities
+
+        props = {k: v for k, v in manifest.items() if k != "status"}
+        props["status"] = None
+        opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(version=_utilities.get_version()))
+        super().__init__(f"kubernetes:{manifest['apiVersion']}:{manifest['kind']}", name, props, opts)
+
+
+def declare(name: str, manifest: dict[str, Any], opts: pulumi.ResourceOptions,
+            with_status: bool = False) -> pulumi.CustomResource:
     api_version, kind = manifest["apiVersion"], manifest["kind"]
+    if with_status:
+        return _ObjectWithStatus(name, manifest, opts)
     cls = _TYPED.get((api_version, kind))
     if cls is not None:
         kwargs = {_FIELDS[k]: v for k, v in manifest.items() if k not in ("apiVersion", "kind")}
@@ -37,6 +56,26 @@ def declare(name: str, manifest: dict[str, Any], opts: pulumi.ResourceOptions) -
     )
 
 
+def keep_options(component: pulumi.Resource, opts: pulumi.ResourceOptions | None) -> None:
+    """Remember the component's `retain_on_delete` for its children: the engine passes `protect`
+    down to children, but the Python SDK does not pass `retain_on_delete` (pulumi/resource.py
+    inherits only protect from the parent)."""
+    component._infershift_retain = opts.retain_on_delete if opts else None  # type: ignore[attr-defined]
+
+
+_PATCHES = {("apps/v1", "Deployment"): k8s.apps.v1.DeploymentPatch}
+
+
+def declare_patch(name: str, manifest: dict[str, Any], opts: pulumi.ResourceOptions) -> pulumi.CustomResource:
+    """A server-side-apply patch of an object someone else owns (pulumi-kubernetes' `...Patch`
+    resources): only the fields in `manifest` become this stack's, and they are removed again when
+    the patch is deleted."""
+    cls = _PATCHES[(manifest["apiVersion"], manifest["kind"])]
+    kwargs = {_FIELDS[k]: v for k, v in manifest.items() if k not in ("apiVersion", "kind")}
+    return cls(name, opts=opts, **kwargs)
+
+
 def child_opts(parent: pulumi.Resource, depends_on: list[pulumi.Resource] | None = None) -> pulumi.ResourceOptions:
     # Children inherit the cluster's Kubernetes provider from the component's `providers`.
-    return pulumi.ResourceOptions(parent=parent, depends_on=depends_on or None)
+    return pulumi.ResourceOptions(parent=parent, depends_on=depends_on or None,
+                                  retain_on_delete=getattr(parent, "_infershift_retain", None))

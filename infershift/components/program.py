@@ -9,6 +9,7 @@ import json
 import pulumi
 
 from infershift import spec as stackspec
+from infershift.spec.base import duration_seconds
 from infershift.spec.config_path import weight_paths
 from infershift.spec.model import StackSpec
 
@@ -17,6 +18,7 @@ from .gateway import Gateway, GatewayArgs
 from .inference_pool import InferencePool, InferencePoolArgs
 from .inference_service import InferenceService, InferenceServiceArgs
 from .node_pool import NODE_POOL_LABEL, GpuNodePool, GpuNodePoolArgs
+from .objects import declare_patch
 from .routes import CanaryRoute, CanaryRouteArgs, MirrorRoute, MirrorRouteArgs
 
 NAMESPACE = "infershift"
@@ -66,6 +68,12 @@ def service_args(spec: StackSpec, name: str) -> InferenceServiceArgs:
         "chat_template": s.chat_template, "shm_size": s.shm_size, "env": dict(s.env),
         "extra_args": list(s.extra_args), "simulated": s.simulated, "sim_image": s.sim_image,
         "sim_profile": s.sim_profile,
+        "probe_period_seconds": int(duration_seconds(s.probes.period)),
+        "startup_timeout_seconds": int(duration_seconds(s.probes.startup_timeout)),
+        "readiness_timeout_seconds": int(duration_seconds(s.probes.readiness_timeout)),
+        "liveness_timeout_seconds": int(duration_seconds(s.probes.liveness_timeout)),
+        "await_timeout_seconds": int(duration_seconds(s.await_.timeout)),
+        "skip_await": s.await_.skip,
     }
     if s.lora:
         args["lora_modules"] = dict(s.lora.modules)
@@ -112,6 +120,7 @@ def pool_args(spec: StackSpec, name: str) -> InferencePoolArgs:
         "picker_config": stackspec.picker_config(spec, name),
         "gateway_peers": gateway_peers(spec),
         "gke_policies": spec.platform_plugin.pool_policies,
+        "picker_service": pool.picker.service if pool.picker.mode == "managed" else None,
     }
 
 
@@ -123,7 +132,13 @@ def gateway_args(spec: StackSpec) -> GatewayArgs:
                       for li in g.listeners],
         "create_class": spec.creates_class(), "envoy_gateway": spec.uses_envoy_gateway(),
         "buffer_limit": g.buffer_limit, "request_timeout": g.request_timeout, "service_type": g.service_type,
+        "await_timeout_seconds": _status_await(spec),
     }
+
+
+def _status_await(spec: StackSpec) -> int | None:
+    """Seconds `pulumi up` waits for the Gateway's and routes' status conditions (None: not at all)."""
+    return int(duration_seconds(spec.gateway.await_timeout)) if spec.gateway.await_status else None
 
 
 def route_args(spec: StackSpec, name: str) -> CanaryRouteArgs:
@@ -133,6 +148,7 @@ def route_args(spec: StackSpec, name: str) -> CanaryRouteArgs:
         "hostnames": list(r.hostnames), "paths": list(r.paths), "backends": dict(r.backends),
         "pool_versions": {p: spec.pools[p].api_version for p in r.backends},
         "pins": [{"header": p.header, "value": p.value, "backend": p.backend} for p in r.pins],
+        "await_timeout_seconds": _status_await(spec),
     }
 
 
@@ -147,16 +163,26 @@ def mirror_args(spec: StackSpec, name: str) -> MirrorRouteArgs:
         "hostnames": list(m.hostnames), "paths": list(m.paths), "backend": m.backend,
         "mirror_to": {"name": target.name, "kind": target.kind, "port": port}, "percent": m.percent,
         "pool_api_version": spec.pools[m.backend].api_version,
+        "await_timeout_seconds": _status_await(spec),
     }
     if target.kind == "InferencePool":
         args["mirror_pool_api_version"] = spec.pools[target.name].api_version
     return args
 
 
+def _keep(protect: bool, retain: bool, depends_on: list | None = None) -> pulumi.ResourceOptions:
+    return pulumi.ResourceOptions(protect=protect or None, retain_on_delete=retain or None, depends_on=depends_on)
+
+
 def build(spec: StackSpec) -> dict:
     """Declare every resource of the stack; return what the stack exports."""
     cluster = Cluster("cluster", _cluster_args(spec))
     k8s_opts = pulumi.ResourceOptions(providers=[cluster.k8s_provider])
+    for patch in spec.platform_plugin.cluster_objects(spec):
+        # The platform's own objects, patched: children of the cluster they belong to.
+        meta = patch["metadata"]
+        declare_patch(f"cluster-{meta['namespace']}-{meta['name']}-patch", patch,
+                      pulumi.ResourceOptions(parent=cluster, provider=cluster.k8s_provider))
     node_pools = {}
     if spec.platform.create_node_pools:
         assert cluster.cloud_provider is not None  # the spec allows createNodePools only where there is one
@@ -166,14 +192,18 @@ def build(spec: StackSpec) -> dict:
     for n, s in spec.services.items():
         deps = [node_pools[s.node_pool]] if s.node_pool in node_pools else None
         services[n] = InferenceService(n, service_args(spec, n), pulumi.ResourceOptions.merge(
-            k8s_opts, pulumi.ResourceOptions(depends_on=deps)))
-    pools = {n: InferencePool(n, pool_args(spec, n), k8s_opts) for n in spec.pools}
+            k8s_opts, _keep(s.protect, s.retain_on_delete, deps)))
+    pools = {n: InferencePool(n, pool_args(spec, n), pulumi.ResourceOptions.merge(
+        k8s_opts, _keep(p.protect, p.retain_on_delete))) for n, p in spec.pools.items()}
     gateway = Gateway(spec.gateway.name, gateway_args(spec), k8s_opts)
     routes = {n: CanaryRoute(n, route_args(spec, n), k8s_opts) for n in spec.routes}
     mirrors = {n: MirrorRoute(n, mirror_args(spec, n), k8s_opts) for n in spec.mirrors}
     return {
         "gateway": gateway.gateway_name,
+        "gatewayAddress": gateway.address,
         "gatewayClass": spec.class_name(),
+        "routeWeights": {n: dict(r.backends) for n, r in spec.routes.items()},
+        "pickerModes": {n: p.picker.mode for n, p in spec.pools.items()},
         "pools": sorted(pools),
         "services": sorted(services),
         "routes": sorted([*routes, *mirrors]),

@@ -39,10 +39,19 @@ class RenderedResource:
     """The provider reference (`urn::id`) the resource was registered with."""
     parent: str = ""
     """The parent's URN (empty: the stack)."""
+    protect: bool = False
+    retain_on_delete: bool = False
+    ignore_changes: tuple[str, ...] = ()
 
     @property
     def is_kubernetes(self) -> bool:
-        return self.custom and self.type.startswith("kubernetes:")
+        """A whole Kubernetes object this stack owns (not a patch of someone else's)."""
+        return self.custom and self.type.startswith("kubernetes:") and not self.is_patch
+
+    @property
+    def is_patch(self) -> bool:
+        """A server-side-apply patch (`kubernetes:apps/v1:DeploymentPatch`, ...)."""
+        return self.custom and self.type.startswith("kubernetes:") and self.type.endswith("Patch")
 
     @property
     def manifest(self) -> dict:
@@ -64,9 +73,14 @@ class Render:
         return [r.manifest for r in self.resources if r.is_kubernetes]
 
     @property
+    def patches(self) -> list[dict]:
+        """Patches of objects the stack does not own (e.g. ACK's add-on controller)."""
+        return [r.manifest for r in self.resources if r.is_patch]
+
+    @property
     def cloud(self) -> list[RenderedResource]:
         """Providers and cloud resources (node pools)."""
-        return [r for r in self.resources if r.custom and not r.is_kubernetes]
+        return [r for r in self.resources if r.custom and not r.is_kubernetes and not r.is_patch]
 
     def find(self, kind: str, name: str | None = None) -> list[dict]:
         return [o for o in self.objects if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]
@@ -116,6 +130,8 @@ def _mocks():
         def RegisterResource(self, request):
             # Registrations run on worker threads; new_resource runs on the same one.
             self.mocks.local.parent = request.parent
+            self.mocks.local.options = (bool(request.protect), bool(request.retainOnDelete),
+                                        tuple(request.ignoreChanges))
             return super().RegisterResource(request)
 
     class Mocks(pulumi.runtime.Mocks):
@@ -125,8 +141,10 @@ def _mocks():
             self.monitor = Monitor(self)
 
         def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+            protect, retain, ignore = getattr(self.local, "options", (False, False, ()))
             self.registered.append(RenderedResource(args.typ, args.name, _plain(args.inputs), bool(args.custom),
-                                                     args.provider or "", getattr(self.local, "parent", "")))
+                                                     args.provider or "", getattr(self.local, "parent", ""),
+                                                     protect, retain, ignore))
             return [f"{args.name}-id", args.inputs]
 
         def call(self, args: pulumi.runtime.MockCallArgs):
@@ -230,6 +248,13 @@ def write(render: Render, out: Path) -> list[Path]:
             raise ValueError(f"two objects would be written to {path}")
         path.write_text(object_yaml(obj))
         written.append(path)
+    if render.patches:
+        (out / "k8s-patches").mkdir(parents=True, exist_ok=True)
+    for obj in render.patches:
+        meta = obj["metadata"]
+        path = out / "k8s-patches" / f"{obj['kind'].lower()}-{_slug(meta.get('namespace', ''))}-{_slug(meta['name'])}.yaml"
+        path.write_text(object_yaml(obj))
+        written.append(path)
     for res in render.cloud:
         token = res.type.split(":")
         kind = "provider-" + token[-1] if token[:2] == ["pulumi", "providers"] else f"{token[0]}-{token[-1]}"
@@ -257,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         print(str(err), file=sys.stderr)
         return 2
     files = write(result, ns.out)
-    k8s = sum(1 for f in files if f.parent.name == "k8s")
+    k8s = sum(1 for f in files if f.parent.name in ("k8s", "k8s-patches"))
     print(f"{ns.stack}: {k8s} Kubernetes objects, {len(files) - k8s} cloud resources -> {ns.out}")
     return 0
 

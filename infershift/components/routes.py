@@ -2,9 +2,12 @@
 (a primary InferencePool plus a RequestMirror copy), both Gateway API HTTPRoutes."""
 from __future__ import annotations
 
+import json
 from typing import Literal, NotRequired, TypedDict
 
 import pulumi
+
+from infershift import contract
 
 from .api import GATEWAY_API, GATEWAY_GROUP, POOL_GROUPS
 from .objects import child_opts, declare
@@ -25,6 +28,9 @@ class RouteMatchArgs(TypedDict):
     hostnames: NotRequired[list[str]]
     paths: NotRequired[list[str]]
     """PathPrefix matches, e.g. `/v1/completions`, `/v1/chat/completions`. Default `/`."""
+    await_timeout_seconds: NotRequired[int | None]
+    """`pulumi up` waits this long for the route to be Accepted with ResolvedRefs by its Gateway
+    (a rejected route fails the update); None: no wait."""
 
 
 class CanaryRouteArgs(RouteMatchArgs):
@@ -76,8 +82,20 @@ def _route(name: str, a: RouteMatchArgs, rules: list[dict]) -> dict:
     if a.get("hostnames"):
         spec["hostnames"] = list(a["hostnames"])
     spec["rules"] = rules
-    return {"apiVersion": GATEWAY_API, "kind": "HTTPRoute",
-            "metadata": {"name": name, "namespace": a.get("namespace", "default")}, "spec": spec}
+    meta: dict = {"name": name, "namespace": a.get("namespace", "default")}
+    if a.get("await_timeout_seconds"):
+        meta["annotations"] = route_await_annotations(int(a["await_timeout_seconds"] or 0))
+    return {"apiVersion": GATEWAY_API, "kind": "HTTPRoute", "metadata": meta, "spec": spec}
+
+
+def route_await_annotations(timeout_seconds: int) -> dict[str, str]:
+    """An HTTPRoute's status is per parent (`status.parents[].conditions`), which
+    `condition=` (top-level `status.conditions`) does not read: JSONPath on the first parent,
+    the route's only parentRef. pulumi-kubernetes' JSONPath matches the first value selected
+    (provider/pkg/jsonpath/jsonpath.go)."""
+    expressions = [f'jsonpath={{.status.parents[0].conditions[?(@.type=="{t}")].status}}=True'
+                   for t in ("Accepted", "ResolvedRefs")]
+    return {contract.PULUMI_WAIT_FOR: json.dumps(expressions), contract.PULUMI_TIMEOUT_SECONDS: str(timeout_seconds)}
 
 
 def canary_manifest(name: str, a: CanaryRouteArgs) -> dict:

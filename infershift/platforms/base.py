@@ -22,6 +22,15 @@ if TYPE_CHECKING:
     from infershift.spec.model import NodePoolBase, StackSpec
 
 
+# Options every platform's Kubernetes provider gets (pulumi-kubernetes provider.py documents both):
+# - cluster_identifier: the provider is replaced only when this changes, so a rotated CA or a
+#   refreshed credential in the kubeconfig is an update, not a replacement of every object;
+# - enable_config_map_mutable: ConfigMaps are updated in place rather than replaced (the picker
+#   reloads its mounted config; a chat-template change rolls the pods through a hash annotation).
+def k8s_provider_options(cluster_identifier: str) -> dict:
+    return {"cluster_identifier": cluster_identifier, "enable_config_map_mutable": True}
+
+
 def cloud_sdk(module: str, platform: str) -> ModuleType:
     """The platform's cloud SDK, or an error that says which extra installs it."""
     try:
@@ -84,14 +93,28 @@ class Platform:
     """The gateway can mirror to an InferencePool (not only to a Service)."""
     local_endpoints: ClassVar[bool] = False
     """Services may name external `endpoints` (the local stack's real servers)."""
+    managed_picker: ClassVar[bool] = False
+    """The platform can run a pool's picker itself (`picker.mode: managed`)."""
 
     # --- the spec -------------------------------------------------------------------------
 
-    def node_pool_problems(self, path: str, pool: NodePoolBase, block: Any) -> list[Problem]:
-        """Checks of one node pool against this platform (block: its `<kind>:` block)."""
+    def node_pool_problems(self, path: str, pool: NodePoolBase, block: Any, spec: StackSpec) -> list[Problem]:
+        """Checks of one node pool against this platform (block: its `<kind>:` block); sizes
+        matter only when the stack creates its node pools (`spec.platform.create_node_pools`)."""
         return []
 
     def warnings(self, spec: StackSpec) -> list[Problem]:
+        return []
+
+    def stack_problems(self, spec: StackSpec) -> list[Problem]:
+        """Rules of this platform that involve the whole stack (picker modes and the like)."""
+        return []
+
+    # --- the Kubernetes objects -----------------------------------------------------------
+
+    def cluster_objects(self, spec: StackSpec) -> list[dict]:
+        """Patches of objects the platform owns (declared as pulumi-kubernetes `...Patch` resources,
+        server-side apply): e.g. ACK's add-on controller switched to self-hosted pickers."""
         return []
 
     # --- the Pulumi program ---------------------------------------------------------------

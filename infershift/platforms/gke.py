@@ -3,18 +3,25 @@ node pools, and GKE's managed Inference Gateway (its GatewayClasses, HealthCheck
 GCPBackendPolicy per pool)."""
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, model_validator
 
 from infershift.spec.base import Problem, Spec
 
-from .base import Platform, PlatformSpec, cloud_sdk
+from .base import Platform, PlatformSpec, cloud_sdk, k8s_provider_options
 
 if TYPE_CHECKING:
     import pulumi
 
     from infershift.spec.model import NodePoolBase, StackSpec
+
+_REGION = re.compile(r"^[a-z]+-[a-z]+[0-9]+$")  # us-central1; a zone adds "-a"
+
+
+def is_region(location: str) -> bool:
+    return bool(_REGION.match(location))
 
 # GKE accelerator machine types with a fixed GPU count (A3/A2/G2 families).
 MACHINE_GPUS: dict[str, int] = {
@@ -65,6 +72,10 @@ class GkeNodePool(Spec):
     disk_size_gb: int = Field(200, ge=10)
     gpu_driver_version: Literal["DEFAULT", "LATEST", "INSTALLATION_DISABLED"] = "LATEST"
     spot: bool = False
+    zones: list[str] = []
+    """The zones the pool's nodes run in (`node_locations`). Required when the cluster's location
+    is a region: GKE would otherwise put the pool in each of the region's zones and multiply
+    every count by their number. minNodes/maxNodes count the whole pool across the zones."""
 
 
 def kubeconfig(name: str, endpoint: str, ca: str) -> str:
@@ -110,14 +121,31 @@ class Gke(Platform):
     pool_policies = True
     mirror_to_pool = False
 
-    def node_pool_problems(self, path: str, pool: NodePoolBase, block: Any) -> list[Problem]:
+    def node_pool_problems(self, path: str, pool: NodePoolBase, block: Any, spec: StackSpec) -> list[Problem]:
         if block is None:
             return [Problem(path, "a GKE node pool needs `gke: {machineType}`")]
+        out = []
         known = MACHINE_GPUS.get(block.machine_type)
         if known is not None and known != pool.gpus_per_node:
-            return [Problem(f"{path}.gke.machineType",
-                            f"{block.machine_type} has {known} GPU(s) per node but gpusPerNode is {pool.gpus_per_node}")]
-        return []
+            out.append(Problem(f"{path}.gke.machineType",
+                               f"{block.machine_type} has {known} GPU(s) per node but gpusPerNode is {pool.gpus_per_node}"))
+        location = spec.platform.gke.location  # type: ignore[attr-defined]
+        for i, zone in enumerate(block.zones):
+            if not zone.startswith(location if is_region(location) else location[:-2]):
+                out.append(Problem(f"{path}.gke.zones[{i}]", f"{zone!r} is not a zone of the cluster's location {location!r}"))
+        if not spec.platform.create_node_pools:
+            return out
+        if is_region(location) and not block.zones:
+            out.append(Problem(f"{path}.gke.zones", (
+                f"the cluster's location {location!r} is a region: name the zones of this pool (e.g. "
+                f"[{location}-a]); without them GKE creates the pool in every zone of the region and each count "
+                "applies per zone")))
+        zones = len(block.zones) or 1
+        if pool.min_nodes == pool.max_nodes and pool.min_nodes % zones:
+            out.append(Problem(f"{path}.minNodes", (
+                f"a fixed-size pool of {pool.min_nodes} node(s) cannot be spread evenly over {zones} zones "
+                f"(GKE sizes fixed pools per zone): use a multiple of {zones}")))
+        return out
 
     def warnings(self, spec: StackSpec) -> list[Problem]:
         if spec.gateway.proxy_subnets:
@@ -144,12 +172,13 @@ class Gke(Platform):
         context = f"gke_{args['gke_project']}_{args['gke_location']}_{args['gke_cluster']}"
         config = pulumi.Output.all(info.endpoint, info.master_auths).apply(
             lambda v: kubeconfig(context, v[0], _ca_certificate(v[1][0])))
-        return k8s.Provider(f"{name}-provider", kubeconfig=config, opts=child), cloud
+        return k8s.Provider(f"{name}-provider", kubeconfig=config, opts=child,
+                            **k8s_provider_options(context)), cloud
 
     def node_pool_args(self, platform: Any, block: Any) -> dict:
         return {"cluster": platform.gke.cluster, "location": platform.gke.location, "project": platform.gke.project,
                 "machine_type": block.machine_type, "disk_size_gb": block.disk_size_gb,
-                "gpu_driver_version": block.gpu_driver_version, "spot": block.spot}
+                "gpu_driver_version": block.gpu_driver_version, "spot": block.spot, "zones": list(block.zones)}
 
     def node_pool(self, parent: pulumi.Resource, name: str, args: dict, labels: dict[str, str],
                   taint: dict | None):
@@ -157,15 +186,29 @@ class Gke(Platform):
 
         gcp = cloud_sdk("pulumi_gcp", self.kind)
 
+        # Counts given per zone by GKE's API are totals here: autoscaling limits are total_*, and a
+        # fixed size is split over the zones. initial_node_count forces a new pool when it
+        # changes (google provider: ForceNew), so it is set once and then ignored; the pool's
+        # name is left to Pulumi's auto-naming (`<name>-<suffix>`), so a change that does need a
+        # new pool (machine type, accelerators) creates it before deleting the old one.
+        zones = list(args.get("zones") or [])
+        per_zone = max(1, len(zones))
+        autoscale = args["min_nodes"] < args["max_nodes"]
         desired = args.get("desired_nodes")
+        start = desired if desired is not None else args["min_nodes"]
+        sizing: dict = {"initial_node_count": -(-start // per_zone)}
+        if autoscale:
+            sizing["autoscaling"] = {"total_min_node_count": args["min_nodes"],
+                                     "total_max_node_count": args["max_nodes"], "location_policy": "ANY"}
+        else:
+            sizing = {"node_count": args["min_nodes"] // per_zone}
         return gcp.container.NodePool(
             f"{name}-nodepool",
-            name=name,
             cluster=args["cluster"],
             location=args.get("location"),
             project=args.get("project"),
-            initial_node_count=desired if desired is not None else args["min_nodes"],
-            autoscaling={"min_node_count": args["min_nodes"], "max_node_count": args["max_nodes"]},
+            node_locations=zones or None,
+            **sizing,
             management={"auto_repair": True, "auto_upgrade": True},
             node_config={
                 "machine_type": args["machine_type"],
@@ -182,7 +225,7 @@ class Gke(Platform):
                 }],
                 "oauth_scopes": ["https://www.googleapis.com/auth/cloud-platform"],
             },
-            opts=pulumi.ResourceOptions(parent=parent),
+            opts=pulumi.ResourceOptions(parent=parent, ignore_changes=["initialNodeCount"]),
         )
 
     def mock_call(self, token: str, args: dict) -> dict | None:

@@ -2,13 +2,14 @@
 objects): Kubernetes objects only, no node pools, Envoy Gateway as the gateway."""
 from __future__ import annotations
 
+import hashlib
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import model_validator
 
 from infershift.spec.base import Spec
 
-from .base import Platform, PlatformSpec
+from .base import Platform, PlatformSpec, k8s_provider_options
 
 if TYPE_CHECKING:
     import pulumi
@@ -53,8 +54,12 @@ class Kubeconfig(Platform):
         import pulumi
         import pulumi_kubernetes as k8s
 
+        source = args.get("kubeconfig") or "~"
+        if "\n" in source:  # kubeconfig contents, not a path: never put credentials in an identifier
+            source = "inline-" + hashlib.sha256(source.encode()).hexdigest()[:12]
+        identifier = f"kubeconfig/{source}/{args.get('context') or 'current-context'}"
         provider = k8s.Provider(f"{name}-provider", kubeconfig=args.get("kubeconfig"), context=args.get("context"),
-                                opts=pulumi.ResourceOptions(parent=parent))
+                                opts=pulumi.ResourceOptions(parent=parent), **k8s_provider_options(identifier))
         return provider, None
 
 

@@ -19,6 +19,7 @@ def problems(spec: StackSpec) -> list[Problem]:
     out += _services(spec)
     out += _pools(spec)
     out += _pickers(spec)
+    out += spec.platform_plugin.stack_problems(spec)
     out += _routes(spec)
     out += _mirrors(spec)
     return out
@@ -54,7 +55,7 @@ def _node_pools(spec: StackSpec) -> list[Problem]:
             if other != kind and np.block(other) is not None:
                 out.append(Problem(f"{path}.{other}", f"platform kind is {kind!r}, not {other!r}"))
         if plugin.node_pool_block is not None:
-            out += plugin.node_pool_problems(path, np, np.block(kind))
+            out += plugin.node_pool_problems(path, np, np.block(kind), spec)
     return out
 
 
@@ -146,6 +147,10 @@ def _pickers(spec: StackSpec) -> list[Problem]:
     out = []
     for name, pool in spec.pools.items():
         path = f"pools.{name}.picker"
+        if pool.picker.mode == "managed" and not spec.platform_plugin.managed_picker:
+            out.append(Problem(f"{path}.mode", (
+                f"platform {spec.platform.kind!r} runs no picker for a pool; managed pickers are "
+                f"{', '.join(k for k, p in REGISTRY.items() if p.managed_picker) or 'nowhere'}'s (use self-hosted)")))
         try:
             if pool.picker.scheduling is not None:
                 check_scheduling(pool.picker.scheduling)

@@ -11,12 +11,13 @@ import operator
 from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, create_model, field_validator, model_validator
+from pydantic.alias_generators import to_camel
 
 from infershift import contract
 from infershift.platforms import REGISTRY, PlatformSpec
 from infershift.platforms import Platform as PlatformPlugin
 
-from .base import Duration, Quantity, Spec, check_name
+from .base import Duration, Quantity, Spec, check_name, duration_seconds
 
 PoolApiVersion = Literal["v1", "v1alpha2"]
 Criticality = Literal["Critical", "Standard", "Sheddable"]
@@ -112,6 +113,40 @@ class Resources(Spec):
     memory: Quantity | None = None
 
 
+class Probes(Spec):
+    """vLLM's health checks, in seconds of failure rather than probe counts. `/health` answers only
+    once the weights are loaded, so loading is the startup probe's job; readiness and liveness
+    start after it and react within seconds."""
+
+    startup_timeout: Duration = "40m"
+    """How long loading may take (image pulled, weights read, CUDA graphs captured) before the
+    container is restarted."""
+    period: Duration = "5s"
+    readiness_timeout: Duration = "15s"
+    """Taken out of the Service (and the pool's endpoints) after failing this long."""
+    liveness_timeout: Duration = "60s"
+    """Restarted after failing this long (after startup)."""
+
+    @model_validator(mode="after")
+    def _multiples(self) -> Probes:
+        period = duration_seconds(self.period)
+        if period < 1:
+            raise ValueError(f"period {self.period!r} is under a second (Kubernetes probes run at most once a second)")
+        for name in ("startup_timeout", "readiness_timeout", "liveness_timeout"):
+            if duration_seconds(getattr(self, name)) < period:
+                raise ValueError(f"{to_camel(name)} ({getattr(self, name)}) is shorter than period ({self.period})")
+        return self
+
+
+class Await(Spec):
+    """How long `pulumi up` waits for the Deployment to become ready (pulumi-kubernetes waits 10
+    minutes by default; a GPU node scale-up, a multi-GB image and a model load take longer)."""
+
+    timeout: Duration = "45m"
+    skip: bool = False
+    """Do not wait at all (`pulumi.com/skipAwait`): `pulumi up` returns once the object is accepted."""
+
+
 class InferenceService(Spec):
     model: str = Field(min_length=1)
     """What vLLM loads (`--model` / `vllm serve MODEL`): a path or a hub id."""
@@ -148,6 +183,13 @@ class InferenceService(Spec):
     """Simulator image when simulated on a cluster."""
     endpoints: list[str] | None = None
     """Local stack only: URLs of real OpenAI-compatible servers to use instead of simulators."""
+    probes: Probes = Probes()
+    await_: Await = Field(Await(), alias="await")
+    """`pulumi up`'s wait for the replicas (see Await)."""
+    protect: bool = False
+    """Refuse to delete the service's objects (e.g. the old model kept for rollback)."""
+    retain_on_delete: bool = False
+    """Removing the service from the stack leaves its objects in the cluster."""
 
     @field_validator("sim_profile")
     @classmethod
@@ -225,6 +267,12 @@ class ModelRouting(Spec):
 
 
 class Picker(Spec):
+    mode: Literal["self-hosted", "managed"] = "self-hosted"
+    """`self-hosted`: infershift's picker, declared by this stack. `managed`: a picker the platform
+    runs for the pool (ACK's add-on deploys one per pool); the pool references `service` and
+    no picker objects are created."""
+    service: str | None = None
+    """managed: the platform's picker Service the pool references (the seeds' `mymodel-v1-ext-proc`)."""
     image: str = "ghcr.io/infershift/picker:0.1.0"
     replicas: int = Field(1, ge=1)
     resources: Resources = Resources(cpu="500m", memory="512Mi")
@@ -240,6 +288,16 @@ class Picker(Spec):
     with the picker's own parser and plugin registry (`checks._pickers`), so what passes here is
     what the picker accepts."""
 
+    @model_validator(mode="after")
+    def _mode(self) -> Picker:
+        if self.mode == "managed" and not self.service:
+            raise ValueError("mode 'managed' needs `service`: the platform picker's Service the pool references")
+        if self.mode == "self-hosted" and self.service:
+            raise ValueError("`service` is for mode 'managed'; a self-hosted picker's Service is <pool>-epp")
+        if self.service:
+            check_name(self.service, "picker service")
+        return self
+
 
 class Pool(Spec):
     api_version: PoolApiVersion = "v1"
@@ -249,6 +307,11 @@ class Pool(Spec):
     failure_mode: FailureMode = "FailClose"
     picker: Picker = Picker()
     models: dict[str, ModelRouting] = {}
+    protect: bool = False
+    """Refuse to delete the pool and its picker (`pulumi up` fails until unset): for a pool kept
+    for rollback while its route weight is 0."""
+    retain_on_delete: bool = False
+    """Removing the pool from the stack leaves its objects in the cluster."""
 
     @field_validator("target_ports")
     @classmethod
@@ -298,6 +361,12 @@ class Gateway(Spec):
     proxy_subnets: list[str] = []
     """GKE: CIDRs the managed proxies call the endpoint pickers from (the region's proxy-only
     subnet); the pickers' NetworkPolicy admits only these to port 9002."""
+    await_status: bool = True
+    """`pulumi up` waits for the Gateway to be Programmed and for every HTTPRoute to be Accepted
+    with ResolvedRefs (a route the gateway rejects fails the update); off for a controller that
+    writes no status."""
+    await_timeout: Duration = "15m"
+    """How long to wait for those conditions (a cloud load balancer can take minutes)."""
 
     @field_validator("proxy_subnets")
     @classmethod

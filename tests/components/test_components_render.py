@@ -63,7 +63,8 @@ def test_node_pools_use_the_cloud_provider(renders):
 def test_kubeconfig_platform_creates_no_cloud_resources(renders):
     cloud = renders("local").cloud
     assert [res.type for res in cloud] == ["pulumi:providers:kubernetes"]
-    assert cloud[0].inputs == {"context": "kind-infershift"}
+    assert cloud[0].inputs == {"context": "kind-infershift", "clusterIdentifier": "kubeconfig/~/kind-infershift",
+                               "enableConfigMapMutable": "true"}
 
 
 def test_write_one_object_per_file(renders, tmp_path):

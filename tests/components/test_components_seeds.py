@@ -57,7 +57,8 @@ def test_ack_canary_seed_000_003(renders):
     nodepool = next(c for c in r.cloud if c.type == "alicloud:cs/nodePool:NodePool").inputs
     assert nodepool["instanceTypes"] == ["ecs.gn7i-c8g1.2xlarge"]
     assert nodepool["taints"] == [{"effect": "NoSchedule", "key": "nvidia.com/gpu", "value": "present"}]
-    assert nodepool["scalingConfig"] == {"enable": True, "maxSize": 4, "minSize": 0}
+    # a fixed size of 2 (ACK's node autoscaling is not assumed): desiredSize, no scaling group
+    assert nodepool["desiredSize"] == "2" and "scalingConfig" not in nodepool
 
 
 def test_ack_mirror_seed_002(renders):
@@ -71,7 +72,10 @@ def test_ack_mirror_seed_002(renders):
     assert only["filters"] == [{"type": "RequestMirror", "requestMirror": {
         "backendRef": {"group": "", "kind": "Service", "name": "vllm-llama2-7b-pool-1", "port": 8000}, "percent": 100}}]
     shadow = r.one("Service", "vllm-llama2-7b-pool-1")["spec"]
-    assert shadow["selector"] == {"app": "vllm-llama2-7b-pool-1"} and shadow["ports"][0]["port"] == 8000
+    # the Service selects the shadow Deployment's pods by their stable per-service label
+    assert shadow["selector"] == {"infershift.io/service": "vllm-llama2-7b-pool-1"} and shadow["ports"][0]["port"] == 8000
+    shadow_pods = r.one("Deployment", "vllm-llama2-7b-pool-1")["spec"]["template"]["metadata"]["labels"]
+    assert shadow_pods["app"] == "vllm-llama2-7b-pool-1" and shadow["selector"].items() <= shadow_pods.items()
     (model,) = [m["spec"] for m in r.find("InferenceModel")]
     assert model["modelName"] == "/model/llama2" and model["targetModels"] == [{"name": "/model/llama2", "weight": 100}]
     gw = r.one("Gateway", "example-gateway")["spec"]
@@ -104,7 +108,8 @@ def test_ack_multi_lora_seed_004_lora(renders):
     assert c["image"] == "registry-cn-hangzhou-vpc.ack.aliyuncs.com/dev/llama2-with-lora:v0.2"
     assert _flag(c["args"], "--max-loras") == "10" and len(_lora_modules(c["args"])) == 10
     assert "tweet-summary-4=/adapters/vineetsharma/qlora-adapter-Llama-2-7b-hf-TweetSumm_4" in c["args"]
-    assert dep["spec"]["template"]["metadata"]["labels"] == {"app": "vllm-llama2-7b-pool"}
+    assert dep["spec"]["template"]["metadata"]["labels"] == {"app": "vllm-llama2-7b-pool",
+                                                             "infershift.io/service": "vllm-llama2-7b-pool"}
     template = r.one("ConfigMap", "vllm-llama2-7b-pool-chat-template")["data"]["chat-template.jinja"]
     assert template.rstrip().endswith("{% endfor %}")
     assert r.one("Gateway", "inference-gateway")["spec"]["listeners"][0]["port"] == 8081
@@ -155,7 +160,9 @@ def test_gke_node_rollout_seed_001(renders):
     assert h100["guestAccelerators"] == [{"count": 1, "gpuDriverInstallationConfig": {"gpuDriverVersion": "LATEST"},
                                           "type": "nvidia-h100-80gb"}]
     assert h100["taints"] == [{"effect": "NO_SCHEDULE", "key": "nvidia.com/gpu", "value": "present"}]
-    assert pools["gpu-l4-nodepool"]["autoscaling"] == {"maxNodeCount": 4, "minNodeCount": 1}
+    assert pools["gpu-l4-nodepool"]["autoscaling"] == {"totalMaxNodeCount": 4, "totalMinNodeCount": 1,
+                                                       "locationPolicy": "ANY"}
+    assert pools["gpu-l4-nodepool"]["nodeLocations"] == ["us-central1-a"]
 
 
 def test_gke_base_model_rollout_seed_001(renders):
