@@ -1,9 +1,10 @@
 """A do-nothing ext_proc servicer that only sets the destination header: the benchmark's floor for
 what a transport alone costs per request, on grpc.aio (default) or on the picker's own HTTP/2 server
 (`--transport h2`). It follows whichever Envoy setup calls it: the one-round-trip mode (headers
-answered with the body) or the classic one.
+answered with the body) or the classic one. Like the picker it serves TLS (a self-signed
+certificate, picker/tls.py) unless `--plaintext`.
 
-python -m bench.pickerbench.noop_extproc GRPC_PORT DEST_IP:PORT [--transport grpcio|h2]
+python -m bench.pickerbench.noop_extproc GRPC_PORT DEST_IP:PORT [--transport grpcio|h2] [--plaintext]
 """
 from __future__ import annotations
 
@@ -69,17 +70,23 @@ class Noop(pb_grpc.ExternalProcessorServicer):
                 yield r
 
 
-async def main(port: int, dest: str, transport: str) -> None:
+async def main(port: int, dest: str, transport: str, plaintext: bool = False) -> None:
+    from infershift.picker.tls import ServerTLS
+
+    tls = None if plaintext else ServerTLS()
     if transport == "h2":
         from infershift.picker.h2_server import ExtProcServer
 
         h2 = ExtProcServer(Noop(dest))
-        await h2.start("127.0.0.1", port)
+        await h2.start("127.0.0.1", port, tls)
         print("ready", flush=True)
         await asyncio.Event().wait()
     server = grpc.aio.server()
     pb_grpc.add_ExternalProcessorServicer_to_server(Noop(dest), server)
-    server.add_insecure_port(f"127.0.0.1:{port}")
+    if tls is None:
+        server.add_insecure_port(f"127.0.0.1:{port}")
+    else:
+        server.add_secure_port(f"127.0.0.1:{port}", tls.grpc_credentials())
     await server.start()
     print("ready", flush=True)
     await server.wait_for_termination()
@@ -90,5 +97,6 @@ if __name__ == "__main__":
     ap.add_argument("port", type=int)
     ap.add_argument("dest")
     ap.add_argument("--transport", choices=["grpcio", "h2"], default="grpcio")
+    ap.add_argument("--plaintext", action="store_true", help="h2c instead of TLS")
     a = ap.parse_args()
-    asyncio.run(main(a.port, a.dest, a.transport))
+    asyncio.run(main(a.port, a.dest, a.transport, a.plaintext))

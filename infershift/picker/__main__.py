@@ -19,6 +19,23 @@ def _duration(v: str) -> float:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _delay(v: str) -> float:
+    """A duration that may be zero."""
+    if v.strip() in ("0", "0s", "0ms"):
+        return 0.0
+    return _duration(v)
+
+
+def _bool(v: str) -> bool:
+    """Go flag style, as upstream's `--secure-serving=false`."""
+    low = v.strip().lower()
+    if low in ("1", "t", "true", "yes", "on"):
+        return True
+    if low in ("0", "f", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {v!r}")
+
+
 def parse_args(argv: list[str]) -> Options:
     p = argparse.ArgumentParser(prog="python -m infershift.picker", description="infershift endpoint picker (Envoy ext_proc)")
     p.add_argument("--config", required=True, help="picker config YAML (reloaded live when it changes)")
@@ -45,6 +62,17 @@ def parse_args(argv: list[str]) -> Options:
     p.add_argument("--kube-context", help="kubeconfig context to use (default: its current-context)")
     p.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio",
                    help="event loop; grpc.aio measured no faster on uvloop (see BENCH.md)")
+    # TLS on the ext_proc port, named and defaulted as upstream's endpoint picker (picker/tls.py)
+    p.add_argument("--secure-serving", type=_bool, nargs="?", const=True, default=True, metavar="BOOL",
+                   help="serve ext_proc over TLS (default true); --secure-serving=false for plaintext (h2c)")
+    p.add_argument("--cert-path", help="directory with tls.crt and tls.key (e.g. a Secret volume); "
+                                       "default: a self-signed certificate made at start")
+    p.add_argument("--enable-cert-reload", type=_bool, nargs="?", const=True, default=False, metavar="BOOL",
+                   help="reload --cert-path's files when they change (new connections get the new pair)")
+    p.add_argument("--shutdown-delay", type=_delay, default=0.0,
+                   help="after SIGTERM, keep serving (readiness NOT_SERVING) this long before draining, e.g. 5s")
+    p.add_argument("--drain-timeout", type=_duration, default=20.0,
+                   help="after that, how long streams in flight may take to finish (no new ones), e.g. 20s")
     a = p.parse_args(argv)
     setup_logging(a.log_level)
     return Options(config=a.config, host=a.host, grpc_port=a.grpc_port, health_port=a.health_port,
@@ -52,7 +80,9 @@ def parse_args(argv: list[str]) -> Options:
                    poll_interval=a.poll_interval, stale_after=a.stale_after, endpoints_file=a.endpoints_file,
                    routing_objects=a.routing_objects,
                    fallbacks=a.fallbacks, seed=a.seed, loop=a.loop, kubeconfig=a.kubeconfig,
-                   kube_context=a.kube_context, grpc_server=a.grpc_server)
+                   kube_context=a.kube_context, grpc_server=a.grpc_server, secure_serving=a.secure_serving,
+                   cert_path=a.cert_path, enable_cert_reload=a.enable_cert_reload,
+                   shutdown_delay=a.shutdown_delay, drain_timeout=a.drain_timeout)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,6 +19,7 @@ from .health import Health
 from .pool import Pool
 from .scraper import Scraper
 from .telemetry import Telemetry
+from .tls import ServerTLS
 
 log = logging.getLogger("picker")
 
@@ -43,6 +44,11 @@ class Options:
     kubeconfig: str | None = None
     kube_context: str | None = None
     grpc_server: str = "h2"  # or "grpcio", "grpclib"
+    secure_serving: bool = True  # TLS on the ext_proc port (upstream's --secure-serving, default on)
+    cert_path: str | None = None  # a directory with tls.crt and tls.key; else a self-signed certificate
+    enable_cert_reload: bool = False  # reload cert_path's pair when the files change
+    shutdown_delay: float = 0.0  # after SIGTERM: keep serving, not ready, this long (endpoints to drop us)
+    drain_timeout: float = 20.0  # then: streams in flight get this long to finish
 
 
 def load(opts: Options) -> PickerConfig:
@@ -135,7 +141,7 @@ async def watch_config(opts: Options, pool: Pool, kube=None) -> None:
 
 
 class GrpcAioServer:
-    """grpc.aio behind the same start(host, port) / stop(grace) as the other ext_proc transports."""
+    """grpc.aio behind the same start(host, port, tls) / stop(grace) as the other ext_proc transports."""
 
     def __init__(self, servicer, max_message: int):
         self.server = grpc.aio.server(options=[
@@ -145,11 +151,15 @@ class GrpcAioServer:
             ("grpc.http2.lookahead_bytes", 16 * 1024 * 1024)])
         pb_grpc.add_ExternalProcessorServicer_to_server(servicer, self.server)
 
-    async def start(self, host: str, port: int) -> None:
-        self.server.add_insecure_port(f"{host}:{port}")
+    async def start(self, host: str, port: int, tls: ServerTLS | None = None) -> None:
+        if tls is None:
+            self.server.add_insecure_port(f"{host}:{port}")
+        else:
+            self.server.add_secure_port(f"{host}:{port}", tls.grpc_credentials())
         await self.server.start()
 
     async def stop(self, grace: float) -> None:
+        # GOAWAY: no new streams; the ones in flight finish (up to grace), as upstream's GracefulStop
         await self.server.stop(grace=grace)
 
 
@@ -166,6 +176,15 @@ def ext_proc_server(kind: str, servicer, max_message: int):
     return GrpcAioServer(servicer, max_message)
 
 
+def server_tls(opts: Options) -> ServerTLS | None:
+    """The ext_proc port's TLS (None: plaintext), checked before anything starts."""
+    if not opts.secure_serving:
+        if opts.cert_path or opts.enable_cert_reload:
+            raise ConfigError("--cert-path / --enable-cert-reload need secure serving (drop --secure-serving=false)")
+        return None
+    return ServerTLS(opts.cert_path, opts.enable_cert_reload)
+
+
 async def run(opts: Options, stop: asyncio.Event | None = None) -> None:
     cfg = load(opts)
     if opts.kube_context and not opts.kubeconfig:
@@ -176,6 +195,7 @@ async def run(opts: Options, stop: asyncio.Event | None = None) -> None:
 
         creds = from_kubeconfig(opts.kubeconfig, opts.kube_context)
         ssl_context(creds)  # unreadable CA / key pair: fail now, naming it
+    tls = server_tls(opts)
     rng = random.Random(opts.seed)
     pool = Pool(cfg, clock=time.monotonic, rng=rng, fallbacks=opts.fallbacks)
     telemetry = Telemetry()
@@ -185,6 +205,7 @@ async def run(opts: Options, stop: asyncio.Event | None = None) -> None:
 
     ext_proc = ext_proc_server(opts.grpc_server, ExtProc(pool, telemetry),
                                max_message=max(64 * 1024 * 1024, cfg.max_body_bytes * 2))
+    # Health and metrics stay plaintext, as upstream's: Kubernetes' gRPC probes speak no TLS.
     hserver = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     health.add_to(hserver)
     hserver.add_insecure_port(f"{opts.host}:{opts.health_port}")
@@ -198,24 +219,37 @@ async def run(opts: Options, stop: asyncio.Event | None = None) -> None:
         kube = KubeDiscovery(pool, cfg, creds)
         tasks.append(asyncio.create_task(kube.run()))
     await scraper.start()
-    await ext_proc.start(opts.host, opts.grpc_port)
+    await ext_proc.start(opts.host, opts.grpc_port, tls)
     await hserver.start()
     tasks.append(asyncio.create_task(watch_config(opts, pool, kube)))
+    if tls is not None:
+        tasks.append(asyncio.create_task(tls.watch()))
     log.info("picker started", extra={"pool": cfg.pool_name, "grpc": f"{opts.host}:{opts.grpc_port}",
+                                      "tls": tls.source if tls else "off (plaintext)",
                                       "health": f"{opts.host}:{opts.health_port}",
                                       "metrics": f"{opts.host}:{opts.metrics_port}", "endpoints": len(pool.endpoints)})
     await scraper.first_round.wait()
-    await health.set(live=True, ready=True)
+    # Readiness from here on: SERVING while some endpoint is ready (fresh metrics), until SIGTERM.
+    readiness = asyncio.create_task(health.follow(lambda: bool(pool.ready())))
     log.info("picker ready", extra={"ready_endpoints": len(pool.ready())})
     stop = stop or asyncio.Event()
     try:
         await stop.wait()
     finally:
+        # Draining: not ready at once (the pod leaves the Service's endpoints), still serving for
+        # shutdown_delay (a gateway may still open streams here meanwhile), then no new streams
+        # (GOAWAY) and the ones in flight finish, up to drain_timeout. Health answers throughout.
+        readiness.cancel()
         await health.set(live=True, ready=False)
-        await ext_proc.stop(grace=2.0)
+        log.info("picker draining", extra={"shutdown_delay_s": opts.shutdown_delay,
+                                           "drain_timeout_s": opts.drain_timeout})
+        if opts.shutdown_delay > 0:
+            await asyncio.sleep(opts.shutdown_delay)
+        await ext_proc.stop(grace=opts.drain_timeout)
         await hserver.stop(grace=0)
         for t in tasks:
             t.cancel()
         await scraper.close()
         if isinstance(metrics_server, tuple):
             metrics_server[0].shutdown()
+        log.info("picker stopped")

@@ -35,6 +35,18 @@ EXT_PROC = "envoy.filters.http.ext_proc"
 _EXT_PROC_TYPE = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor"
 
 
+def picker_transport_socket() -> dict:
+    """TLS to the picker, as a cluster's gateway connects to it (the picker serves TLS by default,
+    picker/tls.py): ALPN h2, and the certificate is not verified, so the picker's self-signed one
+    works. The same shape as Envoy AI Gateway's cluster for an InferencePool's picker (an
+    UpstreamTlsContext with an empty validation context, envoyproxy/ai-gateway
+    internal/extensionserver/inferencepool.go) and the upstream standalone chart's ext_proc cluster
+    (config/charts/standalone/values.yaml)."""
+    return {"name": "envoy.transport_sockets.tls", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+        "common_tls_context": {"alpn_protocols": ["h2"], "validation_context": {}}}}
+
+
 def _addr(hostport: str) -> dict:
     host, _, port = hostport.rpartition(":")
     return {"socket_address": {"address": host, "port_value": int(port)}}
@@ -143,8 +155,9 @@ def ext_proc_filters(cluster_name: str, *, fail_open: bool, message_timeout: str
 def gateway_config(*, listen_port: int, admin_port: int, picker_port: int, pool: list[str],
                    fail_open: bool = True, full_duplex: bool = False, classic: bool = False,
                    message_timeout: str = "5s", buffer_limit: int = 64 * 1024 * 1024,
-                   override_host: bool = False, generate_request_id: bool = True) -> dict:
-    """`pool` lists the pool's endpoints (ip:port) for the FailOpen fallback cluster."""
+                   override_host: bool = False, generate_request_id: bool = True, picker_tls: bool = True) -> dict:
+    """`pool` lists the pool's endpoints (ip:port) for the FailOpen fallback cluster. `picker_tls`:
+    TLS to the picker (its default); False for a picker run with `--secure-serving=false`."""
     picker_filters = ext_proc_filters("picker", fail_open=fail_open, message_timeout=message_timeout,
                                       full_duplex=full_duplex, classic=classic, max_request_bytes=buffer_limit)
     subset_hint = {  # test hook: a header carries the subset hint the way a gateway's metadata would
@@ -217,6 +230,7 @@ def gateway_config(*, listen_port: int, admin_port: int, picker_port: int, pool:
                      {"lb_endpoints": [{"endpoint": {"address": _addr(a)}} for a in pool]}]}},
                 {"name": "picker", "type": "STATIC", "connect_timeout": "1s",
                  "typed_extension_protocol_options": h2,
+                 **({"transport_socket": picker_transport_socket()} if picker_tls else {}),
                  "load_assignment": {"cluster_name": "picker", "endpoints": [
                      {"lb_endpoints": [{"endpoint": {"address": _addr(f"127.0.0.1:{picker_port}")}}]}]}},
             ],

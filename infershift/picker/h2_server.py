@@ -559,9 +559,11 @@ class ExtProcServer:
         self.connections: set[Connection] = set()
         self._server: asyncio.AbstractServer | None = None
 
-    async def start(self, host: str, port: int) -> int:
+    async def start(self, host: str, port: int, tls=None) -> int:
+        """`tls`: a tls.ServerTLS (asyncio's TLS transport under the same Connection), or None for h2c."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: Connection(self), host, port, reuse_address=True)
+        self._server = await loop.create_server(lambda: Connection(self), host, port, reuse_address=True,
+                                                ssl=tls.ssl_context() if tls is not None else None)
         return self._server.sockets[0].getsockname()[1]
 
     async def stop(self, grace: float = 2.0) -> None:
