@@ -51,6 +51,9 @@ class InferenceServiceArgs(TypedDict):
     """The GPU node pool's labels."""
     tolerate_gpu_taint: NotRequired[bool]
     env: NotRequired[dict[str, str]]
+    secret_env: NotRequired[dict[str, dict[str, str]]]
+    """Variable -> {secret, key}: `valueFrom.secretKeyRef` (the value never enters the manifest)."""
+    image_pull_secrets: NotRequired[list[str]]
     extra_args: NotRequired[list[str]]
     cpu: NotRequired[str | None]
     memory: NotRequired[str | None]
@@ -200,14 +203,19 @@ def manifests(name: str, a: InferenceServiceArgs) -> list[dict]:
         "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
         **probes(a),
     }
-    if a.get("env"):
-        container["env"] = [{"name": k, "value": v} for k, v in a["env"].items()]
+    env: list[dict] = [{"name": k, "value": v} for k, v in (a.get("env") or {}).items()]
+    env += [{"name": k, "valueFrom": {"secretKeyRef": {"name": ref["secret"], "key": ref["key"]}}}
+            for k, ref in sorted((a.get("secret_env") or {}).items())]
+    if env:
+        container["env"] = env
     if resources:
         container["resources"] = resources
     if mounts:
         container["volumeMounts"] = mounts
 
     pod_spec: dict = {"containers": [container], "terminationGracePeriodSeconds": 30}
+    if a.get("image_pull_secrets"):
+        pod_spec["imagePullSecrets"] = [{"name": n} for n in a.get("image_pull_secrets") or []]
     if volumes:
         pod_spec["volumes"] = volumes
     if gpus and a.get("node_selector"):

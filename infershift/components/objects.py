@@ -15,6 +15,7 @@ _TYPED = {
     ("v1", "Service"): k8s.core.v1.Service,
     ("v1", "ServiceAccount"): k8s.core.v1.ServiceAccount,
     ("v1", "ConfigMap"): k8s.core.v1.ConfigMap,
+    ("v1", "Secret"): k8s.core.v1.Secret,
     ("rbac.authorization.k8s.io/v1", "Role"): k8s.rbac.v1.Role,
     ("rbac.authorization.k8s.io/v1", "RoleBinding"): k8s.rbac.v1.RoleBinding,
     ("networking.k8s.io/v1", "NetworkPolicy"): k8s.networking.v1.NetworkPolicy,
@@ -22,7 +23,7 @@ _TYPED = {
 
 # Top-level manifest keys -> the typed classes' keyword arguments.
 _FIELDS = {"metadata": "metadata", "spec": "spec", "data": "data", "rules": "rules",
-           "roleRef": "role_ref", "subjects": "subjects"}
+           "roleRef": "role_ref", "subjects": "subjects", "stringData": "string_data", "type": "type"}
 
 
 class _ObjectWithStatus(pulumi.CustomResource):

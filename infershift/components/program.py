@@ -20,8 +20,16 @@ from .inference_service import InferenceService, InferenceServiceArgs
 from .node_pool import NODE_POOL_LABEL, GpuNodePool, GpuNodePoolArgs
 from .objects import declare_patch
 from .routes import CanaryRoute, CanaryRouteArgs, MirrorRoute, MirrorRouteArgs
+from .secrets import Secrets
 
 NAMESPACE = "infershift"
+
+
+def secret_config_keys(values: dict) -> set[str]:
+    """The `infershift:` keys the engine marks secret (set with `pulumi config set --secret`)."""
+    from pulumi.runtime.config import is_config_secret
+
+    return {k for k in values if is_config_secret(f"{NAMESPACE}:{k}")}
 
 
 def config_values() -> dict:
@@ -74,6 +82,8 @@ def service_args(spec: StackSpec, name: str) -> InferenceServiceArgs:
         "liveness_timeout_seconds": int(duration_seconds(s.probes.liveness_timeout)),
         "await_timeout_seconds": int(duration_seconds(s.await_.timeout)),
         "skip_await": s.await_.skip,
+        "secret_env": {k: {"secret": r.secret, "key": r.key} for k, r in s.secret_env.items()},
+        "image_pull_secrets": list(s.image_pull_secrets),
     }
     if s.lora:
         args["lora_modules"] = dict(s.lora.modules)
@@ -188,6 +198,13 @@ def build(spec: StackSpec) -> dict:
         assert cluster.cloud_provider is not None  # the spec allows createNodePools only where there is one
         cloud = pulumi.ResourceOptions(providers=[cluster.cloud_provider])
         node_pools = {n: GpuNodePool(n, node_pool_args(spec, n), cloud) for n in spec.node_pools}
+    if spec.secrets or spec.registry_credentials:
+        Secrets("secrets", {
+            "namespace": spec.platform.namespace,
+            "secrets": {n: dict(keys) for n, keys in spec.secrets.items()},
+            "registry_credentials": {n: {"server": c.server, "username": c.username, "password": c.password}
+                                     for n, c in spec.registry_credentials.items()},
+        }, k8s_opts)
     services = {}
     for n, s in spec.services.items():
         deps = [node_pools[s.node_pool]] if s.node_pool in node_pools else None
@@ -216,7 +233,7 @@ def main(values: dict | None = None) -> dict:
     """Validate the stack config and declare the stack; config errors stop before any resource."""
     values = config_values() if values is None else values
     try:
-        spec = stackspec.validate(values, f"stack {pulumi.get_stack()}")
+        spec = stackspec.validate(values, f"stack {pulumi.get_stack()}", secret_config_keys(values))
     except stackspec.StackConfigError as err:
         raise pulumi.RunError(str(err)) from None
     for warning in stackspec.warnings(spec):

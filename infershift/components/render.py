@@ -161,7 +161,7 @@ def _mocks():
 
 
 def render_program(program: Callable[[], Any], stack: str = "render", config: dict | None = None,
-                   project: str = PROJECT) -> Render:
+                   project: str = PROJECT, secret_keys: list[str] | None = None) -> Render:
     """Run `program` under mocks with `config` ({"ns:key": value}, structured values as the engine
     passes them: JSON strings) and return what it registered."""
     import pulumi
@@ -177,7 +177,7 @@ def render_program(program: Callable[[], Any], stack: str = "render", config: di
             pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False, monitor=mocks.monitor,
                                      logger=LOG)
             pulumi.runtime.set_all_config({k: v if isinstance(v, str) else json.dumps(v)
-                                           for k, v in (config or {}).items()})
+                                           for k, v in (config or {}).items()}, secret_keys or [])
             box: dict = {}
             loop.run_until_complete(pstack.run_pulumi_func(lambda: box.setdefault("exports", program())))
             exports = box.get("exports") or {}
@@ -212,11 +212,13 @@ def stack_config(values: dict) -> dict:
     return {f"{PROJECT}:{k}": json.dumps(v) for k, v in values.items()}
 
 
-def render_values(values: dict, stack: str = "render") -> Render:
-    """Render `infershift:` config values (namespace stripped) with the stack program."""
+def render_values(values: dict, stack: str = "render", secret_keys: set[str] | None = None) -> Render:
+    """Render `infershift:` config values (namespace stripped; `secret_keys`: those the engine
+    would mark secret) with the stack program."""
     from . import program
 
-    return render_program(program.main, stack, stack_config(values))
+    return render_program(program.main, stack, stack_config(values),
+                          secret_keys=[f"{PROJECT}:{k}" for k in sorted(secret_keys or ())])
 
 
 def render_stack(name: str, stacks_dir: Path | None = None) -> Render:
@@ -225,7 +227,7 @@ def render_stack(name: str, stacks_dir: Path | None = None) -> Render:
     kwargs = {"stacks_dir": stacks_dir} if stacks_dir else {}
     spec.load_stack(name, **kwargs)  # the validation message, before the runtime starts
     document = yaml.safe_load(spec.stack_path(name, **kwargs).read_text())
-    return render_values(spec.config_values(document), stack=name)
+    return render_values(spec.config_values(document), stack=name, secret_keys=spec.secret_config_keys(document))
 
 
 def _slug(text: str) -> str:

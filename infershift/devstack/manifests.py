@@ -112,7 +112,8 @@ def render_stack_file(path: Path) -> Objects:
     collect = _Collect()
     render.LOG.addHandler(collect)
     try:
-        result = render.render_values(spec.config_values(document), stack=stack_name(path))
+        result = render.render_values(spec.config_values(document), stack=stack_name(path),
+                                      secret_keys=spec.secret_config_keys(document))
     finally:
         render.LOG.removeHandler(collect)
     # Pulumi registers resources from worker threads, so the render's order varies between runs;

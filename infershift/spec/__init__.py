@@ -14,22 +14,25 @@ _EXPORTS = {
     "Problem": "base", "problems": "checks", "warnings": "checks",
     "STACKS_DIR": "load", "StackConfigError": "load", "config_values": "load", "load_file": "load",
     "load_stack": "load", "stack_names": "load", "stack_path": "load", "validate": "load",
+    "secret_config_keys": "load", "SECRET_PLACEHOLDER": "load",
     "StackSpec": "model", "picker_config": "picker_file",
 }
 __all__ = [
-    "STACKS_DIR", "Problem", "StackConfigError", "StackSpec", "config_values", "load_file", "load_stack",
-    "picker_config", "problems", "stack_names", "stack_path", "validate", "warnings",
+    "SECRET_PLACEHOLDER", "STACKS_DIR", "Problem", "StackConfigError", "StackSpec", "config_values", "load_file", "load_stack",
+    "picker_config", "problems", "secret_config_keys", "stack_names", "stack_path", "validate", "warnings",
 ]
 
 if TYPE_CHECKING:
     from .base import Problem
     from .checks import problems, warnings
     from .load import (
+        SECRET_PLACEHOLDER,
         STACKS_DIR,
         StackConfigError,
         config_values,
         load_file,
         load_stack,
+        secret_config_keys,
         stack_names,
         stack_path,
         validate,

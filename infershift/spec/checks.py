@@ -22,6 +22,9 @@ def problems(spec: StackSpec) -> list[Problem]:
     out += spec.platform_plugin.stack_problems(spec)
     out += _routes(spec)
     out += _mirrors(spec)
+    both = sorted(set(spec.secrets) & set(spec.registry_credentials))
+    for name in both:
+        out.append(Problem(f"registryCredentials.{name}", f"a secret named {name!r} is also declared under secrets"))
     return out
 
 
@@ -59,10 +62,41 @@ def _node_pools(spec: StackSpec) -> list[Problem]:
     return out
 
 
+# Config keys whose values may be secret: everything else would reach manifests in plaintext.
+SECRET_KEYS = ("secrets", "registryCredentials")
+
+
+def secret_key_problems(secret_keys: set[str]) -> list[Problem]:
+    """`pulumi config set --secret` on another key: its value would land in a manifest as plaintext."""
+    return [Problem(key, (
+        "is stored as a secret (pulumi config set --secret), but its values go into Kubernetes objects as "
+        "plaintext: put the secret values under `secrets.<name>.<key>` (or `registryCredentials`) and reference "
+        "them (`secretEnv`, `imagePullSecrets`)")) for key in sorted(set(secret_keys) - set(SECRET_KEYS))]
+
+
+def _secret_refs(spec: StackSpec, path: str, env: dict, pulls: list[str]) -> list[Problem]:
+    out = []
+    for var, ref in env.items():
+        keys = spec.secrets.get(ref.secret)
+        if keys is not None and ref.key not in keys:
+            out.append(Problem(f"{path}.secretEnv.{var}.key",
+                               f"secret {ref.secret!r} has no key {ref.key!r} (keys: {_list(keys)})"))
+    for i, name in enumerate(pulls):
+        if name in spec.secrets:
+            out.append(Problem(f"{path}.imagePullSecrets[{i}]", (
+                f"{name!r} is an Opaque secret; image pull secrets are `registryCredentials` "
+                "(or an existing kubernetes.io/dockerconfigjson Secret)")))
+    return out
+
+
 def _services(spec: StackSpec) -> list[Problem]:
     out = []
     for name, svc in spec.services.items():
         path = f"services.{name}"
+        out += _secret_refs(spec, path, svc.secret_env, svc.image_pull_secrets)
+        clash = sorted(set(svc.env) & set(svc.secret_env))
+        if clash:
+            out.append(Problem(f"{path}.secretEnv", f"{', '.join(clash)} also set in env"))
         if svc.node_pool is not None:
             np = spec.node_pools.get(svc.node_pool)
             if np is None:

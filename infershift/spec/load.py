@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from infershift.platforms import REGISTRY
 
 from .base import Problem
-from .checks import problems
+from .checks import problems, secret_key_problems
 from .model import StackSpec
 
 NAMESPACE = "infershift"
@@ -47,8 +47,37 @@ def stack_names(stacks_dir: Path = STACKS_DIR) -> list[str]:
     return sorted(p.name[len("Pulumi."):-len(".yaml")] for p in stacks_dir.glob("Pulumi.*.yaml"))
 
 
-def config_values(document: dict | None, source: str = "stack file") -> dict:
-    """The `infershift:` keys of a Pulumi stack file's `config:` map, namespace stripped."""
+# What a stack file holds for a value set with `pulumi config set --secret`: `{secure: <ciphertext>}`.
+# Without the stack's secrets provider it cannot be read, so validation and the offline render see
+# this placeholder in its place (the render prints it as `[secret]` too).
+SECRET_PLACEHOLDER = "[secret]"
+
+
+def _is_secure(value) -> bool:
+    return isinstance(value, dict) and set(value) == {"secure"}
+
+
+def _unsecure(value):
+    if _is_secure(value):
+        return SECRET_PLACEHOLDER
+    if isinstance(value, dict):
+        return {k: _unsecure(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unsecure(v) for v in value]
+    return value
+
+
+def _has_secure(value) -> bool:
+    if _is_secure(value):
+        return True
+    if isinstance(value, dict):
+        return any(_has_secure(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_secure(v) for v in value)
+    return False
+
+
+def _config(document: dict | None, source: str) -> dict:
     config = (document or {}).get("config") or {}
     if not isinstance(config, dict):
         raise StackConfigError(source, [Problem("config", "`config:` must be a map")])
@@ -58,6 +87,17 @@ def config_values(document: dict | None, source: str = "stack file") -> dict:
         if sep and ns == NAMESPACE:
             values[rest] = value
     return values
+
+
+def config_values(document: dict | None, source: str = "stack file") -> dict:
+    """The `infershift:` keys of a Pulumi stack file's `config:` map, namespace stripped (secret
+    values, `{secure: ...}`, as SECRET_PLACEHOLDER)."""
+    return {k: _unsecure(v) for k, v in _config(document, source).items()}
+
+
+def secret_config_keys(document: dict | None, source: str = "stack file") -> set[str]:
+    """The `infershift:` keys holding a value set with `--secret` (Pulumi marks the whole key secret)."""
+    return {k for k, v in _config(document, source).items() if _has_secure(v)}
 
 
 def _loc(loc: tuple) -> str:
@@ -91,8 +131,13 @@ def _pydantic_problems(err: ValidationError) -> list[Problem]:
     return found
 
 
-def validate(values: dict, source: str = "stack config") -> StackSpec:
-    """Validate `infershift:` config values (namespace stripped); raise StackConfigError."""
+def validate(values: dict, source: str = "stack config", secret_keys: set[str] | frozenset[str] = frozenset()
+             ) -> StackSpec:
+    """Validate `infershift:` config values (namespace stripped; `secret_keys`: those set with
+    `--secret`); raise StackConfigError."""
+    misplaced = secret_key_problems(set(secret_keys))
+    if misplaced:
+        raise StackConfigError(source, misplaced)
     try:
         spec = StackSpec.model_validate(values)
     except ValidationError as err:
@@ -109,7 +154,7 @@ def load_file(path: str | Path) -> StackSpec:
         document = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise StackConfigError(str(path), [Problem("(file)", f"not valid YAML: {err}")]) from None
-    return validate(config_values(document, str(path)), str(path))
+    return validate(config_values(document, str(path)), str(path), secret_config_keys(document, str(path)))
 
 
 def load_stack(name: str, stacks_dir: Path = STACKS_DIR) -> StackSpec:

@@ -113,6 +113,28 @@ class Resources(Spec):
     memory: Quantity | None = None
 
 
+class SecretKeyRef(Spec):
+    """One key of a Kubernetes Secret: one declared under `secrets` (values set with
+    `pulumi config set --secret`) or one that already exists in the namespace."""
+
+    secret: str
+    key: str = Field(min_length=1)
+
+    @field_validator("secret")
+    @classmethod
+    def _n(cls, v: str) -> str:
+        return check_name(v, "secret name")
+
+
+class RegistryCredential(Spec):
+    """Credentials of a container registry, as a `kubernetes.io/dockerconfigjson` Secret."""
+
+    server: str = Field(min_length=1)
+    """e.g. `registry.cn-hangzhou.aliyuncs.com`, `us-docker.pkg.dev`."""
+    username: str = Field(min_length=1)
+    password: str = Field(min_length=1)
+
+
 class Probes(Spec):
     """vLLM's health checks, in seconds of failure rather than probe counts. `/health` answers only
     once the weights are loaded, so loading is the startup probe's job; readiness and liveness
@@ -183,6 +205,10 @@ class InferenceService(Spec):
     """Simulator image when simulated on a cluster."""
     endpoints: list[str] | None = None
     """Local stack only: URLs of real OpenAI-compatible servers to use instead of simulators."""
+    secret_env: dict[str, SecretKeyRef] = {}
+    """Environment variables from Secrets (`secretKeyRef`), e.g. `HF_TOKEN: {secret: hf, key: token}`."""
+    image_pull_secrets: list[str] = []
+    """Secrets (`registryCredentials` or existing) the kubelet pulls the image with."""
     probes: Probes = Probes()
     await_: Await = Field(Await(), alias="await")
     """`pulumi up`'s wait for the replicas (see Await)."""
@@ -468,12 +494,31 @@ class Mirror(RouteMatch):
 
 class StackSpec(Spec):
     platform: Platform
+    secrets: dict[str, dict[str, str]] = {}
+    """Kubernetes Secrets this stack declares: name -> key -> value. Set the values with
+    `pulumi config set --secret --path 'secrets.<name>.<key>' VALUE`: they stay encrypted in the
+    stack file and the state, and reach manifests only as `secretKeyRef`s."""
+    registry_credentials: dict[str, RegistryCredential] = {}
+    """`kubernetes.io/dockerconfigjson` Secrets (name -> server, username, password); set the
+    password with `--secret` and name the Secret in `imagePullSecrets`."""
     node_pools: dict[str, NodePool] = {}
     services: dict[str, InferenceService] = Field(min_length=1)
     pools: dict[str, Pool] = Field(min_length=1)
     gateway: Gateway
     routes: dict[str, Route] = {}
     mirrors: dict[str, Mirror] = {}
+
+    @field_validator("secrets", "registry_credentials")
+    @classmethod
+    def _sec(cls, v: dict) -> dict:
+        import re
+
+        for name, keys in v.items():
+            check_name(name, "secret name")
+            for key in keys if isinstance(keys, dict) else ():
+                if not re.match(r"^[-._a-zA-Z0-9]+$", key):
+                    raise ValueError(f"secret {name!r}: key {key!r} is not a valid Secret data key")
+        return v
 
     @field_validator("node_pools")
     @classmethod

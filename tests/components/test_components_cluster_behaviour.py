@@ -356,3 +356,79 @@ def test_ack_private_endpoint_rewrites_the_kubeconfig_server():
     with pytest.raises(spec.StackConfigError) as e:
         spec.validate(values)
     assert "platform.ack.privateEndpoint" in str(e.value)
+
+
+# --- secrets -----------------------------------------------------------------------------
+
+SECRET = "hf_s3cr3t_t0ken_value"
+
+
+def _with_secrets() -> tuple[dict, set[str]]:
+    values = _values("ack-canary")
+    values["secrets"] = {"hf": {"token": SECRET}}
+    values["registryCredentials"] = {"acr": {"server": "registry.cn-hangzhou.aliyuncs.com", "username": "u",
+                                             "password": SECRET + "-pw"}}
+    values["services"]["qwen"]["secretEnv"] = {"HF_TOKEN": {"secret": "hf", "key": "token"}}
+    values["services"]["qwen"]["imagePullSecrets"] = ["acr"]
+    return values, {"secrets", "registryCredentials"}
+
+
+def test_secret_values_become_secrets_referenced_by_name_and_never_plaintext():
+    values, secret_keys = _with_secrets()
+    render = render_values(values, secret_keys=secret_keys)
+    dumped = yaml.safe_dump(render.objects) + json.dumps([r.inputs for r in render.resources], default=str)
+    assert SECRET not in dumped and "czNjcjN0" not in dumped  # nor its base64
+    secrets = {o["metadata"]["name"]: o for o in render.objects if o["kind"] == "Secret"}
+    # pulumi-kubernetes' Secret marks all of stringData secret (the render shows it redacted whole)
+    assert secrets["hf"]["type"] == "Opaque" and secrets["hf"]["stringData"] == "[secret]"
+    assert secrets["acr"]["type"] == "kubernetes.io/dockerconfigjson" and secrets["acr"]["stringData"] == "[secret]"
+    pod = render.one("Deployment", "qwen")["spec"]["template"]["spec"]
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert env["HF_TOKEN"] == {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}}
+    assert pod["imagePullSecrets"] == [{"name": "acr"}]
+
+
+def test_the_dockerconfigjson_is_what_the_kubelet_reads():
+    from infershift.components.secrets import dockerconfigjson
+
+    doc = json.loads(dockerconfigjson("reg.example", "u", "p"))
+    assert doc == {"auths": {"reg.example": {"username": "u", "password": "p", "auth": "dTpw"}}}
+
+
+def test_a_secret_set_on_another_key_is_refused_before_it_reaches_a_manifest():
+    values = _values("ack-canary")
+    values["services"]["qwen"]["env"] = {"HF_TOKEN": SECRET}
+    with pytest.raises(Exception) as e:
+        render_values(values, secret_keys={"services"})
+    assert "infershift:services: is stored as a secret" in str(e.value) and SECRET not in str(e.value)
+
+
+def test_stack_files_with_encrypted_values_validate_and_render_offline(tmp_path):
+    document = yaml.safe_load(spec.stack_path("ack-canary").read_text())
+    document["config"]["infershift:secrets"] = {"hf": {"token": {"secure": "AAABAKxyz=="}}}
+    document["config"]["infershift:services"]["qwen"]["secretEnv"] = {"HF_TOKEN": {"secret": "hf", "key": "token"}}
+    path = tmp_path / "Pulumi.with-secret.yaml"
+    path.write_text(yaml.safe_dump(document))
+    assert spec.secret_config_keys(document) == {"secrets"}
+    spec.load_file(path)
+    render = render_values(spec.config_values(document), secret_keys=spec.secret_config_keys(document))
+    assert render.one("Secret", "hf")["stringData"] == "[secret]"
+    document["config"]["infershift:services"]["qwen"]["env"] = {"TOKEN": {"secure": "AAAB"}}
+    path.write_text(yaml.safe_dump(document))
+    with pytest.raises(spec.StackConfigError) as e:
+        spec.load_file(path)
+    assert any(p.path == "services" for p in e.value.problems)
+
+
+@pytest.mark.parametrize("edit,path", [
+    (lambda v: v["services"]["qwen"].update(secretEnv={"HF_TOKEN": {"secret": "hf", "key": "nope"}}),
+     "services.qwen.secretEnv.HF_TOKEN.key"),
+    (lambda v: v["services"]["qwen"].update(imagePullSecrets=["hf"]), "services.qwen.imagePullSecrets[0]"),
+    (lambda v: v["services"]["qwen"].update(env={"HF_TOKEN": "x"}), "services.qwen.secretEnv"),
+])
+def test_secret_reference_mistakes_name_the_field(edit, path):
+    values, _ = _with_secrets()
+    edit(values)
+    with pytest.raises(spec.StackConfigError) as e:
+        spec.validate(values)
+    assert any(p.path == path for p in e.value.problems), e.value

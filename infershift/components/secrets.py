@@ -1,0 +1,69 @@
+"""Secrets: the stack's Kubernetes Secrets, from values set with `pulumi config set --secret`.
+
+Values enter as Pulumi secrets (`Output.secret`), so the engine encrypts them in the state and
+the render prints `[secret]`; manifests reference them only by name (`secretKeyRef`,
+`imagePullSecrets`), never by value.
+"""
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any, NotRequired, TypedDict
+
+import pulumi
+
+from .objects import child_opts, declare, keep_options
+
+
+class RegistryCredentialArgs(TypedDict):
+    server: str
+    username: str
+    password: Any
+    """A string or a secret `Output`."""
+
+
+class SecretsArgs(TypedDict):
+    namespace: NotRequired[str]
+    secrets: NotRequired[dict[str, dict[str, Any]]]
+    """Secret name -> key -> value (strings or secret Outputs): Opaque Secrets."""
+    registry_credentials: NotRequired[dict[str, RegistryCredentialArgs]]
+    """Secret name -> registry credentials: kubernetes.io/dockerconfigjson Secrets."""
+
+
+def _secret(value: Any) -> pulumi.Output:
+    return pulumi.Output.secret(value)
+
+
+def dockerconfigjson(server: str, username: str, password: str) -> str:
+    auth = base64.b64encode(f"{username}:{password}".encode()).decode()
+    return json.dumps({"auths": {server: {"username": username, "password": password, "auth": auth}}})
+
+
+def manifests(a: SecretsArgs) -> list[dict]:
+    ns = a.get("namespace", "default")
+    out = []
+    for name, data in sorted((a.get("secrets") or {}).items()):
+        out.append({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": ns},
+                    "type": "Opaque", "stringData": {k: _secret(v) for k, v in sorted(data.items())}})
+    for name, cred in sorted((a.get("registry_credentials") or {}).items()):
+        config = pulumi.Output.all(cred["server"], cred["username"], cred["password"]).apply(
+            lambda v: dockerconfigjson(*v))
+        out.append({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": ns},
+                    "type": "kubernetes.io/dockerconfigjson", "stringData": {".dockerconfigjson": _secret(config)}})
+    return out
+
+
+class Secrets(pulumi.ComponentResource):
+    """`names` are the Secrets declared (what `secretKeyRef` / `imagePullSecrets` name)."""
+
+    names: list[str]
+
+    def __init__(self, name: str, args: SecretsArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("infershift:index:Secrets", name, None, opts)
+        keep_options(self, opts)
+        self.objects = {}
+        for m in manifests(args):
+            secret = m["metadata"]["name"]
+            self.objects[secret] = declare(f"{name}-{secret}", m, child_opts(self))
+        self.names = sorted(self.objects)
+        self.register_outputs({"names": self.names})
