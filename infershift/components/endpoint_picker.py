@@ -4,6 +4,14 @@ Deployment (9002 gRPC ext_proc, 9003 gRPC health, 9090 metrics; non-root, read-o
 filesystem), Service, ServiceAccount, a namespaced read-only Role + RoleBinding (pods, pools,
 model routing objects), the ConfigMap with its config, and a NetworkPolicy that admits only
 the gateway to 9002.
+
+ext_proc is served over TLS by default, as upstream's endpoint picker: a self-signed certificate
+made at start (gateways connect with TLS and do not verify it; picker/tls.py cites how), or a
+`kubernetes.io/tls` Secret mounted at /etc/picker-tls and reloaded when it is rotated; plaintext
+only with `secure_serving: False`. Probes name their gRPC health service: `readiness` is SERVING
+only while the pool has a ready endpoint and the picker is not draining (on SIGTERM it leaves
+the Service's endpoints, serves on for 5 s, then lets the streams in flight finish, up to 20 s,
+inside the 30 s grace period).
 """
 from __future__ import annotations
 
@@ -19,6 +27,8 @@ from .objects import child_opts, declare, keep_options
 
 GRPC_PORT, HEALTH_PORT, METRICS_PORT = contract.PICKER_GRPC_PORT, contract.PICKER_HEALTH_PORT, contract.PICKER_METRICS_PORT
 CONFIG_DIR = "/etc/picker"
+TLS_DIR = "/etc/picker-tls"
+SHUTDOWN_DELAY_S, DRAIN_TIMEOUT_S, GRACE_PERIOD_S = 5, 20, 30
 
 
 class EndpointPickerArgs(TypedDict):
@@ -34,10 +44,27 @@ class EndpointPickerArgs(TypedDict):
     """The picker's config file content (see picker/README.md)."""
     gateway_peers: NotRequired[list[dict]]
     """NetworkPolicy peers allowed to reach 9002 (the gateway's proxies)."""
+    secure_serving: NotRequired[bool]
+    """TLS on 9002 (default true, as upstream's picker); false: plaintext h2c, for a gateway set up
+    to speak plaintext to the picker."""
+    cert_secret: NotRequired[str | None]
+    """A `kubernetes.io/tls` Secret (tls.crt, tls.key) for 9002, reloaded on rotation; default: a
+    self-signed certificate made at start."""
+    await_timeout_seconds: NotRequired[int | None]
+    """`pulumi up` waits this long for the picker to be ready, i.e. for a model server of its pool
+    to be ready (default 2700, as the model servers' own wait); None: it does not wait."""
 
 
 def picker_name(pool: str) -> str:
     return f"{pool}-epp"
+
+
+def _await(a: EndpointPickerArgs) -> dict[str, str]:
+    """Ready only once a model server of the pool is: `pulumi up` waits as long as for them."""
+    timeout = a.get("await_timeout_seconds", 2700)
+    if timeout is None:
+        return {contract.PULUMI_SKIP_AWAIT: "true"}
+    return {contract.PULUMI_TIMEOUT_SECONDS: str(timeout)}
 
 
 # Exactly what the picker lists and watches (picker/k8s.py): its own pool, by name (a
@@ -58,24 +85,38 @@ def manifests(a: EndpointPickerArgs) -> list[dict]:
     meta = {"name": name, "namespace": ns, "labels": labels}
     config = a.get("config") or {"pool": {"name": pool, "namespace": ns},
                                  "kubernetes": {"poolApiVersion": pool_api_version(version)}}
+    secret = a.get("cert_secret")
+    if not a.get("secure_serving", True):
+        if secret:
+            raise ValueError(f"picker of pool {pool}: a certificate Secret needs secure serving")
+        tls_args = ["--secure-serving=false"]
+    elif secret:
+        tls_args = ["--cert-path", TLS_DIR, "--enable-cert-reload"]
+    else:
+        tls_args = []  # the picker's default: TLS with a self-signed certificate
     container = {
         "name": "picker",
         "image": a.get("image", "ghcr.io/infershift/picker:0.1.0"),
         "imagePullPolicy": "IfNotPresent",
         "command": ["python", "-m", "infershift.picker"],
         "args": ["--config", f"{CONFIG_DIR}/config.yaml", "--pool-name", pool, "--pool-namespace", ns,
-                 "--host", "0.0.0.0"],
+                 "--host", "0.0.0.0", *tls_args, "--shutdown-delay", f"{SHUTDOWN_DELAY_S}s",
+                 "--drain-timeout", f"{DRAIN_TIMEOUT_S}s"],
         "ports": [{"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
                   {"name": "grpc-health", "containerPort": HEALTH_PORT, "protocol": "TCP"},
                   {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}],
-        "readinessProbe": {"grpc": {"port": HEALTH_PORT}, "periodSeconds": 2},
-        "livenessProbe": {"grpc": {"port": HEALTH_PORT}, "initialDelaySeconds": 5, "periodSeconds": 10},
+        # The probes name the picker's health services (picker/health.py), as upstream's chart does;
+        # gRPC probes are plaintext, and so is 9003.
+        "readinessProbe": {"grpc": {"port": HEALTH_PORT, "service": "readiness"}, "periodSeconds": 2},
+        "livenessProbe": {"grpc": {"port": HEALTH_PORT, "service": "liveness"}, "initialDelaySeconds": 5,
+                          "periodSeconds": 10},
         "resources": {"requests": {"cpu": a.get("cpu", "500m"), "memory": a.get("memory", "512Mi")},
                       "limits": {"memory": a.get("memory", "512Mi")}},
         "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                             "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}},
         "volumeMounts": [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
-                         {"name": "tmp", "mountPath": "/tmp"}],
+                         {"name": "tmp", "mountPath": "/tmp"},
+                         *([{"name": "tls", "mountPath": TLS_DIR, "readOnly": True}] if secret else [])],
     }
     gateway_peers = a.get("gateway_peers") or []
     return [
@@ -91,7 +132,7 @@ def manifests(a: EndpointPickerArgs) -> list[dict]:
          "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": ns}]},
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta,
          "data": {"config.yaml": yaml.safe_dump(config, sort_keys=False)}},
-        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": {
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {**meta, "annotations": _await(a)}, "spec": {
             "replicas": a.get("replicas", 1),
             "selector": {"matchLabels": labels},
             "template": {
@@ -102,9 +143,11 @@ def manifests(a: EndpointPickerArgs) -> list[dict]:
                     "serviceAccountName": name,
                     "securityContext": {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532,
                                         "seccompProfile": {"type": "RuntimeDefault"}},
+                    "terminationGracePeriodSeconds": GRACE_PERIOD_S,
                     "containers": [container],
                     "volumes": [{"name": "config", "configMap": {"name": name}},
-                                {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
+                                {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+                                *([{"name": "tls", "secret": {"secretName": secret}}] if secret else [])],
                 },
             },
         }},

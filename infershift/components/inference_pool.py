@@ -28,6 +28,13 @@ class InferencePoolArgs(TypedDict):
     picker_memory: NotRequired[str]
     picker_config: NotRequired[dict]
     """The picker's config file; default: pool, failure mode and the pool API version only."""
+    picker_secure_serving: NotRequired[bool]
+    """TLS on the picker's ext_proc port (default true; see EndpointPickerArgs.secure_serving)."""
+    picker_cert_secret: NotRequired[str | None]
+    """A kubernetes.io/tls Secret for the picker's certificate; default: self-signed."""
+    picker_await_timeout_seconds: NotRequired[int | None]
+    """How long `pulumi up` waits for the picker to be ready (it is once a model server is); None:
+    not at all. Default 2700."""
     gateway_peers: NotRequired[list[dict]]
     """NetworkPolicy peers that may call the picker (the gateway's proxies)."""
     picker_service: NotRequired[str | None]
@@ -103,10 +110,13 @@ class InferencePool(pulumi.ComponentResource):
                 "gateway_peers": args.get("gateway_peers", []),
             }
             for key, arg in (("picker_image", "image"), ("picker_replicas", "replicas"), ("picker_cpu", "cpu"),
-                             ("picker_memory", "memory")):
+                             ("picker_memory", "memory"), ("picker_secure_serving", "secure_serving"),
+                             ("picker_cert_secret", "cert_secret")):
                 value = dict(args).get(key)
                 if value is not None:
                     picker_args[arg] = value  # type: ignore[literal-required]
+            if "picker_await_timeout_seconds" in args:  # None: not awaited
+                picker_args["await_timeout_seconds"] = args["picker_await_timeout_seconds"]
             self.picker = EndpointPicker(f"{name}-picker", picker_args, child_opts(self))
         self.pool = declare(f"{name}-pool", pool_manifest(name, args), child_opts(self))
         self.routing = {}

@@ -131,7 +131,19 @@ def pool_args(spec: StackSpec, name: str) -> InferencePoolArgs:
         "gateway_peers": gateway_peers(spec),
         "gke_policies": spec.platform_plugin.pool_policies,
         "picker_service": pool.picker.service if pool.picker.mode == "managed" else None,
+        "picker_secure_serving": pool.picker.tls.enabled, "picker_cert_secret": pool.picker.tls.secret_name,
+        "picker_await_timeout_seconds": _picker_await(spec, name),
     }
+
+
+def _picker_await(spec: StackSpec, pool: str) -> int | None:
+    """The picker is ready once one of the pool's model servers is: `pulumi up` waits for it as
+    long as for them (None: they are not awaited, neither is it)."""
+    waits = [None if s.await_.skip else int(duration_seconds(s.await_.timeout))
+             for s in spec.pool_services(pool).values()]
+    if waits and all(w is None for w in waits):
+        return None
+    return max((w for w in waits if w is not None), default=2700)
 
 
 def gateway_args(spec: StackSpec) -> GatewayArgs:

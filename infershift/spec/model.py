@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import operator
+import re
 from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, create_model, field_validator, model_validator
@@ -292,6 +293,32 @@ class ModelRouting(Spec):
         return "Standard"
 
 
+# A Secret's name: an RFC 1123 subdomain (Kubernetes object names may contain dots).
+_SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+
+
+class PickerTls(Spec):
+    """TLS on the picker's ext_proc port, which the gateway connects to (picker/tls.py): on by
+    default with a self-signed certificate, as upstream's endpoint picker; gateways connect with
+    TLS and do not verify it."""
+
+    enabled: bool = True
+    """false: plaintext (h2c), only for a gateway set up to speak plaintext to the picker (Envoy AI
+    Gateway's InferencePool support, for one, always connects with TLS)."""
+    secret_name: str | None = None
+    """A `kubernetes.io/tls` Secret (tls.crt, tls.key) in the stack's namespace, for a gateway that
+    verifies the picker's certificate; mounted and reloaded when it is rotated."""
+
+    @model_validator(mode="after")
+    def _secret(self) -> PickerTls:
+        if self.secret_name is not None:
+            if not self.enabled:
+                raise ValueError("secretName needs enabled: true (a plaintext picker has no certificate)")
+            if not _SECRET_NAME.match(self.secret_name):
+                raise ValueError(f"secretName {self.secret_name!r} is not a valid Kubernetes Secret name")
+        return self
+
+
 class Picker(Spec):
     mode: Literal["self-hosted", "managed"] = "self-hosted"
     """`self-hosted`: infershift's picker, declared by this stack. `managed`: a picker the platform
@@ -313,6 +340,8 @@ class Picker(Spec):
     """Scheduling config (plugins + profile) for the picker; its defaults when omitted. Checked
     with the picker's own parser and plugin registry (`checks._pickers`), so what passes here is
     what the picker accepts."""
+    tls: PickerTls = PickerTls()
+    """The ext_proc port's TLS (self-hosted pickers)."""
 
     @model_validator(mode="after")
     def _mode(self) -> Picker:

@@ -1,6 +1,7 @@
 """The components' manifests as plain data: the rules that matter beyond schema validity."""
 from __future__ import annotations
 
+import pytest
 import yaml
 
 from infershift import spec
@@ -73,8 +74,86 @@ def test_picker_runs_locked_down_with_its_config_mounted():
     assert c["resources"]["requests"] == {"cpu": "500m", "memory": "512Mi"}
     assert [p["containerPort"] for p in c["ports"]] == [9002, 9003, 9090]
     assert c["command"] + c["args"] == ["python", "-m", "infershift.picker", "--config", "/etc/picker/config.yaml",
-                                        "--pool-name", "p", "--pool-namespace", "ns", "--host", "0.0.0.0"]
+                                        "--pool-name", "p", "--pool-namespace", "ns", "--host", "0.0.0.0",
+                                        "--shutdown-delay", "5s", "--drain-timeout", "20s"]
     assert yaml.safe_load(objs["ConfigMap"]["data"]["config.yaml"]) == {"pool": {"name": "p"}}
+
+
+def _picker_with(**args):
+    objs = endpoint_picker.manifests({"pool_name": "p", "pool_api_version": "v1", "namespace": "ns",
+                                      "image": "reg.example/picker:1", **args})
+    dep = next(o for o in objs if o["kind"] == "Deployment")
+    return dep, dep["spec"]["template"]["spec"], dep["spec"]["template"]["spec"]["containers"][0]
+
+
+def test_picker_serves_tls_by_default_self_signed():
+    _, pod, c = _picker_with()
+    # no TLS flag: the picker's default is TLS with a certificate it makes at start (as upstream's)
+    assert not any(a.startswith(("--secure-serving", "--cert-path")) for a in c["args"])
+    assert [v["name"] for v in pod["volumes"]] == ["config", "tmp"]
+
+
+def test_picker_certificate_from_a_secret_is_mounted_and_reloaded():
+    _, pod, c = _picker_with(cert_secret="picker-cert")
+    assert c["args"][c["args"].index("--cert-path") + 1] == "/etc/picker-tls" and "--enable-cert-reload" in c["args"]
+    assert {"name": "tls", "secret": {"secretName": "picker-cert"}} in pod["volumes"]
+    assert {"name": "tls", "mountPath": "/etc/picker-tls", "readOnly": True} in c["volumeMounts"]
+
+
+def test_picker_plaintext_only_when_asked():
+    _, pod, c = _picker_with(secure_serving=False)
+    assert "--secure-serving=false" in c["args"] and "--cert-path" not in c["args"]
+    with pytest.raises(ValueError, match="needs secure serving"):
+        _picker_with(secure_serving=False, cert_secret="x")
+
+
+def test_picker_probes_name_their_health_services_and_the_drain_fits_the_grace_period():
+    dep, pod, c = _picker_with()
+    assert c["readinessProbe"]["grpc"] == {"port": 9003, "service": "readiness"}
+    assert c["livenessProbe"]["grpc"] == {"port": 9003, "service": "liveness"}
+    delay = int(c["args"][c["args"].index("--shutdown-delay") + 1].rstrip("s"))
+    drain = int(c["args"][c["args"].index("--drain-timeout") + 1].rstrip("s"))
+    assert delay + drain < pod["terminationGracePeriodSeconds"]
+    # ready only once a model server is: `pulumi up` waits for it as for the model servers
+    assert dep["metadata"]["annotations"] == {"pulumi.com/timeoutSeconds": "2700"}
+    dep, _, _ = _picker_with(await_timeout_seconds=None)
+    assert dep["metadata"]["annotations"] == {"pulumi.com/skipAwait": "true"}
+
+
+def test_the_picker_accepts_the_deployments_command_line(tmp_path):
+    """The Deployment's args, parsed by the picker's own command line (in its virtualenv)."""
+    import json
+    import os
+    import subprocess
+
+    from infershift.devstack.stack import PACKAGE_ROOT, PICKER_PYTHON, SOURCE_CHECKOUT
+
+    if not PICKER_PYTHON.exists():
+        pytest.skip("no picker virtualenv")
+    code = ("import json, sys; from infershift.picker.__main__ import parse_args; o = parse_args(sys.argv[1:]); "
+            "print(json.dumps([o.secure_serving, o.cert_path, o.enable_cert_reload, o.shutdown_delay, o.drain_timeout]))")
+    env = {**os.environ, **({"PYTHONPATH": str(PACKAGE_ROOT)} if SOURCE_CHECKOUT else {})}
+    for args, want in (({}, [True, None, False]), ({"cert_secret": "picker-cert"}, [True, "/etc/picker-tls", True]),
+                       ({"secure_serving": False}, [False, None, False])):
+        _, _, c = _picker_with(**args)
+        out = subprocess.run([str(PICKER_PYTHON), "-c", code, *c["args"]], capture_output=True, text=True,
+                             timeout=60, env=env, cwd=tmp_path)
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout) == [*want, 5.0, 20.0], args
+
+
+def test_stack_picker_tls_reaches_the_deployment(renders):
+    import copy
+
+    s = spec.load_stack("local")
+    raw = copy.deepcopy(s.model_dump(by_alias=True, exclude_none=True))
+    pool = next(iter(raw["pools"]))
+    raw["pools"][pool]["picker"]["tls"] = {"secretName": "picker-cert"}
+    from infershift.components import program
+
+    args = program.pool_args(spec.model.StackSpec.model_validate(raw), pool)
+    assert (args["picker_secure_serving"], args["picker_cert_secret"]) == (True, "picker-cert")
+    assert program.pool_args(s, pool)["picker_secure_serving"] is True
 
 
 def test_network_policy_admits_only_the_gateway_to_grpc():
