@@ -38,6 +38,7 @@ class Pool:
     port: int  # the pool's own (second-tier) listener
     picker_port: int  # the picker's ext_proc gRPC port
     max_body_bytes: int  # the pool listener's buffer: the picker's limit plus headroom
+    picker_tls: bool = True  # Envoy talks TLS to the picker (the picker's default), as a cluster's gateway
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,8 @@ def build(gw: ir.Gateway, endpoints: dict[str, list[Endpoint]], ports: Ports) ->
         pools=tuple(
             Pool(name=p.name, failure_mode=p.picker.failure_mode,
                  endpoints=tuple(e for s in p.servers for e in endpoints.get(s, [])),
-                 port=ports.pools[p.name], picker_port=ports.pickers[p.name], max_body_bytes=p.max_body_bytes)
+                 port=ports.pools[p.name], picker_port=ports.pickers[p.name], max_body_bytes=p.max_body_bytes,
+                 picker_tls=p.picker.tls)
             for p in gw.pools),
         services=tuple(Service(s.name, tuple(e for g in s.servers for e in endpoints.get(g, [])))
                        for s in gw.services),
@@ -95,8 +97,8 @@ def restart_needed(old: ir.Gateway, new: ir.Gateway) -> list[str]:
     def shape(gw: ir.Gateway) -> dict:
         return {
             "listeners": {p.key: (p.gateway, p.port, p.listeners) for p in gw.ports},
-            "pools": {p.name: (p.selector, p.target_ports, p.servers, p.picker.failure_mode, p.max_body_bytes)
-                      for p in gw.pools},
+            "pools": {p.name: (p.selector, p.target_ports, p.servers, p.picker.failure_mode, p.max_body_bytes,
+                               p.picker.tls) for p in gw.pools},
             "services": {s.name: s.servers for s in gw.services},
             "servers": {s.name: (s.replicas, s.server) for s in gw.servers},
             "bufferLimit": gw.buffer_limit,

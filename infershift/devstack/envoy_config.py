@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 
 from infershift import contract
-from infershift.picker.envoy_config import RESTORE_HEADER, ext_proc_filters
+from infershift.picker.envoy_config import RESTORE_HEADER, ext_proc_filters, picker_transport_socket
 
 from . import ir
 from .dataplane import ENDPOINT_HEADER, DataPlane, Pool
@@ -51,7 +51,8 @@ def _endpoints(addresses: list[str]) -> dict:
     return {"endpoints": [{"lb_endpoints": eps}]}
 
 
-def _static_cluster(name: str, addresses: list[str], *, http2: bool = False, buffer: int | None = None) -> dict:
+def _static_cluster(name: str, addresses: list[str], *, http2: bool = False, buffer: int | None = None,
+                    tls: bool = False) -> dict:
     cluster: dict = {
         "name": name,
         "type": "STATIC",
@@ -68,6 +69,8 @@ def _static_cluster(name: str, addresses: list[str], *, http2: bool = False, buf
                     "initial_stream_window_size": 16 << 20, "initial_connection_window_size": 64 << 20}},
             }
         }
+    if tls:
+        cluster["transport_socket"] = picker_transport_socket()
     if buffer:
         cluster["per_connection_buffer_limit_bytes"] = buffer
     return cluster
@@ -462,7 +465,10 @@ def _pool_clusters(pool: Pool) -> list[dict]:
     clusters = [
         # The first tier reaches the pool's listener through this cluster (also as a mirror).
         _static_cluster(pool_cluster(pool.name), [f"{LOOPBACK}:{pool.port}"], buffer=pool.max_body_bytes),
-        _static_cluster(picker_cluster(pool.name), [f"{LOOPBACK}:{pool.picker_port}"], http2=True),
+        # TLS to the picker as a cluster's gateway talks to it (ALPN h2, its self-signed
+        # certificate not verified); plaintext only for a picker run with --secure-serving=false.
+        _static_cluster(picker_cluster(pool.name), [f"{LOOPBACK}:{pool.picker_port}"], http2=True,
+                        tls=pool.picker_tls),
         {
             "name": endpoints_cluster(pool.name),
             "type": "ORIGINAL_DST",

@@ -97,6 +97,7 @@ class Picker:
     failure_mode: str  # "FailOpen" | "FailClose"
     config: dict  # the picker config file the cluster's picker gets (discovery not yet swapped)
     config_source: str  # where `config` came from, for the describe output
+    tls: bool = True  # the picker serves ext_proc over TLS (its default; `--secure-serving=false` turns it off)
 
 
 @dataclass(frozen=True)

@@ -348,6 +348,8 @@ class LocalStack:
             ]
             if self.options.poll_interval:
                 argv += ["--poll-interval", self.options.poll_interval]
+            if not self.gw.pool(name).picker.tls:  # as its Deployment runs it; TLS otherwise
+                argv.append("--secure-serving=false")
             proc.child = self.supervisor.start(f"picker-{name}", argv, env=env, cwd=cwd)
         for proc in self.pools.values():
             assert proc.child is not None
@@ -405,6 +407,7 @@ class LocalStack:
         for name, pool in self.pools.items():
             p = self.gw.pool(name)
             lines.append(f"pool        {name:<24} listener :{pool.port}  picker grpc :{pool.grpc_port} "
+                         f"({'TLS' if p.picker.tls else 'plaintext'}) "
                          f"metrics :{pool.metrics_port}  ({p.picker.failure_mode}; "
                          f"picker config: {p.picker.config_source})")
         for name, eps in self.endpoints.items():

@@ -163,6 +163,29 @@ def _config_of(deployment: dict, configmaps: dict[str, dict]) -> tuple[dict | No
     return None, f"Deployment {_name(deployment)} does not run infershift's picker"
 
 
+def _picker_tls(deployment: dict, rep: _Report) -> bool:
+    """Whether the picker Deployment serves ext_proc over TLS: the picker's default, unless its
+    command line says `--secure-serving=false` (the last occurrence wins, as with Go's flags). A
+    certificate from a Secret (`--cert-path`) is a cluster object: locally the picker makes its own."""
+    pod = (deployment.get("spec") or {}).get("template", {}).get("spec") or {}
+    for c in pod.get("containers") or []:
+        argv = [str(x) for x in (c.get("command") or []) + (c.get("args") or [])]
+        if PICKER_MODULE not in argv:
+            continue
+        tls = True
+        for i, a in enumerate(argv):
+            if a == "--secure-serving":
+                nxt = argv[i + 1].lower() if i + 1 < len(argv) else ""
+                tls = nxt not in ("false", "0", "f", "no", "off")
+            elif a.startswith("--secure-serving="):
+                tls = a.split("=", 1)[1].lower() not in ("false", "0", "f", "no", "off")
+            elif a == "--cert-path" or a.startswith("--cert-path="):
+                rep.ignore(f"Deployment {_name(deployment)}: the picker's certificate (--cert-path, a Secret); "
+                           "the local picker serves TLS with a self-signed one")
+        return tls
+    return True
+
+
 def _picker(pool_name: str, ref: dict, services: dict[str, dict], others: dict[str, dict],
             configmaps: dict[str, dict], rep: _Report) -> ir.Picker:
     failure = ref.get("failureMode") or "FailClose"  # the Inference Extension's default
@@ -180,13 +203,14 @@ def _picker(pool_name: str, ref: dict, services: dict[str, dict], others: dict[s
                          "the local picker runs with its default config")
         return ir.Picker(svc_name, failure, base, "defaults (no picker Deployment)")
     config, source = _config_of(deps[0], configmaps)
+    tls = _picker_tls(deps[0], rep)
     if config is None:
         rep.notes.append(f"InferencePool {pool_name}: {source}; the local picker runs with its default config")
-        return ir.Picker(svc_name, failure, base, f"defaults ({source})")
+        return ir.Picker(svc_name, failure, base, f"defaults ({source})", tls)
     if not isinstance(config, dict):
         rep.warn(f"InferencePool {pool_name}: the picker config in {source} is not a mapping")
-        return ir.Picker(svc_name, failure, base, f"defaults ({source} is not a mapping)")
-    return ir.Picker(svc_name, failure, config, source)
+        return ir.Picker(svc_name, failure, base, f"defaults ({source} is not a mapping)", tls)
+    return ir.Picker(svc_name, failure, config, source, tls)
 
 
 def client_models(pool: ir.Pool) -> list[str]:
