@@ -72,6 +72,9 @@ def criticality_of(priority: int) -> str:
     return "Critical" if priority > 0 else ("Sheddable" if priority < 0 else "Standard")
 
 
+# The package's version: the default tag of the images a stack builds.
+PACKAGE_VERSION = "0.1.0"
+
 # --- default ports -----------------------------------------------------------------------
 PICKER_GRPC_PORT, PICKER_HEALTH_PORT, PICKER_METRICS_PORT = 9002, 9003, 9090
 MODEL_SERVER_PORT = 8000

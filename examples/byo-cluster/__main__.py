@@ -6,12 +6,13 @@ config schema: plain Pulumi config of this project.
 
     pulumi config set canaryWeight 25      # share of requests for the canary pool
     pulumi config set simulated true       # GPU-less cluster: the project's simulator
-    pulumi up
+    pulumi config set registry localhost:5001/infershift   # build + push the picker/simulator images
+    pulumi up                              # (or name them: pickerImage, simImage)
 """
 import pulumi
 import pulumi_kubernetes as k8s
 
-from infershift.components import CanaryRoute, InferencePool, InferenceService
+from infershift.components import CanaryRoute, Images, InferencePool, InferenceService
 from infershift.components.gateway import envoy_proxy_peers
 
 
@@ -25,6 +26,13 @@ def main() -> dict:
 
     provider = k8s.Provider("cluster", context=config.get("context"))
     opts = pulumi.ResourceOptions(providers=[provider])
+    registry = config.get("registry")
+    if registry:  # built from this package's Dockerfiles and pushed; referenced by digest
+        wanted = ["picker", "sim"] if simulated else ["picker"]
+        refs = Images("images", {"registry": registry, "images": wanted, "tag": "0.1.0"}).refs
+        picker_image, sim_image = refs["picker"], refs.get("sim")
+    else:
+        picker_image, sim_image = config.require("pickerImage"), config.get("simImage")
 
     models = {
         "stable": ("Qwen/Qwen2.5-7B-Instruct", "qwen/travel-helper-v1"),
@@ -36,12 +44,12 @@ def main() -> dict:
         InferenceService(f"chat-{track}", {
             "model": model, "served_model_name": "chat", "namespace": namespace, "labels": labels,
             "replicas": 2, "max_model_len": 8192, "lora_modules": {"travel-helper": f"/adapters/{adapter}"},
-            "max_loras": 2, "simulated": simulated,
+            "max_loras": 2, "simulated": simulated, "sim_image": sim_image,
         }, opts)
         pools[track] = InferencePool(f"chat-{track}", {
             "selector": labels, "namespace": namespace, "api_version": "v1",
             "models": {"chat": {"criticality": "Critical"}, "travel-helper": {"criticality": "Standard"}},
-            "gateway_peers": envoy_proxy_peers(gateway, namespace),
+            "gateway_peers": envoy_proxy_peers(gateway, namespace), "picker_image": picker_image,
         }, opts)
 
     route = CanaryRoute("chat", {

@@ -12,6 +12,7 @@ _EXPORTS = {
     "InferenceService": "inference_service", "InferenceServiceArgs": "inference_service",
     "ModelRoutingArgs": "model_routing",
     "GpuNodePool": "node_pool", "GpuNodePoolArgs": "node_pool",
+    "Images": "images", "ImagesArgs": "images", "Secrets": "secrets", "SecretsArgs": "secrets",
     "CanaryRoute": "routes", "CanaryRouteArgs": "routes", "MirrorRoute": "routes", "MirrorRouteArgs": "routes",
     "MirrorTargetArgs": "routes", "PinArgs": "routes",
 }

@@ -55,6 +55,13 @@ class EndpointPickerArgs(TypedDict):
     to be ready (default 2700, as the model servers' own wait); None: it does not wait."""
 
 
+def _image(a: EndpointPickerArgs):
+    if not a.get("image"):
+        raise ValueError(f"EndpointPicker for pool {a['pool_name']!r}: `image` is required (build "
+                         "infershift/picker/Dockerfile, or use the Images component, and pass its ref)")
+    return a["image"]
+
+
 def picker_name(pool: str) -> str:
     return f"{pool}-epp"
 
@@ -96,7 +103,7 @@ def manifests(a: EndpointPickerArgs) -> list[dict]:
         tls_args = []  # the picker's default: TLS with a self-signed certificate
     container = {
         "name": "picker",
-        "image": a.get("image", "ghcr.io/infershift/picker:0.1.0"),
+        "image": _image(a),
         "imagePullPolicy": "IfNotPresent",
         "command": ["python", "-m", "infershift.picker"],
         "args": ["--config", f"{CONFIG_DIR}/config.yaml", "--pool-name", pool, "--pool-namespace", ns,

@@ -9,7 +9,7 @@ import pulumi
 from infershift import contract
 
 from .api import ENVOY_GATEWAY_API, ENVOY_GATEWAY_CONTROLLER, GATEWAY_API, GATEWAY_GROUP
-from .objects import child_opts, declare
+from .objects import child_opts, declare, keep_options
 
 
 class ListenerArgs(TypedDict):
@@ -36,6 +36,9 @@ class GatewayArgs(TypedDict):
     """Envoy proxy Service type, through an EnvoyProxy resource; default LoadBalancer."""
     await_timeout_seconds: NotRequired[int | None]
     """`pulumi up` waits this long for the Gateway to be Programmed (its address assigned); None: no wait."""
+    name_prefix: NotRequired[str]
+    """Prefix of the policies' and EnvoyProxy's names (`client-buffer-limit`, `backend-timeout`,
+    `custom-proxy-config`, as the guides name them), for stacks sharing a namespace."""
 
 
 def envoy_proxy_peers(gateway: str, namespace: str) -> list[dict]:
@@ -63,7 +66,7 @@ def manifests(name: str, a: GatewayArgs) -> list[dict]:
         listeners.append(entry)
     spec: dict = {"gatewayClassName": a["class_name"], "listeners": listeners}
     if envoy and a.get("service_type"):
-        proxy = "custom-proxy-config"
+        proxy = a.get("name_prefix", "") + "custom-proxy-config"
         spec["infrastructure"] = {"parametersRef": {"group": "gateway.envoyproxy.io", "kind": "EnvoyProxy",
                                                     "name": proxy}}
         out.append({"apiVersion": ENVOY_GATEWAY_API, "kind": "EnvoyProxy",
@@ -77,11 +80,11 @@ def manifests(name: str, a: GatewayArgs) -> list[dict]:
     out.append({"apiVersion": GATEWAY_API, "kind": "Gateway", "metadata": meta, "spec": spec})
     if envoy and a.get("buffer_limit"):
         out.append({"apiVersion": ENVOY_GATEWAY_API, "kind": "ClientTrafficPolicy",
-                    "metadata": {"name": "client-buffer-limit", "namespace": ns},
+                    "metadata": {"name": a.get("name_prefix", "") + "client-buffer-limit", "namespace": ns},
                     "spec": {"targetRefs": target, "connection": {"bufferLimit": a["buffer_limit"]}}})
     if envoy and a.get("request_timeout"):
         out.append({"apiVersion": ENVOY_GATEWAY_API, "kind": "BackendTrafficPolicy",
-                    "metadata": {"name": "backend-timeout", "namespace": ns},
+                    "metadata": {"name": a.get("name_prefix", "") + "backend-timeout", "namespace": ns},
                     "spec": {"targetRefs": target, "timeout": {"http": {"requestTimeout": a["request_timeout"]}}}})
     return out
 
@@ -100,6 +103,7 @@ class Gateway(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: GatewayArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("infershift:index:Gateway", name, None, opts)
+        keep_options(self, opts)
         ns = args.get("namespace", "default")
         self.gateway_name = name
         self.proxy_peers = envoy_proxy_peers(name, ns) if args.get("envoy_gateway", True) else []

@@ -22,7 +22,7 @@ class InferencePoolArgs(TypedDict):
     failure_mode: NotRequired[Literal["FailOpen", "FailClose"]]
     models: NotRequired[dict[str, ModelRoutingArgs]]
     """Client model name -> routing (weighted targets, criticality or priority)."""
-    picker_image: NotRequired[str]
+    picker_image: NotRequired[pulumi.Input[str] | None]
     picker_replicas: NotRequired[int]
     picker_cpu: NotRequired[str]
     picker_memory: NotRequired[str]

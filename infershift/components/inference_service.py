@@ -11,7 +11,6 @@ from infershift import contract
 
 from .objects import child_opts, declare, keep_options
 
-SIM_IMAGE = "ghcr.io/infershift/sim:0.1.0"
 CHAT_TEMPLATE_DIR = "/etc/vllm"
 CHAT_TEMPLATE_KEY = "chat-template.jinja"
 
@@ -59,7 +58,9 @@ class InferenceServiceArgs(TypedDict):
     memory: NotRequired[str | None]
     simulated: NotRequired[bool]
     """Run the project's simulator instead of vLLM: no GPUs, no GPU node selector."""
-    sim_image: NotRequired[str]
+    sim_image: NotRequired[pulumi.Input[str] | None]
+    """The simulator's image (required with `simulated`): built from infershift/sim/Dockerfile,
+    e.g. by the Images component."""
     sim_profile: NotRequired[str]
     probe_period_seconds: NotRequired[int]
     """How often vLLM's `/health` is probed (default 5)."""
@@ -74,6 +75,13 @@ class InferenceServiceArgs(TypedDict):
     a multi-GB image pull and a model load; pulumi-kubernetes' own default is 10 minutes)."""
     skip_await: NotRequired[bool]
     """Do not wait for the replicas at all."""
+
+
+def _sim_image(name: str, a: InferenceServiceArgs):
+    if not a.get("sim_image"):
+        raise ValueError(f"InferenceService {name!r}: `simulated` needs `sim_image` (build infershift/sim/Dockerfile, "
+                         "or use the Images component, and pass its ref)")
+    return a["sim_image"]
 
 
 def vllm_args(a: InferenceServiceArgs) -> list[str]:
@@ -196,7 +204,7 @@ def manifests(name: str, a: InferenceServiceArgs) -> list[dict]:
 
     container: dict = {
         "name": "sim" if simulated else "vllm",
-        "image": a.get("sim_image", SIM_IMAGE) if simulated else a.get("image", "vllm/vllm-openai:v0.11.0"),
+        "image": _sim_image(name, a) if simulated else a.get("image", "vllm/vllm-openai:v0.11.0"),
         "imagePullPolicy": "IfNotPresent",
         "command": ["python", "-m", "infershift.sim"] if simulated else ["python3", "-m", "vllm.entrypoints.openai.api_server"],
         "args": sim_args(a) if simulated else vllm_args(a),
@@ -235,6 +243,11 @@ def manifests(name: str, a: InferenceServiceArgs) -> list[dict]:
             },
         },
     })
+    # Node drains (GKE auto-upgrades, ACK node repairs) evict one replica at a time; with one
+    # replica the eviction still goes through (maxUnavailable, not minAvailable), never blocking a drain.
+    out.append({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+                "metadata": {"name": name, "namespace": ns, "labels": labels},
+                "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector}}})
     out.append({
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": name, "namespace": ns, "labels": labels},
@@ -244,7 +257,7 @@ def manifests(name: str, a: InferenceServiceArgs) -> list[dict]:
     return out
 
 
-_ROLES = {"ConfigMap": "chat-template", "Deployment": "deployment", "Service": "service"}
+_ROLES = {"ConfigMap": "chat-template", "Deployment": "deployment", "Service": "service", "PodDisruptionBudget": "pdb"}
 
 
 class InferenceService(pulumi.ComponentResource):

@@ -19,6 +19,8 @@ _TYPED = {
     ("rbac.authorization.k8s.io/v1", "Role"): k8s.rbac.v1.Role,
     ("rbac.authorization.k8s.io/v1", "RoleBinding"): k8s.rbac.v1.RoleBinding,
     ("networking.k8s.io/v1", "NetworkPolicy"): k8s.networking.v1.NetworkPolicy,
+    ("policy/v1", "PodDisruptionBudget"): k8s.policy.v1.PodDisruptionBudget,
+    ("v1", "Namespace"): k8s.core.v1.Namespace,
 }
 
 # Top-level manifest keys -> the typed classes' keyword arguments.
@@ -62,6 +64,10 @@ def keep_options(component: pulumi.Resource, opts: pulumi.ResourceOptions | None
     down to children, but the Python SDK does not pass `retain_on_delete` (pulumi/resource.py
     inherits only protect from the parent)."""
     component._infershift_retain = opts.retain_on_delete if opts else None  # type: ignore[attr-defined]
+    # Children do not inherit a component's depends_on either (it orders the component itself):
+    # pass it on, so e.g. every object waits for the namespace it lives in.
+    deps = opts.depends_on if opts else None
+    component._infershift_deps = list(deps) if isinstance(deps, list) else ([deps] if deps else [])  # type: ignore[attr-defined]
 
 
 _PATCHES = {("apps/v1", "Deployment"): k8s.apps.v1.DeploymentPatch}
@@ -78,5 +84,6 @@ def declare_patch(name: str, manifest: dict[str, Any], opts: pulumi.ResourceOpti
 
 def child_opts(parent: pulumi.Resource, depends_on: list[pulumi.Resource] | None = None) -> pulumi.ResourceOptions:
     # Children inherit the cluster's Kubernetes provider from the component's `providers`.
-    return pulumi.ResourceOptions(parent=parent, depends_on=depends_on or None,
+    deps = [*getattr(parent, "_infershift_deps", []), *(depends_on or [])]
+    return pulumi.ResourceOptions(parent=parent, depends_on=deps or None,
                                   retain_on_delete=getattr(parent, "_infershift_retain", None))

@@ -12,13 +12,15 @@ from infershift import spec as stackspec
 from infershift.spec.base import duration_seconds
 from infershift.spec.config_path import weight_paths
 from infershift.spec.model import StackSpec
+from infershift.spec.prefix import with_prefix
 
 from .cluster import Cluster, ClusterArgs
 from .gateway import Gateway, GatewayArgs
+from .images import Images, ImagesArgs
 from .inference_pool import InferencePool, InferencePoolArgs
 from .inference_service import InferenceService, InferenceServiceArgs
 from .node_pool import NODE_POOL_LABEL, GpuNodePool, GpuNodePoolArgs
-from .objects import declare_patch
+from .objects import declare, declare_patch
 from .routes import CanaryRoute, CanaryRouteArgs, MirrorRoute, MirrorRouteArgs
 from .secrets import Secrets
 
@@ -65,7 +67,31 @@ def node_pool_args(spec: StackSpec, name: str) -> GpuNodePoolArgs:
     return args
 
 
-def service_args(spec: StackSpec, name: str) -> InferenceServiceArgs:
+def needed_images(spec: StackSpec) -> list[str]:
+    """The images `images` must build: the picker unless every self-hosted pool names one, the
+    simulator unless every simulated service does."""
+    out = []
+    if any(p.picker.mode == "self-hosted" and not p.picker.image for p in spec.pools.values()):
+        out.append("picker")
+    if any(s.simulated and not s.sim_image for s in spec.services.values()):
+        out.append("sim")
+    return out
+
+
+def images_args(spec: StackSpec) -> ImagesArgs | None:
+    if spec.images is None or not needed_images(spec):
+        return None
+    args: ImagesArgs = {"registry": spec.images.registry, "images": needed_images(spec), "tag": spec.images.tag,
+                        "platforms": list(spec.images.platforms)}
+    if spec.images.credential:
+        cred = spec.registry_credentials[spec.images.credential]
+        args["login"] = {"address": cred.server, "username": cred.username,
+                         "password": pulumi.Output.secret(cred.password)}
+    return args
+
+
+def service_args(spec: StackSpec, name: str, built: dict | None = None) -> InferenceServiceArgs:
+    built = built or {}
     s = spec.services[name]
     args: InferenceServiceArgs = {
         "model": s.model, "namespace": spec.platform.namespace, "served_model_name": s.served_model_name,
@@ -74,7 +100,7 @@ def service_args(spec: StackSpec, name: str) -> InferenceServiceArgs:
         "gpu_memory_utilization": s.gpu_memory_utilization, "max_model_len": s.max_model_len,
         "max_num_seqs": s.max_num_seqs, "enforce_eager": s.enforce_eager, "trust_remote_code": s.trust_remote_code,
         "chat_template": s.chat_template, "shm_size": s.shm_size, "env": dict(s.env),
-        "extra_args": list(s.extra_args), "simulated": s.simulated, "sim_image": s.sim_image,
+        "extra_args": list(s.extra_args), "simulated": s.simulated, "sim_image": s.sim_image or built.get("sim"),
         "sim_profile": s.sim_profile,
         "probe_period_seconds": int(duration_seconds(s.probes.period)),
         "startup_timeout_seconds": int(duration_seconds(s.probes.startup_timeout)),
@@ -118,14 +144,15 @@ def gateway_peers(spec: StackSpec) -> list[dict]:
     return [{"ipBlock": {"cidr": c}} for c in cidrs]
 
 
-def pool_args(spec: StackSpec, name: str) -> InferencePoolArgs:
+def pool_args(spec: StackSpec, name: str, built: dict | None = None) -> InferencePoolArgs:
+    built = built or {}
     pool = spec.pools[name]
     return {
         "selector": dict(pool.selector), "api_version": pool.api_version, "namespace": spec.platform.namespace,
         "target_ports": list(pool.target_ports), "failure_mode": pool.failure_mode,
         "models": {m: {"targets": dict(r.targets), "criticality": r.criticality, "priority": r.priority}
                    for m, r in pool.models.items()},
-        "picker_image": pool.picker.image, "picker_replicas": pool.picker.replicas,
+        "picker_image": pool.picker.image or built.get("picker"), "picker_replicas": pool.picker.replicas,
         "picker_cpu": pool.picker.resources.cpu or "500m", "picker_memory": pool.picker.resources.memory or "512Mi",
         "picker_config": stackspec.picker_config(spec, name),
         "gateway_peers": gateway_peers(spec),
@@ -155,6 +182,7 @@ def gateway_args(spec: StackSpec) -> GatewayArgs:
         "create_class": spec.creates_class(), "envoy_gateway": spec.uses_envoy_gateway(),
         "buffer_limit": g.buffer_limit, "request_timeout": g.request_timeout, "service_type": g.service_type,
         "await_timeout_seconds": _status_await(spec),
+        "name_prefix": spec.platform.name_prefix or "",
     }
 
 
@@ -192,12 +220,30 @@ def mirror_args(spec: StackSpec, name: str) -> MirrorRouteArgs:
     return args
 
 
+def _namespace(spec: StackSpec, cluster: Cluster) -> pulumi.Resource | None:
+    """The namespace, created (default, unless it is `default`) or read to assert it exists."""
+    ns = spec.platform.namespace
+    create = spec.platform.create_namespace
+    if create is None:
+        create = ns != "default"
+    opts = pulumi.ResourceOptions(parent=cluster, provider=cluster.k8s_provider)
+    if create:
+        return declare("cluster-namespace", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}, opts)
+    if ns == "default":
+        return None
+    import pulumi_kubernetes as k8s
+
+    return k8s.core.v1.Namespace.get("cluster-namespace", ns, opts=opts)
+
+
 def _keep(protect: bool, retain: bool, depends_on: list | None = None) -> pulumi.ResourceOptions:
     return pulumi.ResourceOptions(protect=protect or None, retain_on_delete=retain or None, depends_on=depends_on)
 
 
-def build(spec: StackSpec) -> dict:
-    """Declare every resource of the stack; return what the stack exports."""
+def build(spec: StackSpec, config: StackSpec | None = None) -> dict:
+    """Declare every resource of the stack; return what the stack exports. `spec` carries the
+    object names (namePrefix applied); `config` is the spec as the user wrote it (config paths)."""
+    config = config or spec
     cluster = Cluster("cluster", _cluster_args(spec))
     k8s_opts = pulumi.ResourceOptions(providers=[cluster.k8s_provider])
     for patch in spec.platform_plugin.cluster_objects(spec):
@@ -205,6 +251,9 @@ def build(spec: StackSpec) -> dict:
         meta = patch["metadata"]
         declare_patch(f"cluster-{meta['namespace']}-{meta['name']}-patch", patch,
                       pulumi.ResourceOptions(parent=cluster, provider=cluster.k8s_provider))
+    namespace = _namespace(spec, cluster)
+    if namespace is not None:
+        k8s_opts = pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=[namespace]))
     node_pools = {}
     if spec.platform.create_node_pools:
         assert cluster.cloud_provider is not None  # the spec allows createNodePools only where there is one
@@ -217,12 +266,14 @@ def build(spec: StackSpec) -> dict:
             "registry_credentials": {n: {"server": c.server, "username": c.username, "password": c.password}
                                      for n, c in spec.registry_credentials.items()},
         }, k8s_opts)
+    image_args = images_args(spec)
+    built = Images("images", image_args).refs if image_args else {}
     services = {}
     for n, s in spec.services.items():
         deps = [node_pools[s.node_pool]] if s.node_pool in node_pools else None
-        services[n] = InferenceService(n, service_args(spec, n), pulumi.ResourceOptions.merge(
+        services[n] = InferenceService(n, service_args(spec, n, built), pulumi.ResourceOptions.merge(
             k8s_opts, _keep(s.protect, s.retain_on_delete, deps)))
-    pools = {n: InferencePool(n, pool_args(spec, n), pulumi.ResourceOptions.merge(
+    pools = {n: InferencePool(n, pool_args(spec, n, built), pulumi.ResourceOptions.merge(
         k8s_opts, _keep(p.protect, p.retain_on_delete))) for n, p in spec.pools.items()}
     gateway = Gateway(spec.gateway.name, gateway_args(spec), k8s_opts)
     routes = {n: CanaryRoute(n, route_args(spec, n), k8s_opts) for n in spec.routes}
@@ -231,13 +282,13 @@ def build(spec: StackSpec) -> dict:
         "gateway": gateway.gateway_name,
         "gatewayAddress": gateway.address,
         "gatewayClass": spec.class_name(),
-        "routeWeights": {n: dict(r.backends) for n, r in spec.routes.items()},
-        "pickerModes": {n: p.picker.mode for n, p in spec.pools.items()},
+        "routeWeights": {n: dict(r.backends) for n, r in config.routes.items()},
+        "pickerModes": {n: p.picker.mode for n, p in config.pools.items()},
         "pools": sorted(pools),
         "services": sorted(services),
         "routes": sorted([*routes, *mirrors]),
         "nodePools": sorted(node_pools),
-        "weightPaths": weight_paths(spec),
+        "weightPaths": weight_paths(config),
     }
 
 
@@ -250,7 +301,7 @@ def main(values: dict | None = None) -> dict:
         raise pulumi.RunError(str(err)) from None
     for warning in stackspec.warnings(spec):
         pulumi.log.warn(str(warning))
-    exports = build(spec)
+    exports = build(with_prefix(spec), config=spec)
     for key, value in exports.items():
         pulumi.export(key, value)
     return exports

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import logging
 import re
@@ -42,11 +43,15 @@ class RenderedResource:
     protect: bool = False
     retain_on_delete: bool = False
     ignore_changes: tuple[str, ...] = ()
+    read: bool = False
+    """A read of an existing object (`.get`), not a declaration."""
+    depends_on: tuple[str, ...] = ()
+    """URNs of the resources it explicitly depends on."""
 
     @property
     def is_kubernetes(self) -> bool:
-        """A whole Kubernetes object this stack owns (not a patch of someone else's)."""
-        return self.custom and self.type.startswith("kubernetes:") and not self.is_patch
+        """A whole Kubernetes object this stack owns (not a patch or a read of someone else's)."""
+        return self.custom and self.type.startswith("kubernetes:") and not self.is_patch and not self.read
 
     @property
     def is_patch(self) -> bool:
@@ -80,7 +85,7 @@ class Render:
     @property
     def cloud(self) -> list[RenderedResource]:
         """Providers and cloud resources (node pools)."""
-        return [r for r in self.resources if r.custom and not r.is_kubernetes and not r.is_patch]
+        return [r for r in self.resources if r.custom and not r.type.startswith("kubernetes:")]
 
     def find(self, kind: str, name: str | None = None) -> list[dict]:
         return [o for o in self.objects if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]
@@ -131,7 +136,7 @@ def _mocks():
             # Registrations run on worker threads; new_resource runs on the same one.
             self.mocks.local.parent = request.parent
             self.mocks.local.options = (bool(request.protect), bool(request.retainOnDelete),
-                                        tuple(request.ignoreChanges))
+                                        tuple(request.ignoreChanges), tuple(request.dependencies))
             return super().RegisterResource(request)
 
     class Mocks(pulumi.runtime.Mocks):
@@ -141,10 +146,21 @@ def _mocks():
             self.monitor = Monitor(self)
 
         def new_resource(self, args: pulumi.runtime.MockResourceArgs):
-            protect, retain, ignore = getattr(self.local, "options", (False, False, ()))
+            protect, retain, ignore, deps = getattr(self.local, "options", (False, False, (), ()))
+            read = bool(args.resource_id)
+            if read:  # ReadResource carries no parent in the mock args; the registration's is stale
+                protect, retain, ignore, deps = False, False, (), ()
             self.registered.append(RenderedResource(args.typ, args.name, _plain(args.inputs), bool(args.custom),
-                                                     args.provider or "", getattr(self.local, "parent", ""),
-                                                     protect, retain, ignore))
+                                                     args.provider or "", "" if read else getattr(self.local, "parent", ""),
+                                                     protect, retain, ignore, read, deps))
+            if read:
+                return [args.resource_id, args.inputs]
+            if args.typ == "docker-build:index:Image":
+                # No build offline: the ref a push would return, with a stand-in digest derived
+                # from the tag (stable across renders; a real push gives the image's own).
+                tag = (args.inputs.get("tags") or ["unnamed"])[0]
+                digest = hashlib.sha256(f"offline-render:{tag}".encode()).hexdigest()
+                return [f"{args.name}-id", {**args.inputs, "ref": f"{tag}@sha256:{digest}", "digest": f"sha256:{digest}"}]
             return [f"{args.name}-id", args.inputs]
 
         def call(self, args: pulumi.runtime.MockCallArgs):

@@ -10,7 +10,7 @@ import pulumi
 from infershift import contract
 
 from .api import GATEWAY_API, GATEWAY_GROUP, POOL_GROUPS
-from .objects import child_opts, declare
+from .objects import child_opts, declare, keep_options
 
 
 class PinArgs(TypedDict):
@@ -134,6 +134,7 @@ class CanaryRoute(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: CanaryRouteArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("infershift:index:CanaryRoute", name, None, opts)
+        keep_options(self, opts)
         self.route_name = name
         self.route = declare(f"{name}-httproute", canary_manifest(name, args), child_opts(self))
         self.register_outputs({"route_name": name})
@@ -144,6 +145,7 @@ class MirrorRoute(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: MirrorRouteArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("infershift:index:MirrorRoute", name, None, opts)
+        keep_options(self, opts)
         self.route_name = name
         self.route = declare(f"{name}-httproute", mirror_manifest(name, args), child_opts(self))
         self.register_outputs({"route_name": name})

@@ -12,7 +12,7 @@ import importlib
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from infershift.spec.base import Problem, Spec, check_name
 
@@ -50,6 +50,12 @@ class PlatformSpec(Spec):
     create_node_pools: bool = False
     """Create the GPU node pools in `nodePools` (platforms with a node-pool component only)."""
     namespace: str = "default"
+    create_namespace: bool | None = None
+    """Create the namespace (default: yes unless it is `default`); false: it must exist already
+    (another stack created it; `pulumi up` reads it and fails if it is missing)."""
+    name_prefix: str | None = Field(None, pattern=r"^[a-z][-a-z0-9]{0,19}$")
+    """Several stacks in one namespace: every object name this stack declares starts with this
+    (e.g. `team-a-`); model names, labels and listener names do not change."""
 
     @field_validator("namespace")
     @classmethod

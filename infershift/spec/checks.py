@@ -20,8 +20,10 @@ def problems(spec: StackSpec) -> list[Problem]:
     out += _pools(spec)
     out += _pickers(spec)
     out += spec.platform_plugin.stack_problems(spec)
+    out += _object_names(spec)
     out += _routes(spec)
     out += _mirrors(spec)
+    out += _images(spec)
     both = sorted(set(spec.secrets) & set(spec.registry_credentials))
     for name in both:
         out.append(Problem(f"registryCredentials.{name}", f"a secret named {name!r} is also declared under secrets"))
@@ -203,6 +205,68 @@ def _pickers(spec: StackSpec) -> list[Problem]:
                 out.append(Problem(f"{path}.{m.group(1)}", m.group(2)))
             else:  # the rest of the file comes from fields checked above; say what the picker said
                 out.append(Problem(path, f"the picker would reject its config: {text}"))
+    return out
+
+
+PICKER_KINDS = ("Deployment", "Service", "ConfigMap", "ServiceAccount", "Role", "RoleBinding", "NetworkPolicy")
+
+
+def object_names(spec: StackSpec) -> list[tuple[str, str, str]]:
+    """(kind, name, config path) of the namespaced objects the stack declares, with its prefix."""
+    p = spec.platform.name_prefix or ""
+    out = []
+    for name, svc in spec.services.items():
+        path = f"services.{name}"
+        out += [("Deployment", p + name, path), ("Service", p + name, path),
+                ("PodDisruptionBudget", p + name, path)]
+        if svc.chat_template:
+            out.append(("ConfigMap", f"{p}{name}-chat-template", f"{path}.chatTemplate"))
+    for name, pool in spec.pools.items():
+        out.append(("InferencePool", p + name, f"pools.{name}"))
+        if pool.picker.mode == "self-hosted":
+            out += [(kind, f"{p}{name}-epp", f"pools.{name}.picker") for kind in (*PICKER_KINDS, "PodDisruptionBudget")]
+    out += [("HTTPRoute", p + name, f"routes.{name}") for name in spec.routes]
+    out += [("HTTPRoute", p + name, f"mirrors.{name}") for name in spec.mirrors]
+    out += [("Secret", p + name, f"secrets.{name}") for name in spec.secrets]
+    out += [("Secret", p + name, f"registryCredentials.{name}") for name in spec.registry_credentials]
+    out.append(("Gateway", p + spec.gateway.name, "gateway.name"))
+    return out
+
+
+def _object_names(spec: StackSpec) -> list[Problem]:
+    """Two parts of the stack that would declare one object, and names Kubernetes refuses."""
+    out: list[Problem] = []
+    seen: dict[tuple[str, str], str] = {}
+    for kind, name, path in object_names(spec):
+        other = seen.setdefault((kind, name), path)
+        if other != path:
+            out.append(Problem(path, f"declares {kind} {name!r}, as {other} does: rename one of them"))
+        if len(name) > 63:
+            out.append(Problem(path, f"{kind} name {name!r} is longer than 63 characters"))
+        elif kind == "Service" and not name[0].isalpha():
+            out.append(Problem(path, f"Service name {name!r} must start with a letter (RFC 1035 label)"))
+    return out
+
+
+BUILD_HINT = "set `images.registry` (pulumi up builds and pushes it) or name an image you pushed"
+
+
+def _images(spec: StackSpec) -> list[Problem]:
+    """Every image a Deployment runs exists: built by the stack, or named."""
+    out = []
+    if spec.images is None:
+        for name, pool in spec.pools.items():
+            if pool.picker.mode == "self-hosted" and not pool.picker.image:
+                out.append(Problem(f"pools.{name}.picker.image", (
+                    f"no picker image: {BUILD_HINT} (docker build -f infershift/picker/Dockerfile .)")))
+        for name, svc in spec.services.items():
+            if svc.simulated and not svc.sim_image:
+                out.append(Problem(f"services.{name}.simImage", (
+                    f"no simulator image: {BUILD_HINT} (docker build -f infershift/sim/Dockerfile .)")))
+    elif spec.images.credential and spec.images.credential not in spec.registry_credentials:
+        out.append(Problem("images.credential", (
+            f"no registryCredentials entry named {spec.images.credential!r} "
+            f"(registryCredentials: {_list(spec.registry_credentials)})")))
     return out
 
 

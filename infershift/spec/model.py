@@ -202,8 +202,8 @@ class InferenceService(Spec):
     """Run the project's simulator image instead of vLLM (clusters without GPUs)."""
     sim_profile: str = "a10-7b"
     """Simulator engine profile when simulated (and in the local stack)."""
-    sim_image: str = "ghcr.io/infershift/sim:0.1.0"
-    """Simulator image when simulated on a cluster."""
+    sim_image: str | None = None
+    """Simulator image when simulated on a cluster; default: the one `images` builds."""
     endpoints: list[str] | None = None
     """Local stack only: URLs of real OpenAI-compatible servers to use instead of simulators."""
     secret_env: dict[str, SecretKeyRef] = {}
@@ -326,7 +326,8 @@ class Picker(Spec):
     no picker objects are created."""
     service: str | None = None
     """managed: the platform's picker Service the pool references (the seeds' `mymodel-v1-ext-proc`)."""
-    image: str = "ghcr.io/infershift/picker:0.1.0"
+    image: str | None = None
+    """The picker's image; default: the one `images` builds from this package's Dockerfile."""
     replicas: int = Field(1, ge=1)
     resources: Resources = Resources(cpu="500m", memory="512Mi")
     poll_interval: Duration = "50ms"
@@ -521,8 +522,24 @@ class Mirror(RouteMatch):
 # --- the whole stack ------------------------------------------------------------------
 
 
+class Images(Spec):
+    """The picker's and the simulator's images, built by `pulumi up` from this package's
+    Dockerfiles and pushed here; Deployments then run them by digest."""
+
+    registry: str = Field(pattern=r"^[a-z0-9][-a-z0-9.:]*[a-z0-9](/[a-z0-9][-a-z0-9._/]*)?$")
+    """Repository prefix: `registry.cn-hangzhou.aliyuncs.com/team` (ACR),
+    `us-docker.pkg.dev/project/repo` (Artifact Registry), `localhost:5001` (kind's local registry)."""
+    tag: str = Field(contract.PACKAGE_VERSION, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+    platforms: list[str] = Field(["linux/amd64"], min_length=1)
+    credential: str | None = None
+    """A `registryCredentials` entry to push with; omitted: the build machine's `docker login`."""
+
+
 class StackSpec(Spec):
     platform: Platform
+    images: Images | None = None
+    """Build and push the picker and simulator images (none: every pool's `picker.image` and each
+    simulated service's `simImage` must name one)."""
     secrets: dict[str, dict[str, str]] = {}
     """Kubernetes Secrets this stack declares: name -> key -> value. Set the values with
     `pulumi config set --secret --path 'secrets.<name>.<key>' VALUE`: they stay encrypted in the

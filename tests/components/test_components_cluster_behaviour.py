@@ -432,3 +432,53 @@ def test_secret_reference_mistakes_name_the_field(edit, path):
     with pytest.raises(spec.StackConfigError) as e:
         spec.validate(values)
     assert any(p.path == path for p in e.value.problems), e.value
+
+
+# --- images ------------------------------------------------------------------------------
+
+
+def test_the_stack_builds_and_pushes_the_images_and_runs_them_by_digest():
+    render = render_values(_values("local"))
+    built = {r.name: r.inputs for r in render.resources if r.type == "docker-build:index:Image"}
+    assert sorted(built) == ["images-picker", "images-sim"]
+    for image, inputs in built.items():
+        kind = image.removeprefix("images-")
+        assert inputs["push"] is True and inputs["tags"] == [f"localhost:5001/infershift/infershift-{kind}:0.1.0"]
+        assert inputs["dockerfile"]["location"].endswith(f"infershift/{kind}/Dockerfile")
+    images = {c["image"] for o in render.objects if o["kind"] == "Deployment"
+              for c in o["spec"]["template"]["spec"]["containers"]}
+    assert images and all("@sha256:" in i for i in images), images
+    assert any("infershift-picker" in i for i in images) and any("infershift-sim" in i for i in images)
+
+
+def test_named_images_need_no_build_and_missing_ones_are_refused():
+    values = _values("ack-canary")
+    for pool in values["pools"].values():
+        pool.setdefault("picker", {})["image"] = "reg.example/picker:7"
+    for svc in values["services"].values():
+        if svc.get("simulated"):
+            svc["simImage"] = "reg.example/sim:7"
+    render = render_values(values)
+    assert not [r for r in render.resources if r.type == "docker-build:index:Image"]
+    del values["images"]
+    render_values(values)  # every image named: no registry needed
+    del values["pools"]["mymodel-pool-v1"]["picker"]["image"]
+    with pytest.raises(spec.StackConfigError) as e:
+        spec.validate(values)
+    assert [p.path for p in e.value.problems] == ["pools.mymodel-pool-v1.picker.image"]
+    assert "images.registry" in e.value.problems[0].message
+
+
+def test_the_push_uses_the_named_registry_credential():
+    values = _values("ack-canary")
+    values["registryCredentials"] = {"acr": {"server": "registry.cn-hangzhou.aliyuncs.com", "username": "u",
+                                             "password": SECRET}}
+    values["images"]["credential"] = "acr"
+    render = render_values(values, secret_keys={"registryCredentials"})
+    picker = next(r for r in render.resources if r.name == "images-picker").inputs
+    # the whole login is a secret input (the password is): never in the render or the state in plaintext
+    assert picker["registries"] == "[secret]" and SECRET not in json.dumps(picker)
+    values["images"]["credential"] = "nope"
+    with pytest.raises(spec.StackConfigError) as e:
+        spec.validate(values)
+    assert any(p.path == "images.credential" for p in e.value.problems)

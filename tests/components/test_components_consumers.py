@@ -37,7 +37,8 @@ def test_simulator_accepts_the_rendered_args(renders):
 def test_picker_accepts_the_components_default_configs(version):
     from infershift.components import endpoint_picker, inference_pool
 
-    picker = {o["kind"]: o for o in endpoint_picker.manifests({"pool_name": "p", "pool_api_version": version})}
+    picker = {o["kind"]: o for o in endpoint_picker.manifests({"pool_name": "p", "pool_api_version": version,
+                                                               "image": "reg.example/picker:1"})}
     assert parse_config(yaml.safe_load(picker["ConfigMap"]["data"]["config.yaml"])).pool_name == "p"
     config = parse_config(inference_pool.default_picker_config("p", {"selector": {"a": "b"}, "api_version": version,
                                                                      "failure_mode": "FailOpen"}))

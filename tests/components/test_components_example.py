@@ -26,10 +26,10 @@ def _render(example, **config):
 
 
 def test_example_renders_valid_objects(example):
-    r = _render(example, canaryWeight="25", context="my-cluster")
+    r = _render(example, canaryWeight="25", context="my-cluster", pickerImage="reg.example/picker:1")
     kinds = sorted({o["kind"] for o in r.objects})
     assert kinds == ["ConfigMap", "Deployment", "HTTPRoute", "InferenceObjective", "InferencePool",
-                     "NetworkPolicy", "Role", "RoleBinding", "Service", "ServiceAccount"]
+                     "NetworkPolicy", "PodDisruptionBudget", "Role", "RoleBinding", "Service", "ServiceAccount"]
     assert {f"{o['kind']}/{o['metadata']['name']}": validate(o) for o in r.objects if validate(o)} == {}
     rule = r.one("HTTPRoute", "chat")["spec"]["rules"][-1]
     assert [(b["name"], b["weight"]) for b in rule["backendRefs"]] == [("chat-stable", 75), ("chat-canary", 25)]
@@ -41,9 +41,14 @@ def test_example_renders_valid_objects(example):
 
 
 def test_example_simulated_has_no_gpus(example):
-    r = _render(example, simulated="true")
+    r = _render(example, simulated="true", registry="localhost:5001/infershift")
+    built = {res.name: res.inputs for res in r.resources if res.type == "docker-build:index:Image"}
+    assert sorted(built) == ["images-picker", "images-sim"]
+    assert built["images-sim"]["tags"] == ["localhost:5001/infershift/infershift-sim:0.1.0"] and built["images-sim"]["push"]
     for name in ("chat-stable", "chat-canary"):
         pod = r.one("Deployment", name)["spec"]["template"]["spec"]
+        # the Deployment runs the pushed image by digest
+        assert pod["containers"][0]["image"].startswith("localhost:5001/infershift/infershift-sim:0.1.0@sha256:")
         assert pod["containers"][0]["command"] == ["python", "-m", "infershift.sim"] and "resources" not in pod["containers"][0]
     rule = r.one("HTTPRoute", "chat")["spec"]["rules"][-1]
     assert [b["weight"] for b in rule["backendRefs"]] == [90, 10]

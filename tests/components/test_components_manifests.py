@@ -42,7 +42,8 @@ def test_v1_pool_has_several_ports_and_picker_ref():
 
 def _picker(version="v1", peers=None):
     objs = endpoint_picker.manifests({"pool_name": "p", "pool_api_version": version, "namespace": "ns",
-                                      "config": {"pool": {"name": "p"}}, "gateway_peers": peers or []})
+                                      "config": {"pool": {"name": "p"}}, "gateway_peers": peers or [],
+                                      "image": "reg.example/picker:1"})
     return {o["kind"]: o for o in objs}
 
 
@@ -187,7 +188,8 @@ def test_vllm_args_cover_every_flag():
 
 def test_simulated_service_drops_gpu_and_volumes():
     objs = {o["kind"]: o for o in inference_service.manifests("s", {
-        "model": "m", "simulated": True, "gpus": 4, "node_selector": {"a": "b"}, "model_pvc": "pvc",
+        "model": "m", "simulated": True, "sim_image": "reg.example/sim:1", "gpus": 4, "node_selector": {"a": "b"},
+        "model_pvc": "pvc",
         "chat_template": "t", "shm_size": "1Gi", "lora_modules": {"x": "/x"}, "max_loras": 3})}
     assert "ConfigMap" not in objs
     pod = objs["Deployment"]["spec"]["template"]["spec"]
@@ -222,3 +224,10 @@ def test_gke_pickers_admit_the_proxy_subnet_only(renders):
     assert spec.warnings(spec.validate(values)) == []
     ingress = render_values(values, "gke-node-rollout").one("NetworkPolicy", "llm-epp")["spec"]["ingress"]
     assert ingress[0] == {"from": [{"ipBlock": {"cidr": "10.129.0.0/23"}}], "ports": [{"port": 9002, "protocol": "TCP"}]}
+
+
+def test_images_are_required_where_no_default_exists():
+    with pytest.raises(ValueError, match="EndpointPicker for pool 'p': `image` is required"):
+        endpoint_picker.manifests({"pool_name": "p", "pool_api_version": "v1"})
+    with pytest.raises(ValueError, match="InferenceService 's': `simulated` needs `sim_image`"):
+        inference_service.manifests("s", {"model": "m", "simulated": True})

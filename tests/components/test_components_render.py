@@ -16,7 +16,7 @@ from k8s_schemas import NO_CRD, validate
 
 REPO = Path(__file__).resolve().parents[2]
 COMPONENT_TYPES = {"Cluster", "GpuNodePool", "InferenceService", "InferencePool", "EndpointPicker", "Gateway",
-                   "CanaryRoute", "MirrorRoute"}
+                   "CanaryRoute", "MirrorRoute", "Images", "Secrets"}
 
 
 def test_every_seed_scenario_has_a_stack():
@@ -62,7 +62,8 @@ def test_node_pools_use_the_cloud_provider(renders):
 
 def test_kubeconfig_platform_creates_no_cloud_resources(renders):
     cloud = renders("local").cloud
-    assert [res.type for res in cloud] == ["pulumi:providers:kubernetes"]
+    assert sorted(res.type for res in cloud) == ["docker-build:index:Image"] * 2 + ["pulumi:providers:kubernetes"]
+    cloud = [res for res in cloud if res.type == "pulumi:providers:kubernetes"]
     assert cloud[0].inputs == {"context": "kind-infershift", "clusterIdentifier": "kubeconfig/~/kind-infershift",
                                "enableConfigMapMutable": "true"}
 
@@ -78,6 +79,7 @@ def test_write_one_object_per_file(renders, tmp_path):
         (o["kind"], o["metadata"]["name"]) for o in r.objects}
     cloud = [json.loads(f.read_text()) for f in files if f.suffix == ".json"]
     assert {c["type"] for c in cloud} == {"alicloud:cs/nodePool:NodePool", "pulumi:providers:alicloud",
+                                          "docker-build:index:Image",
                                          "pulumi:providers:kubernetes"}
     provider = next(c for c in cloud if c["type"] == "pulumi:providers:kubernetes")
     assert provider["inputs"]["kubeconfig"] == "[secret]"  # credentials never land in review output

@@ -185,7 +185,8 @@ def test_local_stack_runs_simulators_without_gpus(renders):
         dep = r.one("Deployment", name)
         pod = dep["spec"]["template"]["spec"]
         c = pod["containers"][0]
-        assert c["image"] == "ghcr.io/infershift/sim:0.1.0" and c["command"] == ["python", "-m", "infershift.sim"]
+        assert c["image"].startswith("localhost:5001/infershift/infershift-sim:0.1.0@sha256:")
+        assert c["command"] == ["python", "-m", "infershift.sim"]
         assert "resources" not in c and "nodeSelector" not in pod and "tolerations" not in pod
         assert _flag(c["args"], "--host") == "0.0.0.0" and _flag(c["args"], "--profile") == "a10-7b"
     qwen = _container(r.one("Deployment", "qwen"))["args"]

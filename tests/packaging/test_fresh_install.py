@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -120,3 +121,22 @@ def test_the_picker_runs_from_its_virtualenv(installed, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_pulumi_install_finds_the_programs_requirements():
+    """`pulumi install` installs requirements.txt into Pulumi.yaml's virtualenv; pip resolves it."""
+    project = yaml.safe_load((REPO / "Pulumi.yaml").read_text())
+    assert project["runtime"]["options"]["virtualenv"] == ".venv"
+    lines = [l.strip() for l in (REPO / "requirements.txt").read_text().splitlines() if l.strip() and l[0] != "#"]
+    assert lines == ["-e .[ack,gke]"]
+    out = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "-q", "-r", "requirements.txt"],
+                         cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_the_installed_package_carries_the_image_build_files(installed):
+    code = ("import pathlib, infershift.components.images as i\n"
+            "root = i.PACKAGE_ROOT\n"
+            "print(all((root / d).is_file() and (root / (d + '.dockerignore')).is_file() for d in i.DOCKERFILES.values()))")
+    out = _run([str(installed["main"]), "-c", code], installed["project"], installed["env"])
+    assert out.stdout.strip() == "True"
