@@ -174,11 +174,14 @@ def manifests(a: EndpointPickerArgs) -> list[dict]:
                         if gateway_peers else [])
             + [{"ports": [{"port": HEALTH_PORT, "protocol": "TCP"}, {"port": METRICS_PORT, "protocol": "TCP"}]}],
         }},
+        # Node drains take one picker replica at a time and never wait on a single one.
+        {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": meta,
+         "spec": {"maxUnavailable": 1, "selector": {"matchLabels": labels}}},
     ]
 
 
 _ROLES = {"ServiceAccount": "sa", "Role": "role", "RoleBinding": "rolebinding", "ConfigMap": "config",
-          "Deployment": "deployment", "Service": "service", "NetworkPolicy": "netpol"}
+          "Deployment": "deployment", "Service": "service", "NetworkPolicy": "netpol", "PodDisruptionBudget": "pdb"}
 
 
 class EndpointPicker(pulumi.ComponentResource):

@@ -118,3 +118,11 @@ def test_model_servers_have_a_disruption_budget_that_never_blocks_a_drain():
     assert pdb["spec"] == {"maxUnavailable": 1, "selector": {"matchLabels": {"infershift.io/service": "qwen"}}}
     dep = render.one("Deployment", "qwen")
     assert pdb["spec"]["selector"] == dep["spec"]["selector"]
+
+
+def test_pickers_have_a_disruption_budget_too():
+    render = render_values(_values("ack-canary"))
+    pdb = render.one("PodDisruptionBudget", "mymodel-pool-v1-epp")
+    dep = render.one("Deployment", "mymodel-pool-v1-epp")
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert pdb["spec"]["selector"] == dep["spec"]["selector"]
