@@ -47,12 +47,13 @@ def main(argv: list[str] | None = None) -> int:
     meta = runner.run(scs, out, seed=a.seed, only_routers=only, quick=a.quick, argv=argv)
     # Routing quality (a behaviour, not a timing): infershift's prefix-cache hit rate against the
     # cache-aware references that ran now, recorded in meta.json and the report.
-    # A run that did not touch shared-prefix keeps the check recorded by the one that did.
+    # A run that reran neither infershift nor a reference on shared-prefix keeps the check recorded
+    # by the one that did (its inputs are unchanged).
     failed = {(f["scenario"], f["router"]) for f in meta["failures"]}
     ran = {n for sc in scs if sc.name == checks.SCENARIO for n in sc.routers
            if (only is None or n in only) and (sc.name, n) not in failed}
     results = checks.prefix_affinity(report.load(out)[1], ran)
-    if ran or any(sc.name == checks.SCENARIO for sc in scs):
+    if ran & {checks.SUBJECT, *checks.REFERENCES}:
         meta["checks"] = checks.as_json(results)
         (out / "meta.json").write_text(json.dumps(meta, indent=1))
     path = report.write(out)

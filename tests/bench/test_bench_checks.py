@@ -87,8 +87,10 @@ def test_quick_run_exits_0_when_infershift_keeps_affinity(recorded, capsys):
     assert bench_main.main(["--quick", "--scenarios", "shared-prefix", "--out", str(out)]) == 0
     assert "infershift prefix-cache hit rate 93% vs sglang-cache-aware 94% (allowed gap 10%): ok" in (
         capsys.readouterr().out)
-    # a run of other scenarios into the same directory keeps the recorded check
+    # a run of other scenarios, or of other routers, into the same directory keeps the recorded check
     assert bench_main.main(["--quick", "--scenarios", "overload", "--out", str(out)]) == 0
+    assert [c["ok"] for c in json.loads((out / "meta.json").read_text())["checks"]] == [True]
+    assert bench_main.main(["--quick", "--scenarios", "shared-prefix", "--routers", "envoy-lr", "--out", str(out)]) == 0
     assert [c["ok"] for c in json.loads((out / "meta.json").read_text())["checks"]] == [True]
 
 
