@@ -37,6 +37,8 @@ class EndpointPickerArgs(TypedDict):
     """`v1` or `v1alpha2`: which pool and model-routing kinds it reads."""
     namespace: NotRequired[str]
     image: NotRequired[str]
+    image_pull_secrets: NotRequired[list[str]]
+    """Secrets the kubelet pulls the image with (a private registry)."""
     replicas: NotRequired[int]
     cpu: NotRequired[str]
     memory: NotRequired[str]
@@ -148,6 +150,8 @@ def manifests(a: EndpointPickerArgs) -> list[dict]:
                     "prometheus.io/path": "/metrics"}},
                 "spec": {
                     "serviceAccountName": name,
+                    **({"imagePullSecrets": [{"name": s} for s in a.get("image_pull_secrets") or []]}
+                       if a.get("image_pull_secrets") else {}),
                     "securityContext": {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532,
                                         "seccompProfile": {"type": "RuntimeDefault"}},
                     "terminationGracePeriodSeconds": GRACE_PERIOD_S,

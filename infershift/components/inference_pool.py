@@ -31,6 +31,7 @@ class InferencePoolArgs(TypedDict):
     picker_secure_serving: NotRequired[bool]
     """TLS on the picker's ext_proc port (default true; see EndpointPickerArgs.secure_serving)."""
     picker_cert_secret: NotRequired[str | None]
+    picker_image_pull_secrets: NotRequired[list[str]]
     """A kubernetes.io/tls Secret for the picker's certificate; default: self-signed."""
     picker_await_timeout_seconds: NotRequired[int | None]
     """How long `pulumi up` waits for the picker to be ready (it is once a model server is); None:
@@ -111,7 +112,8 @@ class InferencePool(pulumi.ComponentResource):
             }
             for key, arg in (("picker_image", "image"), ("picker_replicas", "replicas"), ("picker_cpu", "cpu"),
                              ("picker_memory", "memory"), ("picker_secure_serving", "secure_serving"),
-                             ("picker_cert_secret", "cert_secret")):
+                             ("picker_cert_secret", "cert_secret"),
+                             ("picker_image_pull_secrets", "image_pull_secrets")):
                 value = dict(args).get(key)
                 if value is not None:
                     picker_args[arg] = value  # type: ignore[literal-required]

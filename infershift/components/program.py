@@ -159,6 +159,7 @@ def pool_args(spec: StackSpec, name: str, built: dict | None = None) -> Inferenc
         "gke_policies": spec.platform_plugin.pool_policies,
         "picker_service": pool.picker.service if pool.picker.mode == "managed" else None,
         "picker_secure_serving": pool.picker.tls.enabled, "picker_cert_secret": pool.picker.tls.secret_name,
+        "picker_image_pull_secrets": list(pool.picker.image_pull_secrets) or None,
         "picker_await_timeout_seconds": _picker_await(spec, name),
     }
 

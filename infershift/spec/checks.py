@@ -183,6 +183,7 @@ def _pickers(spec: StackSpec) -> list[Problem]:
     out = []
     for name, pool in spec.pools.items():
         path = f"pools.{name}.picker"
+        out += _secret_refs(spec, path, {}, pool.picker.image_pull_secrets)
         if pool.picker.mode == "managed" and not spec.platform_plugin.managed_picker:
             out.append(Problem(f"{path}.mode", (
                 f"platform {spec.platform.kind!r} runs no picker for a pool; managed pickers are "

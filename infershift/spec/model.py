@@ -328,6 +328,8 @@ class Picker(Spec):
     """managed: the platform's picker Service the pool references (the seeds' `mymodel-v1-ext-proc`)."""
     image: str | None = None
     """The picker's image; default: the one `images` builds from this package's Dockerfile."""
+    image_pull_secrets: list[str] = []
+    """Secrets (`registryCredentials` or existing) the kubelet pulls the picker's image with."""
     replicas: int = Field(1, ge=1)
     resources: Resources = Resources(cpu="500m", memory="512Mi")
     poll_interval: Duration = "50ms"

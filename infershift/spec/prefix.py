@@ -49,7 +49,9 @@ def with_prefix(spec: StackSpec) -> StackSpec:
     return spec.model_copy(update={
         "node_pools": {n(k): v for k, v in spec.node_pools.items()},
         "services": services,
-        "pools": {n(k): v for k, v in spec.pools.items()},
+        "pools": {n(k): v.model_copy(update={"picker": v.picker.model_copy(update={
+            "image_pull_secrets": [secret(x) for x in v.picker.image_pull_secrets]})})
+            for k, v in spec.pools.items()},
         "gateway": spec.gateway.model_copy(update=gateway_update),
         "routes": routes,
         "mirrors": mirrors,

@@ -386,6 +386,9 @@ def test_secret_values_become_secrets_referenced_by_name_and_never_plaintext():
     env = {e["name"]: e for e in pod["containers"][0]["env"]}
     assert env["HF_TOKEN"] == {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}}
     assert pod["imagePullSecrets"] == [{"name": "acr"}]
+    values["pools"]["mymodel-pool-v1"].setdefault("picker", {})["imagePullSecrets"] = ["acr"]
+    picker = render_values(values, secret_keys=secret_keys).one("Deployment", "mymodel-pool-v1-epp")
+    assert picker["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "acr"}]
 
 
 def test_the_dockerconfigjson_is_what_the_kubelet_reads():
