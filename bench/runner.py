@@ -135,12 +135,16 @@ def run_router(sc: Scenario, name: str, workdir: Path, capacity: dict | None, se
     return out
 
 
-def source_commit() -> str | None:
-    """The commit the bench and the picker ran from (REPO), '+modified' when the tree differs from it."""
+def source_commit(out: Path | None = None) -> str | None:
+    """The commit the bench and the picker ran from (REPO), '+modified' when the tree differs from it
+    outside the output directory `out` (bench/results is committed, and updated by every run)."""
+    paths = ["."]
+    if out is not None and out.resolve().is_relative_to(REPO):
+        paths.append(f":(exclude){out.resolve().relative_to(REPO)}")
     try:
         head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO, capture_output=True,
                               text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *paths], cwd=REPO,
                                capture_output=True, text=True, timeout=10, check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
@@ -172,7 +176,7 @@ def run(plan: list[Scenario], out: Path, *, seed: int = 0, only_routers: set[str
         meta["started"] = old.get("started", meta["started"])
         meta["failures"] = old.get("failures", [])
         meta["checks"] = old.get("checks", [])  # bench/__main__.py replaces them when shared-prefix runs
-    commit = source_commit()
+    commit = source_commit(out)
     t0 = time.monotonic()
     for sc in plan:
         names = [n for n in sc.routers if only_routers is None or n in only_routers]

@@ -99,3 +99,26 @@ def test_a_subset_without_a_reference_is_not_checked_and_does_not_fail(recorded,
     assert bench_main.main(["--quick", "--scenarios", "shared-prefix", "--routers", "infershift,envoy-lr",
                             "--out", str(out)]) == 0
     assert "not checked" in capsys.readouterr().out
+
+
+def test_recorded_commit_ignores_the_output_directory(tmp_path, monkeypatch):
+    import subprocess
+
+    def git(*a):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *a], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "meta.json").write_text("{}")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-q", "-m", "c")
+    monkeypatch.setattr(runner, "REPO", tmp_path)
+    head = runner.source_commit(tmp_path / "results")
+    assert head and "+" not in head
+    (tmp_path / "results" / "meta.json").write_text('{"runs": []}')  # a run updating committed results
+    assert runner.source_commit(tmp_path / "results") == head
+    assert runner.source_commit() == head + "+modified"
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert runner.source_commit(tmp_path / "results") == head + "+modified"
