@@ -70,6 +70,7 @@ def test_service_endpoints_use_running_servers_instead_of_simulators(tmp_path):
         stack_file.write_text(f"""
 config:
   infershift:platform: {{kind: kubeconfig}}
+  infershift:images: {{registry: localhost:5001/infershift}}
   infershift:services:
     ext:
       model: /models/external
