@@ -31,7 +31,7 @@ class InferencePoolArgs(TypedDict):
     picker_secure_serving: NotRequired[bool]
     """TLS on the picker's ext_proc port (default true; see EndpointPickerArgs.secure_serving)."""
     picker_cert_secret: NotRequired[str | None]
-    picker_image_pull_secrets: NotRequired[list[str]]
+    picker_image_pull_secrets: NotRequired[list[str] | None]
     """A kubernetes.io/tls Secret for the picker's certificate; default: self-signed."""
     picker_await_timeout_seconds: NotRequired[int | None]
     """How long `pulumi up` waits for the picker to be ready (it is once a model server is); None:

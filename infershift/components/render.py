@@ -242,7 +242,9 @@ def render_stack(name: str, stacks_dir: Path | None = None) -> Render:
     from infershift import spec
     kwargs = {"stacks_dir": stacks_dir} if stacks_dir else {}
     spec.load_stack(name, **kwargs)  # the validation message, before the runtime starts
-    document = yaml.safe_load(spec.stack_path(name, **kwargs).read_text())
+    from infershift.spec import strict_yaml
+
+    document = strict_yaml.load(spec.stack_path(name, **kwargs).read_text())
     return render_values(spec.config_values(document), stack=name, secret_keys=spec.secret_config_keys(document))
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import yaml
 
+from infershift.spec import strict_yaml
+
 
 class ManifestError(ValueError):
     """A manifest that cannot be read (names the file and the document)."""
@@ -52,7 +54,7 @@ def _documents(path: Path) -> list[tuple[str, dict]]:
         raise ManifestError(f"{path}: cannot read: {e}") from None
     out = []
     try:
-        for i, doc in enumerate(yaml.safe_load_all(text), 1):
+        for i, doc in enumerate(strict_yaml.load_all(text), 1):
             if doc is None:
                 continue
             where = f"{path}#{i}"
@@ -108,7 +110,7 @@ def render_stack_file(path: Path) -> Objects:
     from infershift.components import render
 
     spec.load_file(path)  # the validation message, before the runtime starts
-    document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    document = strict_yaml.load(path.read_text(encoding="utf-8"))
     collect = _Collect()
     render.LOG.addHandler(collect)
     try:

@@ -99,6 +99,12 @@ def _services(spec: StackSpec) -> list[Problem]:
         clash = sorted(set(svc.env) & set(svc.secret_env))
         if clash:
             out.append(Problem(f"{path}.secretEnv", f"{', '.join(clash)} also set in env"))
+        served = svc.served_model_name or svc.model
+        for adapter in (svc.lora.modules if svc.lora else {}):
+            if adapter == served:
+                out.append(Problem(f"{path}.lora.modules.{adapter}", (
+                    f"the adapter has the served model's name {served!r}: vLLM answers that name with the base "
+                    "model, so the adapter can never be reached; rename it")))
         if svc.node_pool is not None:
             np = spec.node_pools.get(svc.node_pool)
             if np is None:
@@ -145,6 +151,14 @@ def _pools(spec: StackSpec) -> list[Problem]:
                     f"{path}.targetPorts",
                     f"service {sname!r} listens on {svc.port}, which is not among the pool's target ports {pool.target_ports}",
                 ))
+        adapters: dict[str, tuple[str, str]] = {}
+        for sname, svc in services.items():
+            for adapter, where in (svc.lora.modules if svc.lora else {}).items():
+                first = adapters.setdefault(adapter, (sname, where))
+                if first[1] != where:
+                    out.append(Problem(f"services.{sname}.lora.modules.{adapter}", (
+                        f"is {where!r} here but {first[1]!r} in services.{first[0]}; both serve pool {name!r}, so "
+                        f"requests for {adapter!r} would get a different adapter depending on the replica")))
         served = spec.pool_serves(name)
         for model, routing in pool.models.items():
             live = [t for t, w in routing.targets.items() if w > 0]
@@ -278,8 +292,32 @@ def _listener(spec: StackSpec, path: str, listener: str | None) -> list[Problem]
     return []
 
 
-def _routes(spec: StackSpec) -> list[Problem]:
+def _overlap(a: list[str], b: list[str]) -> bool:
+    return not a or not b or bool(set(a) & set(b))
+
+
+def _route_conflicts(spec: StackSpec) -> list[Problem]:
+    """Two routes matching the same listener, hostname and path with nothing else to tell them
+    apart: Gateway API gives the request to the older route and the other silently serves nothing."""
+    entries = [(f"routes.{n}", r) for n, r in spec.routes.items()] + [(f"mirrors.{n}", m) for n, m in spec.mirrors.items()]
     out = []
+    for i, (path_a, a) in enumerate(entries):
+        for path_b, b in entries[:i]:
+            if a.listener is not None and b.listener is not None and a.listener != b.listener:
+                continue
+            if not _overlap(a.hostnames, b.hostnames):
+                continue
+            same = sorted(set(a.paths) & set(b.paths))
+            if same:
+                out.append(Problem(f"{path_a}.paths", (
+                    f"{path_b} matches the same path(s) {same} on the same listener and hostnames: only the older "
+                    "route would get these requests (Gateway API precedence), the other none; give them different "
+                    "paths, hostnames or listeners")))
+    return out
+
+
+def _routes(spec: StackSpec) -> list[Problem]:
+    out = _route_conflicts(spec)
     for name, route in spec.routes.items():
         path = f"routes.{name}"
         out += _listener(spec, path, route.listener)

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from infershift.platforms import REGISTRY
 
+from . import strict_yaml
 from .base import Problem
 from .checks import problems, secret_key_problems
 from .model import StackSpec
@@ -151,7 +152,7 @@ def validate(values: dict, source: str = "stack config", secret_keys: set[str] |
 def load_file(path: str | Path) -> StackSpec:
     path = Path(path)
     try:
-        document = yaml.safe_load(path.read_text())
+        document = strict_yaml.load(path.read_text())
     except yaml.YAMLError as err:
         raise StackConfigError(str(path), [Problem("(file)", f"not valid YAML: {err}")]) from None
     return validate(config_values(document, str(path)), str(path), secret_config_keys(document, str(path)))

@@ -11,7 +11,7 @@ import operator
 import re
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import Field, create_model, field_validator, model_validator
+from pydantic import BeforeValidator, Field, create_model, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from infershift import contract
@@ -26,6 +26,49 @@ FailureMode = Literal["FailOpen", "FailClose"]
 
 # Weights follow Gateway API's bounds for backendRefs.
 Weight = Field(ge=0, le=1_000_000)
+
+
+def _weight(value: object) -> object:
+    """An integer weight: `true` is not 1 (YAML/JSON booleans are refused); "50" is 50 (a string
+    `pulumi config set --path` may store)."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected an integer weight, got {str(value).lower()}")
+    if isinstance(value, str) and re.fullmatch(r"\s*[0-9]+\s*", value):
+        return int(value)
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError(f"expected an integer weight, got {value}")
+    return value
+
+
+IntWeight = Annotated[int, BeforeValidator(_weight)]
+
+# Kubernetes label values: at most 63 characters, alphanumerics with -_. inside (empty allowed).
+LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+# Label keys: an optional DNS-subdomain prefix and a name of at most 63 characters.
+LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+# HTTP header field names (RFC 9110 token).
+HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+# Gateway API hostnames: a DNS name, optionally with a leading "*." wildcard; no scheme, port or path.
+HOSTNAME = re.compile(r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def check_labels(labels: dict[str, str], what: str) -> dict[str, str]:
+    for key, value in labels.items():
+        prefix, _, name = key.rpartition("/")
+        if not LABEL_NAME.match(name) or len(name) > 63 or (prefix and (len(prefix) > 253 or not HOSTNAME.match(prefix))):
+            raise ValueError(f"{what} key {key!r} is not a valid Kubernetes label key")
+        if not isinstance(value, str) or len(value) > 63 or not LABEL_VALUE.match(value):
+            raise ValueError(f"{what} {key}={value!r}: not a valid Kubernetes label value (at most 63 characters: "
+                             "letters, digits, '-', '_', '.', starting and ending with a letter or digit)")
+    return labels
+
+
+def check_hostname(value: str, what: str) -> str:
+    if "://" in value or "/" in value or ":" in value:
+        raise ValueError(f"{what} {value!r} must be a bare host name (no scheme, port or path), e.g. 'llm.example.com'")
+    if len(value) > 253 or not HOSTNAME.match(value):
+        raise ValueError(f"{what} {value!r} is not a valid hostname (lowercase DNS name, optionally '*.'-prefixed)")
+    return value
 
 
 def _names(mapping: dict, what: str) -> dict:
@@ -57,6 +100,11 @@ class NodePoolBase(Spec):
     labels: dict[str, str] = {}
     taint: bool = True
     """Taint nodes `nvidia.com/gpu=present:NoSchedule` so only GPU workloads land there."""
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
+        return check_labels(v, "node label")
 
     def block(self, kind: str):
         """The node pool's `<kind>:` block (e.g. `ack:`), or None."""
@@ -218,6 +266,11 @@ class InferenceService(Spec):
     retain_on_delete: bool = False
     """Removing the service from the stack leaves its objects in the cluster."""
 
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
+        return check_labels(v, "label")
+
     @field_validator("sim_profile")
     @classmethod
     def _profile(cls, v: str) -> str:
@@ -263,7 +316,7 @@ class ModelRouting(Spec):
 
     criticality: Criticality | None = None
     priority: int | None = None
-    targets: dict[str, int] = {}
+    targets: dict[str, IntWeight] = {}
     """Target model (base model or LoRA adapter) -> weight. Empty: served as named."""
 
     @field_validator("targets")
@@ -371,6 +424,11 @@ class Pool(Spec):
     retain_on_delete: bool = False
     """Removing the pool from the stack leaves its objects in the cluster."""
 
+    @field_validator("selector")
+    @classmethod
+    def _selector(cls, v: dict[str, str]) -> dict[str, str]:
+        return check_labels(v, "selector")
+
     @field_validator("target_ports")
     @classmethod
     def _ports(cls, v: list[int]) -> list[int]:
@@ -401,6 +459,11 @@ class Listener(Spec):
     @classmethod
     def _n(cls, v: str) -> str:
         return check_name(v, "listener name")
+
+    @field_validator("hostname")
+    @classmethod
+    def _host(cls, v: str | None) -> str | None:
+        return None if v is None else check_hostname(v, "listener hostname")
 
 
 class Gateway(Spec):
@@ -466,6 +529,20 @@ class Pin(Spec):
     value: str = Field(min_length=1)
     backend: str
 
+    @field_validator("header")
+    @classmethod
+    def _h(cls, v: str) -> str:
+        if not HEADER_NAME.match(v):
+            raise ValueError(f"{v!r} is not a valid HTTP header name (letters, digits and !#$%&'*+.^_`|~-)")
+        return v.lower()
+
+    @field_validator("value")
+    @classmethod
+    def _v(cls, v: str) -> str:
+        if any((ord(c) < 0x20 and c != "\t") or ord(c) == 0x7F for c in v) or v != v.strip():
+            raise ValueError("a header value cannot hold control characters or leading/trailing spaces")
+        return v
+
 
 class RouteMatch(Spec):
     listener: str | None = None
@@ -482,13 +559,24 @@ class RouteMatch(Spec):
         for p in v:
             if not p.startswith("/"):
                 raise ValueError(f"path {p!r} must start with '/'")
+            if "?" in p or "#" in p:
+                raise ValueError(f"path {p!r} holds a query or fragment; a PathPrefix match is the path only")
+            if any(c.isspace() for c in p) or "//" in p:
+                raise ValueError(f"path {p!r} is not a valid URL path prefix")
+        if len(set(v)) != len(v):
+            raise ValueError(f"path listed twice in {v}")
         return v
+
+    @field_validator("hostnames")
+    @classmethod
+    def _hosts(cls, v: list[str]) -> list[str]:
+        return [check_hostname(h, "hostname") for h in v]
 
 
 class Route(RouteMatch):
     """A canary HTTPRoute: weighted InferencePool backends (base-model or node canary)."""
 
-    backends: dict[str, int] = Field(min_length=1)
+    backends: dict[str, IntWeight] = Field(min_length=1)
     """InferencePool name -> weight; each weight is one `pulumi config set --path` scalar."""
     pins: list[Pin] = []
 

@@ -82,3 +82,15 @@ def test_consecutive_ports_for_replicas():
     base = plan.fresh_run(3, "simulator of service s")
     assert [plan.wanted[base + i] for i in range(3)] == [f"simulator of service s (replica {i})" for i in range(3)]
     plan.check()
+
+
+def test_a_manifest_key_given_twice_is_refused_as_kubectl_does(tmp_path):
+    path = tmp_path / "route.yaml"
+    path.write_text("apiVersion: v1\nkind: Service\nmetadata:\n  name: a\n  name: b\nspec: {}\n")
+    with pytest.raises(manifests.ManifestError, match=r"key 'name' is given twice \(lines 4 and 5\)"):
+        manifests.load([path])
+    # YAML merge keys override legitimately
+    path.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\ndata:\n  base: &b {x: '1', y: '2'}\n"
+                    "  over:\n    <<: *b\n    x: '3'\n")
+    (obj,) = manifests.load([path]).items
+    assert obj["data"]["over"] == {"x": "3", "y": "2"}
