@@ -3,7 +3,8 @@ in the same run (see picker/BENCH.md for the targets and the last recorded resul
 
 1. Scheduler decision time at 8, 64 and 256 endpoints (in process, default profile).
 2. Envoy straight to a model server vs Envoy + picker at a fixed request rate: added latency p50/p99
-   and the picker's CPU time per request.
+   and the picker's CPU time per request. Envoy talks TLS to the picker (its default, as a
+   cluster's gateway); the same picker in plaintext (`--secure-serving=false`) is a same-run baseline.
 3. The highest request rate one picker process sustains (closed loop, all cores busy).
 4. 220 KB prompts at concurrency 20: added latency p50.
 """
@@ -220,7 +221,8 @@ def client_bench(rate: float, seconds: float) -> dict:
 
 def dataplane_bench(rate: float, seconds: float, big_kb: int, big_conc: int, big_seconds: float,
                     parts: set[str] = frozenset({"rate", "max", "big"}), loop: str = "asyncio",
-                    model: str = "llama", sample: float = 0.1, classic: bool = True, alt: str | None = "grpcio") -> dict:
+                    model: str = "llama", sample: float = 0.1, classic: bool = True, alt: str | None = "grpcio",
+                    plain: bool = True) -> dict:
     """Envoy set up the recommended way (one round trip, responses only when asked) vs direct, with
     the classic GIE setup (headers, body, response headers) and the no-op servicer as same-run baselines."""
     wd = tempdir("picker-bench-")
@@ -266,6 +268,15 @@ def dataplane_bench(rate: float, seconds: float, big_kb: int, big_conc: int, big
             ll, la = free_port(), free_port()
             procs.append(start_envoy(gateway_config(listen_port=ll, admin_port=la, picker_port=lgp, pool=[upstream]),
                                      wd, la))
+        pl = plain_picker = None
+        if plain:  # the same picker and setup without TLS between Envoy and the picker
+            pgp = free_port()
+            plain_picker = start_picker(cfg_path, wd, grpc_port=pgp, health_port=free_port(), metrics_port=free_port(),
+                                        extra=["--log-level", "warning", "--loop", loop, "--secure-serving=false"])
+            procs.append(plain_picker)
+            pl, pla = free_port(), free_port()
+            procs.append(start_envoy(gateway_config(listen_port=pl, admin_port=pla, picker_port=pgp, pool=[upstream],
+                                                    picker_tls=False), wd, pla))
         cl = ncl = None
         if classic:  # the same picker and no-op servicer behind the classic three-message setup
             cl, ca = free_port(), free_port()
@@ -285,6 +296,8 @@ def dataplane_bench(rate: float, seconds: float, big_kb: int, big_conc: int, big
         run(fixed_rate(gl, 100, 1, small))
         if ll:
             run(fixed_rate(ll, 100, 1, small))
+        if pl:
+            run(fixed_rate(pl, 100, 1, small))
         out: dict = {"rate": rate, "seconds": seconds}
         if "rate" in parts:
             out.update(_rate_part(run, dl, gl, picker, rate, seconds, small))
@@ -299,6 +312,11 @@ def dataplane_bench(rate: float, seconds: float, big_kb: int, big_conc: int, big
                 via = run(fixed_rate(ll, rate, seconds, small))
                 out["lib_cpu_ms_per_req"] = (cpu_seconds(lib_picker.p.pid) - c0) / len(via) * 1e3
                 out["lib_p50_ms"], out["lib_p99_ms"] = pct(via, 50) * 1e3, pct(via, 99) * 1e3
+            if plain:
+                c0 = cpu_seconds(plain_picker.p.pid)
+                via = run(fixed_rate(pl, rate, seconds, small))
+                out["plain_cpu_ms_per_req"] = (cpu_seconds(plain_picker.p.pid) - c0) / len(via) * 1e3
+                out["plain_p50_ms"], out["plain_p99_ms"] = pct(via, 50) * 1e3, pct(via, 99) * 1e3
             if classic:
                 c0 = cpu_seconds(picker.p.pid)
                 via = run(fixed_rate(cl, rate, seconds, small))
@@ -318,6 +336,9 @@ def dataplane_bench(rate: float, seconds: float, big_kb: int, big_conc: int, big
             if lib:
                 c = _big_part(run, dl, ll, lib_picker, big, big_kb, big_conc, big_seconds)
                 out.update({f"lib_{k}": v for k, v in c.items()})
+            if plain:
+                c = _big_part(run, dl, pl, plain_picker, big, big_kb, big_conc, big_seconds)
+                out.update({f"plain_{k}": v for k, v in c.items()})
         return out
     finally:
         for p in reversed(procs):
@@ -383,6 +404,8 @@ def main(argv=None) -> None:
                          "response comes back to the picker to restore the name)")
     ap.add_argument("--sample", type=float, default=0.1, help="the picker's telemetry.responseSampleRate")
     ap.add_argument("--no-classic", action="store_true", help="skip the classic-setup baselines (faster)")
+    ap.add_argument("--no-plaintext", action="store_true",
+                    help="skip the same picker without TLS (--secure-serving=false) as a baseline")
     ap.add_argument("--alt-transport", choices=["grpcio", "grpclib", "none"], default="grpcio",
                     help="also measure the same picker on this ext_proc transport (default grpcio: grpc.aio)")
     ap.add_argument("--parts", default="decision,rate,max,big",
@@ -410,7 +433,7 @@ def main(argv=None) -> None:
     if not parts & {"rate", "max", "big"}:
         return
     r = dataplane_bench(a.rate, a.seconds, a.big_kb, a.big_concurrency, a.big_seconds, parts, a.loop,
-                        a.model, a.sample, not a.no_classic, alt)
+                        a.model, a.sample, not a.no_classic, alt, not a.no_plaintext)
     print(f"\n(model {a.model!r}, responseSampleRate {a.sample}, picker loop {a.loop})")
     if "rate" in parts:
         print(f"\n(load average when starting: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores)")
@@ -418,7 +441,10 @@ def main(argv=None) -> None:
         print(f"direct:        p50 {r['direct_p50_ms']:.2f} ms   p99 {r['direct_p99_ms']:.2f} ms")
         print(f"with picker:   p50 {r['picker_p50_ms']:.2f} ms   p99 {r['picker_p99_ms']:.2f} ms")
         print(f"added:         p50 {r['added_p50_ms']:.2f} ms   p99 {r['added_p99_ms']:.2f} ms")
-        print(f"picker CPU:    {r['picker_cpu_ms_per_req']:.3f} ms per request")
+        print(f"picker CPU:    {r['picker_cpu_ms_per_req']:.3f} ms per request (TLS between Envoy and the picker)")
+        if "plain_p50_ms" in r:
+            print(f"same picker, plaintext (--secure-serving=false): p50 {r['plain_p50_ms']:.2f} ms   "
+                  f"p99 {r['plain_p99_ms']:.2f} ms   CPU {r['plain_cpu_ms_per_req']:.3f} ms per request")
         for key, name in (("noop_h2", "the picker's h2 server"), ("noop", "grpc.aio")):
             print(f"floor: no-op servicer on {name}, same Envoy setup: p50 {r[key + '_p50_ms']:.2f} ms   "
                   f"p99 {r[key + '_p99_ms']:.2f} ms   CPU {r[key + '_cpu_ms_per_req']:.3f} ms per request")
@@ -440,6 +466,10 @@ def main(argv=None) -> None:
           f"added p50 {r['big_added_p50_ms']:.2f} ms (p99 {r['big_direct_p99_ms']:.1f} -> {r['big_picker_p99_ms']:.1f} ms)")
         print(f"throughput {r['big_rps_direct']:.0f} -> {r['big_rps_picker']:.0f} req/s; "
               f"picker CPU {r['big_picker_cpu_ms_per_req']:.2f} ms per request")
+        if "plain_big_picker_p50_ms" in r:
+            print(f"same picker, plaintext: direct p50 {r['plain_big_direct_p50_ms']:.2f} ms, with picker p50 "
+                  f"{r['plain_big_picker_p50_ms']:.2f} ms, added p50 {r['plain_big_added_p50_ms']:.2f} ms; "
+                  f"picker CPU {r['plain_big_picker_cpu_ms_per_req']:.2f} ms per request")
         if "lib_big_picker_p50_ms" in r:
             print(f"picker on {alt}: direct p50 {r['lib_big_direct_p50_ms']:.2f} ms, with picker p50 "
                   f"{r['lib_big_picker_p50_ms']:.2f} ms, added p50 {r['lib_big_added_p50_ms']:.2f} ms; "

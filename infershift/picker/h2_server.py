@@ -6,12 +6,15 @@ event loop) before the picker does any work; grpclib (h2) is no cheaper. This se
 what one bidirectional gRPC method needs: RFC 9113 framing and flow control, HPACK decoding (the
 `hpack` package) with stateless literal output, gRPC's length-prefixed messages and trailers. It
 calls the servicer's synchronous handler straight from `data_received`, with no task per stream,
-and writes everything one read produced in one go.
+and writes everything one read produced in one go. TLS (the picker's default) runs inside the
+Connection over memory BIOs (`_TLS`): one decrypt per read and one encrypt per write, without
+asyncio's TLS transport in between.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 
 import hpack
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
@@ -119,9 +122,47 @@ class _Stream:
         self.unacked = 0  # DATA bytes received and not yet returned in a WINDOW_UPDATE
 
 
+class _TLS:
+    """TLS for one connection through memory BIOs, driven by the Connection itself: asyncio's TLS
+    transport (sslproto) wraps every read and write in its own buffering and flow-control steps,
+    which cost more than the record layer for the picker's small messages."""
+
+    __slots__ = ("incoming", "outgoing", "obj", "ready", "closed")
+
+    def __init__(self, ctx: ssl.SSLContext):
+        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.obj = ctx.wrap_bio(self.incoming, self.outgoing, server_side=True)
+        self.ready = False  # handshake done
+        self.closed = False  # the peer's close_notify came
+
+    def feed(self, data) -> bytes:
+        """Ciphertext in; the plaintext it completes (b"" if none yet). Sets `closed` on close_notify."""
+        self.incoming.write(data)
+        if not self.ready:
+            try:
+                self.obj.do_handshake()
+            except ssl.SSLWantReadError:
+                return b""
+            self.ready = True
+        chunks = []
+        while True:
+            try:
+                chunk = self.obj.read(1 << 20)
+            except ssl.SSLWantReadError:  # all of it read
+                break
+            except ssl.SSLZeroReturnError:
+                chunk = b""
+            if not chunk:  # with memory BIOs an empty read is the close_notify
+                self.closed = True
+                break
+            chunks.append(chunk)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
 class Connection(asyncio.Protocol):
-    def __init__(self, server: ExtProcServer):
+    def __init__(self, server: ExtProcServer, tls_context: ssl.SSLContext | None = None):
         self.server = server
+        self.tls = _TLS(tls_context) if tls_context is not None else None
         self.servicer = server.servicer
         self.transport: asyncio.Transport | None = None
         self.partial: _Pieces | None = None  # an incomplete frame (or preface)
@@ -166,6 +207,30 @@ class Connection(asyncio.Protocol):
             self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
+        tls = self.tls
+        if tls is None:
+            self._received(data)
+            return
+        was_ready = tls.ready
+        try:
+            plain = tls.feed(data)
+        except ssl.SSLError as e:  # e.g. a plaintext client: no TLS handshake, nothing to answer
+            log.warning("TLS handshake or record failed; closing the connection", extra={"error": str(e)})
+            if self.transport is not None:
+                if tls.outgoing.pending:  # the alert, if OpenSSL made one
+                    self.transport.write(tls.outgoing.read())
+                self.transport.close()
+            return
+        if tls.outgoing.pending and self.transport is not None:  # handshake messages, alerts, key updates
+            self.transport.write(tls.outgoing.read())
+        if plain:
+            self._received(plain)
+        elif tls.ready and not was_ready:
+            self._flush()  # what waited for the handshake (our SETTINGS)
+        if tls.closed:  # the peer is done: answer its close_notify with ours and close
+            self._hang_up()
+
+    def _received(self, data: bytes) -> None:
         if self.partial is not None:
             if not self.partial.add(data):
                 return
@@ -521,15 +586,22 @@ class Connection(asyncio.Protocol):
 
     def _flush(self) -> None:
         if self.out and self.transport is not None:
-            self.transport.write(b"".join(self.out) if len(self.out) > 1 else self.out[0])
+            data = b"".join(self.out) if len(self.out) > 1 else self.out[0]
+            tls = self.tls
+            if tls is None:
+                self.transport.write(data)
+            elif not tls.ready:
+                return  # kept until the handshake is done
+            else:
+                tls.obj.write(data)
+                self.transport.write(tls.outgoing.read())
         self.out.clear()
 
     def _abort(self, code: int, message: str) -> None:
         log.warning("closing an ext_proc connection", extra={"h2_error": code, "error": message})
         self.out.append(w.goaway(self.last_sid, code, message.encode()[:200]))
         self._flush()
-        if self.transport is not None:
-            self.transport.close()
+        self._hang_up()
 
     # --- shutdown --------------------------------------------------------------------------------
 
@@ -547,7 +619,21 @@ class Connection(asyncio.Protocol):
         if self.draining and self.drain_acked and not self.streams and self.transport is not None:
             self.out.append(w.goaway(self.last_sid, w.NO_ERROR))
             self._flush()
-            self.transport.close()
+            self._hang_up()
+
+    def _hang_up(self) -> None:
+        """Close after what was flushed; over TLS with a close_notify first (RFC 8446 6.1)."""
+        if self.transport is None:
+            return
+        tls = self.tls
+        if tls is not None and tls.ready:
+            try:
+                tls.obj.unwrap()
+            except ssl.SSLError:
+                pass  # SSLWantReadError: the peer's close_notify is not awaited
+            if tls.outgoing.pending:
+                self.transport.write(tls.outgoing.read())
+        self.transport.close()
 
 
 class ExtProcServer:
@@ -560,10 +646,10 @@ class ExtProcServer:
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self, host: str, port: int, tls=None) -> int:
-        """`tls`: a tls.ServerTLS (asyncio's TLS transport under the same Connection), or None for h2c."""
+        """`tls`: a tls.ServerTLS (each Connection runs TLS itself, over memory BIOs), or None for h2c."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: Connection(self), host, port, reuse_address=True,
-                                                ssl=tls.ssl_context() if tls is not None else None)
+        ctx = tls.ssl_context() if tls is not None else None
+        self._server = await loop.create_server(lambda: Connection(self, ctx), host, port, reuse_address=True)
         return self._server.sockets[0].getsockname()[1]
 
     async def stop(self, grace: float = 2.0) -> None:

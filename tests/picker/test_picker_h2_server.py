@@ -1,12 +1,15 @@
 """Protocol tests for the picker's own HTTP/2 gRPC server (picker/h2_server.py), against independent
 peers over real loopback sockets: grpcio as the gRPC client, and the `h2` library (python-hyper) as
 the HTTP/2 client. Frames h2 will not produce (padding on HEADERS, CONTINUATION, protocol errors,
-anything after a GOAWAY, which h2 takes as the end of the connection) are written by hand here."""
+anything after a GOAWAY, which h2 takes as the end of the connection) are written by hand here.
+Every test runs twice: over h2c and over TLS (the server's own memory-BIO TLS, the default in the
+picker), with the clients verifying its certificate."""
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import random
+import ssl
 import struct
 import time
 from typing import NamedTuple
@@ -24,6 +27,7 @@ from h2.settings import SettingCodes
 
 from infershift.picker import h2_server
 from infershift.picker.h2_server import ExtProcServer
+from infershift.picker.tls import ServerTLS
 
 PROCESS = "/envoy.service.ext_proc.v3.ExternalProcessor/Process"
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -249,19 +253,37 @@ class Peer:
 
 
 class Harness:
-    """Servers and client connections of one test, all closed at its end."""
+    """Servers and client connections of one test, all closed at its end; over TLS if `tls`."""
 
-    def __init__(self):
+    def __init__(self, tls: bool = False):
         self.servers: list[ExtProcServer] = []
         self.peers: list[Peer] = []
+        self.tls = ServerTLS() if tls else None
 
     async def start(self, servicer, **kw) -> int:
         self.server = ExtProcServer(servicer, **kw)
         self.servers.append(self.server)
-        return await self.server.start("127.0.0.1", 0)
+        return await self.server.start("127.0.0.1", 0, self.tls)
+
+    def client_context(self) -> ssl.SSLContext | None:
+        if self.tls is None:
+            return None
+        ctx = ssl.create_default_context(cadata=self.tls.cert_pem.decode())  # verifies: names localhost
+        ctx.set_alpn_protocols(["h2"])
+        return ctx
+
+    def channel(self, port: int) -> grpc.aio.Channel:
+        if self.tls is None:
+            return grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+        return grpc.aio.secure_channel(f"127.0.0.1:{port}", grpc.ssl_channel_credentials(self.tls.cert_pem),
+                                       options=[("grpc.ssl_target_name_override", "localhost")])
 
     async def connect(self, port: int, settings: dict | None = None, raw: bool = False) -> Peer:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        ctx = self.client_context()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx,
+                                                      server_hostname="localhost" if ctx else None)
+        if ctx is not None:
+            assert writer.get_extra_info("ssl_object").selected_alpn_protocol() == "h2"
         p = Peer(reader, writer, use_h2=not raw)
         self.peers.append(p)
         if not raw:
@@ -282,9 +304,9 @@ class Harness:
             await s.stop(grace=0.2)
 
 
-@pytest.fixture
-async def harness():
-    h = Harness()
+@pytest.fixture(params=["h2c", "tls"])
+async def harness(request):
+    h = Harness(tls=request.param == "tls")
     yield h
     await h.close()
 
@@ -294,7 +316,7 @@ async def harness():
 async def test_grpcio_bidi_call_gets_answers_in_order_and_ok(harness):
     rec = Recorder()
     port = await harness.start(rec)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+    async with harness.channel(port) as channel:
         call = pb_grpc.ExternalProcessorStub(channel).Process()
         await call.write(headers_msg("first"))
         # answered before the next message is written: the stream is live in both directions
@@ -311,7 +333,7 @@ async def test_grpcio_bidi_call_gets_answers_in_order_and_ok(harness):
 async def test_grpcio_concurrent_streams_on_one_channel(harness):
     rec = Recorder()
     port = await harness.start(rec)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+    async with harness.channel(port) as channel:
         stub = pb_grpc.ExternalProcessorStub(channel)
 
         async def one(i: int):
@@ -689,3 +711,73 @@ async def test_graceful_stop_serves_a_stream_in_flight_at_the_first_goaway(harne
     await stopping
     assert not p.on(1, RST_STREAM) or int.from_bytes(p.on(1, RST_STREAM)[0].payload, "big") != REFUSED_STREAM
     assert p.status(1) == 0 and echoed(p.answers(1)[0]) == b"in flight"
+
+
+# --- 13. TLS edges (the server's memory-BIO TLS) ---------------------------------------------------
+
+async def test_tls_server_closes_a_plaintext_client_without_answering():
+    h = Harness(tls=True)
+    try:
+        port = await h.start(Recorder())
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)  # h2c to a TLS port, as a misconfigured gateway
+        writer.write(PREFACE + frame(SETTINGS, 0, 0))
+        data = await asyncio.wait_for(reader.read(), 5)  # until the server closes
+        assert data == b"" or data[0] == 0x15  # nothing, or a TLS alert record; never HTTP/2
+        writer.close()
+        await asyncio.wait_for(_no_connections(h.server), 5)
+    finally:
+        await h.close()
+
+
+async def test_tls_bytes_one_at_a_time_still_make_a_call():
+    """Handshake and records cut at every byte: the server keeps partial TLS state between reads."""
+    h = Harness(tls=True)
+    rec = Recorder()
+    try:
+        port = await h.start(rec)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        ctx = h.client_context()
+        inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = ctx.wrap_bio(inc, out, server_hostname="localhost")
+
+        async def pump_out() -> None:
+            data = out.read()
+            for i in range(len(data)):
+                writer.write(data[i:i + 1])
+                await writer.drain()
+
+        async def pump_in() -> None:
+            inc.write(await asyncio.wait_for(reader.read(65536), 5))
+
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                await pump_out()
+                await pump_in()
+        await pump_out()
+        assert tls.selected_alpn_protocol() == "h2"
+        conn = H2Connection(H2Configuration(client_side=True))
+        conn.initiate_connection()
+        sid = conn.get_next_available_stream_id()
+        conn.send_headers(sid, REQUEST_HEADERS)
+        conn.send_data(sid, grpc_frame(body_msg(b"byte by byte")), end_stream=True)
+        tls.write(conn.data_to_send())
+        await pump_out()
+        events, body = [], b""
+        while not any(isinstance(e, ev.StreamEnded) for e in events):
+            await pump_in()
+            try:
+                events += conn.receive_data(tls.read(1 << 20))
+            except ssl.SSLWantReadError:
+                continue
+            tls.write(conn.data_to_send())
+            await pump_out()
+        body = b"".join(e.data for e in events if isinstance(e, ev.DataReceived))
+        trailers = next(dict(e.headers) for e in events if isinstance(e, ev.TrailersReceived))
+        assert trailers[b"grpc-status"] == b"0"
+        assert pb.ProcessingResponse.FromString(body[5:]).request_body.response.body_mutation.body == b"byte by byte"
+        writer.close()
+    finally:
+        await h.close()
