@@ -47,6 +47,16 @@ def default_picker_python() -> Path:
 PICKER_PYTHON = default_picker_python()
 
 
+def _seed_body(path: str, model: str) -> dict:
+    """A request body as the guides' curl commands write it (with max_tokens, which their chat
+    requests leave to the server: up to the context length)."""
+    if path.endswith("/chat/completions"):
+        return {"model": model, "temperature": 0, "max_tokens": 100,
+                "messages": [{"role": "user", "content": "Who are you?"}]}
+    return {"model": model, "prompt": "Write as if you were a critic: San Francisco", "max_tokens": 100,
+            "temperature": 0}
+
+
 class StackError(RuntimeError):
     """The local stack cannot start (bad config, busy port, missing tool)."""
 
@@ -421,8 +431,10 @@ class LocalStack:
         return lines
 
     def sample_requests(self) -> list[dict]:
-        """One request per HTTPRoute (or attached pool), for a model its main pool routes or serves:
-        the seeds' curl commands, here."""
+        """The seeds' curl commands, here: per HTTPRoute (or attached pool), one request for each
+        client-facing model name its pools route (a LoRA canary's name, an in-pool split's name) or,
+        without any, the first model they serve; plus one per pin header. Bodies as the guides write
+        them (chat: "Who are you?" at temperature 0; completions: the critic prompt)."""
         out = []
         seen = set()
         for port in self.gw.ports:
@@ -435,23 +447,27 @@ class LocalStack:
                 if not pools:
                     continue
                 seen.add(rule.route)
-                models = translate.client_models(self.gw.pool(pools[0].name)) or sorted(
-                    {m for g in self.gw.pool(pools[0].name).servers for m in self.gw.server(g).server.serves})
+                models: list[str] = []
+                for backend in pools:
+                    models += [x for x in translate.client_models(self.gw.pool(backend.name)) if x not in models]
+                if not models:
+                    models = sorted({x for g in self.gw.pool(pools[0].name).servers
+                                     for x in self.gw.server(g).server.serves})[:1]
                 m = rule.matches[0]
                 path = m.path if m.path_type != "RegularExpression" else "/v1/completions"
                 prefix = m.path_type == "PathPrefix"
                 if prefix and ("/v1/chat/completions".startswith(path.rstrip("/") + "/") or path == "/"):
                     path = "/v1/chat/completions"
-                if path.endswith("/chat/completions"):
-                    body = {"model": models[0] if models else "", "messages": [{"role": "user", "content": "Hello!"}],
-                            "max_tokens": 8}
-                else:
-                    body = {"model": models[0] if models else "", "prompt": "San Francisco is a", "max_tokens": 8}
                 headers = {h.name: h.value for h in m.headers if h.type == "Exact"}
                 if rule.hostnames and not rule.hostnames[0].startswith("*"):
                     headers["host"] = rule.hostnames[0]
-                out.append({"route": rule.route, "url": self.gateway[port.key] + path, "headers": headers,
-                            "body": body})
+                pins = [{h.name: h.value for h in r.matches[0].headers if h.type == "Exact"}
+                        for r in port.rules if r.route == rule.route and r is not rule and r.matches
+                        and any(h.type == "Exact" for h in r.matches[0].headers)]
+                for model in models or [""]:
+                    for extra in [{}] + (pins if model == (models or [""])[0] else []):
+                        out.append({"route": rule.route, "url": self.gateway[port.key] + path,
+                                    "headers": {**headers, **extra}, "body": _seed_body(path, model)})
         return out
 
     # --- live changes ------------------------------------------------------------------

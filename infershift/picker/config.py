@@ -21,6 +21,17 @@ class StaticEndpoint:
     address: str  # "ip:port"
     name: str
     models: tuple[str, ...] | None  # None: learn from the server
+    labels: tuple[tuple[str, str], ...] = ()  # the pod's labels (Kubernetes discovery) or the endpoint's `labels:`
+    engine: str | None = None  # model server engine (metrics_parse.ENGINES); None: the pod label, else the pool's
+
+
+@dataclass(frozen=True)
+class OnDemandAdapter:
+    """A LoRA adapter the pool's servers load when a request asks for it (lora.onDemand)."""
+
+    name: str
+    base: str  # the base model it applies to: endpoints serving it can load it
+    path: str | None = None  # the picker loads it via POST /v1/load_lora_adapter; None: the server resolves it
 
 
 @dataclass(frozen=True)
@@ -80,8 +91,10 @@ class PickerConfig:
     stale_after: float = 1.0
     models_interval: float = 2.0
     # share of responses that are not rewritten but still come back to the picker for per-target
-    # telemetry (status, TTFB, latency, served endpoint); only with the two-filter Envoy setup
-    response_sample_rate: float = 0.1
+    # telemetry (status, TTFB, latency, tokens, served endpoint); only with the two-filter Envoy setup
+    response_sample_rate: float = 1.0
+    metrics_port: int | None = None  # scrape this port instead of the endpoint's (Triton: 8002)
+    lora_on_demand: dict[str, OnDemandAdapter] = field(default_factory=dict)  # lora.onDemand, by adapter name
     scheduling: SchedulingSpec = None  # type: ignore[assignment]
 
     def with_models(self, models: dict[str, ModelRoute], objectives: dict[str, int]) -> PickerConfig:
@@ -238,7 +251,7 @@ def parse_config(raw: Any) -> PickerConfig:
     _keys(
         raw,
         {"pool", "endpoints", "kubernetes", "models", "sessionHeader", "failureMode", "limits", "metrics", "scheduling",
-         "telemetry"},
+         "telemetry", "lora"},
         "config",
     )
     pool = _mapping(raw.get("pool"), "pool")
@@ -251,7 +264,7 @@ def parse_config(raw: Any) -> PickerConfig:
         for i, e in enumerate(raw["endpoints"]):
             w = f"endpoints[{i}]"
             e = _mapping(e, w)
-            _keys(e, {"address", "name", "models"}, w)
+            _keys(e, {"address", "name", "models", "engine", "labels"}, w)
             addr = parse_address(e.get("address"), f"{w}.address")
             if addr in seen:
                 raise ConfigError(f"{w}.address: duplicate endpoint {addr}")
@@ -261,7 +274,7 @@ def parse_config(raw: Any) -> PickerConfig:
                 if not isinstance(models, list) or not all(isinstance(m, str) and m for m in models):
                     raise ConfigError(f"{w}.models: expected a list of model names")
                 models = tuple(models)
-            eps.append(StaticEndpoint(addr, _str(e.get("name", addr), f"{w}.name"), models))
+            eps.append(StaticEndpoint(addr, _str(e.get("name", addr), f"{w}.name"), models, *_endpoint_extras(e, w)))
         endpoints = tuple(eps)
     kube = raw.get("kubernetes")
     if kube is not None:
@@ -288,10 +301,14 @@ def parse_config(raw: Any) -> PickerConfig:
     if isinstance(max_body, bool) or not isinstance(max_body, int) or max_body <= 0:
         raise ConfigError(f"limits.maxBodyBytes: expected a positive integer, got {max_body!r}")
     met = _mapping(raw.get("metrics"), "metrics")
-    _keys(met, {"pollInterval", "staleAfter", "modelsInterval"}, "metrics")
+    _keys(met, {"pollInterval", "staleAfter", "modelsInterval", "port"}, "metrics")
+    metrics_port = met.get("port")
+    if metrics_port is not None and (isinstance(metrics_port, bool) or not isinstance(metrics_port, int)
+                                     or not 0 < metrics_port < 65536):
+        raise ConfigError(f"metrics.port: expected a port number, got {metrics_port!r}")
     tel = _mapping(raw.get("telemetry"), "telemetry")
     _keys(tel, {"responseSampleRate"}, "telemetry")
-    rate = tel.get("responseSampleRate", 0.1)
+    rate = tel.get("responseSampleRate", 1.0)
     if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1:
         raise ConfigError(f"telemetry.responseSampleRate: expected a number from 0 to 1, got {rate!r}")
     return PickerConfig(
@@ -307,8 +324,46 @@ def parse_config(raw: Any) -> PickerConfig:
         stale_after=parse_duration(met.get("staleAfter", "1s"), "metrics.staleAfter"),
         models_interval=parse_duration(met.get("modelsInterval", "2s"), "metrics.modelsInterval"),
         response_sample_rate=float(rate),
+        metrics_port=metrics_port,
+        lora_on_demand=parse_lora(raw.get("lora")),
         scheduling=parse_scheduling(raw.get("scheduling")),
     )
+
+
+def _endpoint_extras(e: dict, where: str) -> tuple[tuple[tuple[str, str], ...], str | None]:
+    """An endpoint's `labels` (as a pod's) and `engine`."""
+    from .metrics_parse import AUTO, ENGINES
+
+    labels = _mapping(e.get("labels"), f"{where}.labels")
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
+        raise ConfigError(f"{where}.labels: expected a mapping of strings")
+    engine = e.get("engine")
+    if engine is not None and engine not in (*ENGINES, AUTO):
+        raise ConfigError(f"{where}.engine: expected one of {', '.join((*ENGINES, AUTO))}, got {engine!r}")
+    return tuple(sorted(labels.items())), engine
+
+
+def parse_lora(raw: Any) -> dict[str, OnDemandAdapter]:
+    """`lora: {onDemand: [{adapter, base, path}]}`: adapters requests may name though no server has them
+    yet. With `path` the picker loads the adapter (vLLM's POST /v1/load_lora_adapter, which needs
+    VLLM_ALLOW_RUNTIME_LORA_UPDATING=True); without, the server resolves it (a vLLM LoRA resolver)."""
+    lora = _mapping(raw, "lora")
+    _keys(lora, {"onDemand"}, "lora")
+    items = lora.get("onDemand") or []
+    if not isinstance(items, list):
+        raise ConfigError("lora.onDemand: expected a list of {adapter, base, path}")
+    out: dict[str, OnDemandAdapter] = {}
+    for i, a in enumerate(items):
+        w = f"lora.onDemand[{i}]"
+        a = _mapping(a, w)
+        _keys(a, {"adapter", "base", "path"}, w)
+        name = _str(a.get("adapter"), f"{w}.adapter")
+        if name in out:
+            raise ConfigError(f"{w}.adapter: duplicate adapter {name!r}")
+        path = a.get("path")
+        out[name] = OnDemandAdapter(name, _str(a.get("base"), f"{w}.base"),
+                                    _str(path, f"{w}.path") if path is not None else None)
+    return out
 
 
 def read_yaml(path: str, what: str = "config file"):

@@ -22,7 +22,11 @@ from infershift.devstack.traffic import served_count, settled_count
 def test_stack_starts_and_serves_one_request_per_route(name, tmp_path):
     with run(copy_stack(name, tmp_path), Options(**FAST, watch=False)) as stack:
         requests = stack.sample_requests()
-        assert len(requests) == len(stack.spec.routes) + len(stack.spec.mirrors) > 0
+        assert {r["route"] for r in requests} == set(stack.spec.routes) | set(stack.spec.mirrors)
+        # every client-facing model name a route's pools route gets its curl
+        routed = {m for route in stack.spec.routes.values() for p in route.backends for m in stack.spec.pools[p].models}
+        routed |= {m for mirror in stack.spec.mirrors.values() for m in stack.spec.pools[mirror.backend].models}
+        assert routed <= {r["body"]["model"] for r in requests}
         for req in requests:
             r = httpx.post(req["url"], json=req["body"], headers=req["headers"], timeout=60)
             assert r.status_code == 200, f"{name} route {req['route']}: {r.status_code} {r.text}"
