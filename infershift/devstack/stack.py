@@ -464,8 +464,9 @@ class LocalStack:
                 pins = [{h.name: h.value for h in r.matches[0].headers if h.type == "Exact"}
                         for r in port.rules if r.route == rule.route and r is not rule and r.matches
                         and any(h.type == "Exact" for h in r.matches[0].headers)]
+                variants: list[dict[str, str]] = [{}, *pins]
                 for model in models or [""]:
-                    for extra in [{}] + (pins if model == (models or [""])[0] else []):
+                    for extra in variants if model == (models or [""])[0] else variants[:1]:
                         out.append({"route": rule.route, "url": self.gateway[port.key] + path,
                                     "headers": {**headers, **extra}, "body": _seed_body(path, model)})
         return out
