@@ -33,7 +33,10 @@ class SimSpec:
              # refused by the sim's range check, so a single server gets a probed port.)
              "--servers", str(servers), "--port", str(0 if servers > 1 else free_port()), "--host", "127.0.0.1",
              "--pod-name", pod_prefix, "--time-scale", repr(self.time_scale), "--seed", str(self.seed),
-             "--max-loras", str(self.max_loras)]
+             "--max-loras", str(self.max_loras),
+             # the omniscient router and the capacity search ask each server's /admin/predict at the
+             # address they route to (no gateway in front here)
+             "--admin-port", "same"]
         if self.lora_modules:
             a += ["--lora-modules", *self.lora_modules]
         for flag, v in (("--max-num-seqs", self.max_num_seqs), ("--num-gpu-blocks", self.num_gpu_blocks),

@@ -29,13 +29,15 @@ async def serve(ns) -> None:
                 max_model_len=ns.max_model_len, max_num_batched_tokens=ns.max_num_batched_tokens,
                 max_waiting=ns.max_waiting, seed=ns.seed, error_rate=ns.error_rate,
                 error_status=ns.error_status, slow_start_seconds=ns.slow_start_seconds,
-                stream_coalesce=ns.stream_coalesce_ms / 1000)
+                stream_coalesce=ns.stream_coalesce_ms / 1000, admin_on_serving_port=ns.admin_port == "same")
             name = instance_name(i, ns.servers, ns.pod_name, ns.served_model_name[0], ns.port)
             s = SimServer(cfg, name)
-            bound = await s.start(ns.host, port)
+            admin = None if ns.admin_port == "same" else (ns.admin_port + i if ns.admin_port else 0)
             servers.append(s)
+            bound = await s.start(ns.host, port, admin)
+            admin_url = f"http://{ns.host}:{s.admin_port if s.admin_port is not None else bound}"
             print(f"sim: {s.name} listening on http://{ns.host}:{bound} profile={profile.name} "
-                  f"model={ns.served_model_name[0]} blocks={s.engine.kv.num_blocks}", flush=True)
+                  f"model={ns.served_model_name[0]} blocks={s.engine.kv.num_blocks} admin={admin_url}", flush=True)
         await stop.wait()
     finally:
         for s in servers:

@@ -49,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="bind address (default 127.0.0.1, or $SIM_HOST; the image sets 0.0.0.0)")
     ap.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8000)))
     ap.add_argument("--servers", type=int, default=1, help="N servers on consecutive ports")
+    ap.add_argument("--admin-port", type=_admin_port, default=None,
+                    help="first admin port (/admin/faults, /admin/predict): server i uses P+i, 0 picks free "
+                         "ports (the default; each server prints its admin URL); "
+                         "`same`: on the serving port too (benchmark harnesses that talk to servers directly)")
     ap.add_argument("--pod-name", help="instance i is named PREFIX-i (default: served name and port; "
                     "with one server and $POD_NAME set, exactly $POD_NAME)")
     ap.add_argument("--seed", type=int, default=0)
@@ -63,6 +67,18 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--slow-start-seconds", type=float, default=0.0,
                     help="fault: answer 503 for this long after start")
     return ap
+
+
+def _admin_port(value: str) -> int | str:
+    if value == "same":
+        return value
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number or `same`, got {value!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is out of range")
+    return port
 
 
 def _normalise(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -123,6 +139,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ap.error("--error-rate must be in [0, 1]")
     if ns.port < 0 or (ns.port and ns.port + ns.servers - 1 > 65535):
         ap.error(f"--port {ns.port} with --servers {ns.servers} is out of range (0 picks free ports)")
+    if ns.admin_port is None:
+        ns.admin_port = 0
+    if isinstance(ns.admin_port, int) and ns.admin_port:
+        if ns.admin_port + ns.servers - 1 > 65535:
+            ap.error(f"--admin-port {ns.admin_port} with --servers {ns.servers} is out of range")
+        if ns.port and ns.admin_port < ns.port + ns.servers and ns.port < ns.admin_port + ns.servers:
+            ap.error(f"--admin-port {ns.admin_port} overlaps the serving ports {ns.port}..{ns.port + ns.servers - 1}")
     ns.notes = notes
     return ns
 

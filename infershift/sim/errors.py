@@ -1,14 +1,26 @@
 """Errors that carry their HTTP meaning, in OpenAI's error JSON shape."""
 from __future__ import annotations
 
+import math
+
 
 class APIError(Exception):
-    def __init__(self, status: int, message: str, type_: str, param: str | None = None):
+    def __init__(self, status: int, message: str, type_: str, param: str | None = None,
+                 retry_after: float | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
         self.type = type_
         self.param = param
+        # 429 and 503 tell clients when to come back (the OpenAI SDK honours Retry-After)
+        if retry_after is None and status in (429, 503):
+            retry_after = 1
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        if self.retry_after is None:
+            return {}
+        return {"Retry-After": str(max(1, math.ceil(self.retry_after)))}
 
     def body(self) -> dict:
         return {"error": {"message": self.message, "type": self.type,
@@ -27,8 +39,8 @@ def too_many(message: str) -> APIError:
     return APIError(429, message, "RateLimitError")
 
 
-def unavailable(message: str) -> APIError:
-    return APIError(503, message, "ServiceUnavailableError")
+def unavailable(message: str, retry_after: float | None = None) -> APIError:
+    return APIError(503, message, "ServiceUnavailableError", retry_after=retry_after)
 
 
 def status_error(status: int, message: str) -> APIError:

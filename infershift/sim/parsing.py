@@ -1,6 +1,8 @@
 """Validating an OpenAI-style completion or chat request into what the engine needs."""
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 
 from .errors import bad_request, not_found
@@ -21,6 +23,29 @@ class Parsed:
     hashes: list[int]
     stream: bool
     include_usage: bool
+
+
+# A \uD800-\uDFFF escape: JSON lets it through unpaired, UTF-8 cannot carry it.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def parse_json(raw: bytes):
+    """A request body as JSON, or 400: not UTF-8, not JSON, nested too deeply for the parser, or a
+    string holding an unpaired UTF-16 surrogate (valid JSON text, but no text a model can read)."""
+    try:
+        obj = json.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        raise bad_request("request body is not valid JSON") from None
+    except RecursionError:
+        raise bad_request("request body is nested too deeply") from None
+    if _SURROGATE_ESCAPE.search(raw):
+        try:
+            json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise bad_request("request body holds an unpaired UTF-16 surrogate escape") from None
+        except RecursionError:
+            raise bad_request("request body is nested too deeply") from None
+    return obj
 
 
 def _int(body: dict, name: str, minimum: int) -> int | None:
@@ -71,6 +96,11 @@ def _messages(body: dict) -> str:
         c = m.get("content")
         if c is not None and not isinstance(c, (str, list)):
             raise bad_request(f"messages[{i}].content must be a string or a list of parts", "messages")
+        for j, part in enumerate(c if isinstance(c, list) else ()):
+            if not isinstance(part, dict):
+                raise bad_request(f"messages[{i}].content[{j}] must be an object", "messages")
+            if "text" in part and not isinstance(part["text"], str):
+                raise bad_request(f"messages[{i}].content[{j}].text must be a string", "messages")
     return render_chat(msgs)
 
 

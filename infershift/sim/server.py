@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import time
@@ -18,7 +17,7 @@ from .errors import APIError, bad_request, not_found, status_error, too_many, un
 from .faults import Faults
 from .lora import Adapter
 from .metrics import Stats, render
-from .parsing import Parsed, parse
+from .parsing import Parsed, parse, parse_json
 from .profiles import Profile
 from .text import Output
 
@@ -44,6 +43,14 @@ class ServerConfig:
     error_status: int = 500
     slow_start_seconds: float = 0.0
     stream_coalesce: float = 0.0           # seconds; >0 batches a stream's tokens into fewer writes
+    admin_on_serving_port: bool = False    # /admin/* on the serving port too (benchmark harnesses only)
+
+
+# What the serving port's HTTP parser accepts: more than any gateway in front lets through (Envoy's
+# 100 headers, its header-size limit), so the gateway, not the server, refuses oversized headers in
+# the API's error shape. aiohttp's defaults (128 headers, 8190-byte lines) answer in plain text.
+MAX_HEADERS = 256
+MAX_FIELD_SIZE = 64 * 1024
 
 
 class SimServer:
@@ -70,25 +77,35 @@ class SimServer:
         for name in cfg.served:   # build the output-text streams before the first request
             Output(cfg.seed, name, 0)
         self.app = self._make_app()
+        self.admin_app = self._make_admin_app()
         self.runner: web.AppRunner | None = None
+        self.admin_runner: web.AppRunner | None = None
+        self.admin_port: int | None = None
 
     # ----------------------------------------------------------- lifecycle
-    async def start(self, host: str, port: int) -> int:
-        self.runner = web.AppRunner(self.app, access_log=None, handler_cancellation=True)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, host, port, reuse_address=True)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    async def start(self, host: str, port: int, admin_port: int | None = None) -> int:
+        """Serve on `port` (0: a free one); the admin endpoints on `admin_port` (0: a free one;
+        None: nowhere, unless `admin_on_serving_port`). Returns the serving port."""
+        self.runner = web.AppRunner(self.app, access_log=None, handler_cancellation=True,
+                                    max_headers=MAX_HEADERS, max_field_size=MAX_FIELD_SIZE,
+                                    max_line_size=MAX_FIELD_SIZE)
+        self.port = await _listen(self.runner, host, port)
+        if admin_port is not None:
+            self.admin_runner = web.AppRunner(self.admin_app, access_log=None, handler_cancellation=True)
+            self.admin_port = await _listen(self.admin_runner, host, admin_port)
         return self.port
 
     async def stop(self) -> None:
         self.driver.close()
-        if self.runner is not None:
-            await self.runner.cleanup()
+        for runner in (self.runner, self.admin_runner):
+            if runner is not None:
+                await runner.cleanup()
 
     # ----------------------------------------------------------- app
     def _make_app(self) -> web.Application:
-        app = web.Application(middlewares=[self._errors_and_faults], client_max_size=64 * 1024 * 1024)
+        """vLLM's serving API (adapter loading included: the picker loads adapters through it, as
+        with vLLM). A gateway never routes the management paths (devstack's envoy_config)."""
+        app = web.Application(middlewares=[self._errors, self._faults], client_max_size=64 * 1024 * 1024)
         app.on_response_prepare.append(self._stamp)
         r = app.router
         r.add_post("/v1/completions", self.completions)
@@ -100,44 +117,61 @@ class SimServer:
         r.add_get("/metrics", self.metrics)
         r.add_post("/v1/load_lora_adapter", self.load_lora)
         r.add_post("/v1/unload_lora_adapter", self.unload_lora)
+        if self.cfg.admin_on_serving_port:
+            self._admin_routes(app)
+        return app
+
+    def _make_admin_app(self) -> web.Application:
+        """Faults and predictions: not part of vLLM, on a port of their own, which no Service or
+        InferencePool targets, so no gateway route reaches them. Never affected by faults."""
+        app = web.Application(middlewares=[self._errors], client_max_size=64 * 1024 * 1024)
+        app.on_response_prepare.append(self._stamp)
+        self._admin_routes(app)
+        app.router.add_get("/health", self.health)
+        return app
+
+    def _admin_routes(self, app: web.Application) -> None:
+        r = app.router
         r.add_get("/admin/faults", self.get_faults)
         r.add_post("/admin/faults", self.set_faults)
         r.add_post("/admin/predict", self.predict)
-        return app
 
     async def _stamp(self, request: web.Request, response: web.StreamResponse) -> None:
         response.headers["x-inference-pod"] = self.name
         response.headers["x-inference-port"] = str(self.port)
 
     @web.middleware
-    async def _errors_and_faults(self, request: web.Request, handler):
+    async def _faults(self, request: web.Request, handler):
+        if not request.path.startswith("/admin/"):
+            f = self.faults
+            while f.stall:
+                await f.wait_unstalled()
+            if f.starting(self.loop.time()):
+                raise unavailable("server is starting (injected slow start)",
+                                  retry_after=f.slow_start_seconds - (self.loop.time() - f.since))
+            if request.path in _GENERATION and f.should_fail():
+                raise status_error(f.error_status, "injected fault")
+        return await handler(request)
+
+    @web.middleware
+    async def _errors(self, request: web.Request, handler):
         try:
-            if not request.path.startswith("/admin/"):
-                f = self.faults
-                while f.stall:
-                    await f.wait_unstalled()
-                if f.starting(self.loop.time()):
-                    raise unavailable("server is starting (injected slow start)")
-                if request.path in _GENERATION and f.should_fail():
-                    raise status_error(f.error_status, "injected fault")
             return await handler(request)
         except APIError as e:
-            return web.json_response(e.body(), status=e.status)
+            return web.json_response(e.body(), status=e.status, headers=e.headers())
         except web.HTTPException as e:
             if e.status < 400:
                 raise
             err = status_error(e.status, e.reason or "error")
-            return web.json_response(err.body(), status=e.status)
+            allow = {"Allow": e.headers["Allow"]} if "Allow" in e.headers else {}
+            return web.json_response(err.body(), status=e.status, headers={**allow, **err.headers()})
         except Exception as e:   # a bug here still answers in the API's error shape
             log.exception("unhandled error in %s %s", request.method, request.path)
             err = status_error(500, f"internal error: {type(e).__name__}: {e}")
             return web.json_response(err.body(), status=500)
 
     async def _json(self, request: web.Request):
-        try:
-            return await request.json(loads=json.loads)
-        except (ValueError, UnicodeDecodeError):
-            raise bad_request("request body is not valid JSON") from None
+        return parse_json(await request.read())
 
     # ----------------------------------------------------------- generation
     async def completions(self, request: web.Request) -> web.StreamResponse:
@@ -314,6 +348,13 @@ class SimServer:
         self.driver.kick()
         return web.json_response({"ttft_seconds": ttft, "queue_position": pos,
                                   "queue_full": ttft is None})
+
+
+async def _listen(runner: web.AppRunner, host: str, port: int) -> int:
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_address=True)
+    await site.start()
+    return site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
 
 _GENERATION = frozenset({"/v1/completions", "/v1/chat/completions"})

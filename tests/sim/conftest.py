@@ -23,7 +23,7 @@ async def start_server():
 
     async def start(name="sim-test-0", **kw):
         s = SimServer(make_config(**kw), name)
-        port = await s.start("127.0.0.1", 0)
+        port = await s.start("127.0.0.1", 0, admin_port=0)  # admin endpoints on a port of their own
         servers.append(s)
         sess = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
         sessions.append(sess)
@@ -55,6 +55,11 @@ def free_port_range(n: int) -> int:
         if ok:
             return base
     raise RuntimeError("no free port range")
+
+
+def admin(server: SimServer) -> str:
+    """Base URL of a server's admin port (/admin/faults, /admin/predict)."""
+    return f"http://127.0.0.1:{server.admin_port}"
 
 
 ADAPTERS = [Adapter("travel-helper-v1", "/models/lora-v1"), Adapter("travel-helper-v2", "/models/lora-v2")]

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import ADAPTERS
+from conftest import ADAPTERS, admin
 from sim_helpers import scrape, stream_times, value
 
 pytestmark = pytest.mark.asyncio
@@ -102,6 +102,67 @@ async def test_errors_as_vllm_returns_them(start_server):
     assert st == 400 and "JSON" in body["error"]["message"]
 
 
+MALFORMED = [  # bodies a fuzzer sends: each is the client's mistake, so 400, never 500
+    ("deep nesting", "completions", '{"model": "base", "prompt": "x", "extra": ' + "[" * 5000 + "]" * 5000 + "}"),
+    ("deep nesting of objects", "chat", '{"model": "base", "messages": [' + '{"a":' * 3000 + "1" + "}" * 3000 + "]}"),
+    ("lone surrogate in a prompt", "completions", '{"model": "base", "prompt": "hi \\ud800 there"}'),
+    ("lone low surrogate in a message", "chat", '{"model": "base", "messages": [{"role": "user", "content": "\\udc00"}]}'),
+    ("non-string text part", "chat", '{"model": "base", "messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]}'),
+    ("text part that is a list", "chat",
+     '{"model": "base", "messages": [{"role": "user", "content": [{"type": "text", "text": ["a"]}]}]}'),
+    ("part that is not an object", "chat", '{"model": "base", "messages": [{"role": "user", "content": ["hi", 3]}]}'),
+    ("not UTF-8", "completions", b'{"model": "base", "prompt": "\xff\xfe"}'),
+    ("a JSON string", "completions", '"just a string"'),
+    ("null", "chat", "null"),
+]
+
+
+@pytest.mark.parametrize("what,endpoint,raw", MALFORMED, ids=[m[0] for m in MALFORMED])
+async def test_malformed_bodies_get_400_in_the_error_shape(start_server, what, endpoint, raw):
+    srv, base, sess = await start_server(time_scale=FAST)
+    urls = {"completions": base + "/v1/completions", "chat": base + "/v1/chat/completions"}
+    for url in (urls[endpoint], admin(srv) + "/admin/predict"):
+        st, body, h = await post(sess, url, raw=raw)
+        assert st == 400, (what, url, st, body)
+        assert set(body["error"]) == {"message", "type", "param", "code"} and body["error"]["type"] == "BadRequestError"
+    # a surrogate *pair* is valid text (an emoji), and the server still answers
+    st, body, _ = await post(sess, urls["completions"], raw='{"model": "base", "prompt": "\\ud83d\\ude00", "max_tokens": 2}')
+    assert st == 200, body
+
+
+async def test_admin_endpoints_are_only_on_the_admin_port(start_server):
+    srv, base, sess = await start_server(time_scale=FAST)
+    assert srv.admin_port not in (None, srv.port)
+    for path in ("/admin/faults", "/admin/predict"):
+        st, body, _ = await post(sess, base + path, {"stall": True})
+        assert st in (404, 405) and body["error"]["code"] in (404, 405), (path, st, body)
+    async with sess.get(base + "/admin/faults") as r:
+        assert r.status == 404 and (await r.json())["error"]["type"] == "NotFoundError"
+    st, body, h = await post(sess, admin(srv) + "/admin/faults", {"error_rate": 0})
+    assert st == 200 and body["stall"] is False and h["x-inference-pod"] == "sim-test-0"
+    async with sess.get(admin(srv) + "/health") as r:
+        assert r.status == 200
+    # the serving port's own API stays: adapter loading is vLLM's, and the picker uses it
+    st, _, _ = await post(sess, base + "/v1/load_lora_adapter", {"lora_name": "x", "lora_path": "/p"})
+    assert st == 200
+
+
+async def test_admin_on_the_serving_port_when_asked(start_server):
+    srv, base, sess = await start_server(time_scale=FAST, admin_on_serving_port=True)
+    st, body, _ = await post(sess, base + "/admin/faults", {"error_rate": 0})
+    assert st == 200 and body["error_rate"] == 0
+
+
+async def test_large_and_many_headers_are_accepted(start_server):
+    """Whatever a gateway lets through (Envoy: 100 headers, its size limit) the server takes, so
+    oversized headers are refused by the gateway in the error shape, never here in plain text."""
+    srv, base, sess = await start_server(time_scale=FAST)
+    headers = {f"x-h{i}": "v" for i in range(150)} | {"x-big": "a" * 40000, "content-type": "application/json"}
+    async with sess.post(base + "/v1/completions", data=json.dumps({"model": "base", "prompt": "x", "max_tokens": 2}),
+                         headers=headers) as r:
+        assert r.status == 200, await r.text()
+
+
 async def test_full_waiting_queue_gets_429(start_server):
     srv, base, sess = await start_server(time_scale=FAST, max_num_seqs=1, max_waiting=2)
     url = base + "/v1/completions"
@@ -110,6 +171,7 @@ async def test_full_waiting_queue_gets_429(start_server):
     await asyncio.sleep(0.2)
     st, body, h = await post(sess, url, long)
     assert st == 429 and body["error"]["code"] == 429 and "waiting queue is full" in body["error"]["message"]
+    assert h["Retry-After"] == "1"  # the OpenAI SDK waits that long before it retries
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -217,30 +279,30 @@ async def test_injected_faults(start_server):
     srv, base, sess = await start_server(time_scale=FAST)
     url = base + "/v1/completions"
     req = {"model": "base", "prompt": "x", "max_tokens": 2}
-    st, body, _ = await post(sess, base + "/admin/faults", {"error_rate": 1.0, "error_status": 503})
+    st, body, _ = await post(sess, admin(srv) + "/admin/faults", {"error_rate": 1.0, "error_status": 503})
     assert st == 200 and body["error_rate"] == 1.0
     st, body, h = await post(sess, url, req)
     assert st == 503 and body["error"]["code"] == 503 and h["x-inference-pod"] == "sim-test-0"
-    await post(sess, base + "/admin/faults", {"error_rate": 0.5, "error_status": 500})
+    await post(sess, admin(srv) + "/admin/faults", {"error_rate": 0.5, "error_status": 500})
     statuses = [(await post(sess, url, req))[0] for _ in range(40)]
     assert 5 <= statuses.count(500) <= 35 and statuses.count(200) + statuses.count(500) == 40
-    st, body, _ = await post(sess, base + "/admin/faults", {"error_rate": 2})
+    st, body, _ = await post(sess, admin(srv) + "/admin/faults", {"error_rate": 2})
     assert st == 400 and body["error"]["param"] == "error_rate"
-    st, body, _ = await post(sess, base + "/admin/faults", {"bogus": 1})
+    st, body, _ = await post(sess, admin(srv) + "/admin/faults", {"bogus": 1})
     assert st == 400 and body["error"]["param"] == "bogus"
     # stall: connections are accepted but nothing answers, until it is lifted
-    await post(sess, base + "/admin/faults", {"error_rate": 0, "stall": True})
+    await post(sess, admin(srv) + "/admin/faults", {"error_rate": 0, "stall": True})
     pending = asyncio.create_task(post(sess, url, req))
     done, _ = await asyncio.wait([pending], timeout=0.5)
     assert not done
-    await post(sess, base + "/admin/faults", {"stall": False})
+    await post(sess, admin(srv) + "/admin/faults", {"stall": False})
     st, _, _ = await asyncio.wait_for(pending, 5)
     assert st == 200
     # slow start: unavailable for a while, then healthy
-    await post(sess, base + "/admin/faults", {"slow_start_seconds": 0.4})
+    await post(sess, admin(srv) + "/admin/faults", {"slow_start_seconds": 0.4})
     async with sess.get(base + "/health") as r:
-        assert r.status == 503
-    async with sess.get(base + "/admin/faults") as r:
+        assert r.status == 503 and r.headers["Retry-After"] == "1"
+    async with sess.get(admin(srv) + "/admin/faults") as r:
         assert (await r.json())["starting"] is True
     await asyncio.sleep(0.5)
     async with sess.get(base + "/health") as r:
@@ -252,19 +314,19 @@ async def test_predict_matches_prefix_cache_and_queue(start_server):
     url = base + "/v1/completions"
     prompt = "z" * 4000
     await post(sess, url, {"model": "base", "prompt": prompt, "max_tokens": 2})
-    st, warm, _ = await post(sess, base + "/admin/predict", {"model": "base", "prompt": prompt, "max_tokens": 2})
-    st, cold, _ = await post(sess, base + "/admin/predict", {"model": "base", "prompt": "q" * 4000, "max_tokens": 2})
+    st, warm, _ = await post(sess, admin(srv) + "/admin/predict", {"model": "base", "prompt": prompt, "max_tokens": 2})
+    st, cold, _ = await post(sess, admin(srv) + "/admin/predict", {"model": "base", "prompt": "q" * 4000, "max_tokens": 2})
     assert st == 200 and warm["queue_position"] == 0 and warm["ttft_seconds"] < cold["ttft_seconds"]
     busy = [asyncio.create_task(post(sess, url, {"model": "base", "prompt": f"b{i}", "max_tokens": 1500,
                                                  "ignore_eos": True})) for i in range(3)]
     await asyncio.sleep(0.1)
-    st, queued, _ = await post(sess, base + "/admin/predict", {"model": "base", "prompt": "q" * 4000,
+    st, queued, _ = await post(sess, admin(srv) + "/admin/predict", {"model": "base", "prompt": "q" * 4000,
                                                               "max_tokens": 2})
     assert queued["queue_position"] == 2 and queued["ttft_seconds"] > cold["ttft_seconds"] * 3
-    st, bad, _ = await post(sess, base + "/admin/predict", {"model": "nope", "prompt": "x"})
+    st, bad, _ = await post(sess, admin(srv) + "/admin/predict", {"model": "nope", "prompt": "x"})
     assert st == 404
     srv.engine.max_waiting = 2   # two are queued: a third would be refused
-    st, full, _ = await post(sess, base + "/admin/predict", {"model": "base", "prompt": "q", "max_tokens": 2})
+    st, full, _ = await post(sess, admin(srv) + "/admin/predict", {"model": "base", "prompt": "q", "max_tokens": 2})
     assert full == {"ttft_seconds": None, "queue_position": 2, "queue_full": True}
     for t in busy:
         t.cancel()
@@ -290,6 +352,6 @@ async def test_unexpected_errors_still_answer_in_the_error_shape(start_server, m
         raise RuntimeError("boom")
 
     monkeypatch.setattr(srv.engine, "predict", broken)
-    st, body, h = await post(sess, base + "/admin/predict", {"model": "base", "prompt": "x"})
+    st, body, h = await post(sess, admin(srv) + "/admin/predict", {"model": "base", "prompt": "x"})
     assert st == 500 and body["error"]["type"] == "InternalServerError" and "boom" in body["error"]["message"]
     assert h["x-inference-pod"] == "sim-test-0"

@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 
 import pytest
@@ -103,3 +104,24 @@ def test_instance_names():
     assert instance_name(0, 1, None, "m", 8000, env={**k8s, "POD_NAME": "p"}) == "p"
     assert instance_name(0, 1, None, "m", 8000, env={"HOSTNAME": "laptop"}) == "m-8000-0"
     assert instance_name(1, 2, None, "m", 8000, env=k8s) == "m-8000-1"
+
+
+def test_admin_endpoints_listen_on_ports_of_their_own(run_sim):
+    base = free_port_range(4)
+    p = run_sim("--model", "m", "--port", str(base), "--servers", "2", "--admin-port", str(base + 2),
+                "--time-scale", "10")
+    lines = [p.stdout.readline() for _ in range(2)]
+    for i, line in enumerate(lines):
+        assert f"listening on http://127.0.0.1:{base + i} " in line and f"admin=http://127.0.0.1:{base + 2 + i}" in line
+    st, _, body = get(f"http://127.0.0.1:{base + 3}/admin/faults")
+    assert st == 200 and json.loads(body)["stall"] is False
+    with pytest.raises(urllib.error.HTTPError) as e:
+        get(f"http://127.0.0.1:{base + 1}/admin/faults")
+    assert e.value.code == 404
+
+
+def test_admin_port_errors(run_sim):
+    p = run_sim("--model", "m", "--port", "9000", "--servers", "2", "--admin-port", "9001")
+    assert p.wait(30) == 2 and "overlaps the serving ports" in p.stderr.read()
+    p = run_sim("--model", "m", "--admin-port", "nope")
+    assert p.wait(30) == 2 and "expected a port number or `same`" in p.stderr.read()
