@@ -1,6 +1,7 @@
 """The picker's config file: parse and validate it into plain data, naming the field on error."""
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,6 +11,8 @@ import yaml
 from infershift import contract
 
 from .errors import ConfigError
+
+log = logging.getLogger("picker.config")
 
 CRITICALITIES = contract.CRITICALITIES
 POOL_API_VERSIONS = (contract.POOL_V1, contract.POOL_V1ALPHA2)
@@ -66,12 +69,33 @@ class ProfileSpec:
     filters: tuple[str, ...]
     scorers: tuple[tuple[str, float], ...]
     picker: str
+    name: str = "default"
+
+
+@dataclass(frozen=True)
+class DataLayerSpec:
+    """What an EndpointPickerConfig's data layer says about the model servers' metrics (the
+    core-metrics-extractor's parameters); the picker scrapes /metrics and /v1/models itself."""
+
+    engine_label_key: str = "llm-d.ai/engine-type"
+    # upstream's default is vllm; without a defaultEngine the picker recognises the page (metrics_parse)
+    default_engine: str = "auto"
 
 
 @dataclass(frozen=True)
 class SchedulingSpec:
+    """One scheduling profile, resolved: the plugins to build and which of them fill the profile's
+    filter, scorer and picker slots. Parsed from an EndpointPickerConfig (`scheduling/epc.py`) or
+    from the deprecated `{plugins, profile}` form."""
+
     plugins: tuple[PluginSpec, ...]
     profile: ProfileSpec
+    # a plugin (by name) whose saturation gates sheddable requests before the profile runs
+    saturation_detector: str | None = None
+    feature_gates: tuple[str, ...] = ()
+    data_layer: DataLayerSpec = DataLayerSpec()
+    flow_control: dict | None = None  # the EndpointPickerConfig's flowControl section, checked, unused
+    source: str = "EndpointPickerConfig"  # or "legacy" (the deprecated form)
 
 
 @dataclass(frozen=True)
@@ -103,7 +127,13 @@ class PickerConfig:
         return replace(self, models=models, objectives=objectives)
 
 
+# The picker's default scheduling, as an EndpointPickerConfig (the format of llm-d's and the
+# Gateway API Inference Extension's endpoint picker). infershift's own filters keep admission by
+# criticality (see README, "Admission"); the scorers and weights are upstream's Helm default plus
+# LoRA affinity.
 DEFAULT_SCHEDULING: dict = {
+    "apiVersion": "llm-d.ai/v1alpha1",
+    "kind": "EndpointPickerConfig",
     "plugins": [
         {"type": "model-filter"},
         {"type": "saturation-filter", "parameters": {"queueDepthThreshold": 5, "kvCacheThreshold": 0.8}},
@@ -111,21 +141,24 @@ DEFAULT_SCHEDULING: dict = {
          "parameters": {"queueDepthThreshold": 0, "kvCacheThreshold": 0.7, "criticalQueueDepthThreshold": 5,
                         "criticalKvCacheThreshold": 0.8, "criticalQueueSlack": 1, "learnBatchLimit": False}},
         {"type": "queue-scorer"},
-        {"type": "kv-cache-scorer"},
+        {"type": "kv-cache-utilization-scorer"},
         {"type": "lora-affinity-scorer"},
         {"type": "prefix-cache-scorer", "parameters": {"blockSize": 64, "lruCapacityPerServer": 31250}},
         {"type": "max-score-picker"},
     ],
-    "profile": {
-        "filters": ["model-filter", "saturation-filter", "admission-filter"],
-        "scorers": [
-            {"plugin": "queue-scorer", "weight": 2},
-            {"plugin": "kv-cache-scorer", "weight": 2},
-            {"plugin": "lora-affinity-scorer", "weight": 1},
-            {"plugin": "prefix-cache-scorer", "weight": 3},
+    "schedulingProfiles": [{
+        "name": "default",
+        "plugins": [
+            {"pluginRef": "model-filter"},
+            {"pluginRef": "saturation-filter"},
+            {"pluginRef": "admission-filter"},
+            {"pluginRef": "queue-scorer", "weight": 2},
+            {"pluginRef": "kv-cache-utilization-scorer", "weight": 2},
+            {"pluginRef": "lora-affinity-scorer", "weight": 1},
+            {"pluginRef": "prefix-cache-scorer", "weight": 3},
+            {"pluginRef": "max-score-picker"},
         ],
-        "picker": "max-score-picker",
-    },
+    }],
 }
 
 
@@ -203,16 +236,44 @@ def parse_model_route(name: str, raw: Any, where: str) -> ModelRoute:
     return ModelRoute(name=name, targets=targets, criticality=crit, priority=prio)
 
 
-def parse_scheduling(raw: Any) -> SchedulingSpec:
-    raw = _mapping(raw if raw is not None else DEFAULT_SCHEDULING, "scheduling")
-    _keys(raw, {"plugins", "profile"}, "scheduling")
+def is_legacy_scheduling(raw: Any) -> bool:
+    """The deprecated infershift form: `{plugins, profile: {filters, scorers, picker}}`."""
+    return (isinstance(raw, dict) and "profile" in raw and "schedulingProfiles" not in raw
+            and "kind" not in raw and "apiVersion" not in raw)
+
+
+def parse_scheduling(raw: Any, where: str = "scheduling") -> SchedulingSpec:
+    """A `scheduling` block: an EndpointPickerConfig (upstream's format, the one going forward) or
+    the deprecated `{plugins, profile}` form. `where` prefixes every error's path."""
+    if raw is None:
+        raw = DEFAULT_SCHEDULING
+    if is_legacy_scheduling(raw):
+        return parse_legacy_scheduling(raw, where)
+    from .scheduling.epc import parse_endpoint_picker_config  # imports the plugin registry
+
+    return parse_endpoint_picker_config(_mapping(raw, where or "config"), where)
+
+
+_warned_legacy = False
+
+
+def parse_legacy_scheduling(raw: Any, where: str = "scheduling") -> SchedulingSpec:
+    """Deprecated: `{plugins, profile: {filters, scorers, picker}}`, infershift's format before it
+    took upstream's EndpointPickerConfig. Still read, into the same spec, with one warning."""
+    global _warned_legacy
+    if not _warned_legacy:
+        _warned_legacy = True
+        log.warning("%s: the {plugins, profile} format is deprecated; write an EndpointPickerConfig "
+                    "(plugins + schedulingProfiles[].plugins[].pluginRef/weight), see the picker README", where)
+    raw = _mapping(raw, where)
+    _keys(raw, {"plugins", "profile"}, where)
     plugins_raw = raw.get("plugins")
     if not isinstance(plugins_raw, list) or not plugins_raw:
-        raise ConfigError("scheduling.plugins: expected a non-empty list")
+        raise ConfigError(f"{where}.plugins: expected a non-empty list")
     plugins: list[PluginSpec] = []
     names: set[str] = set()
     for i, p in enumerate(plugins_raw):
-        w = f"scheduling.plugins[{i}]"
+        w = f"{where}.plugins[{i}]"
         p = _mapping(p, w)
         _keys(p, {"type", "name", "parameters"}, w)
         ptype = _str(p.get("type"), f"{w}.type")
@@ -221,17 +282,17 @@ def parse_scheduling(raw: Any) -> SchedulingSpec:
             raise ConfigError(f"{w}.name: duplicate plugin name {name!r}")
         names.add(name)
         plugins.append(PluginSpec(ptype, name, dict(_mapping(p.get("parameters"), f"{w}.parameters"))))
-    prof = _mapping(raw.get("profile"), "scheduling.profile")
-    _keys(prof, {"filters", "scorers", "picker"}, "scheduling.profile")
+    prof = _mapping(raw.get("profile"), f"{where}.profile")
+    _keys(prof, {"filters", "scorers", "picker"}, f"{where}.profile")
     filters = prof.get("filters") or []
     if not isinstance(filters, list):
-        raise ConfigError("scheduling.profile.filters: expected a list of plugin names")
+        raise ConfigError(f"{where}.profile.filters: expected a list of plugin names")
     for i, f in enumerate(filters):
         if f not in names:
-            raise ConfigError(f"scheduling.profile.filters[{i}]: no plugin named {f!r}")
+            raise ConfigError(f"{where}.profile.filters[{i}]: no plugin named {f!r}")
     scorers = []
     for i, s in enumerate(prof.get("scorers") or []):
-        w = f"scheduling.profile.scorers[{i}]"
+        w = f"{where}.profile.scorers[{i}]"
         s = _mapping(s, w)
         _keys(s, {"plugin", "weight"}, w)
         if s.get("plugin") not in names:
@@ -242,12 +303,17 @@ def parse_scheduling(raw: Any) -> SchedulingSpec:
         scorers.append((s["plugin"], float(weight)))
     picker = prof.get("picker")
     if picker not in names:
-        raise ConfigError(f"scheduling.profile.picker: no plugin named {picker!r}")
-    return SchedulingSpec(tuple(plugins), ProfileSpec(tuple(filters), tuple(scorers), picker))
+        raise ConfigError(f"{where}.profile.picker: no plugin named {picker!r}")
+    return SchedulingSpec(tuple(plugins), ProfileSpec(tuple(filters), tuple(scorers), picker), source="legacy")
 
 
 def parse_config(raw: Any) -> PickerConfig:
     raw = _mapping(raw, "config")
+    if raw.get("kind") == "EndpointPickerConfig":
+        # An upstream EPP's config file as it is (e.g. a Helm chart's default-plugins.yaml): the
+        # pool comes from --pool-name/--pool-namespace and the cluster, the rest takes defaults.
+        return PickerConfig(kubernetes={"poolApiVersion": POOL_API_VERSIONS[0]},
+                            scheduling=parse_scheduling(raw, where=""))
     _keys(
         raw,
         {"pool", "endpoints", "kubernetes", "models", "sessionHeader", "failureMode", "limits", "metrics", "scheduling",

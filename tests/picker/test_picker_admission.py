@@ -42,8 +42,9 @@ def sched(admission: dict | None = None, seed: int = 1):
             "plugins": [{"type": "model-filter"}, {"type": "saturation-filter"},
                         {"type": "admission-filter", "parameters": admission},
                         {"type": "queue-scorer"}, {"type": "max-score-picker"}],
-            "profile": {"filters": ["model-filter", "saturation-filter", "admission-filter"],
-                        "scorers": [{"plugin": "queue-scorer", "weight": 1}], "picker": "max-score-picker"}}}).scheduling
+            "schedulingProfiles": [{"name": "default", "plugins": [
+                {"pluginRef": "model-filter"}, {"pluginRef": "saturation-filter"}, {"pluginRef": "admission-filter"},
+                {"pluginRef": "queue-scorer", "weight": 1}, {"pluginRef": "max-score-picker"}]}]}}).scheduling
     return build_scheduler(spec, random.Random(seed))
 
 
@@ -93,7 +94,8 @@ def test_standard_and_critical_keep_prefix_affinity_behind_a_short_queue():
     # the same as without the admission filter
     no_admission = build_scheduler(parse_config({"endpoints": [], "scheduling": {
         "plugins": [p for p in _default_plugins() if p["type"] != "admission-filter"],
-        "profile": {**_default_profile(), "filters": ["model-filter", "saturation-filter"]}}}).scheduling,
+        "schedulingProfiles": [{"name": "default", "plugins": [
+            e for e in _default_profile()["plugins"] if e["pluginRef"] != "admission-filter"]}]}}).scheduling,
         random.Random(1))
     assert no_admission.schedule(SchedRequest("llama", prompt + "q0"), first)[0].address == "10.0.0.2:8000"
     assert no_admission.schedule(SchedRequest("llama", prompt + "q1"), later)[0].address == "10.0.0.2:8000"
@@ -145,7 +147,7 @@ def _default_plugins():
 
 def _default_profile():
     from infershift.picker.config import DEFAULT_SCHEDULING
-    return DEFAULT_SCHEDULING["profile"]
+    return DEFAULT_SCHEDULING["schedulingProfiles"][0]
 
 
 def test_kv_headroom_counts_too():

@@ -25,18 +25,26 @@ EXAMPLE = textwrap.dedent("""
     limits: {maxBodyBytes: 20971520}
     metrics: {pollInterval: 50ms, staleAfter: 1s, modelsInterval: 2s}
     scheduling:
+      apiVersion: llm-d.ai/v1alpha1
+      kind: EndpointPickerConfig
       plugins:
         - {type: model-filter}
         - {type: saturation-filter, parameters: {queueDepthThreshold: 5, kvCacheThreshold: 0.8}}
         - {type: queue-scorer}
-        - {type: kv-cache-scorer}
+        - {type: kv-cache-utilization-scorer}
         - {type: lora-affinity-scorer}
         - {type: prefix-cache-scorer, parameters: {blockSize: 64, lruCapacityPerServer: 31250}}
         - {type: max-score-picker}
-      profile:
-        filters: [model-filter, saturation-filter]
-        scorers: [{plugin: queue-scorer, weight: 2}, {plugin: kv-cache-scorer, weight: 2}, {plugin: lora-affinity-scorer, weight: 1}, {plugin: prefix-cache-scorer, weight: 3}]
-        picker: max-score-picker
+      schedulingProfiles:
+        - name: default
+          plugins:
+            - {pluginRef: model-filter}
+            - {pluginRef: saturation-filter}
+            - {pluginRef: queue-scorer, weight: 2}
+            - {pluginRef: kv-cache-utilization-scorer, weight: 2}
+            - {pluginRef: lora-affinity-scorer, weight: 1}
+            - {pluginRef: prefix-cache-scorer, weight: 3}
+            - {pluginRef: max-score-picker}
 """)
 
 
@@ -53,7 +61,7 @@ def test_documented_example_parses(tmp_path):
     assert (cfg.poll_interval, cfg.stale_after, cfg.models_interval) == (0.05, 1.0, 2.0)
     sched = build_scheduler(cfg.scheduling, __import__("random").Random(1))
     assert [f.name for f in sched.filters] == ["model-filter", "saturation-filter"]
-    assert [(s.name, w) for s, w in sched.scorers] == [("queue-scorer", 2), ("kv-cache-scorer", 2),
+    assert [(s.name, w) for s, w in sched.scorers] == [("queue-scorer", 2), ("kv-cache-utilization-scorer", 2),
                                                        ("lora-affinity-scorer", 1), ("prefix-cache-scorer", 3)]
 
 
@@ -75,9 +83,19 @@ def test_defaults_when_omitted():
     (lambda c: c["limits"].update(maxBodyBytes=0), "limits.maxBodyBytes"),
     (lambda c: c.update(failureMode="Maybe"), "failureMode"),
     (lambda c: c["kubernetes"].update(poolApiVersion="v9"), "kubernetes.poolApiVersion"),
-    (lambda c: c["scheduling"]["profile"].update(picker="nope"), "scheduling.profile.picker"),
-    (lambda c: c["scheduling"]["profile"]["scorers"][0].update(plugin="ghost"), "scheduling.profile.scorers[0].plugin"),
+    (lambda c: c["scheduling"]["schedulingProfiles"][0]["plugins"][6].update(pluginRef="nope"),
+     "scheduling.schedulingProfiles[0].plugins[6].pluginRef: no plugin named 'nope'"),
+    (lambda c: c["scheduling"]["schedulingProfiles"][0]["plugins"][2].update(weight=-1),
+     "scheduling.schedulingProfiles[0].plugins[2].weight"),
+    (lambda c: c["scheduling"]["schedulingProfiles"][0]["plugins"][2].update(wieght=1),
+     "scheduling.schedulingProfiles[0].plugins[2]: unknown field(s) wieght"),
     (lambda c: c["scheduling"]["plugins"].append({"type": "queue-scorer"}), "duplicate plugin name"),
+    (lambda c: c["scheduling"].update(apiVersion="v1"), "scheduling.apiVersion"),
+    (lambda c: c["scheduling"].update(kind="Config"), "scheduling.kind"),
+    (lambda c: c["scheduling"].update(featureGates=["turbo"]), "scheduling.featureGates[0]: unknown feature gate"),
+    (lambda c: c["scheduling"].update(schedulingProfile=[]), "scheduling: unknown field(s) schedulingProfile"),
+    (lambda c: c["scheduling"]["schedulingProfiles"].append({"name": "second", "plugins": []}),
+     "scheduling.schedulingProfiles: 2 profiles (default, second); infershift's picker runs one"),
     (lambda c: c.update(extra=1), "config: unknown field(s) extra"),
     (lambda c: (c.pop("endpoints"), c.pop("kubernetes")), "set either endpoints"),
 ])
@@ -89,15 +107,65 @@ def test_errors_name_the_field(mutate, field):
     assert field in str(e.value)
 
 
-def test_unknown_plugin_type_and_wrong_role():
+def test_unknown_plugin_type_and_two_pickers():
     raw = yaml.safe_load(EXAMPLE)
     raw["scheduling"]["plugins"].append({"type": "magic-scorer"})
-    with pytest.raises(ConfigError, match="unknown plugin type 'magic-scorer'"):
-        build_scheduler(parse_config(raw).scheduling, __import__("random").Random(1))
+    with pytest.raises(ConfigError, match=r"scheduling\.plugins\[7\]\.type: unknown plugin type 'magic-scorer'"):
+        parse_config(raw)
     raw = yaml.safe_load(EXAMPLE)
-    raw["scheduling"]["profile"]["picker"] = "queue-scorer"
+    raw["scheduling"]["plugins"].append({"type": "random-picker"})
+    raw["scheduling"]["schedulingProfiles"][0]["plugins"].append({"pluginRef": "random-picker"})
+    with pytest.raises(ConfigError, match=r"plugins\[7\]\.pluginRef: a profile takes one picker; it already has "
+                                          r"'max-score-picker'"):
+        parse_config(raw)
+
+
+LEGACY = textwrap.dedent("""
+    plugins:
+      - {type: model-filter}
+      - {type: saturation-filter, parameters: {queueDepthThreshold: 5, kvCacheThreshold: 0.8}}
+      - {type: queue-scorer}
+      - {type: kv-cache-scorer}
+      - {type: max-score-picker}
+    profile:
+      filters: [model-filter, saturation-filter]
+      scorers: [{plugin: queue-scorer, weight: 2}, {plugin: kv-cache-scorer, weight: 2}]
+      picker: max-score-picker
+""")
+
+
+def test_deprecated_infershift_format_still_loads():
+    """`{plugins, profile}`: read into the same spec as the EndpointPickerConfig it stands for."""
+    legacy = parse_config({"endpoints": [], "scheduling": yaml.safe_load(LEGACY)}).scheduling
+    assert legacy.source == "legacy" and legacy.saturation_detector is None
+    upstream = parse_config({"endpoints": [], "scheduling": {
+        "plugins": yaml.safe_load(LEGACY)["plugins"],
+        "schedulingProfiles": [{"name": "default", "plugins": [
+            {"pluginRef": "model-filter"}, {"pluginRef": "saturation-filter"}, {"pluginRef": "queue-scorer", "weight": 2},
+            {"pluginRef": "kv-cache-scorer", "weight": 2}, {"pluginRef": "max-score-picker"}]}]}}).scheduling
+    assert (legacy.plugins, legacy.profile) == (upstream.plugins, upstream.profile)
+    s = build_scheduler(legacy, __import__("random").Random(1))
+    assert [type(x).__name__ for x, _ in s.scorers] == ["QueueScorer", "KVCacheScorer"]  # kv-cache-scorer: an alias
+
+
+@pytest.mark.parametrize("mutate, field", [
+    (lambda c: c["profile"].update(picker="nope"), "scheduling.profile.picker"),
+    (lambda c: c["profile"]["scorers"][0].update(plugin="ghost"), "scheduling.profile.scorers[0].plugin"),
+    (lambda c: c["plugins"].append({"type": "queue-scorer"}), "duplicate plugin name"),
+])
+def test_deprecated_format_errors_name_the_field(mutate, field):
+    raw = yaml.safe_load(LEGACY)
+    mutate(raw)
+    with pytest.raises(ConfigError) as e:
+        parse_config({"endpoints": [], "scheduling": raw})
+    assert field in str(e.value)
+
+
+def test_deprecated_format_wrong_role():
+    raw = yaml.safe_load(LEGACY)
+    raw["profile"]["picker"] = "queue-scorer"
     with pytest.raises(ConfigError, match="not a picker"):
-        build_scheduler(parse_config(raw).scheduling, __import__("random").Random(1))
+        build_scheduler(parse_config({"endpoints": [], "scheduling": raw}).scheduling, __import__("random").Random(1))
 
 
 def test_durations():
@@ -121,7 +189,11 @@ def test_unreadable_or_invalid_yaml(tmp_path):
     ("lora-affinity-scorer", "activeScore", "activeScor"),
     ("prefix-cache-scorer", "blockSize", "blocksize"),
     ("queue-scorer", None, "weight"),
-    ("max-score-picker", None, "seed"),
+    ("max-score-picker", "maxNumOfEndpoints", "seed"),
+    ("utilization-detector", "queueDepthThreshold", "queueDepthTreshold"),
+    ("load-aware-scorer", "threshold", "treshold"),
+    ("decode-filter", None, "role"),
+    ("weighted-random-picker", "maxNumOfEndpoints", "max"),
 ])
 def test_every_plugin_rejects_parameters_it_does_not_read(ptype, good, bad):
     from infershift.picker.scheduling import check_scheduling
@@ -130,11 +202,7 @@ def test_every_plugin_rejects_parameters_it_does_not_read(ptype, good, bad):
 
     def sched(params):
         plugins = [{"type": ptype, "parameters": params}]
-        profile: dict = {"picker": ptype} if role == "picker" else {"picker": "max-score-picker"}
-        if role != "picker":
-            plugins.append({"type": "max-score-picker"})
-            profile[role] = [ptype] if role == "filters" else [{"plugin": ptype, "weight": 1}]
-        return {"plugins": plugins, "profile": profile}
+        return {"plugins": plugins, "schedulingProfiles": [{"name": "p", "plugins": [{"pluginRef": ptype}]}]}
 
     if good:
         check_scheduling(sched({good: 1}))
@@ -149,6 +217,10 @@ def test_check_scheduling_is_what_the_picker_builds():
     from infershift.picker.scheduling import check_scheduling
 
     assert check_scheduling(DEFAULT_SCHEDULING) == parse_config({"endpoints": []}).scheduling
-    bad = {"plugins": [{"type": "model-filter"}, {"type": "nope"}], "profile": {"picker": "model-filter"}}
+    bad = {"plugins": [{"type": "model-filter"}, {"type": "nope"}], "schedulingProfiles": [
+        {"name": "default", "plugins": [{"pluginRef": "model-filter"}]}]}
     with pytest.raises(ConfigError, match=r"scheduling\.plugins\[1\]\.type: unknown plugin type 'nope'"):
         check_scheduling(bad)
+    legacy = {"plugins": [{"type": "model-filter"}, {"type": "nope"}], "profile": {"picker": "model-filter"}}
+    with pytest.raises(ConfigError, match=r"scheduling\.plugins\[1\]\.type: unknown plugin type 'nope'"):
+        check_scheduling(legacy)

@@ -106,12 +106,12 @@ def test_ties_are_broken_at_random_and_fallbacks_follow_score():
 
 def test_round_robin_and_random_baselines():
     rr = {"plugins": [{"type": "model-filter"}, {"type": "round-robin-picker", "name": "rr"}],
-          "profile": {"filters": ["model-filter"], "picker": "rr"}}
+          "schedulingProfiles": [{"name": "default", "plugins": [{"pluginRef": "model-filter"}, {"pluginRef": "rr"}]}]}
     eps = [ep(i, waiting=i) for i in range(1, 5)]
     s = sched(rr)
     assert [s.schedule(SchedRequest("llama"), eps)[0].address for _ in range(8)] == \
         [e.address for e in eps] * 2  # ignores load
-    rnd = {"plugins": [{"type": "random-picker"}], "profile": {"picker": "random-picker"}}
+    rnd = {"plugins": [{"type": "random-picker"}]}  # no profile: upstream's default one, of every plugin
     s = sched(rnd)
     assert len({s.schedule(SchedRequest("llama"), eps)[0].address for _ in range(80)}) == 4
 

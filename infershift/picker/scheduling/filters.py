@@ -45,3 +45,26 @@ class SaturationFilter(Filter):
         # Admission happens in the scheduler: sheddable requests get 429, the rest are still routed.
         req.scratch["shed_reason"] = "the pool is saturated; sheddable request dropped, retry later"
         return eps
+
+
+ROLE_LABEL = "llm-d.ai/role"
+DECODE_ROLES = frozenset({"decode", "prefill-decode", "both", "encode-prefill-decode"})
+
+
+class DecodeFilter(Filter):
+    """llm-d's decode-filter: keep endpoints whose pod has no `llm-d.ai/role` label or a role that
+    decodes (decode, prefill-decode, both, encode-prefill-decode). Endpoints carry the labels their
+    discovery knows (`labels`, a mapping); without any, every endpoint is kept, as upstream keeps
+    unlabelled pods."""
+
+    type_name = "decode-filter"
+    parameter_names = ()
+
+    def filter(self, req: SchedRequest, eps: list[Endpoint]) -> list[Endpoint]:
+        out = []
+        for e in eps:
+            labels = getattr(e, "labels", None)
+            role = labels.get(ROLE_LABEL) if labels else None
+            if role is None or role in DECODE_ROLES:
+                out.append(e)
+        return out

@@ -5,18 +5,28 @@ import random
 from collections.abc import Sequence
 
 from ..endpoints import Endpoint
+from ..errors import ConfigError
 from .plugins import Picker, SchedRequest
+
+
+def _max_endpoints(name: str, parameters: dict) -> int:
+    """Upstream's `maxNumOfEndpoints`: how many endpoints the picker returns (primary + fallbacks)."""
+    n = parameters.get("maxNumOfEndpoints", 1)
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise ConfigError(f"scheduling plugin {name}.parameters.maxNumOfEndpoints: expected an integer, got {n!r}")
+    return n if n > 0 else 1  # upstream: a value <= 0 falls back to the default
 
 
 class MaxScorePicker(Picker):
     """Highest score wins; ties broken at random; fallbacks follow in score order."""
 
     type_name = "max-score-picker"
-    parameter_names = ()
+    parameter_names = ("maxNumOfEndpoints",)
 
     def __init__(self, name: str, parameters: dict, rng: random.Random):
         super().__init__(name, parameters)
         self.rng = rng
+        self.max_endpoints = _max_endpoints(name, parameters)
 
     def pick(self, req: SchedRequest, eps: Sequence[Endpoint], scores: list[float], n: int) -> list[Endpoint]:
         if n == 1:
@@ -30,14 +40,36 @@ class MaxScorePicker(Picker):
 
 class RandomPicker(Picker):
     type_name = "random-picker"
-    parameter_names = ()
+    parameter_names = ("maxNumOfEndpoints",)
 
     def __init__(self, name: str, parameters: dict, rng: random.Random):
         super().__init__(name, parameters)
         self.rng = rng
+        self.max_endpoints = _max_endpoints(name, parameters)
 
     def pick(self, req: SchedRequest, eps: Sequence[Endpoint], scores: list[float], n: int) -> list[Endpoint]:
         return self.rng.sample(list(eps), min(n, len(eps)))
+
+
+class WeightedRandomPicker(Picker):
+    """Upstream's weighted-random-picker: endpoints drawn with probability proportional to their
+    score (A-Res: key = u ** (1 / score), highest keys win); uniform when every score is 0."""
+
+    type_name = "weighted-random-picker"
+    parameter_names = ("maxNumOfEndpoints",)
+
+    def __init__(self, name: str, parameters: dict, rng: random.Random):
+        super().__init__(name, parameters)
+        self.rng = rng
+        self.max_endpoints = _max_endpoints(name, parameters)
+
+    def pick(self, req: SchedRequest, eps: Sequence[Endpoint], scores: list[float], n: int) -> list[Endpoint]:
+        if not any(s > 0 for s in scores):
+            return self.rng.sample(list(eps), min(n, len(eps)))
+        rnd = self.rng.random
+        keys = [(rnd() or 1e-10) ** (1.0 / s) if s > 0 else 0.0 for s in scores]
+        order = sorted(range(len(eps)), key=keys.__getitem__, reverse=True)
+        return [eps[i] for i in order[:n]]
 
 
 class RoundRobinPicker(Picker):

@@ -9,7 +9,12 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from ..endpoints import Endpoint
+from ..errors import ConfigError
 from .plugins import SchedRequest, Scorer, param
+
+CHARS_PER_TOKEN = 4  # upstream's averageCharactersPerToken
+PREFIX_PARAMETERS = ("blockSize", "blockSizeTokens", "maxPrefixBlocksToMatch", "maxPrefixTokensToMatch",
+                     "lruCapacityPerServer", "autoTune")
 
 
 def block_hashes(model: str, prompt: str, block_size: int, max_blocks: int) -> list[int]:
@@ -52,6 +57,20 @@ class PrefixIndex:
                 if not owners:
                     del by_hash[old]
 
+    def forget(self, address: str) -> None:
+        """Drop everything recorded for an endpoint that left the pool (or whose address another
+        server took): a new, cold server there must not score as holding the old one's prefixes."""
+        lru = self.lru.pop(address, None)
+        if not lru:
+            return
+        by_hash = self.by_hash
+        for h in lru:
+            owners = by_hash.get(h)
+            if owners is not None:
+                owners.discard(address)
+                if not owners:
+                    del by_hash[h]
+
     def matched(self, hashes: list[int]) -> dict[str, int]:
         """Address -> number of leading blocks it holds (set intersections run in C)."""
         if not hashes:
@@ -82,15 +101,26 @@ class PrefixIndex:
 
 class PrefixCacheScorer(Scorer):
     type_name = "prefix-cache-scorer"
-    parameter_names = ('blockSize', 'maxPrefixBlocksToMatch', 'lruCapacityPerServer')
+    # infershift's blockSize (characters) plus upstream's (approx-prefix-cache-producer's) token-based
+    # names; a token counts as CHARS_PER_TOKEN characters, as upstream estimates it.
+    parameter_names = PREFIX_PARAMETERS
     per_request = True
 
     def __init__(self, name: str, parameters: dict, index: PrefixIndex | None = None):
         super().__init__(name, parameters)
         where = f"scheduling plugin {name}"
-        self.block_size = int(param(parameters, "blockSize", 64, int, where)) or 64
-        self.max_blocks = int(param(parameters, "maxPrefixBlocksToMatch", 512, int, where))
-        capacity = int(param(parameters, "lruCapacityPerServer", 31250, int, where))
+        tokens = int(param(parameters, "blockSizeTokens", 0, int, where))
+        chars = int(param(parameters, "blockSize", 0, int, where))
+        self.block_size = tokens * CHARS_PER_TOKEN if tokens else (chars or 64)
+        max_tokens = int(param(parameters, "maxPrefixTokensToMatch", 0, int, where))
+        max_blocks = int(param(parameters, "maxPrefixBlocksToMatch", 512, int, where))
+        if max_tokens:
+            max_blocks = max(1, max_tokens * CHARS_PER_TOKEN // self.block_size)
+        self.max_blocks = max_blocks or 1 << 30  # upstream: 0 means no limit
+        auto = parameters.get("autoTune", False)
+        if not isinstance(auto, bool):  # accepted; the block size stays the configured one (README)
+            raise ConfigError(f"{where}.parameters.autoTune: expected true or false, got {auto!r}")
+        capacity = int(param(parameters, "lruCapacityPerServer", 31250, int, where)) or 31250
         self.index = index if index is not None and index.capacity == capacity else PrefixIndex(capacity)
 
     def _hashes(self, req: SchedRequest) -> list[int]:
@@ -123,6 +153,9 @@ class PrefixCacheScorer(Scorer):
             return None
         matched, total = found
         return [(position[a], n / total) for a, n in matched.items() if a in position]
+
+    def forget_endpoint(self, address: str) -> None:
+        self.index.forget(address)
 
     def on_picked(self, req: SchedRequest, chosen: Endpoint) -> None:
         hs = self._hashes(req)

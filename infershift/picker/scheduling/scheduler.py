@@ -23,6 +23,8 @@ class Scheduler:
         self.scorers = [(s, w) for s, w in scorers if w > 0]
         self.picker = picker
         self.fallbacks = fallbacks
+        # endpoints per answer: primary + --fallbacks, or the picker's maxNumOfEndpoints if larger
+        self.count = max(1 + fallbacks, getattr(picker, "max_endpoints", 1))
         plugins = [*filters, *(s for s, _ in self.scorers), picker]
         self._preparers = [p for p in plugins if type(p).prepare is not Plugin.prepare]
         self._learners = [p for p in plugins if type(p).on_picked is not Plugin.on_picked]
@@ -89,7 +91,7 @@ class Scheduler:
                 sc = s.score(req, eps)
                 if sc is not None:
                     totals, copied = [t + w * x for t, x in zip(totals, sc)], True
-        chosen = self.picker.pick(req, eps, totals, 1 + self.fallbacks)
+        chosen = self.picker.pick(req, eps, totals, self.count)
         for p in self._learners:
             p.on_picked(req, chosen[0])
         return chosen

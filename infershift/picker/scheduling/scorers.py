@@ -21,7 +21,9 @@ class QueueScorer(Scorer):
 
 
 class KVCacheScorer(Scorer):
-    type_name = "kv-cache-scorer"
+    """1 - KV-cache usage. Upstream's name; infershift's former `kv-cache-scorer` is an alias."""
+
+    type_name = "kv-cache-utilization-scorer"
     parameter_names = ()
 
     def score(self, req: SchedRequest, eps: list[Endpoint]) -> list[float]:
@@ -57,3 +59,20 @@ class LoraAffinityScorer(Scorer):
             else:
                 out.append(0.0)
         return out
+
+
+class LoadAwareScorer(Scorer):
+    """llm-d's load-aware-scorer: an empty queue scores 0.5, a queue of `threshold` (default 128)
+    or more scores 0, linearly in between."""
+
+    type_name = "load-aware-scorer"
+    parameter_names = ("threshold",)
+
+    def __init__(self, name: str, parameters: dict):
+        super().__init__(name, parameters)
+        threshold = param(parameters, "threshold", 128, int, f"scheduling plugin {name}")
+        self.threshold = float(threshold if threshold > 0 else 128)  # upstream: <= 0 means the default
+
+    def score(self, req: SchedRequest, eps: list[Endpoint]) -> list[float]:
+        t = self.threshold
+        return [0.5 if e.metrics.waiting <= 0 else 0.5 * (1.0 - min(e.metrics.waiting, t) / t) for e in eps]
