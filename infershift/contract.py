@@ -58,6 +58,17 @@ SUBSET_NAMESPACE = "envoy.lb.subset_hint"
 SUBSET_KEY = "x-gateway-destination-endpoint-subset"
 REWRITE_HEADER = "x-gateway-model-name-rewrite"
 OBJECTIVE_HEADER = "x-gateway-inference-objective"
+FAIRNESS_HEADER = "x-gateway-inference-fairness-id"
+# Upstream's current names for the request headers above (llm-d router, pkg/epp/metadata/consts.go),
+# which keeps the x-gateway-* ones as deprecated aliases. The picker reads the first of each tuple
+# that a request carries, current name first.
+LLMD_REWRITE_HEADER = "x-llm-d-model-name-rewrite"
+LLMD_OBJECTIVE_HEADER = "x-llm-d-inference-objective"
+LLMD_FAIRNESS_HEADER = "x-llm-d-inference-fairness-id"
+REWRITE_HEADERS = (LLMD_REWRITE_HEADER, REWRITE_HEADER)
+OBJECTIVE_HEADERS = (LLMD_OBJECTIVE_HEADER, OBJECTIVE_HEADER)
+FAIRNESS_HEADERS = (LLMD_FAIRNESS_HEADER, FAIRNESS_HEADER)
+DEFAULT_FAIRNESS_ID = "default-flow"  # upstream's, for a request that names none
 TARGET_HEADER = "x-infershift-target-model"
 RESTORE_HEADER = "x-infershift-restore"
 MIRROR_HEADER = "x-infershift-mirror"

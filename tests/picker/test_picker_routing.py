@@ -67,3 +67,22 @@ def test_criticality_priority_and_objective_header():
 def test_zero_weight_targets_never_chosen():
     targets = (Target("a", 0), Target("b", 3))
     assert {choose_target(targets, x / 100) for x in range(100)} == {"b"}
+
+
+UPSTREAM_EPS = [Endpoint("1.1.1.1:1", "a", frozenset({"llama", "t-v2", "t-v3"}))]
+
+
+@pytest.mark.parametrize("headers, target, sheddable, fairness", [
+    ({"x-llm-d-model-name-rewrite": "t-v2"}, "t-v2", False, "default-flow"),
+    ({"x-gateway-model-name-rewrite": "t-v3"}, "t-v3", False, "default-flow"),
+    ({"x-llm-d-model-name-rewrite": "t-v2", "x-gateway-model-name-rewrite": "t-v3"}, "t-v2", False, "default-flow"),
+    ({"x-llm-d-inference-objective": "cheap"}, "llama", True, "default-flow"),
+    ({"x-gateway-inference-objective": "cheap"}, "llama", True, "default-flow"),
+    ({"x-llm-d-inference-objective": "vip", "x-gateway-inference-objective": "cheap"}, "llama", False, "default-flow"),
+    ({"x-llm-d-inference-fairness-id": "tenant-a"}, "llama", False, "tenant-a"),
+    ({"x-gateway-inference-fairness-id": "tenant-b"}, "llama", False, "tenant-b"),
+    ({"x-llm-d-inference-fairness-id": "", "x-gateway-inference-fairness-id": "tenant-b"}, "llama", False, "tenant-b"),
+])
+def test_llm_d_headers_with_x_gateway_aliases(headers, target, sheddable, fairness):
+    r = resolve("llama", headers, {}, {"cheap": -1, "vip": 5}, None, UPSTREAM_EPS, random.Random(1))
+    assert (r.target_model, r.sheddable, r.fairness_id) == (target, sheddable, fairness)
