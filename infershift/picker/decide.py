@@ -46,8 +46,12 @@ class Decision:
 
 
 def candidates(pool: Pool, subset: list[str] | None) -> list[Endpoint]:
+    """The ready endpoints, narrowed by the data plane's subset hint when it sets one (None: no
+    hint). The protocol: pick only from the list; none of it eligible, or an empty list, is a 503."""
     ready = pool.snapshot().ready
-    if subset:  # the data plane's subset hint narrows the pool
+    if subset is not None:
+        if not subset:
+            raise NoCapacity("the gateway's endpoint subset is empty")
         allowed = set(subset)
         ready = [e for e in ready if e.address in allowed]
         if not ready:
