@@ -38,7 +38,7 @@ def main() -> dict:
         "stable": ("Qwen/Qwen2.5-7B-Instruct", "qwen/travel-helper-v1"),
         "canary": ("Qwen/Qwen3-8B", "qwen3/travel-helper-v1"),
     }
-    pools = {}
+    pools = {}  # track -> the pool's name (what the route's backends name)
     for track, (model, adapter) in models.items():
         labels = {"app": "chat", "track": track}
         InferenceService(f"chat-{track}", {
@@ -46,7 +46,8 @@ def main() -> dict:
             "replicas": 2, "max_model_len": 8192, "lora_modules": {"travel-helper": f"/adapters/{adapter}"},
             "max_loras": 2, "simulated": simulated, "sim_image": sim_image,
         }, opts)
-        pools[track] = InferencePool(f"chat-{track}", {
+        pools[track] = f"chat-{track}"
+        InferencePool(pools[track], {
             "selector": labels, "namespace": namespace, "api_version": "v1",
             "models": {"chat": {"criticality": "Critical"}, "travel-helper": {"criticality": "Standard"}},
             "gateway_peers": envoy_proxy_peers(gateway, namespace), "picker_image": picker_image,
@@ -54,11 +55,11 @@ def main() -> dict:
 
     route = CanaryRoute("chat", {
         "gateway": gateway, "namespace": namespace, "paths": ["/v1/completions", "/v1/chat/completions"],
-        "backends": {pools["stable"].pool_name: 100 - weight, pools["canary"].pool_name: weight},
-        "pins": [{"header": "x-canary", "value": "true", "backend": pools["canary"].pool_name}],
+        "backends": {pools["stable"]: 100 - weight, pools["canary"]: weight},
+        "pins": [{"header": "x-canary", "value": "true", "backend": pools["canary"]}],
     }, opts)
 
-    exports = {"route": route.route_name, "pools": [p.pool_name for p in pools.values()]}
+    exports = {"route": route.route_name, "pools": list(pools.values())}
     for key, value in exports.items():
         pulumi.export(key, value)
     return exports

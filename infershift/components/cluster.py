@@ -3,11 +3,10 @@
 What each platform declares lives in its plug-in (`infershift/platforms/<kind>.py`); this
 component only asks it, so a platform's cloud SDK is imported only when that platform is used.
 """
-from __future__ import annotations
-
-from typing import NotRequired, TypedDict
+from typing import NotRequired, TypedDict, cast
 
 import pulumi
+import pulumi_kubernetes as k8s
 
 from infershift import platforms
 
@@ -25,17 +24,22 @@ class ClusterArgs(TypedDict):
     """kubeconfig file path or contents (kubeconfig platform); default `KUBECONFIG` / `~/.kube/config`."""
     context: NotRequired[str]
     """kubeconfig context (kubeconfig platform)."""
+    ack_private_endpoint: NotRequired[str]
+    """ACK: the API server address to use instead of the credential's (a private endpoint)."""
 
 
 class Cluster(pulumi.ComponentResource):
     """The providers for one cluster: `k8s_provider` for every Kubernetes object, and
     `cloud_provider` (alicloud or gcp) for node pools, or None on a kubeconfig cluster."""
 
-    k8s_provider: pulumi.ProviderResource
-    cloud_provider: pulumi.ProviderResource | None
+    k8s_provider: k8s.Provider
+    """The cluster's Kubernetes provider: pass it to the other components (`providers` option)."""
 
     def __init__(self, name: str, args: ClusterArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("infershift:index:Cluster", name, None, opts)
         plugin = platforms.get(args["platform"])  # an unknown platform is an error, not another's branch
-        self.k8s_provider, self.cloud_provider = plugin.providers(self, name, dict(args))
+        # The cloud provider's type depends on the platform: a Python attribute, not a schema output.
+        self.cloud_provider: pulumi.ProviderResource | None
+        k8s_provider, self.cloud_provider = plugin.providers(self, name, dict(args))
+        self.k8s_provider = cast(k8s.Provider, k8s_provider)
         self.register_outputs({"k8s_provider": self.k8s_provider.urn})

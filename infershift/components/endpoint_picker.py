@@ -13,9 +13,7 @@ only while the pool has a ready endpoint and the picker is not draining (on SIGT
 the Service's endpoints, serves on for 5 s, then lets the streams in flight finish, up to 20 s,
 inside the 30 s grace period).
 """
-from __future__ import annotations
-
-from typing import NotRequired, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 import pulumi
 import yaml
@@ -23,7 +21,8 @@ import yaml
 from infershift import contract
 
 from .api import LLMD_API, POOL_GROUPS, pool_api_version
-from .objects import child_opts, declare, keep_options
+from .enums import PoolApiVersion, plain_args
+from .objects import build_manifests, child_opts, declare, keep_options
 
 GRPC_PORT, HEALTH_PORT, METRICS_PORT = contract.PICKER_GRPC_PORT, contract.PICKER_HEALTH_PORT, contract.PICKER_METRICS_PORT
 CONFIG_DIR = "/etc/picker"
@@ -33,19 +32,20 @@ SHUTDOWN_DELAY_S, DRAIN_TIMEOUT_S, GRACE_PERIOD_S = 5, 20, 30
 
 class EndpointPickerArgs(TypedDict):
     pool_name: str
-    pool_api_version: str
+    pool_api_version: PoolApiVersion
     """`v1` or `v1alpha2`: which pool and model-routing kinds it reads."""
-    namespace: NotRequired[str]
-    image: NotRequired[str]
+    namespace: NotRequired[pulumi.Input[str]]
+    image: NotRequired[pulumi.Input[str]]
+    """The picker's image (required): built from infershift/picker/Dockerfile, e.g. by the Images component."""
     image_pull_secrets: NotRequired[list[str]]
     """Secrets the kubelet pulls the image with (a private registry)."""
     replicas: NotRequired[int]
     cpu: NotRequired[str]
     memory: NotRequired[str]
-    config: NotRequired[dict]
+    config: NotRequired[dict[str, Any]]
     """The picker's config file content (see picker/README.md)."""
-    gateway_peers: NotRequired[list[dict]]
-    """NetworkPolicy peers allowed to reach 9002 (the gateway's proxies)."""
+    gateway_peers: NotRequired[list[dict[str, Any]]]
+    """NetworkPolicy peers allowed to reach 9002 (the gateway's proxies: NetworkPolicyPeer objects)."""
     secure_serving: NotRequired[bool]
     """TLS on 9002 (default true, as upstream's picker); false: plaintext h2c, for a gateway set up
     to speak plaintext to the picker."""
@@ -191,14 +191,17 @@ _ROLES = {"ServiceAccount": "sa", "Role": "role", "RoleBinding": "rolebinding", 
 class EndpointPicker(pulumi.ComponentResource):
     """`service_name` is the Service the InferencePool's picker reference names."""
 
-    service_name: str
+    service_name: pulumi.Output[str]
+    """The picker's Service (what the pool's `endpointPickerRef` names)."""
 
     def __init__(self, name: str, args: EndpointPickerArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("infershift:index:EndpointPicker", name, None, opts)
         keep_options(self, opts)
-        self.service_name = picker_name(args["pool_name"])
+        args = plain_args(args)
+        service = picker_name(args["pool_name"])
+        self.service_name = pulumi.Output.from_input(service)
         self.objects = {}
-        for m in manifests(args):
-            role = _ROLES[m["kind"]]
+        for layout, m in build_manifests(args, manifests):
+            role = _ROLES[layout["kind"]]
             self.objects[role] = declare(f"{name}-{role}", m, child_opts(self))
-        self.register_outputs({"service_name": self.service_name})
+        self.register_outputs({"service_name": service})

@@ -1,15 +1,14 @@
 """Gateway: the GatewayClass (Envoy Gateway) or a built-in GKE class, the Gateway and its listeners,
 and on Envoy Gateway the traffic policies the guides use (buffer limit, request timeout)."""
-from __future__ import annotations
-
-from typing import Literal, NotRequired, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 import pulumi
 
 from infershift import contract
 
 from .api import ENVOY_GATEWAY_API, ENVOY_GATEWAY_CONTROLLER, GATEWAY_API, GATEWAY_GROUP
-from .objects import child_opts, declare, keep_options
+from .enums import ServiceType, plain_args
+from .objects import build_manifests, child_opts, declare, keep_options
 
 
 class ListenerArgs(TypedDict):
@@ -23,7 +22,7 @@ class GatewayArgs(TypedDict):
     class_name: str
     """GatewayClass: Envoy Gateway's (created here) or GKE's `gke-l7-regional-external-managed` / `gke-l7-rilb`."""
     listeners: list[ListenerArgs]
-    namespace: NotRequired[str]
+    namespace: NotRequired[pulumi.Input[str]]
     create_class: NotRequired[bool]
     """Create the GatewayClass with Envoy Gateway's controller (ACK, kubeconfig clusters)."""
     envoy_gateway: NotRequired[bool]
@@ -32,7 +31,7 @@ class GatewayArgs(TypedDict):
     """ClientTrafficPolicy connection.bufferLimit, e.g. `20Mi` (large prompts)."""
     request_timeout: NotRequired[str | None]
     """BackendTrafficPolicy timeout.http.requestTimeout, e.g. `24h` (long generations)."""
-    service_type: NotRequired[Literal["LoadBalancer", "ClusterIP", "NodePort"] | None]
+    service_type: NotRequired[ServiceType | None]
     """Envoy proxy Service type, through an EnvoyProxy resource; default LoadBalancer."""
     await_timeout_seconds: NotRequired[int | None]
     """`pulumi up` waits this long for the Gateway to be Programmed (its address assigned); None: no wait."""
@@ -41,7 +40,7 @@ class GatewayArgs(TypedDict):
     `custom-proxy-config`, as the guides name them), for stacks sharing a namespace."""
 
 
-def envoy_proxy_peers(gateway: str, namespace: str) -> list[dict]:
+def envoy_proxy_peers(gateway: str, namespace: pulumi.Input[str]) -> list[dict[str, Any]]:
     """NetworkPolicy peers matching Envoy Gateway's proxy pods for this Gateway (any namespace)."""
     return [{"namespaceSelector": {}, "podSelector": {"matchLabels": {
         "gateway.envoyproxy.io/owning-gateway-name": gateway,
@@ -97,20 +96,23 @@ class Gateway(pulumi.ComponentResource):
     """`gateway_name` is what routes attach to; `proxy_peers` select its proxies (Envoy Gateway);
     `address` is the first address the controller reports (`status.addresses[0].value`)."""
 
-    gateway_name: str
-    proxy_peers: list[dict]
-    address: pulumi.Output
+    gateway_name: pulumi.Output[str]
+    """The Gateway object's name (what routes' `gateway` names)."""
+    address: pulumi.Output[str]
+    """The first address the controller reports (`status.addresses[0].value`); empty until assigned."""
 
     def __init__(self, name: str, args: GatewayArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("infershift:index:Gateway", name, None, opts)
         keep_options(self, opts)
+        args = plain_args(args)
         ns = args.get("namespace", "default")
-        self.gateway_name = name
+        self.gateway_name = pulumi.Output.from_input(name)
+        # NetworkPolicy peers (plain data, for Python programs; the schema has no type for them)
         self.proxy_peers = envoy_proxy_peers(name, ns) if args.get("envoy_gateway", True) else []
         self.objects = {}
-        for m in manifests(name, args):
-            role = _ROLES[m["kind"]]
-            self.objects[role] = declare(f"{name}-{role}", m, child_opts(self), with_status=m["kind"] == "Gateway")
+        for layout, m in build_manifests(args, lambda a: manifests(name, a)):
+            role = _ROLES[layout["kind"]]
+            self.objects[role] = declare(f"{name}-{role}", m, child_opts(self), with_status=layout["kind"] == "Gateway")
         self.address = self.objects["gateway"].status.apply(_first_address)  # type: ignore[attr-defined]
         self.register_outputs({"gateway_name": name, "address": self.address})
 

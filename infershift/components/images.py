@@ -5,8 +5,6 @@ exactly this checkout's code, by digest.
 The build context is the directory that holds the `infershift` package (the repository, or
 site-packages when installed); each Dockerfile's `.dockerignore` sends only the modules it copies.
 """
-from __future__ import annotations
-
 from pathlib import Path
 from typing import NotRequired, TypedDict
 
@@ -19,13 +17,14 @@ DOCKERFILES = {"picker": "infershift/picker/Dockerfile", "sim": "infershift/sim/
 
 
 class RegistryLoginArgs(TypedDict):
-    address: str
-    username: str
+    address: pulumi.Input[str]
+    username: pulumi.Input[str]
     password: pulumi.Input[str]
+    """A secret (`pulumi config set --secret`, or another resource's secret output)."""
 
 
 class ImagesArgs(TypedDict):
-    registry: str
+    registry: pulumi.Input[str]
     """Repository prefix, e.g. `registry.cn-hangzhou.aliyuncs.com/team` (ACR) or
     `us-docker.pkg.dev/project/repo` (Artifact Registry)."""
     images: list[str]
@@ -42,10 +41,18 @@ def image_name(registry: str, image: str) -> str:
     return f"{registry.rstrip('/')}/infershift-{image}"
 
 
+def image_tag(registry: pulumi.Input[str], image: str, tag: str) -> pulumi.Input[str]:
+    """`<registry>/infershift-<image>:<tag>`; an Output when the registry is one (another resource's URL)."""
+    if isinstance(registry, pulumi.Output):
+        return registry.apply(lambda r: f"{image_name(r, image)}:{tag}")
+    return f"{image_name(registry, image)}:{tag}"  # type: ignore[arg-type]
+
+
 class Images(pulumi.ComponentResource):
     """`refs[image]` is the pushed image's `tag@sha256:digest`, what the Deployments reference."""
 
     refs: dict[str, pulumi.Output[str]]
+    """Image (`picker`, `sim`) -> the pushed image's `tag@sha256:digest`."""
 
     def __init__(self, name: str, args: ImagesArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("infershift:index:Images", name, None, opts)
@@ -58,7 +65,7 @@ class Images(pulumi.ComponentResource):
         for image in args["images"]:
             built = docker_build.Image(  # type: ignore[call-overload]
                 f"{name}-{image}",
-                tags=[f"{image_name(args['registry'], image)}:{args['tag']}"],
+                tags=[image_tag(args["registry"], image, args["tag"])],
                 context={"location": context},
                 dockerfile={"location": str(Path(context) / DOCKERFILES[image])},
                 platforms=args.get("platforms") or ["linux/amd64"],

@@ -1,6 +1,4 @@
 """InferenceService: a vLLM (or simulator) Deployment, its Service and optional chat-template ConfigMap."""
-from __future__ import annotations
-
 import hashlib
 import math
 from typing import NotRequired, TypedDict
@@ -9,18 +7,27 @@ import pulumi
 
 from infershift import contract
 
-from .objects import child_opts, declare, keep_options
+from .enums import plain_args
+from .objects import build_manifests, child_opts, declare, keep_options
 
 CHAT_TEMPLATE_DIR = "/etc/vllm"
 CHAT_TEMPLATE_KEY = "chat-template.jinja"
 
 
+class SecretKeyRefArgs(TypedDict):
+    secret: str
+    """The Secret's name."""
+    key: str
+    """The key in the Secret."""
+
+
 class InferenceServiceArgs(TypedDict):
     model: str
     """What vLLM loads (`--model`): a path or a hub id."""
-    namespace: NotRequired[str]
+    namespace: NotRequired[pulumi.Input[str]]
     served_model_name: NotRequired[str | None]
-    image: NotRequired[str]
+    image: NotRequired[pulumi.Input[str]]
+    """The vLLM image (default `vllm/vllm-openai:v0.11.0`)."""
     replicas: NotRequired[int]
     port: NotRequired[int]
     labels: NotRequired[dict[str, str]]
@@ -46,11 +53,11 @@ class InferenceServiceArgs(TypedDict):
     model_read_only: NotRequired[bool]
     shm_size: NotRequired[str | None]
     """Memory-backed /dev/shm size (tensor parallel needs it); None: no /dev/shm volume."""
-    node_selector: NotRequired[dict[str, str]]
-    """The GPU node pool's labels."""
+    node_selector: NotRequired[pulumi.Input[dict[str, str]]]
+    """The GPU node pool's labels (e.g. a GpuNodePool's `node_selector`)."""
     tolerate_gpu_taint: NotRequired[bool]
     env: NotRequired[dict[str, str]]
-    secret_env: NotRequired[dict[str, dict[str, str]]]
+    secret_env: NotRequired[dict[str, SecretKeyRefArgs]]
     """Variable -> {secret, key}: `valueFrom.secretKeyRef` (the value never enters the manifest)."""
     image_pull_secrets: NotRequired[list[str]]
     extra_args: NotRequired[list[str]]
@@ -227,7 +234,7 @@ def manifests(name: str, a: InferenceServiceArgs) -> list[dict]:
     if volumes:
         pod_spec["volumes"] = volumes
     if gpus and a.get("node_selector"):
-        pod_spec["nodeSelector"] = dict(a["node_selector"])
+        pod_spec["nodeSelector"] = dict(a["node_selector"])  # type: ignore[arg-type]  # plain here (build_manifests)
     if gpus and a.get("tolerate_gpu_taint", True):
         pod_spec["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
 
@@ -263,16 +270,20 @@ _ROLES = {"ConfigMap": "chat-template", "Deployment": "deployment", "Service": "
 class InferenceService(pulumi.ComponentResource):
     """`service_name` is the Kubernetes Service; `labels` are the pod labels pools select on."""
 
-    service_name: str
-    labels: dict[str, str]
+    service_name: pulumi.Output[str]
+    """The Kubernetes Service (e.g. a MirrorRoute's `mirror_to`)."""
+    labels: pulumi.Output[dict[str, str]]
+    """The pod labels pools select on (an InferencePool's `selector`)."""
 
     def __init__(self, name: str, args: InferenceServiceArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("infershift:index:InferenceService", name, None, opts)
         keep_options(self, opts)
-        self.service_name = name
-        self.labels = dict(args.get("labels") or {"app": name})
+        args = plain_args(args)
+        labels = dict(args.get("labels") or {"app": name})
+        self.service_name = pulumi.Output.from_input(name)
+        self.labels = pulumi.Output.from_input(labels)
         self.objects = {}
-        for m in manifests(name, args):
-            role = _ROLES[m["kind"]]
+        for layout, m in build_manifests(args, lambda a: manifests(name, a), ("namespace", "node_selector")):
+            role = _ROLES[layout["kind"]]
             self.objects[role] = declare(f"{name}-{role}", m, child_opts(self))
-        self.register_outputs({"service_name": name, "labels": self.labels})
+        self.register_outputs({"service_name": name, "labels": labels})

@@ -5,13 +5,12 @@ v1: one llm-d.ai InferenceObjective (priority) and, when the model has targets, 
 InferenceModelRewrite (the body's `model` rewritten by weight) per client model name.
 Each object holds one model's weights, so a weight change touches only that object.
 """
-from __future__ import annotations
-
-from typing import Literal, NotRequired, TypedDict
+from typing import NotRequired, TypedDict
 
 from infershift import contract
 
 from .api import LLMD_API, pool_api_version, pool_ref
+from .enums import Criticality
 from .naming import dns_label
 
 # Criticality <-> priority (llm-d's InferenceObjective has priority only).
@@ -22,8 +21,10 @@ MODEL_ANNOTATION = contract.MODEL_NAME_ANNOTATION
 class ModelRoutingArgs(TypedDict):
     targets: NotRequired[dict[str, int]]
     """Target model (base model or LoRA adapter) -> weight. Empty: served under its own name."""
-    criticality: NotRequired[Literal["Critical", "Standard", "Sheddable"] | None]
+    criticality: NotRequired[Criticality | None]
+    """Critical, Standard or Sheddable (v1 pools: priority 1 / 0 / -1); give this or `priority`."""
     priority: NotRequired[int | None]
+    """The InferenceObjective priority (higher is more important); give this or `criticality`."""
 
 
 def object_name(pool: str, model: str) -> str:
@@ -38,7 +39,7 @@ def _live_targets(routing: ModelRoutingArgs) -> list[tuple[str, int]]:
 def _criticality(routing: ModelRoutingArgs) -> str:
     criticality = routing.get("criticality")
     if criticality:
-        return criticality
+        return str(criticality.value if isinstance(criticality, Criticality) else criticality)
     priority = routing.get("priority")
     if priority is None:
         return "Standard"
@@ -49,7 +50,8 @@ def _priority(routing: ModelRoutingArgs) -> int:
     priority = routing.get("priority")
     if priority is not None:
         return priority
-    return CRITICALITY_PRIORITY[routing.get("criticality") or "Standard"]
+    criticality = routing.get("criticality") or "Standard"
+    return CRITICALITY_PRIORITY[criticality.value if isinstance(criticality, Criticality) else criticality]
 
 
 def manifests(pool: str, version: str, namespace: str, models: dict[str, ModelRoutingArgs]) -> list[dict]:

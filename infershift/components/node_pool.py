@@ -1,7 +1,5 @@
 """GpuNodePool: a node pool of GPU nodes, labelled and tainted for GPU workloads, declared by the
 platform's plug-in (ACK `alicloud.cs.NodePool`, GKE `gcp.container.NodePool`)."""
-from __future__ import annotations
-
 from typing import NotRequired, TypedDict
 
 import pulumi
@@ -16,8 +14,8 @@ GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present"}
 class GpuNodePoolArgs(TypedDict):
     platform: str
     """A registered platform with a node-pool component (`ack`, `gke`)."""
-    cluster: str
-    """ACK cluster id, or GKE cluster name."""
+    cluster: pulumi.Input[str]
+    """ACK cluster id, or GKE cluster name (e.g. the cluster resource's output)."""
     gpu_type: str
     """`nvidia-a10` on ACK; the GKE accelerator type (e.g. `nvidia-l4`) on GKE."""
     gpus_per_node: int
@@ -54,15 +52,17 @@ class GpuNodePool(pulumi.ComponentResource):
     """`pool_name` is the pool's logical name (its nodes' `infershift.io/node-pool` label; the
     cloud name may carry a suffix, e.g. GKE's auto-named pools); `node_selector` selects its nodes."""
 
-    pool_name: str
-    node_selector: dict[str, str]
+    pool_name: pulumi.Output[str]
+    """The pool's logical name (its nodes' `infershift.io/node-pool` label)."""
+    node_selector: pulumi.Output[dict[str, str]]
+    """What an InferenceService's `node_selector` selects this pool's nodes by."""
 
     def __init__(self, name: str, args: GpuNodePoolArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("infershift:index:GpuNodePool", name, None, opts)
         labels = node_labels(name, args)
         taint = args.get("taint", True)
-        self.pool_name = name
-        self.node_selector = {NODE_POOL_LABEL: name}
+        self.pool_name = pulumi.Output.from_input(name)
+        self.node_selector = pulumi.Output.from_input({NODE_POOL_LABEL: name})
         plugin = platforms.get(args["platform"])
         self.node_pool = plugin.node_pool(self, name, dict(args), labels, GPU_TAINT if taint else None)
         self.register_outputs({"pool_name": name, "node_pool": self.node_pool.id})

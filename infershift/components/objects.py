@@ -5,6 +5,7 @@ here: core kinds get their typed pulumi_kubernetes class, everything else a Cust
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pulumi
@@ -87,3 +88,29 @@ def child_opts(parent: pulumi.Resource, depends_on: list[pulumi.Resource] | None
     deps = [*getattr(parent, "_infershift_deps", []), *(depends_on or [])]
     return pulumi.ResourceOptions(parent=parent, depends_on=deps or None,
                                   retain_on_delete=getattr(parent, "_infershift_retain", None))
+
+
+# Shapes standing in for an Output arg while a builder lays out which objects a component
+# declares (the layout never depends on these values, only the objects' fields do).
+_LABELS = {"placeholder": "placeholder"}
+PLACEHOLDERS: dict[str, Any] = {"namespace": "placeholder", "selector": _LABELS, "node_selector": _LABELS}
+
+
+def build_manifests(args: Mapping[str, Any], build: Callable[[Any], list[dict]],
+                    keys: tuple[str, ...] = ("namespace",)) -> list[tuple[dict, dict]]:
+    """`(layout, manifest)` per object `build(args)` returns. With plain args both are the same
+    plain manifest. When an arg of `keys` is an Output (another resource's value), `layout` is
+    built with a placeholder in its place (kinds and names, to declare the objects now) and each
+    top-level field of `manifest` other than apiVersion and kind is an Output of the real build."""
+    deferred = {k: args[k] for k in keys if isinstance(args.get(k), pulumi.Output)}
+    if not deferred:
+        built = build(dict(args))
+        return [(m, m) for m in built]
+    layout = build({**args, **{k: PLACEHOLDERS[k] for k in deferred}})
+    real = pulumi.Output.all(**deferred).apply(lambda resolved: build({**args, **resolved}))
+
+    def field(i: int, key: str) -> pulumi.Output[Any]:
+        return real.apply(lambda built: built[i][key])
+
+    return [(m, {k: (v if k in ("apiVersion", "kind") else field(i, k)) for k, v in m.items()})
+            for i, m in enumerate(layout)]

@@ -15,6 +15,7 @@ from infershift.spec.model import StackSpec
 from infershift.spec.prefix import with_prefix
 
 from .cluster import Cluster, ClusterArgs
+from .enums import Criticality, FailureMode, MirrorKind, PoolApiVersion, ServiceType
 from .gateway import Gateway, GatewayArgs
 from .images import Images, ImagesArgs
 from .inference_pool import InferencePool, InferencePoolArgs
@@ -148,9 +149,11 @@ def pool_args(spec: StackSpec, name: str, built: dict | None = None) -> Inferenc
     built = built or {}
     pool = spec.pools[name]
     return {
-        "selector": dict(pool.selector), "api_version": pool.api_version, "namespace": spec.platform.namespace,
-        "target_ports": list(pool.target_ports), "failure_mode": pool.failure_mode,
-        "models": {m: {"targets": dict(r.targets), "criticality": r.criticality, "priority": r.priority}
+        "selector": dict(pool.selector), "api_version": PoolApiVersion(pool.api_version),
+        "namespace": spec.platform.namespace,
+        "target_ports": list(pool.target_ports), "failure_mode": FailureMode(pool.failure_mode),
+        "models": {m: {"targets": dict(r.targets), "criticality": Criticality(r.criticality) if r.criticality else None,
+                       "priority": r.priority}
                    for m, r in pool.models.items()},
         "picker_image": pool.picker.image or built.get("picker"), "picker_replicas": pool.picker.replicas,
         "picker_cpu": pool.picker.resources.cpu or "500m", "picker_memory": pool.picker.resources.memory or "512Mi",
@@ -181,7 +184,7 @@ def gateway_args(spec: StackSpec) -> GatewayArgs:
         "listeners": [{"name": li.name, "port": li.port, "protocol": li.protocol, "hostname": li.hostname}
                       for li in g.listeners],
         "create_class": spec.creates_class(), "envoy_gateway": spec.uses_envoy_gateway(),
-        "buffer_limit": g.buffer_limit, "request_timeout": g.request_timeout, "service_type": g.service_type,
+        "buffer_limit": g.buffer_limit, "request_timeout": g.request_timeout, "service_type": ServiceType(g.service_type) if g.service_type else None,
         "await_timeout_seconds": _status_await(spec),
         "name_prefix": spec.platform.name_prefix or "",
     }
@@ -197,7 +200,7 @@ def route_args(spec: StackSpec, name: str) -> CanaryRouteArgs:
     return {
         "gateway": spec.gateway.name, "namespace": spec.platform.namespace, "listener": r.listener,
         "hostnames": list(r.hostnames), "paths": list(r.paths), "backends": dict(r.backends),
-        "pool_versions": {p: spec.pools[p].api_version for p in r.backends},
+        "pool_versions": {p: PoolApiVersion(spec.pools[p].api_version) for p in r.backends},
         "pins": [{"header": p.header, "value": p.value, "backend": p.backend} for p in r.pins],
         "await_timeout_seconds": _status_await(spec),
     }
@@ -212,12 +215,12 @@ def mirror_args(spec: StackSpec, name: str) -> MirrorRouteArgs:
     args: MirrorRouteArgs = {
         "gateway": spec.gateway.name, "namespace": spec.platform.namespace, "listener": m.listener,
         "hostnames": list(m.hostnames), "paths": list(m.paths), "backend": m.backend,
-        "mirror_to": {"name": target.name, "kind": target.kind, "port": port}, "percent": m.percent,
-        "pool_api_version": spec.pools[m.backend].api_version,
+        "mirror_to": {"name": target.name, "kind": MirrorKind(target.kind), "port": port}, "percent": m.percent,
+        "pool_api_version": PoolApiVersion(spec.pools[m.backend].api_version),
         "await_timeout_seconds": _status_await(spec),
     }
     if target.kind == "InferencePool":
-        args["mirror_pool_api_version"] = spec.pools[target.name].api_version
+        args["mirror_pool_api_version"] = PoolApiVersion(spec.pools[target.name].api_version)
     return args
 
 

@@ -1,16 +1,15 @@
 """CanaryRoute (weighted InferencePool backends, optional header pins) and MirrorRoute
 (a primary InferencePool plus a RequestMirror copy), both Gateway API HTTPRoutes."""
-from __future__ import annotations
-
 import json
-from typing import Literal, NotRequired, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 import pulumi
 
 from infershift import contract
 
 from .api import GATEWAY_API, GATEWAY_GROUP, POOL_GROUPS
-from .objects import child_opts, declare, keep_options
+from .enums import MirrorKind, PoolApiVersion, plain_args
+from .objects import build_manifests, child_opts, declare, keep_options
 
 
 class PinArgs(TypedDict):
@@ -21,8 +20,9 @@ class PinArgs(TypedDict):
 
 
 class RouteMatchArgs(TypedDict):
-    gateway: str
-    namespace: NotRequired[str]
+    gateway: pulumi.Input[str]
+    """The Gateway the route attaches to (e.g. a Gateway component's `gateway_name`)."""
+    namespace: NotRequired[pulumi.Input[str]]
     listener: NotRequired[str | None]
     """Gateway listener (sectionName); every listener when omitted."""
     hostnames: NotRequired[list[str]]
@@ -36,16 +36,18 @@ class RouteMatchArgs(TypedDict):
 class CanaryRouteArgs(RouteMatchArgs):
     backends: dict[str, int]
     """InferencePool name -> weight (90/10 -> 50/50 -> 100)."""
-    pool_api_version: NotRequired[Literal["v1", "v1alpha2"]]
+    pool_api_version: NotRequired[PoolApiVersion]
     """API version of the pools (one for all backends); default v1."""
-    pool_versions: NotRequired[dict[str, str]]
+    pool_versions: NotRequired[dict[str, PoolApiVersion]]
     """Per-pool API version, when pools differ."""
     pins: NotRequired[list[PinArgs]]
+    """Header matches that always send a request to one pool."""
 
 
 class MirrorTargetArgs(TypedDict):
     name: str
-    kind: NotRequired[Literal["Service", "InferencePool"]]
+    kind: NotRequired[MirrorKind]
+    """Service (default) or InferencePool."""
     port: NotRequired[int | None]
     """Service port (required for a Service)."""
 
@@ -55,8 +57,9 @@ class MirrorRouteArgs(RouteMatchArgs):
     """The primary InferencePool; clients see only its answers."""
     mirror_to: MirrorTargetArgs
     percent: NotRequired[int]
-    pool_api_version: NotRequired[Literal["v1", "v1alpha2"]]
-    mirror_pool_api_version: NotRequired[Literal["v1", "v1alpha2"]]
+    """Share of requests copied to `mirror_to` (default 100)."""
+    pool_api_version: NotRequired[PoolApiVersion]
+    mirror_pool_api_version: NotRequired[PoolApiVersion]
 
 
 def _pool_backend(name: str, version: str, weight: int) -> dict:
@@ -74,7 +77,7 @@ def _matches(a: RouteMatchArgs, headers: list[dict] | None = None) -> list[dict]
 
 
 def _route(name: str, a: RouteMatchArgs, rules: list[dict]) -> dict:
-    parent: dict[str, str] = {"group": GATEWAY_GROUP, "kind": "Gateway", "name": a["gateway"]}
+    parent: dict[str, Any] = {"group": GATEWAY_GROUP, "kind": "Gateway", "name": a["gateway"]}
     listener = a.get("listener")
     if listener:
         parent["sectionName"] = listener
@@ -130,22 +133,32 @@ def mirror_manifest(name: str, a: MirrorRouteArgs) -> dict:
 
 
 class CanaryRoute(pulumi.ComponentResource):
-    route_name: str
+    """An HTTPRoute splitting requests by weight across InferencePools (plus header pins)."""
+
+    route_name: pulumi.Output[str]
+    """The HTTPRoute's name."""
 
     def __init__(self, name: str, args: CanaryRouteArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("infershift:index:CanaryRoute", name, None, opts)
         keep_options(self, opts)
-        self.route_name = name
-        self.route = declare(f"{name}-httproute", canary_manifest(name, args), child_opts(self))
+        args = plain_args(args)
+        self.route_name = pulumi.Output.from_input(name)
+        [(_, route)] = build_manifests(args, lambda a: [canary_manifest(name, a)])
+        self.route = declare(f"{name}-httproute", route, child_opts(self))
         self.register_outputs({"route_name": name})
 
 
 class MirrorRoute(pulumi.ComponentResource):
-    route_name: str
+    """An HTTPRoute to a primary InferencePool that copies a share of requests to a mirror."""
+
+    route_name: pulumi.Output[str]
+    """The HTTPRoute's name."""
 
     def __init__(self, name: str, args: MirrorRouteArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("infershift:index:MirrorRoute", name, None, opts)
         keep_options(self, opts)
-        self.route_name = name
-        self.route = declare(f"{name}-httproute", mirror_manifest(name, args), child_opts(self))
+        args = plain_args(args)
+        self.route_name = pulumi.Output.from_input(name)
+        [(_, route)] = build_manifests(args, lambda a: [mirror_manifest(name, a)])
+        self.route = declare(f"{name}-httproute", route, child_opts(self))
         self.register_outputs({"route_name": name})

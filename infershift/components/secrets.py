@@ -4,33 +4,31 @@ Values enter as Pulumi secrets (`Output.secret`), so the engine encrypts them in
 the render prints `[secret]`; manifests reference them only by name (`secretKeyRef`,
 `imagePullSecrets`), never by value.
 """
-from __future__ import annotations
-
 import base64
 import json
-from typing import Any, NotRequired, TypedDict
+from typing import NotRequired, TypedDict
 
 import pulumi
 
-from .objects import child_opts, declare, keep_options
+from .objects import build_manifests, child_opts, declare, keep_options
 
 
 class RegistryCredentialArgs(TypedDict):
-    server: str
-    username: str
-    password: Any
+    server: pulumi.Input[str]
+    username: pulumi.Input[str]
+    password: pulumi.Input[str]
     """A string or a secret `Output`."""
 
 
 class SecretsArgs(TypedDict):
-    namespace: NotRequired[str]
-    secrets: NotRequired[dict[str, dict[str, Any]]]
+    namespace: NotRequired[pulumi.Input[str]]
+    secrets: NotRequired[dict[str, dict[str, pulumi.Input[str]]]]
     """Secret name -> key -> value (strings or secret Outputs): Opaque Secrets."""
     registry_credentials: NotRequired[dict[str, RegistryCredentialArgs]]
     """Secret name -> registry credentials: kubernetes.io/dockerconfigjson Secrets."""
 
 
-def _secret(value: Any) -> pulumi.Output:
+def _secret(value: pulumi.Input[str]) -> pulumi.Output:
     return pulumi.Output.secret(value)
 
 
@@ -56,14 +54,16 @@ def manifests(a: SecretsArgs) -> list[dict]:
 class Secrets(pulumi.ComponentResource):
     """`names` are the Secrets declared (what `secretKeyRef` / `imagePullSecrets` name)."""
 
-    names: list[str]
+    names: pulumi.Output[list[str]]
+    """The Secrets declared (what `secretKeyRef` / `imagePullSecrets` name)."""
 
     def __init__(self, name: str, args: SecretsArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("infershift:index:Secrets", name, None, opts)
         keep_options(self, opts)
         self.objects = {}
-        for m in manifests(args):
-            secret = m["metadata"]["name"]
+        for layout, m in build_manifests(args, manifests):
+            secret = layout["metadata"]["name"]
             self.objects[secret] = declare(f"{name}-{secret}", m, child_opts(self))
-        self.names = sorted(self.objects)
-        self.register_outputs({"names": self.names})
+        names = sorted(self.objects)
+        self.names = pulumi.Output.from_input(names)
+        self.register_outputs({"names": names})
