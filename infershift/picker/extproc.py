@@ -74,11 +74,18 @@ def _served_from(msg) -> str | None:
     return None
 
 
+INTERNAL_ERROR = "picker_internal_error"
+# 429 (shed) and 503 (no ready endpoint) are worth retrying: say when (the OpenAI SDK honours it).
+RETRY_AFTER_SECONDS = "1"
+
+
 def _error_response(err: PickerError, request_id: str) -> pb.ProcessingResponse:
+    headers = [_header("content-type", "application/json"), _header("x-request-id", request_id)]
+    if err.status in (429, 503):
+        headers.append(_header("retry-after", RETRY_AFTER_SECONDS))
     return pb.ProcessingResponse(immediate_response=pb.ImmediateResponse(
         status=http_status_pb2.HttpStatus(code=err.status),
-        headers=pb.HeaderMutation(set_headers=[_header("content-type", "application/json"),
-                                               _header("x-request-id", request_id)]),
+        headers=pb.HeaderMutation(set_headers=headers),
         body=err.body(),
         details=f"picker_{err.code}",
     ))
@@ -143,21 +150,49 @@ class ExtProc(pb_grpc.ExternalProcessorServicer):
         return RequestState()
 
     def handle(self, st: RequestState, msg) -> list:
-        """One ProcessingRequest in, the answers to send back (in order) out."""
+        """One ProcessingRequest in, the answers to send back (in order) out. Never raises: a broken
+        stream would let Envoy apply the pool's failure mode, and FailOpen would send the request on
+        unvalidated and unscheduled (issue 13)."""
         kind = msg.WhichOneof("request")
-        if kind == "request_headers":
-            return self._on_request_headers(st, msg)
-        if kind == "request_body":
-            return self._on_request_body(st, msg)
+        try:
+            if kind == "request_headers":
+                return self._on_request_headers(st, msg)
+            if kind == "request_body":
+                return self._on_request_body(st, msg)
+            if kind == "response_headers":
+                return self._on_response_headers(st, msg)
+            if kind == "response_body":
+                return self._on_response_body(st, msg)
+            if kind == "request_trailers":
+                return [pb.ProcessingResponse(request_trailers=pb.TrailersResponse())]
+            if kind == "response_trailers":
+                return [pb.ProcessingResponse(response_trailers=pb.TrailersResponse())]
+            return []
+        except Exception:
+            return self._internal_error(st, kind, msg)
+
+    def _internal_error(self, st: RequestState, kind: str | None, msg) -> list:
+        """A bug on one request: logged with its traceback; on the request path it gets a 500 in the
+        API's error shape (the stream stays healthy), on the response path the response passes on."""
+        log.exception("picker error on a request", extra={"request_id": st.request_id, "phase": kind})
+        try:
+            self.tm.errors.labels(self.pool.gen.config.pool_name, "500", INTERNAL_ERROR).inc()
+        except Exception:  # telemetry must not turn one error into a broken stream
+            pass
         if kind == "response_headers":
-            return self._on_response_headers(st, msg)
+            return [pb.ProcessingResponse(response_headers=pb.HeadersResponse())]
         if kind == "response_body":
-            return self._on_response_body(st, msg)
-        if kind == "request_trailers":
-            return [pb.ProcessingResponse(request_trailers=pb.TrailersResponse())]
+            b = msg.response_body
+            if st.resp_duplex:
+                return [pb.ProcessingResponse(response_body=pb.BodyResponse(response=pb.CommonResponse(
+                    body_mutation=pb.BodyMutation(streamed_response=pb.StreamedBodyResponse(
+                        body=b.body, end_of_stream=b.end_of_stream)))))]
+            return [pb.ProcessingResponse(response_body=pb.BodyResponse())]
         if kind == "response_trailers":
             return [pb.ProcessingResponse(response_trailers=pb.TrailersResponse())]
-        return []
+        st.done, st.outcome = True, "500"
+        err = PickerError("The endpoint picker failed on this request.", code=INTERNAL_ERROR)
+        return [_error_response(err, st.request_id or str(uuid.uuid4()))]
 
     # --- request path -------------------------------------------------------------------------
 

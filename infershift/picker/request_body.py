@@ -13,6 +13,8 @@ COMPLETION_PATHS = frozenset({"/v1/completions", "/v1/chat/completions", "/v1/em
 # A top-level or nested `"model": "<string>"` pair. Inside JSON strings quotes are escaped, so an
 # unescaped match is always a real key; when there is more than one we fall back to re-encoding.
 _MODEL_PAIR = re.compile(rb'"model"\s*:\s*"((?:[^"\\]|\\.)*)"')
+# A \uD800-\uDFFF escape: JSON lets it through unpaired, UTF-8 (headers, the server) cannot carry it.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
 @dataclass
@@ -30,7 +32,14 @@ def _text(content) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):  # multi-part content: keep the text parts
-        return "".join(p.get("text", "") if isinstance(p, dict) else str(p) for p in content)
+        out = []
+        for p in content:
+            text = p.get("text", "") if isinstance(p, dict) else str(p)
+            if not isinstance(text, str):
+                raise BadRequest("A content part's text must be a string.", param="messages",
+                                 code="invalid_request")
+            out.append(text)
+        return "".join(out)
     return "" if content is None else str(content)
 
 
@@ -59,8 +68,16 @@ def parse_body(body: bytes, content_type: str | None, max_bytes: int) -> ParsedB
             obj = orjson.loads(body)
         except orjson.JSONDecodeError:
             obj = json.loads(body)
+            # what orjson refuses and json takes includes unpaired surrogates (\ud800): no UTF-8 text
+            if _SURROGATE_ESCAPE.search(body):
+                json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest("The JSON body of your request holds an unpaired UTF-16 surrogate escape.",
+                         code="invalid_json") from None
     except (ValueError, UnicodeDecodeError) as e:
         raise BadRequest(f"We could not parse the JSON body of your request: {e}", code="invalid_json") from None
+    except RecursionError:
+        raise BadRequest("The JSON body of your request is nested too deeply.", code="invalid_json") from None
     if not isinstance(obj, dict):
         raise BadRequest("The request body must be a JSON object.", code="invalid_json")
     model = obj.get("model")
@@ -106,4 +123,7 @@ def rewrite_model(body: bytes, parsed: ParsedBody, new_model: str,
         return body[:start] + repl + body[end:]
     obj = dict(parsed.obj)
     obj["model"] = new_model
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    try:
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    except RecursionError:  # orjson parsed it (1024 levels), the stdlib cannot write it back
+        raise BadRequest("The JSON body of your request is nested too deeply.", code="invalid_json") from None
