@@ -10,6 +10,8 @@ import pulumi_kubernetes as k8s
 
 from infershift import platforms
 
+from .enums import component_args
+
 
 class ClusterArgs(TypedDict):
     platform: str
@@ -37,6 +39,7 @@ class Cluster(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: ClusterArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("infershift:index:Cluster", name, None, opts)
+        args = component_args(args, ClusterArgs)
         plugin = platforms.get(args["platform"])  # an unknown platform is an error, not another's branch
         # The cloud provider's type depends on the platform: a Python attribute, not a schema output.
         self.cloud_provider: pulumi.ProviderResource | None

@@ -21,7 +21,7 @@ import yaml
 from infershift import contract
 
 from .api import LLMD_API, POOL_GROUPS, pool_api_version
-from .enums import PoolApiVersion, plain_args
+from .enums import PoolApiVersion, component_args
 from .objects import build_manifests, child_opts, declare, keep_options
 
 GRPC_PORT, HEALTH_PORT, METRICS_PORT = contract.PICKER_GRPC_PORT, contract.PICKER_HEALTH_PORT, contract.PICKER_METRICS_PORT
@@ -42,7 +42,7 @@ class EndpointPickerArgs(TypedDict):
     replicas: NotRequired[int]
     cpu: NotRequired[str]
     memory: NotRequired[str]
-    config: NotRequired[dict[str, Any]]
+    config: NotRequired[pulumi.Input[dict[str, Any]]]
     """The picker's config file content (see picker/README.md)."""
     gateway_peers: NotRequired[list[dict[str, Any]]]
     """NetworkPolicy peers allowed to reach 9002 (the gateway's proxies: NetworkPolicyPeer objects)."""
@@ -197,11 +197,11 @@ class EndpointPicker(pulumi.ComponentResource):
     def __init__(self, name: str, args: EndpointPickerArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("infershift:index:EndpointPicker", name, None, opts)
         keep_options(self, opts)
-        args = plain_args(args)
+        args = component_args(args, EndpointPickerArgs)
         service = picker_name(args["pool_name"])
         self.service_name = pulumi.Output.from_input(service)
         self.objects = {}
-        for layout, m in build_manifests(args, manifests):
+        for layout, m in build_manifests(args, manifests, ("namespace", "config")):
             role = _ROLES[layout["kind"]]
             self.objects[role] = declare(f"{name}-{role}", m, child_opts(self))
         self.register_outputs({"service_name": service})

@@ -4,6 +4,9 @@ Each member equals its string value (`PoolApiVersion.V1 == "v1"`), so callers ma
 components turn members into their plain values before building manifests (`plain_args`), so a
 manifest never holds an enum member.
 """
+import types
+import typing
+from collections.abc import Awaitable, Mapping
 from enum import Enum, StrEnum
 from typing import Any
 
@@ -62,3 +65,45 @@ def plain_args(value: Any) -> Any:
 
 def is_output(value: Any) -> bool:
     return isinstance(value, pulumi.Output)
+
+
+_Args = typing.TypeVar("_Args", bound=Mapping[str, Any])
+
+
+def _unwrap(annotation: Any) -> Any:
+    """The value type under NotRequired / Required / Optional / pulumi.Input."""
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin in (typing.NotRequired, typing.Required):
+            annotation = typing.get_args(annotation)[0]
+        elif origin in (typing.Union, types.UnionType):
+            inner = [a for a in typing.get_args(annotation)
+                     if a is not type(None) and typing.get_origin(a) not in (pulumi.Output, Awaitable)
+                     and not isinstance(a, typing.ForwardRef)]
+            if len(inner) != 1:
+                return annotation
+            annotation = inner[0]
+        else:
+            return annotation
+
+
+def _coerce(value: Any, annotation: Any) -> Any:
+    annotation = _unwrap(annotation)
+    if annotation is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is list and isinstance(value, list):
+        return [_coerce(v, args[0]) for v in value]
+    if origin is dict and isinstance(value, dict):
+        return {k: _coerce(v, args[1]) for k, v in value.items()}
+    if typing.is_typeddict(annotation) and isinstance(value, dict):
+        return component_args(value, annotation)
+    return value
+
+
+def component_args(args: _Args, typ: Any) -> _Args:
+    """A component's args as its builders take them: enum members as their values, and whole
+    numbers where the TypedDict `typ` says int (another language's SDK sends every number as a
+    float: 8000.0 must stay `--port 8000`). Plain callers' args come back equal."""
+    hints = typ.__annotations__  # unevaluated: pulumi.Input holds a forward reference to Output
+    return plain_args({k: _coerce(v, hints[k]) if k in hints else v for k, v in args.items()})

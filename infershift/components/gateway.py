@@ -7,7 +7,7 @@ import pulumi
 from infershift import contract
 
 from .api import ENVOY_GATEWAY_API, ENVOY_GATEWAY_CONTROLLER, GATEWAY_API, GATEWAY_GROUP
-from .enums import ServiceType, plain_args
+from .enums import ServiceType, component_args
 from .objects import build_manifests, child_opts, declare, keep_options
 
 
@@ -93,18 +93,18 @@ _ROLES = {"GatewayClass": "class", "Gateway": "gateway", "EnvoyProxy": "envoypro
 
 
 class Gateway(pulumi.ComponentResource):
-    """`gateway_name` is what routes attach to; `proxy_peers` select its proxies (Envoy Gateway);
-    `address` is the first address the controller reports (`status.addresses[0].value`)."""
+    """A Gateway with its listeners (and its GatewayClass and Envoy Gateway policies). In Python,
+    `proxy_peers` are the NetworkPolicy peers selecting its proxies (Envoy Gateway)."""
 
     gateway_name: pulumi.Output[str]
     """The Gateway object's name (what routes' `gateway` names)."""
-    address: pulumi.Output[str]
-    """The first address the controller reports (`status.addresses[0].value`); empty until assigned."""
+    address: pulumi.Output[str | None]
+    """The first address the controller reports (`status.addresses[0].value`); none until assigned."""
 
     def __init__(self, name: str, args: GatewayArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("infershift:index:Gateway", name, None, opts)
         keep_options(self, opts)
-        args = plain_args(args)
+        args = component_args(args, GatewayArgs)
         ns = args.get("namespace", "default")
         self.gateway_name = pulumi.Output.from_input(name)
         # NetworkPolicy peers (plain data, for Python programs; the schema has no type for them)

@@ -10,6 +10,7 @@ from typing import NotRequired, TypedDict
 
 import pulumi
 
+from .enums import component_args
 from .objects import keep_options
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
@@ -57,6 +58,7 @@ class Images(pulumi.ComponentResource):
     def __init__(self, name: str, args: ImagesArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("infershift:index:Images", name, None, opts)
         keep_options(self, opts)
+        args = component_args(args, ImagesArgs)
         import pulumi_docker_build as docker_build
 
         context = args.get("context") or str(PACKAGE_ROOT)

@@ -6,7 +6,7 @@ import pulumi
 from . import model_routing
 from .api import GKE_NETWORKING_API, pool_api_version, pool_ref
 from .endpoint_picker import GRPC_PORT, EndpointPicker, EndpointPickerArgs, picker_name
-from .enums import FailureMode, PoolApiVersion, plain_args
+from .enums import FailureMode, PoolApiVersion, component_args
 from .model_routing import ModelRoutingArgs
 from .objects import build_manifests, child_opts, declare, keep_options
 
@@ -97,6 +97,13 @@ def child_manifests(name: str, a: InferencePoolArgs) -> list[dict]:
             *(gke_policy_manifests(name, a) if a.get("gke_policies") else [])]
 
 
+def _default_config(name: str, a: InferencePoolArgs) -> pulumi.Input[dict[str, Any]]:
+    namespace = a.get("namespace")
+    if isinstance(namespace, pulumi.Output):  # another resource's namespace: the config follows it
+        return namespace.apply(lambda ns: default_picker_config(name, {**a, "namespace": ns}))
+    return default_picker_config(name, a)
+
+
 class InferencePool(pulumi.ComponentResource):
     """`pool_name`, `api_version` and `group` are what an HTTPRoute backendRef needs."""
 
@@ -112,7 +119,7 @@ class InferencePool(pulumi.ComponentResource):
     def __init__(self, name: str, args: InferencePoolArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("infershift:index:InferencePool", name, None, opts)
         keep_options(self, opts)
-        args = plain_args(args)
+        args = component_args(args, InferencePoolArgs)
         version = args.get("api_version", "v1")
         ns = args.get("namespace", "default")
         self.pool_name = pulumi.Output.from_input(name)
@@ -123,7 +130,7 @@ class InferencePool(pulumi.ComponentResource):
         if not args.get("picker_service"):
             picker_args: EndpointPickerArgs = {
                 "pool_name": name, "pool_api_version": PoolApiVersion(version), "namespace": ns,
-                "config": args.get("picker_config") or default_picker_config(name, args),
+                "config": args.get("picker_config") or _default_config(name, args),
                 "gateway_peers": args.get("gateway_peers", []),
             }
             for key, arg in (("picker_image", "image"), ("picker_replicas", "replicas"), ("picker_cpu", "cpu"),

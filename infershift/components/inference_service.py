@@ -7,7 +7,7 @@ import pulumi
 
 from infershift import contract
 
-from .enums import plain_args
+from .enums import component_args
 from .objects import build_manifests, child_opts, declare, keep_options
 
 CHAT_TEMPLATE_DIR = "/etc/vllm"
@@ -278,7 +278,7 @@ class InferenceService(pulumi.ComponentResource):
     def __init__(self, name: str, args: InferenceServiceArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("infershift:index:InferenceService", name, None, opts)
         keep_options(self, opts)
-        args = plain_args(args)
+        args = component_args(args, InferenceServiceArgs)
         labels = dict(args.get("labels") or {"app": name})
         self.service_name = pulumi.Output.from_input(name)
         self.labels = pulumi.Output.from_input(labels)

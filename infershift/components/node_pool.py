@@ -6,6 +6,8 @@ import pulumi
 
 from infershift import platforms
 
+from .enums import component_args
+
 # Every node of a pool carries this label; InferenceService pods select their pool by it.
 NODE_POOL_LABEL = "infershift.io/node-pool"
 GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present"}
@@ -59,6 +61,7 @@ class GpuNodePool(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: GpuNodePoolArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("infershift:index:GpuNodePool", name, None, opts)
+        args = component_args(args, GpuNodePoolArgs)
         labels = node_labels(name, args)
         taint = args.get("taint", True)
         self.pool_name = pulumi.Output.from_input(name)

@@ -93,7 +93,8 @@ def child_opts(parent: pulumi.Resource, depends_on: list[pulumi.Resource] | None
 # Shapes standing in for an Output arg while a builder lays out which objects a component
 # declares (the layout never depends on these values, only the objects' fields do).
 _LABELS = {"placeholder": "placeholder"}
-PLACEHOLDERS: dict[str, Any] = {"namespace": "placeholder", "selector": _LABELS, "node_selector": _LABELS}
+PLACEHOLDERS: dict[str, Any] = {"namespace": "placeholder", "selector": _LABELS, "node_selector": _LABELS,
+                                 "config": {}}
 
 
 def build_manifests(args: Mapping[str, Any], build: Callable[[Any], list[dict]],

@@ -200,7 +200,7 @@ def route_args(spec: StackSpec, name: str) -> CanaryRouteArgs:
     return {
         "gateway": spec.gateway.name, "namespace": spec.platform.namespace, "listener": r.listener,
         "hostnames": list(r.hostnames), "paths": list(r.paths), "backends": dict(r.backends),
-        "pool_versions": {p: PoolApiVersion(spec.pools[p].api_version) for p in r.backends},
+        "pool_versions": {p: spec.pools[p].api_version for p in r.backends},
         "pins": [{"header": p.header, "value": p.value, "backend": p.backend} for p in r.pins],
         "await_timeout_seconds": _status_await(spec),
     }

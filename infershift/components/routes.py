@@ -8,7 +8,7 @@ import pulumi
 from infershift import contract
 
 from .api import GATEWAY_API, GATEWAY_GROUP, POOL_GROUPS
-from .enums import MirrorKind, PoolApiVersion, plain_args
+from .enums import MirrorKind, PoolApiVersion, component_args
 from .objects import build_manifests, child_opts, declare, keep_options
 
 
@@ -38,8 +38,9 @@ class CanaryRouteArgs(RouteMatchArgs):
     """InferencePool name -> weight (90/10 -> 50/50 -> 100)."""
     pool_api_version: NotRequired[PoolApiVersion]
     """API version of the pools (one for all backends); default v1."""
-    pool_versions: NotRequired[dict[str, PoolApiVersion]]
-    """Per-pool API version, when pools differ."""
+    pool_versions: NotRequired[dict[str, str]]
+    """Per-pool API version (`v1` / `v1alpha2`), when pools differ. (Strings, not PoolApiVersion:
+    the Python provider's input mapping turns a map of enums into empty objects.)"""
     pins: NotRequired[list[PinArgs]]
     """Header matches that always send a request to one pool."""
 
@@ -141,7 +142,7 @@ class CanaryRoute(pulumi.ComponentResource):
     def __init__(self, name: str, args: CanaryRouteArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("infershift:index:CanaryRoute", name, None, opts)
         keep_options(self, opts)
-        args = plain_args(args)
+        args = component_args(args, CanaryRouteArgs)
         self.route_name = pulumi.Output.from_input(name)
         [(_, route)] = build_manifests(args, lambda a: [canary_manifest(name, a)])
         self.route = declare(f"{name}-httproute", route, child_opts(self))
@@ -157,7 +158,7 @@ class MirrorRoute(pulumi.ComponentResource):
     def __init__(self, name: str, args: MirrorRouteArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("infershift:index:MirrorRoute", name, None, opts)
         keep_options(self, opts)
-        args = plain_args(args)
+        args = component_args(args, MirrorRouteArgs)
         self.route_name = pulumi.Output.from_input(name)
         [(_, route)] = build_manifests(args, lambda a: [mirror_manifest(name, a)])
         self.route = declare(f"{name}-httproute", route, child_opts(self))

@@ -1,7 +1,9 @@
 """Parsing model-server /metrics: vLLM (new and old names), LoRA info, cache config, SGLang."""
 from __future__ import annotations
 
-from infershift.picker.metrics_parse import parse_metrics
+import pytest
+
+from infershift.picker.metrics_parse import UnknownEngine, parse_metrics
 from infershift.picker.scraper import models_from_listing
 
 VLLM = """\
@@ -44,8 +46,11 @@ def test_sglang():
 
 
 def test_garbage_is_ignored():
-    m = parse_metrics("vllm:num_requests_waiting{oops\nvllm:num_requests_running{a=\"b\"} NaNx\n\n")
-    assert m.waiting == 0 and m.running == 0
+    # unparseable lines are skipped; a page with nothing readable left is an unknown engine, never idle
+    with pytest.raises(UnknownEngine):
+        parse_metrics("vllm:num_requests_waiting{oops\nvllm:num_requests_running{a=\"b\"} NaNx\n\n")
+    m = parse_metrics("vllm:num_requests_waiting{oops\nvllm:num_requests_running{a=\"b\"} 2\n\n")
+    assert m.waiting == 0 and m.running == 2
 
 
 def test_models_listing():
