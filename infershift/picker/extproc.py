@@ -260,6 +260,8 @@ class ExtProc(pb_grpc.ExternalProcessorServicer):
             subset = [s for s in subset.split(",") if s]
         try:
             d = decide(self.pool, gen, st.headers, body, subset)
+            if self.pool.lora.rules:  # on-demand LoRA: 503 adapter_loading while the picker loads it there
+                self.pool.lora.before_route(d.target_model, d.endpoints[0])
         except PickerError as e:
             self.tm.decided(pool_name, self.clock() - t0)
             st.done, st.outcome = True, str(e.status)

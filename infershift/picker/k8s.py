@@ -55,7 +55,8 @@ def endpoints_from_pods(pods: list[dict], selector: dict[str, str], ports: list[
         host = f"[{ip}]" if ":" in ip else ip
         for port in ports:
             name = meta.get("name", ip) if len(ports) == 1 else f"{meta.get('name', ip)}:{port}"
-            out.append(StaticEndpoint(f"{host}:{port}", name, None))
+            # the pod's labels go along: the engine label picks the metrics parser, llm-d.ai/role the decode-filter
+            out.append(StaticEndpoint(f"{host}:{port}", name, None, tuple(sorted(labels.items()))))
     return out
 
 

@@ -1,4 +1,11 @@
-"""Poll each endpoint's /metrics (fast) and /v1/models (slow); the scheduler only reads the results."""
+"""Poll each endpoint's metrics page (fast) and /v1/models (slow); the scheduler only reads the results.
+
+The two polls run as separate tasks on separate connections, so a slow or hanging /v1/models never
+delays the metrics poll (and never makes an endpoint stale). The metrics page and its path follow
+the endpoint's engine (metrics_parse): a page the picker cannot read marks the endpoint "unknown
+engine" (logged, `infershift_picker_endpoint_unknown_engine`), which keeps it stale, i.e. routable
+only as a saturated server, never as an idle one.
+"""
 from __future__ import annotations
 
 import asyncio
@@ -6,7 +13,7 @@ import json
 import logging
 
 from .http1 import Client, HttpError
-from .metrics_parse import parse_metrics
+from .metrics_parse import AUTO, BadValue, UnknownEngine, metrics_path, parse_metrics
 from .pool import Pool
 
 log = logging.getLogger("picker.scraper")
@@ -23,11 +30,22 @@ def models_from_listing(doc: dict) -> tuple[frozenset, frozenset]:
     return frozenset(ids), frozenset(bases)
 
 
+def _default_engine(cfg) -> str:
+    """The pool's engine for endpoints without an engine label: the data layer's defaultEngine."""
+    layer = getattr(cfg.scheduling, "data_layer", None)
+    return getattr(layer, "default_engine", None) or AUTO
+
+
+def _split(addr: str) -> tuple[str, int]:
+    host, _, port = addr.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
 class Scraper:
     def __init__(self, pool: Pool, telemetry=None):
         self.pool = pool
         self.telemetry = telemetry
-        self.tasks: dict[str, asyncio.Task] = {}
+        self.tasks: dict[str, tuple[asyncio.Task, asyncio.Task]] = {}
         self.started = False
         self.first_round = asyncio.Event()
         pool.on_endpoints_changed.append(self.sync)
@@ -49,49 +67,91 @@ class Scraper:
     def sync(self) -> None:
         if not self.started:
             return
-        want = set(self.pool.endpoints)
-        for addr in list(self.tasks):
-            if addr not in want:
-                self.tasks.pop(addr).cancel()
-                if self.telemetry:
+        loop = asyncio.get_running_loop()
+        for addr, (metrics_task, models_task) in list(self.tasks.items()):
+            ep = self.pool.endpoints.get(addr)
+            if ep is None or getattr(metrics_task, "endpoint", None) is not ep:
+                metrics_task.cancel()
+                models_task.cancel()
+                del self.tasks[addr]
+                if ep is None and self.telemetry:
                     self.telemetry.forget_endpoint(addr)
-        for addr in want - set(self.tasks):
-            self.tasks[addr] = asyncio.get_running_loop().create_task(self._run(addr))
+        for addr, ep in self.pool.endpoints.items():
+            if addr not in self.tasks:
+                t1 = loop.create_task(self._metrics_loop(ep))
+                t2 = loop.create_task(self._models_loop(ep))
+                t1.endpoint = ep  # type: ignore[attr-defined]
+                self.tasks[addr] = (t1, t2)
 
-    async def _run(self, addr: str) -> None:
-        host, _, port = addr.rpartition(":")
-        client = Client(host.strip("[]"), int(port), timeout=2.0)
-        next_models = 0.0
+    def _alive(self, ep) -> bool:
+        return self.pool.endpoints.get(ep.address) is ep
+
+    async def _metrics_loop(self, ep) -> None:
+        client: Client | None = None
+        where = None
         try:
-            while True:
-                ep = self.pool.endpoints.get(addr)
-                if ep is None:
-                    return
+            while self._alive(ep):
                 cfg = self.pool.gen.config
-                now = self.pool.clock()
-                if now >= next_models:
-                    ok = await self._models(ep, client)
-                    next_models = now + (cfg.models_interval if ok else min(cfg.models_interval, 0.5))
-                await self._metrics(ep, client)
+                host, port = _split(ep.address)
+                port = getattr(cfg, "metrics_port", None) or port
+                if client is None or where != (host, port):  # the metrics port can change with a reload
+                    if client is not None:
+                        client.close()
+                    client, where = Client(host, port, timeout=2.0), (host, port)
+                await self._metrics(ep, client, ep.engine or _default_engine(cfg))
                 await asyncio.sleep(cfg.poll_interval)
+        finally:
+            if client is not None:
+                client.close()
+
+    async def _models_loop(self, ep) -> None:
+        host, port = _split(ep.address)
+        client = Client(host, port, timeout=5.0)
+        try:
+            while self._alive(ep):
+                interval = self.pool.gen.config.models_interval
+                ok = await self._models(ep, client)
+                await asyncio.sleep(interval if ok else min(interval, 0.5))
         finally:
             client.close()
 
-    async def _metrics(self, ep, client: Client) -> None:
+    async def _metrics(self, ep, client: Client, engine: str) -> None:
+        pool_name = self.pool.gen.config.pool_name
         try:
-            status, body = await client.get("/metrics")
+            status, body = await client.get(metrics_path(engine))
             if status != 200:
                 raise HttpError(f"HTTP {status}")
-            ep.metrics = parse_metrics(body.decode("utf-8", "replace"))
-            ep.last_ok = self.pool.clock()
+            m = parse_metrics(body.decode("utf-8", "replace"), engine)
+        except UnknownEngine as e:
+            ep.scrape_errors += 1
+            first = ep.unknown_engine != str(e)
+            ep.unknown_engine = str(e)
             if self.telemetry:
-                self.telemetry.observe_endpoint(self.pool.gen.config.pool_name, ep)
+                self.telemetry.scrape_error(pool_name, ep, "unknown_engine")
+                self.telemetry.unknown_engine(pool_name, ep, True)
+            if first or ep.scrape_errors % 1000 == 0:
+                log.warning("unknown engine: endpoint kept as saturated, not idle",
+                            extra={"endpoint": ep.address, "engine": engine, "error": str(e)})
+            return
         except (TimeoutError, HttpError, OSError, ValueError) as e:
+            reason = "bad_value" if isinstance(e, BadValue) else "unreachable"
             ep.scrape_errors += 1
             if self.telemetry:
-                self.telemetry.scrape_error(self.pool.gen.config.pool_name, ep)
+                self.telemetry.scrape_error(pool_name, ep, reason)
             if ep.scrape_errors in (1, 10) or ep.scrape_errors % 1000 == 0:
-                log.warning("metrics scrape failed", extra={"endpoint": ep.address, "error": str(e) or type(e).__name__})
+                log.warning("metrics scrape failed", extra={"endpoint": ep.address, "reason": reason,
+                                                            "error": str(e) or type(e).__name__})
+            return
+        if ep.unknown_engine is not None:
+            log.info("metrics understood again", extra={"endpoint": ep.address, "engine": m.engine})
+            ep.unknown_engine = None
+            if self.telemetry:
+                self.telemetry.unknown_engine(pool_name, ep, False)
+        ep.scraped = ep.metrics = m
+        ep.stale = False
+        ep.last_ok = self.pool.clock()
+        if self.telemetry:
+            self.telemetry.observe_endpoint(pool_name, ep)
 
     async def _models(self, ep, client: Client) -> bool:
         try:
@@ -108,6 +168,7 @@ class Scraper:
             return False
 
     async def close(self) -> None:
-        for t in self.tasks.values():
-            t.cancel()
+        for t1, t2 in self.tasks.values():
+            t1.cancel()
+            t2.cancel()
         self.tasks.clear()

@@ -28,6 +28,13 @@ class Telemetry:
                                 ["pool", "endpoint"], registry=r)
         self.ep_scrape_err = Counter(p + "endpoint_scrape_errors_total", "Failed /metrics scrapes",
                                      ["pool", "endpoint"], registry=r)
+        self.ep_scrape_fail = Counter(p + "endpoint_scrape_failures_total",
+                                      "Failed /metrics scrapes by reason (unreachable, bad_value: NaN or infinite, "
+                                      "unknown_engine: none of the metrics the picker reads)",
+                                      ["pool", "endpoint", "reason"], registry=r)
+        self.ep_unknown = Gauge(p + "endpoint_unknown_engine",
+                                "1 while the endpoint's metrics page has none of the metrics the picker reads "
+                                "(the endpoint then counts as saturated, not idle)", ["pool", "endpoint"], registry=r)
         self.resp_status = Counter(p + "target_responses_total", "Responses by target model and HTTP status",
                                    ["pool", "target_model", "status"], registry=r)
         self.ttfb = Histogram(p + "target_ttfb_seconds", "Time from request to response headers, by target model",
@@ -58,12 +65,16 @@ class Telemetry:
         self.child(self.ep_loras, pool, a).set(len(m.running_loras))
         self.child(self.ep_last_ok, pool, a).set_to_current_time()
 
-    def scrape_error(self, pool: str, ep) -> None:
+    def scrape_error(self, pool: str, ep, reason: str = "unreachable") -> None:
         self.child(self.ep_scrape_err, pool, ep.address).inc()
+        self.child(self.ep_scrape_fail, pool, ep.address, reason).inc()
+
+    def unknown_engine(self, pool: str, ep, unknown: bool) -> None:
+        self.child(self.ep_unknown, pool, ep.address).set(1 if unknown else 0)
 
     def forget_endpoint(self, addr: str) -> None:
         self._children = {k: v for k, v in self._children.items() if addr not in k[1]}
-        for g in (self.ep_waiting, self.ep_running, self.ep_kv, self.ep_loras, self.ep_last_ok):
+        for g in (self.ep_waiting, self.ep_running, self.ep_kv, self.ep_loras, self.ep_last_ok, self.ep_unknown):
             for labels in list(g._metrics):  # prometheus_client keeps children keyed by label tuple
                 if labels[-1] == addr:
                     g.remove(*labels)

@@ -23,7 +23,10 @@ class Server:
         self.adapters = spec.get("adapters", [])
         self.style = spec.get("style", "vllm")
         self.state = {"waiting": 0, "running": 0, "kv": 0.0, "running_loras": [], "waiting_loras": [],
-                      "max_lora": spec.get("max_lora", 4), "status": 200, "delay": 0.0, "metrics_status": 200}
+                      "max_lora": spec.get("max_lora", 4), "status": 200, "delay": 0.0, "metrics_status": 200,
+                      # a whole metrics page to serve instead (e.g. a golden page of another engine), and
+                      # a delay before /v1/models answers
+                      "page": spec.get("page"), "models_delay": 0.0}
         self.seen: list[dict] = []
 
     def metrics_text(self) -> str:
@@ -49,9 +52,18 @@ class Server:
     async def metrics(self, request):
         if self.state["metrics_status"] != 200:
             return web.Response(status=self.state["metrics_status"])
+        page = self.state["page"]
+        if isinstance(page, dict):  # one page per path
+            page = page.get(request.path)
+            if page is None:
+                return web.Response(status=404)
+        if page is not None:
+            return web.Response(text=page, content_type="text/plain")
         return web.Response(text=self.metrics_text(), content_type="text/plain")
 
     async def list_models(self, request):
+        if self.state["models_delay"]:
+            await asyncio.sleep(self.state["models_delay"])
         data = [{"id": m, "object": "model", "owned_by": "test", "parent": None} for m in self.models]
         data += [{"id": a, "object": "model", "owned_by": "test", "parent": self.models[0]} for a in self.adapters]
         return web.json_response({"object": "list", "data": data})
@@ -97,6 +109,7 @@ class Server:
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_get("/metrics", self.metrics)
+        app.router.add_get("/prometheus/metrics/", self.metrics)  # where trtllm-serve serves its page
         app.router.add_get("/v1/models", self.list_models)
         app.router.add_route("*", "/admin", self.admin)
         app.router.add_post("/v1/completions", self.complete)

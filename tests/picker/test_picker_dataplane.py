@@ -168,14 +168,25 @@ def test_busy_pool_sheds_sheddable_early_and_routes_critical_to_short_queues(sta
     assert served_port(r) == s.ports["a2"]
 
 
-def test_unreachable_endpoint_leaves_candidates_then_503(stack, reset_servers):
+def test_stale_endpoint_stays_routable_as_saturated(stack, reset_servers):
+    """Failed scrapes do not remove an endpoint (upstream's EPP scores endpoints with stale metrics as
+    saturated and routes to them when nothing better is left): a metrics outage is no 503."""
     s = reset_servers
     s.admin("q", metrics_status=500)
-    wait_until(lambda: complete(stack.port, "qwq-32b").status == 503, 20, "q to go stale")  # > staleAfter
+    errors = stack.metric("infershift_picker_endpoint_scrape_errors_total", endpoint=s.addr("q"))
+    wait_until(lambda: stack.metric("infershift_picker_endpoint_scrape_errors_total", endpoint=s.addr("q"))
+               > errors + 25, 20, "q's scrapes to fail past staleAfter")  # 25 x 20 ms > 400 ms
     r = complete(stack.port, "qwq-32b")
-    assert r.status == 503 and r.json()["error"]["code"] == "no_ready_endpoint"
-    assert stack.metric("infershift_picker_endpoint_scrape_errors_total", endpoint=s.addr("q")) > 0
-    assert complete(stack.port, "llama").status == 200  # the rest keeps serving
+    assert r.status == 200 and served_port(r) == s.ports["q"]  # its model is still served, by it
+    assert stack.metric("infershift_picker_endpoint_scrape_failures_total", endpoint=s.addr("q"),
+                        reason="unreachable") > 0
+    # a stale endpoint reads as saturated: while fresh ones have room it gets nothing
+    s.admin("b", metrics_status=500)
+    errors = stack.metric("infershift_picker_endpoint_scrape_errors_total", endpoint=s.addr("b"))
+    wait_until(lambda: stack.metric("infershift_picker_endpoint_scrape_errors_total", endpoint=s.addr("b"))
+               > errors + 25, 20, "b to go stale")
+    ports = Counter(served_port(complete(stack.port, "llama", f"st{i}")) for i in range(12))
+    assert s.ports["b"] not in ports and sum(ports.values()) == 12, ports
 
 
 def test_bad_input(stack, reset_servers):

@@ -4,6 +4,7 @@ all-schedulers ranks, DP attention), trtllm-serve, Triton's TensorRT-LLM backend
 pages without the metrics are an unknown engine, never idle; NaN is rejected."""
 from __future__ import annotations
 
+import random
 import re
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 from infershift.picker.config import parse_config
 from infershift.picker.metrics_parse import (ENGINES, BadValue, ServerMetrics, UnknownEngine, metrics_path,
                                              parse_metrics)
+from infershift.picker.pool import Pool
 
 PAGES = Path(__file__).parent / "testdata" / "metrics"
 
@@ -93,6 +95,18 @@ def test_breakdowns_are_not_added_to_totals_whatever_the_label():
     assert parse_metrics(text).waiting == 5.0
     two_models = 'vllm:num_requests_waiting{model_name="a"} 2\nvllm:num_requests_waiting{model_name="b"} 3\n'
     assert parse_metrics(two_models).waiting == 5.0  # two totals, summed
+
+
+def test_engine_from_pod_label_or_endpoint_config():
+    cfg = parse_config({"endpoints": [
+        {"address": "10.0.0.1:8000", "labels": {"llm-d.ai/engine-type": "sglang"}},
+        {"address": "10.0.0.2:8000", "labels": {"inference.networking.k8s.io/engine-type": "trtllm-serve"}},
+        {"address": "10.0.0.3:8000", "engine": "triton-tensorrt-llm", "labels": {"llm-d.ai/engine-type": "vllm"}},
+        {"address": "10.0.0.4:8000"}]})
+    pool = Pool(cfg, clock=lambda: 0.0, rng=random.Random(1))
+    got = {a.split(":")[0][-1]: e.engine for a, e in pool.endpoints.items()}
+    assert got == {"1": "sglang", "2": "trtllm-serve", "3": "triton-tensorrt-llm", "4": None}  # 4: the pool's
+    assert cfg.scheduling.data_layer.default_engine == "auto"  # unlabelled: the page is recognised
 
 
 def test_unknown_engine_in_config_is_an_error():
