@@ -10,6 +10,7 @@ import pulumi_kubernetes as k8s
 
 from infershift import platforms
 
+from .checks import check
 from .enums import component_args
 
 
@@ -38,8 +39,9 @@ class Cluster(pulumi.ComponentResource):
     """The cluster's Kubernetes provider: pass it to the other components (`providers` option)."""
 
     def __init__(self, name: str, args: ClusterArgs, opts: pulumi.ResourceOptions | None = None):
-        super().__init__("infershift:index:Cluster", name, None, opts)
         args = component_args(args, ClusterArgs)
+        check("Cluster", name, args)  # before anything is declared
+        super().__init__("infershift:index:Cluster", name, None, opts)
         plugin = platforms.get(args["platform"])  # an unknown platform is an error, not another's branch
         # The cloud provider's type depends on the platform: a Python attribute, not a schema output.
         self.cloud_provider: pulumi.ProviderResource | None

@@ -21,6 +21,7 @@ import yaml
 from infershift import contract
 
 from .api import LLMD_API, POOL_GROUPS, pool_api_version
+from .checks import check
 from .enums import PoolApiVersion, component_args
 from .objects import build_manifests, child_opts, declare, keep_options
 
@@ -195,9 +196,10 @@ class EndpointPicker(pulumi.ComponentResource):
     """The picker's Service (what the pool's `endpointPickerRef` names)."""
 
     def __init__(self, name: str, args: EndpointPickerArgs, opts: pulumi.ResourceOptions | None = None):
+        args = component_args(args, EndpointPickerArgs)
+        check("EndpointPicker", name, args)  # before anything is declared
         super().__init__("infershift:index:EndpointPicker", name, None, opts)
         keep_options(self, opts)
-        args = component_args(args, EndpointPickerArgs)
         service = picker_name(args["pool_name"])
         self.service_name = pulumi.Output.from_input(service)
         self.objects = {}

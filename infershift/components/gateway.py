@@ -7,6 +7,7 @@ import pulumi
 from infershift import contract
 
 from .api import ENVOY_GATEWAY_API, ENVOY_GATEWAY_CONTROLLER, GATEWAY_API, GATEWAY_GROUP
+from .checks import check
 from .enums import ServiceType, component_args
 from .objects import build_manifests, child_opts, declare, keep_options
 
@@ -102,9 +103,10 @@ class Gateway(pulumi.ComponentResource):
     """The first address the controller reports (`status.addresses[0].value`); none until assigned."""
 
     def __init__(self, name: str, args: GatewayArgs, opts: pulumi.ResourceOptions | None = None):
+        args = component_args(args, GatewayArgs)
+        check("Gateway", name, args)  # before anything is declared
         super().__init__("infershift:index:Gateway", name, None, opts)
         keep_options(self, opts)
-        args = component_args(args, GatewayArgs)
         ns = args.get("namespace", "default")
         self.gateway_name = pulumi.Output.from_input(name)
         # NetworkPolicy peers (plain data, for Python programs; the schema has no type for them)

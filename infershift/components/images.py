@@ -10,6 +10,7 @@ from typing import NotRequired, TypedDict
 
 import pulumi
 
+from .checks import check
 from .enums import component_args
 from .objects import keep_options
 
@@ -56,9 +57,10 @@ class Images(pulumi.ComponentResource):
     """Image (`picker`, `sim`) -> the pushed image's `tag@sha256:digest`."""
 
     def __init__(self, name: str, args: ImagesArgs, opts: pulumi.ResourceOptions | None = None):
+        args = component_args(args, ImagesArgs)
+        check("Images", name, args)  # before anything is declared
         super().__init__("infershift:index:Images", name, None, opts)
         keep_options(self, opts)
-        args = component_args(args, ImagesArgs)
         import pulumi_docker_build as docker_build
 
         context = args.get("context") or str(PACKAGE_ROOT)

@@ -5,6 +5,7 @@ import pulumi
 
 from . import model_routing
 from .api import GKE_NETWORKING_API, pool_api_version, pool_ref
+from .checks import check
 from .endpoint_picker import GRPC_PORT, EndpointPicker, EndpointPickerArgs, picker_name
 from .enums import FailureMode, PoolApiVersion, component_args
 from .model_routing import ModelRoutingArgs
@@ -21,6 +22,9 @@ class InferencePoolArgs(TypedDict):
     failure_mode: NotRequired[FailureMode]
     models: NotRequired[dict[str, ModelRoutingArgs]]
     """Client model name -> routing (weighted targets, criticality or priority)."""
+    served_models: NotRequired[list[str]]
+    """What the pool's servers serve (their InferenceServices' `served_models`): given, every
+    target (or model without targets) must be one of them. Default: not checked."""
     picker_image: NotRequired[pulumi.Input[str] | None]
     picker_replicas: NotRequired[int]
     picker_cpu: NotRequired[str]
@@ -117,9 +121,10 @@ class InferencePool(pulumi.ComponentResource):
     """The endpoint picker's Service the pool references (its own `<pool>-epp`, or the platform's)."""
 
     def __init__(self, name: str, args: InferencePoolArgs, opts: pulumi.ResourceOptions | None = None):
+        args = component_args(args, InferencePoolArgs)
+        check("InferencePool", name, args)  # before anything is declared
         super().__init__("infershift:index:InferencePool", name, None, opts)
         keep_options(self, opts)
-        args = component_args(args, InferencePoolArgs)
         version = args.get("api_version", "v1")
         ns = args.get("namespace", "default")
         self.pool_name = pulumi.Output.from_input(name)

@@ -7,6 +7,7 @@ import pulumi
 
 from infershift import contract
 
+from .checks import check
 from .enums import component_args
 from .objects import build_manifests, child_opts, declare, keep_options
 
@@ -89,6 +90,11 @@ def _sim_image(name: str, a: InferenceServiceArgs):
         raise ValueError(f"InferenceService {name!r}: `simulated` needs `sim_image` (build infershift/sim/Dockerfile, "
                          "or use the Images component, and pass its ref)")
     return a["sim_image"]
+
+
+def served_models(name: str, a: InferenceServiceArgs) -> list[str]:
+    """The model names the server answers to: its served model name (or model) and its adapters."""
+    return [a.get("served_model_name") or a["model"], *(a.get("lora_modules") or {})]
 
 
 def vllm_args(a: InferenceServiceArgs) -> list[str]:
@@ -274,14 +280,18 @@ class InferenceService(pulumi.ComponentResource):
     """The Kubernetes Service (e.g. a MirrorRoute's `mirror_to`)."""
     labels: pulumi.Output[dict[str, str]]
     """The pod labels pools select on (an InferencePool's `selector`)."""
+    served_models: pulumi.Output[list[str]]
+    """The model names it serves: its served model name (or model) and its LoRA adapters."""
 
     def __init__(self, name: str, args: InferenceServiceArgs, opts: pulumi.ResourceOptions | None = None):
+        args = component_args(args, InferenceServiceArgs)
+        check("InferenceService", name, args)  # before anything is declared
         super().__init__("infershift:index:InferenceService", name, None, opts)
         keep_options(self, opts)
-        args = component_args(args, InferenceServiceArgs)
         labels = dict(args.get("labels") or {"app": name})
         self.service_name = pulumi.Output.from_input(name)
         self.labels = pulumi.Output.from_input(labels)
+        self.served_models = pulumi.Output.from_input(served_models(name, args))
         self.objects = {}
         for layout, m in build_manifests(args, lambda a: manifests(name, a), ("namespace", "node_selector")):
             role = _ROLES[layout["kind"]]

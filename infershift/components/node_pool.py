@@ -6,6 +6,7 @@ import pulumi
 
 from infershift import platforms
 
+from .checks import check
 from .enums import component_args
 
 # Every node of a pool carries this label; InferenceService pods select their pool by it.
@@ -60,8 +61,9 @@ class GpuNodePool(pulumi.ComponentResource):
     """What an InferenceService's `node_selector` selects this pool's nodes by."""
 
     def __init__(self, name: str, args: GpuNodePoolArgs, opts: pulumi.ResourceOptions | None = None):
-        super().__init__("infershift:index:GpuNodePool", name, None, opts)
         args = component_args(args, GpuNodePoolArgs)
+        check("GpuNodePool", name, args)  # before anything is declared
+        super().__init__("infershift:index:GpuNodePool", name, None, opts)
         labels = node_labels(name, args)
         taint = args.get("taint", True)
         self.pool_name = pulumi.Output.from_input(name)

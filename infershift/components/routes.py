@@ -8,6 +8,7 @@ import pulumi
 from infershift import contract
 
 from .api import GATEWAY_API, GATEWAY_GROUP, POOL_GROUPS
+from .checks import check
 from .enums import MirrorKind, PoolApiVersion, component_args
 from .objects import build_manifests, child_opts, declare, keep_options
 
@@ -140,9 +141,10 @@ class CanaryRoute(pulumi.ComponentResource):
     """The HTTPRoute's name."""
 
     def __init__(self, name: str, args: CanaryRouteArgs, opts: pulumi.ResourceOptions | None = None):
+        args = component_args(args, CanaryRouteArgs)
+        check("CanaryRoute", name, args)  # before anything is declared
         super().__init__("infershift:index:CanaryRoute", name, None, opts)
         keep_options(self, opts)
-        args = component_args(args, CanaryRouteArgs)
         self.route_name = pulumi.Output.from_input(name)
         [(_, route)] = build_manifests(args, lambda a: [canary_manifest(name, a)])
         self.route = declare(f"{name}-httproute", route, child_opts(self))
@@ -156,9 +158,10 @@ class MirrorRoute(pulumi.ComponentResource):
     """The HTTPRoute's name."""
 
     def __init__(self, name: str, args: MirrorRouteArgs, opts: pulumi.ResourceOptions | None = None):
+        args = component_args(args, MirrorRouteArgs)
+        check("MirrorRoute", name, args)  # before anything is declared
         super().__init__("infershift:index:MirrorRoute", name, None, opts)
         keep_options(self, opts)
-        args = component_args(args, MirrorRouteArgs)
         self.route_name = pulumi.Output.from_input(name)
         [(_, route)] = build_manifests(args, lambda a: [mirror_manifest(name, a)])
         self.route = declare(f"{name}-httproute", route, child_opts(self))

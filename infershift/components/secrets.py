@@ -10,6 +10,7 @@ from typing import NotRequired, TypedDict
 
 import pulumi
 
+from .checks import check
 from .enums import component_args
 from .objects import build_manifests, child_opts, declare, keep_options
 
@@ -59,9 +60,10 @@ class Secrets(pulumi.ComponentResource):
     """The Secrets declared (what `secretKeyRef` / `imagePullSecrets` name)."""
 
     def __init__(self, name: str, args: SecretsArgs, opts: pulumi.ResourceOptions | None = None):
+        args = component_args(args, SecretsArgs)
+        check("Secrets", name, args)  # before anything is declared
         super().__init__("infershift:index:Secrets", name, None, opts)
         keep_options(self, opts)
-        args = component_args(args, SecretsArgs)
         self.objects = {}
         for layout, m in build_manifests(args, manifests):
             secret = layout["metadata"]["name"]

@@ -25,7 +25,7 @@ def test_the_analyzer_accepts_each_component(component):
 
 
 def test_the_checked_in_schema_is_what_the_analyzer_generates():
-    # Regenerate: .venv/bin/python -m infershift.components.package > infershift/components/package/schema.json
+    # Regenerate: .venv/bin/python -m infershift.components.package schema > infershift/components/package/schema.json
     assert package.SCHEMA_PATH.read_text() == package.schema_text()
 
 

@@ -49,6 +49,3 @@ def schema() -> dict[str, Any]:
 def schema_text() -> str:
     return json.dumps(schema(), indent=2, sort_keys=True) + "\n"
 
-
-if __name__ == "__main__":
-    print(schema_text(), end="")

@@ -9,10 +9,13 @@ except ImportError:  # run from a checkout without infershift installed: the rep
 
 from pulumi.provider.experimental import component_provider_host
 
-from infershift.components.package import NAME, VERSION, components
+from infershift.components.package import NAME, VERSION, components, schema_text
 
 
 def main() -> None:
+    if sys.argv[1:] == ["schema"]:  # `python -m infershift.components.package schema`: print the schema
+        print(schema_text(), end="")
+        return
     component_provider_host(components(), NAME, version=VERSION)
 
 
