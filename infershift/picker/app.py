@@ -198,7 +198,10 @@ async def run(opts: Options, stop: asyncio.Event | None = None) -> None:
     tls = server_tls(opts)
     rng = random.Random(opts.seed)
     pool = Pool(cfg, clock=time.monotonic, rng=rng, fallbacks=opts.fallbacks)
-    telemetry = Telemetry()
+    from infershift import contract
+
+    telemetry = Telemetry(build=(os.environ.get("INFERSHIFT_COMMIT", ""), getattr(contract, "PACKAGE_VERSION", "")))
+    telemetry.attach_pool(pool)  # the pool gauges (inference_pool_*, llm_d_epp_*) read its endpoints
     scraper = Scraper(pool, telemetry)
     health = Health()
     await health.set(live=True, ready=False)

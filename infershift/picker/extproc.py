@@ -20,7 +20,7 @@ from .envoy_config import BIG_BODY_BYTES, HANDOVER_KEY, HANDOVER_NS, RESTORE_HEA
 from .errors import BodyTooLarge, PickerError
 from .pool import Pool
 from .response_body import SSERestorer, restore_json
-from .telemetry import Telemetry
+from .telemetry import RequestLabels, Telemetry, UsageReader
 
 log = logging.getLogger("picker.extproc")
 
@@ -94,7 +94,8 @@ def _error_response(err: PickerError, request_id: str) -> pb.ProcessingResponse:
 class RequestState:
     __slots__ = ("headers", "request_id", "new_request_id", "start", "decision", "full_duplex", "chunks",
                  "status", "ttfb", "sse", "restore", "done", "outcome", "served", "resp_duplex",
-                 "held_headers", "resp_chunks", "hold", "target", "client", "picked")
+                 "held_headers", "resp_chunks", "hold", "target", "client", "picked", "labels", "usage",
+                 "first_byte", "resp_len", "streaming")
 
     def __init__(self):
         self.headers: dict[str, str] = {}
@@ -119,6 +120,12 @@ class RequestState:
         self.target: str | None = None  # target and client model, picked endpoint: from the decision,
         self.client: str | None = None  # or on a response-path stream from the restore header
         self.picked: str | None = None
+        # telemetry: upstream metric labels, and what the response body showed (UsageReader)
+        self.labels: RequestLabels | None = None
+        self.usage: UsageReader | None = None
+        self.first_byte: float | None = None
+        self.resp_len: int | None = None
+        self.streaming = False
 
 
 class ExtProc(pb_grpc.ExternalProcessorServicer):
@@ -247,6 +254,7 @@ class ExtProc(pb_grpc.ExternalProcessorServicer):
         if e.status == 429:
             self.tm.shed.labels(pool_name, model).inc()
         self.tm.requests.labels(pool_name, model, "", "", str(e.status)).inc()
+        self.tm.request_error(self.pool.gen.config, model, e.status, st.headers)
         log.info("request rejected", extra={"request_id": st.request_id, "status": e.status,
                                             "code": e.code, "error": e.message})
         return _error_response(e, st.request_id)
@@ -270,6 +278,7 @@ class ExtProc(pb_grpc.ExternalProcessorServicer):
         st.decision = d
         st.outcome = "routed"
         st.target, st.client, st.picked = d.target_model, d.client_model, d.endpoints[0].address
+        st.labels = self.tm.labels_for(gen.config, d.client_model, d.target_model, st.headers)
         dest = d.destination
         handover = False
         if st.hold:
@@ -279,7 +288,7 @@ class ExtProc(pb_grpc.ExternalProcessorServicer):
                                            or self.pool.rng.random() < gen.config.response_sample_rate)
             if (body is not None and not handover and not d.rewritten and not st.new_request_id
                     and RESTORE_HEADER not in st.headers):
-                self._count_routed(pool_name, d, st, dest)
+                self._count_routed(pool_name, d, st, dest, body, False)
                 return self._plain(dest, len(chunks) if chunks else 1)
         muts = [_header(DEST, dest)]
         if st.new_request_id:
@@ -290,8 +299,10 @@ class ExtProc(pb_grpc.ExternalProcessorServicer):
         if handover:
             muts.append(_header(RESTORE_HEADER, "1"))
             md.get_or_create_struct(HANDOVER_NS)[HANDOVER_KEY] = restore_header.encode(restore_header.Handover(
-                d.target_model, d.client_model or d.target_model, st.picked, self.wall()))
-        self._count_routed(pool_name, d, st, dest)
+                d.target_model, d.client_model or d.target_model, st.picked, self.wall(), st.labels.priority,
+                st.labels.fairness, st.request_id))
+        # the response comes back to the picker: on a response-path stream (hand-over), or on this one
+        self._count_routed(pool_name, d, st, dest, body, bool(handover) or (not st.hold and bool(d.target_model)))
         common = pb.CommonResponse(header_mutation=pb.HeaderMutation(set_headers=muts))
         if st.hold and not handover and RESTORE_HEADER in st.headers:
             common.header_mutation.remove_headers.append(RESTORE_HEADER)  # a client's own: no response stream
@@ -312,9 +323,11 @@ class ExtProc(pb_grpc.ExternalProcessorServicer):
             common.body_mutation.body = d.body
         return [pb.ProcessingResponse(request_body=pb.BodyResponse(response=common), dynamic_metadata=md)]
 
-    def _count_routed(self, pool_name: str, d: Decision, st: RequestState, dest: str) -> None:
+    def _count_routed(self, pool_name: str, d: Decision, st: RequestState, dest: str, body: bytes | None,
+                      comes_back: bool) -> None:
         self.tm.child(self.tm.requests, pool_name, d.client_model or "", d.target_model or "",
                       d.endpoints[0].address, "routed").inc()
+        self.tm.request_routed(st.labels, len(body) if body else 0, st.request_id if comes_back else None)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("routed", extra={"request_id": st.request_id, "model": d.client_model,
                                        "target_model": d.target_model, "endpoint": dest})
@@ -357,6 +370,16 @@ class ExtProc(pb_grpc.ExternalProcessorServicer):
         if st.target:
             muts.append(_header(TARGET_HEADER, st.target))
             ctype = h.get("content-type", "")
+            if not msg.response_headers.end_of_stream:
+                # telemetry reads the body as it passes (size, token usage, first byte): STREAMED, so
+                # nothing is buffered for it; restoring a JSON body below needs BUFFERED instead
+                st.streaming = ctype.startswith("text/event-stream")
+                if st.streaming or "json" in ctype:
+                    st.usage = UsageReader()
+                    if not st.resp_duplex:
+                        resp.mode_override.response_body_mode = pm.ProcessingMode.STREAMED
+            cl = h.get("content-length")
+            st.resp_len = int(cl) if cl and cl.isdigit() else None
             if st.client and st.target != st.client and not msg.response_headers.end_of_stream:
                 if ctype.startswith("text/event-stream"):
                     st.sse = SSERestorer(st.target, st.client)
@@ -380,11 +403,17 @@ class ExtProc(pb_grpc.ExternalProcessorServicer):
             log.debug("response stream without a hand-over", extra={"metadata": str(msg.metadata_context)[:300]})
             return
         st.target, st.client, st.picked = h.target_model, h.client_model, h.picked
+        st.labels = self.tm.handover_labels(h.client_model, h.target_model, h.priority, h.fairness)
+        st.request_id = h.request_id or st.request_id
         st.start = now - max(0.0, self.wall() - h.started)  # on this process's clock
         st.outcome = "routed"
 
     def _on_response_body(self, st: RequestState, msg) -> list:
         b = msg.response_body
+        if st.usage is not None and b.body:
+            if st.first_byte is None:
+                st.first_byte = self.clock() - st.start if st.start else None
+            st.usage.feed(b.body)
         if st.resp_duplex:
             return self._on_response_body_duplex(st, b)
         common = pb.CommonResponse()
@@ -432,14 +461,13 @@ class ExtProc(pb_grpc.ExternalProcessorServicer):
         if not st.target:
             return
         pool_name = self.pool.gen.config.pool_name
-        t = st.target
-        status = str(st.status) if st.status else "none"
         tm = self.tm
-        tm.child(tm.resp_status, pool_name, t, status).inc()
-        if st.ttfb is not None:
-            tm.child(tm.ttfb, pool_name, t).observe(st.ttfb)
-        if st.start:
-            tm.child(tm.latency, pool_name, t).observe(self.clock() - st.start)
+        u = st.usage
+        labels = st.labels or RequestLabels(st.client or st.target, st.target)
+        tm.response_done(pool_name, labels, st.status, st.ttfb, st.first_byte,
+                         self.clock() - st.start if st.start else None,
+                         u.size if u is not None and u.chunks else st.resp_len, u.usage if u is not None else None,
+                         st.streaming, st.request_id or None)
         if st.served:
             picked = st.served == st.picked
             tm.child(tm.served, pool_name, st.served, "true" if picked else "false").inc()

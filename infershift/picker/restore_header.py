@@ -13,6 +13,10 @@ class Handover:
     client_model: str
     picked: str       # the endpoint the picker chose (ip:port), to compare with the one that served
     started: float    # wall-clock seconds when the picker saw the request (TTFB / latency)
+    # the request's upstream metric labels and id (telemetry: running requests, per-priority series)
+    priority: str = "0"
+    fairness: str = "default-flow"
+    request_id: str = ""
 
     @property
     def restore(self) -> bool:
@@ -21,7 +25,8 @@ class Handover:
 
 def encode(h: Handover) -> str:
     # JSON keeps any model name intact; ASCII-only so it is a valid header value
-    return json.dumps([1, h.target_model, h.client_model, h.picked, round(h.started, 6)], separators=(",", ":"))
+    return json.dumps([2, h.target_model, h.client_model, h.picked, round(h.started, 6), h.priority, h.fairness,
+                       h.request_id], separators=(",", ":"))
 
 
 def decode(value: str) -> Handover | None:
@@ -31,6 +36,9 @@ def decode(value: str) -> Handover | None:
         if isinstance(v, list) and len(v) == 5 and v[0] == 1 and all(isinstance(x, str) for x in v[1:4]) \
                 and isinstance(v[4], (int, float)):
             return Handover(v[1], v[2], v[3], float(v[4]))
+        if isinstance(v, list) and len(v) == 8 and v[0] == 2 and all(isinstance(x, str) for x in v[1:4]) \
+                and isinstance(v[4], (int, float)) and all(isinstance(x, str) for x in v[5:]):
+            return Handover(v[1], v[2], v[3], float(v[4]), v[5], v[6], v[7])
     except ValueError:
         pass
     return None

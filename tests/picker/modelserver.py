@@ -98,6 +98,10 @@ class Server:
                 # Split each event in two writes so the picker sees a "model" cut across chunks.
                 await resp.write(data[:20])
                 await resp.write(data[20:])
+            if (body.get("stream_options") or {}).get("include_usage"):  # as vLLM: a last chunk with usage
+                usage = {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8,
+                         "prompt_tokens_details": {"cached_tokens": 2}}
+                await resp.write(f"data: {json.dumps({'id': 'c1', 'choices': [], 'usage': usage})}\n\n".encode())
             await resp.write(b"data: [DONE]\n\n")
             await resp.write_eof()
             return resp

@@ -103,6 +103,7 @@ def test_unknown_page_is_an_unknown_engine_never_idle(engines):
     # the idle vLLM and the unreadable one serve the same model: the unreadable one is not taken for idle
     ports = Counter(int(complete(st.port, "llama", f"u{i}").headers["x-served-port"]) for i in range(12))
     assert ports == {s.ports["v"]: 12}, ports
+    assert st.metric("inference_pool_ready_pods") == 5  # unknown and NaN are not ready
 
 
 def test_nan_is_rejected(engines):
