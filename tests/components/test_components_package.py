@@ -131,3 +131,12 @@ def test_another_languages_args_render_the_same_objects(component):
 def test_outputs_where_the_schema_takes_inputs_render_the_same_objects(component):
     inputs = ("namespace", "selector", "node_selector", "picker_image", "gateway")
     assert _render(component, PLAIN[component], outputs=inputs) == _render(component, PLAIN[component])
+
+
+def test_the_package_version_is_the_distributions_and_has_a_changelog_entry():
+    import tomllib
+
+    pyproject = tomllib.loads((PACKAGE_DIR.parents[2] / "pyproject.toml").read_text())
+    assert package.VERSION == pyproject["project"]["version"]
+    assert json.loads(package.SCHEMA_PATH.read_text())["version"] == package.VERSION
+    assert f"## {package.VERSION}\n" in (PACKAGE_DIR / "CHANGELOG.md").read_text()
