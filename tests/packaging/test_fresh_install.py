@@ -140,3 +140,11 @@ def test_the_installed_package_carries_the_image_build_files(installed):
             "print(all((root / d).is_file() and (root / (d + '.dockerignore')).is_file() for d in i.DOCKERFILES.values()))")
     out = _run([str(installed["main"]), "-c", code], installed["project"], installed["env"])
     assert out.stdout.strip() == "True"
+
+
+def test_the_installed_package_carries_the_component_plugin(installed):
+    code = ("import pathlib, infershift.components.package as p\n"
+            "root = pathlib.Path(p.__file__).parent\n"
+            "print(all((root / f).is_file() for f in ('PulumiPlugin.yaml', 'schema.json')))")
+    out = _run([str(installed["main"]), "-c", code], installed["project"], installed["env"])
+    assert out.stdout.strip() == "True"
