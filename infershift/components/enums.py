@@ -10,7 +10,10 @@ from collections.abc import Awaitable, Mapping
 from enum import Enum, StrEnum
 from typing import Any
 
-import pulumi
+try:  # the pure manifest builders (model routing) are used where Pulumi is not installed: the picker's tests
+    import pulumi
+except ImportError:  # pragma: no cover - exercised in the picker's virtualenv
+    pulumi = None  # type: ignore[assignment]
 
 
 class PoolApiVersion(StrEnum):
@@ -64,7 +67,7 @@ def plain_args(value: Any) -> Any:
 
 
 def is_output(value: Any) -> bool:
-    return isinstance(value, pulumi.Output)
+    return pulumi is not None and isinstance(value, pulumi.Output)
 
 
 _Args = typing.TypeVar("_Args", bound=Mapping[str, Any])
@@ -78,7 +81,8 @@ def _unwrap(annotation: Any) -> Any:
             annotation = typing.get_args(annotation)[0]
         elif origin in (typing.Union, types.UnionType):
             inner = [a for a in typing.get_args(annotation)
-                     if a is not type(None) and typing.get_origin(a) not in (pulumi.Output, Awaitable)
+                     if a is not type(None)
+                     and typing.get_origin(a) not in ((pulumi.Output, Awaitable) if pulumi else (Awaitable,))
                      and not isinstance(a, typing.ForwardRef)]
             if len(inner) != 1:
                 return annotation
