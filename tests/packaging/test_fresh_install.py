@@ -148,3 +148,30 @@ def test_the_installed_package_carries_the_component_plugin(installed):
             "print(all((root / f).is_file() for f in ('PulumiPlugin.yaml', 'schema.json')))")
     out = _run([str(installed["main"]), "-c", code], installed["project"], installed["env"])
     assert out.stdout.strip() == "True"
+
+
+def test_the_release_artifacts_build_with_what_the_package_needs(tmp_path):
+    """`python -m build` gives an sdist and a wheel carrying the package data (image build files,
+    the component plugin) and nothing of the tests or benchmarks; the fresh-virtualenv tests above
+    install the same wheel (pip builds it from the tree) and run render, devstack and the picker."""
+    src = tmp_path / "src"
+    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(".git", ".venv*", "out", "__pycache__", "*.egg-info",
+                                                            "build", ".pytest_cache", "dist"))
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    _run([sys.executable, "-m", "build", "--outdir", str(tmp_path / "dist"), str(src)], tmp_path, env)
+    dist = sorted(p.name for p in (tmp_path / "dist").iterdir())
+    assert any(n.endswith(".tar.gz") for n in dist) and any(n.endswith(".whl") for n in dist), dist
+    import tarfile
+    import zipfile
+
+    sdist = next((tmp_path / "dist").glob("*.tar.gz"))
+    with tarfile.open(sdist) as tar:
+        names = tar.getnames()
+    assert any(n.endswith("infershift/picker/Dockerfile") for n in names)
+    wheel = next((tmp_path / "dist").glob("*.whl"))
+    with zipfile.ZipFile(wheel) as whl:
+        files = whl.namelist()
+    for needed in ("infershift/picker/Dockerfile", "infershift/sim/Dockerfile.dockerignore",
+                   "infershift/components/package/schema.json", "infershift/components/package/PulumiPlugin.yaml"):
+        assert needed in files, needed
+    assert not any(f.startswith(("tests/", "bench/")) for f in files)
