@@ -13,6 +13,7 @@ class Faults:
     error_rate: float = 0.0
     error_status: int = 500
     stall: bool = False
+    down: bool = False                      # the serving port closed, as a killed pod (server.py)
     slow_start_seconds: float = 0.0
     since: float = 0.0                      # when slow start began (loop time)
     rng: random.Random = field(default_factory=random.Random)
@@ -20,7 +21,7 @@ class Faults:
 
     def view(self, now: float) -> dict:
         return {"error_rate": self.error_rate, "error_status": self.error_status,
-                "stall": self.stall, "slow_start_seconds": self.slow_start_seconds,
+                "stall": self.stall, "down": self.down, "slow_start_seconds": self.slow_start_seconds,
                 "starting": self.starting(now)}
 
     def starting(self, now: float) -> bool:
@@ -38,7 +39,7 @@ class Faults:
         """Apply a POST /admin/faults body; unknown or bad fields are errors."""
         if not isinstance(body, dict):
             raise bad_request("faults body must be a JSON object")
-        known = {"error_rate", "error_status", "stall", "slow_start_seconds"}
+        known = {"error_rate", "error_status", "stall", "down", "slow_start_seconds"}
         extra = set(body) - known
         if extra:
             raise bad_request(f"unknown fault field(s): {', '.join(sorted(extra))}", sorted(extra)[0])
@@ -50,8 +51,9 @@ class Faults:
             v = body["error_status"]
             if isinstance(v, bool) or not isinstance(v, int) or not 400 <= v <= 599:
                 raise bad_request("error_status must be an HTTP error status (400-599)", "error_status")
-        if "stall" in body and not isinstance(body["stall"], bool):
-            raise bad_request("stall must be a boolean", "stall")
+        for flag in ("stall", "down"):
+            if flag in body and not isinstance(body[flag], bool):
+                raise bad_request(f"{flag} must be a boolean", flag)
         if "slow_start_seconds" in body:
             v = body["slow_start_seconds"]
             if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
@@ -61,6 +63,8 @@ class Faults:
         if "slow_start_seconds" in body:
             self.slow_start_seconds = float(body["slow_start_seconds"])
             self.since = now
+        if "down" in body:
+            self.down = body["down"]
         if "stall" in body:
             self.stall = body["stall"]
             if not self.stall and self._unstall is not None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import random
 import time
@@ -50,6 +51,7 @@ class ServerConfig:
 # 100 headers, its header-size limit), so the gateway, not the server, refuses oversized headers in
 # the API's error shape. aiohttp's defaults (128 headers, 8190-byte lines) answer in plain text.
 MAX_HEADERS = 256
+RECENT_REQUESTS = 256
 MAX_FIELD_SIZE = 64 * 1024
 
 
@@ -76,11 +78,14 @@ class SimServer:
                              rng=rng or random.Random(cfg.seed))
         for name in cfg.served:   # build the output-text streams before the first request
             Output(cfg.seed, name, 0)
+        # the last requests' method, path and headers, for GET /admin/requests (what reached the server)
+        self.recent: collections.deque[dict] = collections.deque(maxlen=RECENT_REQUESTS)
         self.app = self._make_app()
         self.admin_app = self._make_admin_app()
         self.runner: web.AppRunner | None = None
         self.admin_runner: web.AppRunner | None = None
         self.admin_port: int | None = None
+        self.host = "127.0.0.1"
 
     # ----------------------------------------------------------- lifecycle
     async def start(self, host: str, port: int, admin_port: int | None = None) -> int:
@@ -89,6 +94,7 @@ class SimServer:
         self.runner = web.AppRunner(self.app, access_log=None, handler_cancellation=True,
                                     max_headers=MAX_HEADERS, max_field_size=MAX_FIELD_SIZE,
                                     max_line_size=MAX_FIELD_SIZE)
+        self.host = host
         self.port = await _listen(self.runner, host, port)
         if admin_port is not None:
             self.admin_runner = web.AppRunner(self.admin_app, access_log=None, handler_cancellation=True)
@@ -105,7 +111,7 @@ class SimServer:
     def _make_app(self) -> web.Application:
         """vLLM's serving API (adapter loading included: the picker loads adapters through it, as
         with vLLM). A gateway never routes the management paths (devstack's envoy_config)."""
-        app = web.Application(middlewares=[self._errors, self._faults], client_max_size=64 * 1024 * 1024)
+        app = web.Application(middlewares=[self._record, self._errors, self._faults], client_max_size=64 * 1024 * 1024)
         app.on_response_prepare.append(self._stamp)
         r = app.router
         r.add_post("/v1/completions", self.completions)
@@ -135,10 +141,18 @@ class SimServer:
         r.add_get("/admin/faults", self.get_faults)
         r.add_post("/admin/faults", self.set_faults)
         r.add_post("/admin/predict", self.predict)
+        r.add_get("/admin/requests", self.requests)
 
     async def _stamp(self, request: web.Request, response: web.StreamResponse) -> None:
         response.headers["x-inference-pod"] = self.name
         response.headers["x-inference-port"] = str(self.port)
+
+    @web.middleware
+    async def _record(self, request: web.Request, handler):
+        if request.path not in _POLLED:  # the picker's polls would crowd out everything else
+            self.recent.append({"method": request.method, "path": request.path_qs,
+                                "headers": [[k.lower(), v] for k, v in request.headers.items()]})
+        return await handler(request)
 
     @web.middleware
     async def _faults(self, request: web.Request, handler):
@@ -335,7 +349,37 @@ class SimServer:
 
     async def set_faults(self, request: web.Request) -> web.Response:
         self.faults.update(await self._json(request), self.loop.time())
+        if self.faults.down != self.is_down:
+            await (self.go_down() if self.faults.down else self.come_up())
         return web.json_response(self.faults.view(self.loop.time()))
+
+    @property
+    def is_down(self) -> bool:
+        return self.runner is not None and not self.runner.sites
+
+    async def go_down(self) -> None:
+        """As a killed pod: the serving port stops listening and every connection on it is reset
+        (requests in flight included); the admin port stays."""
+        assert self.runner is not None
+        for site in list(self.runner.sites):
+            await site.stop()
+        server = self.runner.server
+        for conn in list(getattr(server, "connections", [])):
+            transport = getattr(conn, "transport", None)
+            if transport is not None:
+                transport.abort()
+
+    async def come_up(self) -> None:
+        assert self.runner is not None and self.port is not None
+        site = web.TCPSite(self.runner, self.host, self.port, reuse_address=True)
+        await site.start()
+
+    async def requests(self, request: web.Request) -> web.Response:
+        """The last requests that reached the serving port, oldest first; `?clear=1` empties the list."""
+        out = list(self.recent)
+        if request.query.get("clear"):
+            self.recent.clear()
+        return web.json_response({"requests": out})
 
     async def predict(self, request: web.Request) -> web.Response:
         body = await self._json(request)
@@ -358,3 +402,4 @@ async def _listen(runner: web.AppRunner, host: str, port: int) -> int:
 
 
 _GENERATION = frozenset({"/v1/completions", "/v1/chat/completions"})
+_POLLED = frozenset({"/metrics", "/v1/models", "/health", "/ping"})

@@ -147,6 +147,45 @@ async def test_admin_endpoints_are_only_on_the_admin_port(start_server):
     assert st == 200
 
 
+async def test_down_closes_the_serving_port_and_resets_its_connections(start_server):
+    """`down`: as a killed pod. Requests in flight are reset, new connections refused; the admin
+    port stays; `down: false` listens again on the same port."""
+    import aiohttp
+
+    srv, base, sess = await start_server(time_scale=FAST)
+    inflight = asyncio.create_task(post(sess, base + "/v1/completions",
+                                        {"model": "base", "prompt": "x", "max_tokens": 3000, "ignore_eos": True}))
+    await asyncio.sleep(0.1)
+    st, body, _ = await post(sess, admin(srv) + "/admin/faults", {"down": True})
+    assert st == 200 and body["down"] is True
+    with pytest.raises(aiohttp.ClientError):
+        await asyncio.wait_for(inflight, 5)
+    async with aiohttp.ClientSession() as fresh:
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await fresh.get(base + "/health")
+    st, _, _ = await post(sess, admin(srv) + "/admin/faults", {"down": False})
+    async with aiohttp.ClientSession() as fresh:
+        async with fresh.get(base + "/health") as r:
+            assert r.status == 200
+    await asyncio.sleep(0.05)
+    assert len(srv.engine.running) == 0  # the reset request's work was aborted
+
+
+async def test_admin_requests_shows_what_reached_the_server(start_server):
+    srv, base, sess = await start_server(time_scale=FAST)
+    async with sess.post(base + "/v1/completions?x=1", json={"model": "base", "prompt": "x", "max_tokens": 2},
+                         headers={"X-Gateway-Destination-Endpoint": "1.2.3.4:5"}) as r:
+        assert r.status == 200
+    async with sess.get(base + "/metrics") as r:  # polls are not recorded
+        assert r.status == 200
+    async with sess.get(admin(srv) + "/admin/requests?clear=1") as r:
+        seen = (await r.json())["requests"]
+    assert [(x["method"], x["path"]) for x in seen] == [("POST", "/v1/completions?x=1")]
+    assert ["x-gateway-destination-endpoint", "1.2.3.4:5"] in seen[0]["headers"]
+    async with sess.get(admin(srv) + "/admin/requests") as r:
+        assert (await r.json())["requests"] == []
+
+
 async def test_admin_on_the_serving_port_when_asked(start_server):
     srv, base, sess = await start_server(time_scale=FAST, admin_on_serving_port=True)
     st, body, _ = await post(sess, base + "/admin/faults", {"error_rate": 0})
