@@ -100,10 +100,15 @@ def ext_proc_filter(cluster_name: str, *, fail_open: bool, message_timeout: str 
     return {"name": EXT_PROC, "typed_config": cfg}
 
 
-def response_filter(cluster_name: str, *, fail_open: bool, message_timeout: str = "5s") -> dict:
+def response_filter(cluster_name: str, *, fail_open: bool, message_timeout: str = "5s",
+                    report_failures: bool = False) -> dict:
     """The response-path filter that goes right after `ext_proc_filter()` (default mode): it runs only
     for requests the picker marked with RESTORE_HEADER (a rewritten model name to restore, or a response
-    sampled for per-target telemetry); every other request skips it and opens no second stream."""
+    sampled for per-target telemetry); every other request skips it and opens no second stream.
+
+    `report_failures`: it also runs for every 5xx response and every response to a request the
+    gateway retried (`x-envoy-attempt-count` above 1: the route needs `include_attempt_count_in_response`),
+    so the picker's error tracking sees failing endpoints (picker/ejection.py)."""
     ext = {
         "@type": _EXT_PROC_TYPE,
         "grpc_service": {"envoy_grpc": {"cluster_name": cluster_name}, "timeout": "10s"},
@@ -116,11 +121,21 @@ def response_filter(cluster_name: str, *, fail_open: bool, message_timeout: str 
         "metadata_options": {"forwarding_namespaces": {"untyped": ["envoy.lb", HANDOVER_NS]}},
         "response_attributes": ["upstream.address"],
     }
-    absent = {"not_matcher": {"single_predicate": {
+    absent: dict = {"not_matcher": {"single_predicate": {
         "input": {"name": "restore-header", "typed_config": {
             "@type": "type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatchInput",
             "header_name": RESTORE_HEADER}},
         "value_match": {"safe_regex": {"google_re2": {}, "regex": ".*"}}}}}
+    if report_failures:
+        def response_header(name: str, regex: str) -> dict:
+            return {"not_matcher": {"single_predicate": {
+                "input": {"name": name, "typed_config": {
+                    "@type": "type.googleapis.com/envoy.type.matcher.v3.HttpResponseHeaderMatchInput",
+                    "header_name": name}},
+                "value_match": {"safe_regex": {"google_re2": {}, "regex": regex}}}}}
+        absent = {"and_matcher": {"predicate": [
+            absent, response_header(":status", "5[0-9][0-9]"),
+            response_header("x-envoy-attempt-count", "[2-9]|[1-9][0-9]+")]}}
     return {"name": "infershift.picker.response", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.common.matching.v3.ExtensionWithMatcher",
         "extension_config": {"name": EXT_PROC, "typed_config": ext},
@@ -141,7 +156,7 @@ def buffer_filter(max_request_bytes: int) -> dict:
 
 def ext_proc_filters(cluster_name: str, *, fail_open: bool, message_timeout: str = "5s",
                      full_duplex: bool = False, classic: bool = False,
-                     max_request_bytes: int = 64 * 1024 * 1024) -> list[dict]:
+                     max_request_bytes: int = 64 * 1024 * 1024, report_failures: bool = False) -> list[dict]:
     """The http_filters entries for the picker, in order (see above): buffer, request filter, response
     filter by default; the request filter alone in the classic and full-duplex setups."""
     first = ext_proc_filter(cluster_name, fail_open=fail_open, message_timeout=message_timeout,
@@ -149,7 +164,8 @@ def ext_proc_filters(cluster_name: str, *, fail_open: bool, message_timeout: str
     if full_duplex or classic:
         return [first]
     return [buffer_filter(max_request_bytes), first,
-            response_filter(cluster_name, fail_open=fail_open, message_timeout=message_timeout)]
+            response_filter(cluster_name, fail_open=fail_open, message_timeout=message_timeout,
+                            report_failures=report_failures)]
 
 
 def gateway_config(*, listen_port: int, admin_port: int, picker_port: int, pool: list[str],

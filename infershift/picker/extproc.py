@@ -16,6 +16,7 @@ from infershift import contract
 
 from . import restore_header
 from .decide import Decision, decide
+from .ejection import Ejector
 from .envoy_config import BIG_BODY_BYTES, HANDOVER_KEY, HANDOVER_NS, RESTORE_HEADER, UPLOAD_TIMEOUT_S
 from .errors import BodyTooLarge, PickerError
 from .pool import Pool
@@ -134,6 +135,7 @@ class ExtProc(pb_grpc.ExternalProcessorServicer):
         self.tm = telemetry
         self.clock = clock
         self.wall = wall  # crosses streams (and replicas) in the restore header
+        self.ejector = Ejector()  # endpoints whose requests fail leave the candidate set (ejection.py)
         # The common answer (one-round-trip setup, model passed through, nothing sampled) depends only
         # on the destination and the chunk count: built once, shared (transports only serialize it).
         self._plain_answers: dict[tuple[str, int], list] = {}
@@ -266,6 +268,8 @@ class ExtProc(pb_grpc.ExternalProcessorServicer):
         subset = _metadata_value(msg.metadata_context, SUBSET_NS, SUBSET_KEY)
         if isinstance(subset, str):
             subset = [s for s in subset.split(",") if s]
+        if self.ejector.until:
+            subset = self.ejector.narrow(subset, self.pool.endpoints)
         try:
             d = decide(self.pool, gen, st.headers, body, subset)
             if self.pool.lora.rules:  # on-demand LoRA: 503 adapter_loading while the picker loads it there
@@ -365,6 +369,7 @@ class ExtProc(pb_grpc.ExternalProcessorServicer):
         except ValueError:
             st.status = 0
         st.served = _served_from(msg)
+        self._track(st, msg)
         muts = []
         resp = pb.ProcessingResponse()
         if st.target:
@@ -394,6 +399,22 @@ class ExtProc(pb_grpc.ExternalProcessorServicer):
             st.held_headers = resp  # content-length is known only once the whole body is in
             return []
         return [resp]
+
+    def _track(self, st: RequestState, msg) -> None:
+        """Error tracking from the response path: a 5xx counts against the endpoint that served it,
+        a response served elsewhere than picked (the gateway retried) against the picked one."""
+        picked = _metadata_value(msg.metadata_context, LB_NS, DEST)
+        if isinstance(picked, list):
+            picked = ",".join(picked)
+        first = (picked or st.picked or "").split(",")[0].strip()
+        served = st.served
+        if served:
+            if st.status >= 500:
+                self.ejector.failure(served)
+            else:
+                self.ejector.success(served)
+        if first and served and first != served:
+            self.ejector.failure(first)
 
     def _adopt_handover(self, st: RequestState, msg, now: float) -> None:
         """A response-path stream: what the request-path stream decided comes in the restore header."""
