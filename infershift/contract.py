@@ -69,6 +69,15 @@ REWRITE_HEADERS = (LLMD_REWRITE_HEADER, REWRITE_HEADER)
 OBJECTIVE_HEADERS = (LLMD_OBJECTIVE_HEADER, OBJECTIVE_HEADER)
 FAIRNESS_HEADERS = (LLMD_FAIRNESS_HEADER, FAIRNESS_HEADER)
 DEFAULT_FAIRNESS_ID = "default-flow"  # upstream's, for a request that names none
+# The routing namespaces: request headers that steer the gateway, the picker or Envoy itself. A
+# client's copies are removed at the gateway listener, before routing and the picker, except those
+# a stack declares client-facing: its pin headers, and the objective / fairness-id headers on
+# routes that let clients choose them (CLIENT_HEADERS_ANNOTATION; none by default).
+ROUTING_HEADER_PREFIXES = ("x-gateway-", "x-llm-d-", "x-infershift-", "x-envoy-")
+CLIENT_CHOOSABLE_HEADERS = OBJECTIVE_HEADERS + FAIRNESS_HEADERS
+# On an HTTPRoute: comma-separated routing-namespace headers (of CLIENT_CHOOSABLE_HEADERS) the
+# route lets clients send.
+CLIENT_HEADERS_ANNOTATION = "infershift.io/client-headers"
 TARGET_HEADER = "x-infershift-target-model"
 RESTORE_HEADER = "x-infershift-restore"
 MIRROR_HEADER = "x-infershift-mirror"

@@ -21,6 +21,7 @@ class Endpoint:
     name: str  # pod name, as the server reports it in x-inference-pod
     server: str  # the Deployment (server group) it belongs to
     models: tuple[str, ...]
+    admin: str = ""  # "ip:port" of a simulator's admin endpoints (faults, predictions); "" for real servers
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,14 @@ class Listener:
     key: str
     port: int  # where it listens locally
     rules: tuple[ir.Rule, ...]
+
+
+@dataclass(frozen=True)
+class ClientModel:
+    """A model name clients send to a pool, and the target models its picker splits it over."""
+
+    name: str
+    targets: tuple[tuple[str, int], ...]  # (target model, weight)
 
 
 @dataclass(frozen=True)
@@ -39,6 +48,7 @@ class Pool:
     picker_port: int  # the picker's ext_proc gRPC port
     max_body_bytes: int  # the pool listener's buffer: the picker's limit plus headroom
     picker_tls: bool = True  # Envoy talks TLS to the picker (the picker's default), as a cluster's gateway
+    models: tuple[ClientModel, ...] = ()  # what clients ask this pool for (GET /v1/models)
 
 
 @dataclass(frozen=True)
@@ -72,6 +82,36 @@ class Ports:
     pickers: dict[str, int]  # pool name -> picker gRPC port
 
 
+def client_models(gw: ir.Gateway, pool: ir.Pool) -> tuple[ClientModel, ...]:
+    """The names clients use for a pool and their targets, as its picker reads them: the picker
+    config's `models`, then the pool's routing objects on top (the picker's own translation); then
+    the base models its servers serve under their own names (passed through). Adapters that are only
+    targets are not client-facing."""
+    from infershift.picker import k8s
+    from infershift.picker.config import ConfigError, parse_model_route
+
+    routes: dict = {}
+    for name, raw in (pool.picker.config.get("models") or {}).items():
+        try:
+            routes[str(name)] = parse_model_route(str(name), raw, f"models.{name}")
+        except ConfigError:
+            continue  # the picker refuses the file and says why; nothing to list
+    owner = str((pool.picker.config.get("pool") or {}).get("name") or pool.name)
+    by_kind: dict[str, list[dict]] = {}
+    for o in pool.routing:
+        by_kind.setdefault(str(o.get("kind")), []).append(o)
+    routes.update(k8s.routes_from_inference_models(by_kind.get("InferenceModel", []), owner))
+    routes.update(k8s.routes_from_rewrites(by_kind.get("InferenceModelRewrite", []), owner))
+    out = [ClientModel(r.name, tuple((t.model, t.weight) for t in r.targets)) for r in routes.values()]
+    listed = {m.name for m in out} | {t.model for r in routes.values() for t in r.targets}
+    for group in pool.servers:
+        for name in gw.server(group).server.served_names:
+            if name not in listed:
+                listed.add(name)
+                out.append(ClientModel(name, ((name, 1),)))
+    return tuple(out)
+
+
 def build(gw: ir.Gateway, endpoints: dict[str, list[Endpoint]], ports: Ports) -> DataPlane:
     """The data plane of `gw`, given each server group's endpoints and the chosen ports."""
     return DataPlane(
@@ -80,7 +120,7 @@ def build(gw: ir.Gateway, endpoints: dict[str, list[Endpoint]], ports: Ports) ->
             Pool(name=p.name, failure_mode=p.picker.failure_mode,
                  endpoints=tuple(e for s in p.servers for e in endpoints.get(s, [])),
                  port=ports.pools[p.name], picker_port=ports.pickers[p.name], max_body_bytes=p.max_body_bytes,
-                 picker_tls=p.picker.tls)
+                 picker_tls=p.picker.tls, models=client_models(gw, p))
             for p in gw.pools),
         services=tuple(Service(s.name, tuple(e for g in s.servers for e in endpoints.get(g, [])))
                        for s in gw.services),

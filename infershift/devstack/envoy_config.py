@@ -19,7 +19,9 @@ import json
 from pathlib import Path
 
 from infershift import contract
+from infershift.picker.envoy_config import EXT_PROC as EXT_PROC_FILTER
 from infershift.picker.envoy_config import RESTORE_HEADER, ext_proc_filters, picker_transport_socket
+from infershift.routing_headers import strip_matchers
 
 from . import ir
 from .dataplane import ENDPOINT_HEADER, DataPlane, Pool
@@ -30,9 +32,65 @@ EXT_PROC = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.Extern
 HTTP_OPTIONS = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 ROUTE_CONFIG = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 HEADER_MUTATION = "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation"
+EARLY_HEADER_MUTATION = ("type.googleapis.com/envoy.extensions.http.early_header_mutation.header_mutation.v3."
+                         "HeaderMutation")
+BUFFER = "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer"
+FILTER_CONFIG = "type.googleapis.com/envoy.config.route.v3.FilterConfig"
+OVERRIDE_HOST = "type.googleapis.com/envoy.extensions.load_balancing_policies.override_host.v3.OverrideHost"
+ROUND_ROBIN = "type.googleapis.com/envoy.extensions.load_balancing_policies.round_robin.v3.RoundRobin"
+PREVIOUS_HOSTS = "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
 MIRROR_HEADER = contract.MIRROR_HEADER
 LOOPBACK = "127.0.0.1"
 PICKER_MESSAGE_TIMEOUT = "10s"  # generous: on 2 busy cores a picker answer can be slow
+
+# Request-header limits. The gateway listener refuses more than 100 headers or 12 KiB of them with
+# 431 (as JSON); the pool tier behind it takes more (the gateway and the picker add headers), and so
+# do the model servers (the simulator: 256 headers, 64 KiB each; vLLM's uvicorn: 16 KiB in all), so
+# no request the gateway accepts is refused further in, where the answer would be plain text.
+GATEWAY_MAX_HEADERS, GATEWAY_MAX_HEADERS_KB = 100, 12
+POOL_MAX_HEADERS, POOL_MAX_HEADERS_KB = 200, 96
+
+# The model servers' management API (vLLM's, and the simulator's admin port's paths): never routed,
+# whatever a route's path match says (a catch-all `/` would reach them). 404 as for no route. Each
+# regex stays under Envoy's default RE2 program-size limit.
+MANAGEMENT_PATH_REGEXES = (
+    "/v1/(?:un)?load_lora_adapter",
+    "/(?:reset_prefix_cache|reset_mm_cache|sleep|wake_up|is_sleeping)",
+    "/(?:collective_rpc|start_profile|stop_profile|server_info)",
+    "/(?:is_scaling|scale)_elastic_ep",
+)
+MANAGEMENT_PREFIXES = ("/admin/",)
+# The routes the gateway answers itself, ahead of every vhost's HTTPRoutes.
+GATEWAY_OWN_ROUTES = ("models", "management-path", "connect")
+
+# Routing-namespace headers no client may ever send, even named as a pin: the target model and the
+# endpoint are the picker's (and the mirror tag and the restore mark the gateway's own).
+NEVER_FROM_CLIENTS = frozenset({*contract.REWRITE_HEADERS, contract.DESTINATION_HEADER,
+                                contract.DESTINATION_SERVED_HEADER, contract.SUBSET_KEY, contract.RESTORE_HEADER,
+                                contract.MIRROR_HEADER, contract.TARGET_HEADER})
+
+# Failing servers leave the candidate set. The picker does it (picker/ejection.py: 3 consecutive
+# failures, fed by its response filter, which runs for every 5xx and every retried request): the
+# override_host policy dials the picked endpoint whatever its health. Envoy's outlier detection
+# (3 consecutive 5xx or connect failures/resets) does it for what Envoy picks itself: the FailOpen
+# round robin and the fallback policy. A request whose server failed before answering is retried
+# once, on the picker's fallback endpoint (it runs with --fallbacks 1), never on the same one.
+OUTLIER_DETECTION = {"consecutive_5xx": 3, "interval": "1s", "base_ejection_time": "5s",
+                     "max_ejection_time": "60s", "max_ejection_percent": 100}
+RETRY_POLICY = {
+    "retry_on": "connect-failure,refused-stream,reset,5xx",
+    "num_retries": 1,
+    "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts",
+                              "typed_config": {"@type": PREVIOUS_HOSTS}}],
+    "host_selection_retry_max_attempts": 5,
+}
+# Retries are cheap here (one per failed request, to the fallback): Envoy's default of 3 concurrent
+# retries per cluster would let a burst of failures through unretried.
+CIRCUIT_BREAKERS = {"thresholds": [{"priority": "DEFAULT", "max_retries": 1024}]}
+PICKER_FALLBACKS = 1
+# The paths whose bodies the picker reads (picker/request_body.py COMPLETION_PATHS): POST only.
+COMPLETION_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses")
+RETRY_AFTER_SECONDS = "1"
 
 
 def openai_error(message: str, type_: str, code: str) -> str:
@@ -206,6 +264,9 @@ def _routes_for(rules: list[tuple[str | None, ir.Rule]], timeout: float | None) 
                    rule.order, rule.route, rule.index, i)
             name = rule.name if len(rule.matches) == 1 else f"{rule.name}.m{i}"
             route = {"name": name, "match": _route_match(m), **_tag(rule)}
+            refused = [h for h in CHOOSABLE if h not in rule.client_headers]
+            if refused:
+                route.setdefault("request_headers_to_remove", []).extend(refused)
             if any(b.weight > 0 for b in rule.backends):
                 route["route"] = _route_action(rule, timeout)
             else:
@@ -214,6 +275,18 @@ def _routes_for(rules: list[tuple[str | None, ir.Rule]], timeout: float | None) 
                 route["response_headers_to_add"] = [_json_header()]
             keyed.append((key, route))
     return [r for _, r in sorted(keyed, key=lambda kv: kv[0])]
+
+
+CHOOSABLE = contract.CLIENT_CHOOSABLE_HEADERS
+
+
+def client_headers(rules: tuple[ir.Rule, ...] | list[ir.Rule]) -> list[str]:
+    """The routing-namespace headers a listener lets through: pin headers of its rules and the
+    objective / fairness-id headers some rule allows; never the target model's or the endpoint's."""
+    names = {h.name for r in rules for m in r.matches for h in m.headers}
+    names |= {h for r in rules for h in r.client_headers}
+    return sorted(n for n in names if n not in NEVER_FROM_CLIENTS
+                  and n.startswith(contract.ROUTING_HEADER_PREFIXES))
 
 
 def _covers(wild: str, host: str) -> bool:
@@ -242,16 +315,78 @@ def gateway_routes(plane: DataPlane, listener: str) -> dict:
             elif not r.hostnames:
                 applicable.append((None, r))
         vhosts.append({"name": host, "domains": [host],
-                       "routes": _routes_for(applicable, plane.request_timeout) + [_no_route()]})
+                       "routes": _gateway_own(plane, [r for _, r in applicable])
+                       + _routes_for(applicable, plane.request_timeout) + [_no_route()]})
+    anyhost: list[tuple[str | None, ir.Rule]] = [(None, r) for r in lst.rules if not r.hostnames]
     vhosts.append({"name": "any-host", "domains": ["*"],
-                   "routes": _routes_for([(None, r) for r in lst.rules if not r.hostnames], plane.request_timeout)
-                   + [_no_route()]})
+                   "routes": _gateway_own(plane, [r for _, r in anyhost])
+                   + _routes_for(anyhost, plane.request_timeout) + [_no_route()]})
     return {
         "name": gateway_route_name(listener),
-        # Clients must not choose the endpoint: only the pool's picker sets this header.
+        # Clients must not choose the endpoint: only the pool's picker sets this header (the
+        # listener's early header mutation removes it too, with the rest of the routing namespaces).
         "request_headers_to_remove": [ENDPOINT_HEADER],
+        "response_headers_to_remove": ["x-envoy-attempt-count"],
         "virtual_hosts": vhosts,
     }
+
+
+def _gateway_own(plane: DataPlane, rules: list[ir.Rule]) -> list[dict]:
+    """What the gateway answers itself, ahead of the HTTPRoutes: GET /v1/models (the client-facing
+    model names of the pools these rules route to; unless a rule matches exactly /v1/models), 404
+    for the model servers' management paths, 405 for CONNECT."""
+    own = [{"name": "management-path", "match": {"safe_regex": {"regex": rx}},
+            "direct_response": {"status": 404, "body": {"inline_string": NO_ROUTE}},
+            "response_headers_to_add": [_json_header()]} for rx in MANAGEMENT_PATH_REGEXES]
+    own += [{"name": "management-path", "match": {"prefix": p},
+             "direct_response": {"status": 404, "body": {"inline_string": NO_ROUTE}},
+             "response_headers_to_add": [_json_header()]} for p in MANAGEMENT_PREFIXES]
+    # CONNECT (a tunnel) matches no path route; answered here, before the buffer filter would wait
+    # for the end of a body a tunnel never sends
+    own.append({"name": "connect", "match": {"connect_matcher": {}},
+                "direct_response": {"status": 405, "body": {"inline_string": openai_error(
+                    "CONNECT is not supported here", "invalid_request_error", "method_not_allowed")}},
+                "response_headers_to_add": [_json_header()],
+                "typed_per_filter_config": {"envoy.filters.http.buffer": {"@type": FILTER_CONFIG, "disabled": True}}})
+    listing = models_list(plane, rules)
+    routed = any(m.path_type == "Exact" and m.path == "/v1/models" for r in rules for m in r.matches)
+    if listing["data"] and not routed:  # an HTTPRoute that names /v1/models itself keeps it
+        own.insert(0, {"name": "models", "match": {"path": "/v1/models", "headers": [
+            {"name": ":method", "string_match": {"exact": "GET"}}]},
+            "direct_response": {"status": 200, "body": {"inline_string": json.dumps(listing)}},
+            "response_headers_to_add": [_json_header()]})
+    return own
+
+
+def models_list(plane: DataPlane, rules: list[ir.Rule]) -> dict:
+    """GET /v1/models through the gateway, in OpenAI's shape: every client-facing model name the
+    rules' pools serve (their routing objects' names, and base models served under their own name),
+    each with the targets behind it: target model, pool, route, and the share of the name's requests
+    on that route it gets (the route's pool weight times the pool's target weight). Rules that only
+    match a pin header are left out when the route has a rule without one (the split clients get)."""
+    by_model: dict[str, list[dict]] = {}
+    routes_seen: dict[str, list[ir.Rule]] = {}
+    for r in rules:
+        routes_seen.setdefault(r.route, []).append(r)
+    for route, rs in routes_seen.items():
+        main = [r for r in rs if not any(m.headers for m in r.matches)] or rs
+        rule = sorted(main, key=lambda r: r.index)[0]
+        live = [b for b in rule.backends if b.kind == "InferencePool" and b.weight > 0]
+        total = sum(b.weight for b in rule.backends if b.weight > 0)
+        for b in live:
+            pool = next((p for p in plane.pools if p.name == b.name), None)
+            if pool is None:
+                continue
+            for m in pool.models:
+                weights = sum(w for _, w in m.targets) or 1
+                for target, w in m.targets:
+                    if w > 0:
+                        by_model.setdefault(m.name, []).append({
+                            "model": target, "pool": pool.name, "route": route,
+                            "share": round(b.weight / total * w / weights, 4)})
+    data = [{"id": name, "object": "model", "created": 0, "owned_by": "infershift", "targets": targets}
+            for name, targets in sorted(by_model.items())]
+    return {"object": "list", "data": data}
 
 
 def _no_route() -> dict:
@@ -275,58 +410,128 @@ CEL_FILTER = "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3
 UPSTREAM_FLAGS = ["UT", "UF", "UH", "UO", "URX", "UC", "UR"]
 
 
-def _upstream_failure_mapper() -> dict:
-    """Envoy answers its own upstream failures in plain text; clients of an OpenAI API
-    expect the error JSON. Keyed on response flags, so direct responses and answers
-    that came from upstream (the picker's, the servers') pass unchanged."""
+def _cel(expression: str) -> dict:
+    return {"extension_filter": {"name": "envoy.access_loggers.extension_filters.cel",
+                                 "typed_config": {"@type": CEL_FILTER, "expression": expression}}}
+
+
+def _status(code: int) -> dict:
+    return {"status_code_filter": {"comparison": {"op": "EQ", "value": {
+        "default_value": code, "runtime_key": f"devstack.local_reply_{code}"}}}}
+
+
+def _json_body(message: str, type_: str, code: str) -> dict:
+    return {"json_format": {"error": {"message": message, "type": type_, "param": None, "code": code}}}
+
+
+def _retry_after() -> list[dict]:
+    return [{"header": {"key": "retry-after", "value": RETRY_AFTER_SECONDS}, "append_action": "ADD_IF_ABSENT"}]
+
+
+def _as_is() -> dict:
+    # The reply already is the API's error JSON (a direct response, the picker's own answer): keep it.
+    return {"text_format_source": {"inline_string": "%LOCAL_REPLY_BODY%"}, "content_type": "application/json"}
+
+
+def _upstream_failure_mapper() -> list[dict]:
+    """Envoy answers its own upstream failures in plain text; clients of an OpenAI API expect the
+    error JSON. Keyed on response flags, so answers that came from upstream pass unchanged. A
+    timeout (504) is not worth retrying at once; the others (503) say when to."""
+    def mapper(flags: list[str], headers: bool) -> dict:
+        m: dict = {"filter": {"response_flag_filter": {"flags": flags}},
+             "body_format_override": _json_body("%LOCAL_REPLY_BODY%", "upstream_error", "%RESPONSE_FLAGS%")}
+        if headers:
+            m["headers_to_add"] = _retry_after()
+        return m
+    return [mapper(["UT"], False), mapper([f for f in UPSTREAM_FLAGS if f != "UT"], True)]
+
+
+# Envoy's protocol-level replies (codec errors, limits, no route), by status, as the API's error
+# JSON; HTTP allows a body on all of them. The message names what Envoy found (its response code
+# details, e.g. http1.codec_error, missing_host_header, http1.too_many_headers).
+_PROTOCOL_REPLIES = [
+    # (status, rewrite to, message, type, code, retry-after)
+    (400, None, "malformed request (%RESPONSE_CODE_DETAILS%)", "invalid_request_error", "bad_request", False),
+    (403, 400, "protocol upgrades (e.g. WebSocket) are not supported here", "invalid_request_error",
+     "upgrade_not_supported", False),
+    (404, None, "no route matches this request's host and path", "invalid_request_error", "route_not_found", False),
+    (405, None, "method not allowed", "invalid_request_error", "method_not_allowed", False),
+    (408, None, "the request took too long to arrive", "invalid_request_error", "request_timeout", False),
+    (413, None, "request body is too large", "invalid_request_error", "request_too_large", False),
+    (426, None, "HTTP/1.0 is not supported: use HTTP/1.1 or HTTP/2", "invalid_request_error",
+     "http_version_not_supported", False),
+    (431, None, f"request headers are too many or too large (at most {GATEWAY_MAX_HEADERS} headers, "
+                f"{GATEWAY_MAX_HEADERS_KB} KiB in all)", "invalid_request_error", "request_header_fields_too_large", False),
+    (500, None, "internal gateway error (%RESPONSE_CODE_DETAILS%)", "server_error", "internal_error", False),
+    (502, None, "bad gateway (%RESPONSE_CODE_DETAILS%)", "server_error", "bad_gateway", False),
+    (503, None, "service unavailable (%RESPONSE_CODE_DETAILS%)", "service_unavailable", "service_unavailable", True),
+    (504, None, "upstream timeout (%RESPONSE_CODE_DETAILS%)", "server_error", "upstream_timeout", False),
+]
+
+
+def _protocol_mappers(too_large: str) -> list[dict]:
+    out = []
+    for status, rewrite, message, type_, code, retry in _PROTOCOL_REPLIES:
+        m: dict = {"filter": _status(status),
+                   "body_format_override": _json_body(too_large if status == 413 else message, type_, code)}
+        if rewrite:
+            m["status_code"] = rewrite
+        if retry:
+            m["headers_to_add"] = _retry_after()
+        out.append(m)
+    return out
+
+
+def _local_reply(first: list[dict], too_large: str) -> dict:
+    """Every answer Envoy produces itself, as the API's error JSON with a fitting status: the
+    direct responses and the picker's answers as they are, then `first` (the tier's own), upstream
+    failures by flag, protocol-level replies by status, and anything else as a generic error."""
+    passthrough = {
+        "filter": _cel("response.code_details == 'direct_response' || response.code_details.startsWith('picker_')"),
+        "body_format_override": _as_is(),
+    }
     return {
-        "filter": {"response_flag_filter": {"flags": UPSTREAM_FLAGS}},
-        "body_format_override": {"json_format": {"error": {
-            "message": "%LOCAL_REPLY_BODY%", "type": "upstream_error", "param": None,
-            "code": "%RESPONSE_FLAGS%"}}},
+        "mappers": [passthrough, *first, *_upstream_failure_mapper(), *_protocol_mappers(too_large)],
+        "body_format": _json_body("%LOCAL_REPLY_BODY% (%RESPONSE_CODE_DETAILS%)", "server_error",
+                                  "%RESPONSE_CODE_DETAILS%"),
     }
 
 
 def _gateway_reply() -> dict:
-    # In the gateway tier a 413 reply is always Envoy's own (bufferLimit exceeded).
-    too_large = {
-        "filter": {"status_code_filter": {"comparison": {"op": "EQ", "value": {
-            "default_value": 413, "runtime_key": "devstack.gateway_413"}}}},
-        "body_format_override": {"json_format": {"error": {
-            "message": "request body is larger than the gateway's bufferLimit", "type": "invalid_request_error",
-            "param": None, "code": "request_too_large"}}},
-    }
     # A backendRef that does not resolve: Gateway API wants its share answered with 500.
     unresolved = {
-        "filter": {"extension_filter": {
-            "name": "envoy.access_loggers.extension_filters.cel",
-            "typed_config": {"@type": CEL_FILTER, "expression": f"xds.cluster_name == '{UNRESOLVED_CLUSTER}'"},
-        }},
+        "filter": _cel(f"xds.cluster_name == '{UNRESOLVED_CLUSTER}'"),
         "status_code": 500,
         "body": {"inline_string": NO_BACKEND},
-        "body_format_override": {"text_format": "%LOCAL_REPLY_BODY%", "content_type": "application/json"},
+        "body_format_override": _as_is(),
     }
-    return {"mappers": [too_large, unresolved, _upstream_failure_mapper()]}
+    # In the gateway tier a 413 is always Envoy's own: the body is over the stack's bufferLimit.
+    return _local_reply([unresolved], "request body is larger than the gateway's bufferLimit")
 
 
 def _picker_failure_reply(pool: str, fail_close: bool) -> dict:
     """Envoy's own reply when a FailClose pool's picker cannot be reached is an empty 500 or
     503; make it a 503 in the OpenAI error shape. Only that reply: the picker's own error answers
     (which already carry OpenAI JSON) have other response code details."""
-    if not fail_close:
-        return {"mappers": [_upstream_failure_mapper()]}
-    return {"mappers": [{
-        "filter": {"extension_filter": {
-            "name": "envoy.access_loggers.extension_filters.cel",
-            "typed_config": {"@type": CEL_FILTER, "expression": "response.code_details.startsWith('ext_proc')"},
-        }},
-        # Unavailable whichever way the stream broke (some ext_proc paths answer 500).
-        "status_code": 503,
-        "body": {"inline_string": openai_error(
-            f"the endpoint picker of InferencePool {pool} is unavailable (failureMode FailClose)",
-            "service_unavailable", "picker_unavailable")},
-        "body_format_override": {"text_format": "%LOCAL_REPLY_BODY%", "content_type": "application/json"},
-    }, _upstream_failure_mapper()]}
+    first = []
+    if fail_close:
+        first.append({
+            "filter": _cel("response.code_details.startsWith('ext_proc')"),
+            # Unavailable whichever way the stream broke (some ext_proc paths answer 500).
+            "status_code": 503,
+            "body": {"inline_string": openai_error(
+                f"the endpoint picker of InferencePool {pool} is unavailable (failureMode FailClose)",
+                "service_unavailable", "picker_unavailable")},
+            "body_format_override": _as_is(),
+            "headers_to_add": _retry_after(),
+        })
+    return _local_reply(first, f"request body is larger than InferencePool {pool}'s picker accepts")
+
+
+def _router() -> dict:
+    # No x-envoy-* headers upstream (x-envoy-expected-rq-timeout-ms, x-envoy-attempt-count, ...):
+    # what the picker sets is all the routing headers a model server sees.
+    return {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER, "suppress_envoy_headers": True}}
 
 
 def _hcm(stat_prefix: str, routes: dict, http_filters: list[dict], local_reply: dict | None = None,
@@ -341,7 +546,7 @@ def _hcm(stat_prefix: str, routes: dict, http_filters: list[dict], local_reply: 
             "codec_type": "AUTO",
             **routes,
             **extra,
-            "http_filters": http_filters + [{"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER}}],
+            "http_filters": http_filters + [_router()],
         },
     }
 
@@ -358,22 +563,46 @@ def _routes_source(name: str, inline: dict, xds_dir: Path | None) -> dict:
     }}
 
 
+def strip_routing_headers(keep: list[str]) -> dict:
+    """The gateway listener's early header mutation (before routing, the picker and Envoy's own
+    header handling): every client-sent header of the routing namespaces goes, except `keep`."""
+    mutations = []
+    for m in strip_matchers(keep):
+        key = {"prefix": m["prefix"]} if "prefix" in m else {"safe_regex": {"regex": m["regex"]}}
+        mutations.append({"remove_on_match": {"key_matcher": key}})
+    return {"name": "envoy.http.early_header_mutation.header_mutation",
+            "typed_config": {"@type": EARLY_HEADER_MUTATION, "mutations": mutations}}
+
+
 def _gateway_listener(plane: DataPlane, name: str, port: int, xds_dir: Path | None) -> dict:
     # Hosts match without their port (Host: example.com:8080 is example.com).
     routes = _routes_source(gateway_route_name(name), gateway_routes(plane, name), xds_dir)
+    lst = next(x for x in plane.listeners if x.key == name)
+    filters = []
+    if plane.buffer_limit:
+        # bufferLimit is enforced here, for every route: a bigger body gets 413 (JSON) before it
+        # goes anywhere (a gateway buffers bodies for its ext_proc filter the same way).
+        filters.append({"name": "envoy.filters.http.buffer",
+                        "typed_config": {"@type": BUFFER, "max_request_bytes": plane.buffer_limit}})
+    hcm = _hcm(f"gw_{name.replace('/', '.')}", routes, filters, _gateway_reply(),
+               strip_any_host_port=True,
+               # /a/../v1/load_lora_adapter, //admin/, %2F: matched as the server will read them
+               normalize_path=True, merge_slashes=True, path_with_escaped_slashes_action="UNESCAPE_AND_FORWARD",
+               early_header_mutation_extensions=[strip_routing_headers(client_headers(lst.rules))],
+               common_http_protocol_options={"max_headers_count": GATEWAY_MAX_HEADERS},
+               max_request_headers_kb=GATEWAY_MAX_HEADERS_KB)
     listener: dict = {
         "name": f"gateway-{name}",
         "address": _addr(LOOPBACK, port),
         "enable_reuse_port": False,  # a second devstack on the same port must fail, not share it
-        "filter_chains": [{"filters": [_hcm(f"gw_{name.replace('/', '.')}", routes, [], _gateway_reply(),
-                                            strip_any_host_port=True)]}],
+        "filter_chains": [{"filters": [hcm]}],
     }
     if plane.buffer_limit:
         listener["per_connection_buffer_limit_bytes"] = plane.buffer_limit
     return listener
 
 
-# --- second tier: one listener, picker and ORIGINAL_DST cluster per pool ----------------
+# --- second tier: one listener, picker and endpoints cluster per pool -------------------
 
 
 def picker_cluster(pool: str) -> str:
@@ -388,6 +617,25 @@ def fallback_cluster(pool: str) -> str:
     return f"pool-{pool}-fallback"
 
 
+_NO_PICKER = {"typed_per_filter_config": {f: {"@type": FILTER_CONFIG, "disabled": True}
+                                          for f in (EXT_PROC_FILTER, "infershift.picker.response")}}
+
+
+def _method_not_allowed() -> list[dict]:
+    """The completion paths take POST only: other methods get 405 here, without a picker round trip
+    (vLLM's own 405 is FastAPI's {"detail": ...}, not the API's error shape)."""
+    return [{
+        "name": "method-not-allowed",
+        "match": {"path": path, "headers": [{"name": ":method", "string_match": {"exact": "POST"},
+                                             "invert_match": True}]},
+        "direct_response": {"status": 405, "body": {"inline_string": openai_error(
+            f"{path} takes POST", "invalid_request_error", "method_not_allowed")}},
+        "response_headers_to_add": [_json_header(), {"header": {"key": "allow", "value": "POST"},
+                                                     "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}],
+        **_NO_PICKER,
+    } for path in COMPLETION_PATHS]
+
+
 def pool_routes(plane: DataPlane, pool: Pool) -> dict:
     """The pool tier's RouteConfiguration (RDS resource): to the picked endpoint, else
     the failure mode; mirrors happen here, after the picker rewrote the body, as a
@@ -400,26 +648,29 @@ def pool_routes(plane: DataPlane, pool: Pool) -> dict:
     def tagged(rule: ir.Rule) -> dict:
         return {"name": MIRROR_HEADER, "string_match": {"exact": rule.name}}
 
-    routes: list[dict] = []
+    def to(cluster: str, rule: ir.Rule | None = None) -> dict:
+        action: dict = {"cluster": cluster, "timeout": "0s", "retry_policy": RETRY_POLICY}
+        if rule is not None:
+            action["request_mirror_policies"] = _mirror_policies(rule)
+        return action
+
+    routes: list[dict] = _method_not_allowed()
     for rule in mirrors:
         routes.append({
             "name": f"picked-endpoint-{rule.name}",
             "match": {"prefix": "/", "headers": [picked_header, tagged(rule)]},
-            "route": {"cluster": endpoints_cluster(pool.name), "timeout": "0s",
-                      "request_mirror_policies": _mirror_policies(rule)},
+            "route": to(endpoints_cluster(pool.name), rule),
         })
     routes.append({"name": "picked-endpoint", "match": {"prefix": "/", "headers": [picked_header]},
-                   "route": {"cluster": endpoints_cluster(pool.name), "timeout": "0s"}})
+                   "route": to(endpoints_cluster(pool.name))})
     if pool.failure_mode == "FailOpen":
         for rule in mirrors:
             routes.append({
                 "name": f"fail-open-{rule.name}",
                 "match": {"prefix": "/", "headers": [tagged(rule)]},
-                "route": {"cluster": fallback_cluster(pool.name), "timeout": "0s",
-                          "request_mirror_policies": _mirror_policies(rule)},
+                "route": to(fallback_cluster(pool.name), rule),
             })
-        routes.append({"name": "fail-open", "match": {"prefix": "/"},
-                       "route": {"cluster": fallback_cluster(pool.name), "timeout": "0s"}})
+        routes.append({"name": "fail-open", "match": {"prefix": "/"}, "route": to(fallback_cluster(pool.name))})
     else:
         routes.append({
             "name": "fail-close",
@@ -427,13 +678,17 @@ def pool_routes(plane: DataPlane, pool: Pool) -> dict:
             "direct_response": {"status": 503, "body": {"inline_string": openai_error(
                 f"the endpoint picker of InferencePool {pool.name} chose no endpoint (failureMode FailClose)",
                 "service_unavailable", "picker_unavailable")}},
-            "response_headers_to_add": [_json_header()],
+            "response_headers_to_add": [_json_header(), *_retry_after()],
         })
     return {
         "name": pool_route_name(pool.name),
-        # The picker's request-to-itself marker (picker/envoy_config.py) never goes upstream.
-        "request_headers_to_remove": [RESTORE_HEADER],
-        "virtual_hosts": [{"name": pool.name, "domains": ["*"], "routes": routes}],
+        # The picker's request-to-itself marker (picker/envoy_config.py) and the gateway's mirror tag
+        # never go upstream.
+        "request_headers_to_remove": [RESTORE_HEADER, MIRROR_HEADER],
+        # x-envoy-attempt-count on responses tells the picker's response filter a request was
+        # retried (its pick failed); the gateway tier removes it before the client sees it
+        "virtual_hosts": [{"name": pool.name, "domains": ["*"], "routes": routes,
+                           "include_attempt_count_in_response": True}],
     }
 
 
@@ -449,7 +704,7 @@ def _pool_listener(plane: DataPlane, pool: Pool, xds_dir: Path | None) -> dict:
     # to it only when it asks), so devstack and the picker's tests run the same Envoy setup.
     picker_filters = ext_proc_filters(
         picker_cluster(pool.name), fail_open=pool.failure_mode == "FailOpen",
-        message_timeout=PICKER_MESSAGE_TIMEOUT, max_request_bytes=pool.max_body_bytes)
+        message_timeout=PICKER_MESSAGE_TIMEOUT, max_request_bytes=pool.max_body_bytes, report_failures=True)
     routes = _routes_source(pool_route_name(pool.name), pool_routes(plane, pool), xds_dir)
     return {
         "name": f"pool-{pool.name}",
@@ -457,7 +712,35 @@ def _pool_listener(plane: DataPlane, pool: Pool, xds_dir: Path | None) -> dict:
         "enable_reuse_port": False,
         "per_connection_buffer_limit_bytes": pool.max_body_bytes,
         "filter_chains": [{"filters": [_hcm(f"pool_{pool.name}", routes, [strip, *picker_filters],
-                                            _picker_failure_reply(pool.name, pool.failure_mode == "FailClose"))]}],
+                                            _picker_failure_reply(pool.name, pool.failure_mode == "FailClose"),
+                                            common_http_protocol_options={"max_headers_count": POOL_MAX_HEADERS},
+                                            max_request_headers_kb=POOL_MAX_HEADERS_KB)]}],
+    }
+
+
+def _endpoints_cluster(pool: Pool) -> dict:
+    """The pool's endpoints, reached as the picker chose: the override_host policy takes the picker's
+    `primary,fallback` list (header or envoy.lb metadata) and uses the first endpoint that is not
+    ejected; without a choice (FailOpen, picker down) it falls back to round robin."""
+    name = endpoints_cluster(pool.name)
+    return {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "2s",
+        "load_assignment": {"cluster_name": name, **_endpoints([e.address for e in pool.endpoints])},
+        "load_balancing_policy": {"policies": [{"typed_extension_config": {
+            "name": "envoy.load_balancing_policies.override_host",
+            "typed_config": {
+                "@type": OVERRIDE_HOST,
+                # one source: the header and envoy.lb carry the same list, and the policy would try
+                # the concatenation (a retry would go to the primary again)
+                "override_host_sources": [{"header": ENDPOINT_HEADER}],
+                "fallback_policy": {"policies": [{"typed_extension_config": {
+                    "name": "envoy.load_balancing_policies.round_robin", "typed_config": {"@type": ROUND_ROBIN}}}]},
+            }}}]},
+        "outlier_detection": OUTLIER_DETECTION,
+        "circuit_breakers": CIRCUIT_BREAKERS,
+        "per_connection_buffer_limit_bytes": pool.max_body_bytes,
     }
 
 
@@ -469,18 +752,14 @@ def _pool_clusters(pool: Pool) -> list[dict]:
         # certificate not verified); plaintext only for a picker run with --secure-serving=false.
         _static_cluster(picker_cluster(pool.name), [f"{LOOPBACK}:{pool.picker_port}"], http2=True,
                         tls=pool.picker_tls),
-        {
-            "name": endpoints_cluster(pool.name),
-            "type": "ORIGINAL_DST",
-            "lb_policy": "CLUSTER_PROVIDED",
-            "connect_timeout": "2s",
-            "original_dst_lb_config": {"use_http_header": True, "http_header_name": ENDPOINT_HEADER},
-            "per_connection_buffer_limit_bytes": pool.max_body_bytes,
-        },
+        _endpoints_cluster(pool),
     ]
     if pool.failure_mode == "FailOpen":
-        clusters.append(_static_cluster(
-            fallback_cluster(pool.name), [e.address for e in pool.endpoints], buffer=pool.max_body_bytes))
+        fallback = _static_cluster(fallback_cluster(pool.name), [e.address for e in pool.endpoints],
+                                   buffer=pool.max_body_bytes)
+        fallback["outlier_detection"] = OUTLIER_DETECTION
+        fallback["circuit_breakers"] = CIRCUIT_BREAKERS
+        clusters.append(fallback)
     return clusters
 
 

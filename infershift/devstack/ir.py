@@ -59,6 +59,9 @@ class Rule:
     backends: tuple[Backend, ...]
     mirrors: tuple[Mirror, ...] = ()
     timeout: float | None = None  # seconds; None: the gateway's request timeout
+    # routing-namespace headers clients may send on this route (the objective / fairness-id
+    # headers, by the HTTPRoute's infershift.io/client-headers annotation); () = none
+    client_headers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

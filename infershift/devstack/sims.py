@@ -21,12 +21,13 @@ def profile_for(server: ModelServer) -> str:
 
 
 def sim_argv(python: str, group: ServerGroup, *, profile: str, port: int, time_scale: float,
-             seed: int, host: str = "127.0.0.1") -> list[str]:
+             seed: int, host: str = "127.0.0.1", admin_port: int = 0) -> list[str]:
     s = group.server
     argv = [
         python, "-m", "infershift.sim", "--profile", profile, "--model", s.model,
         "--served-model-name", *s.served_names,
         "--host", host, "--port", str(port), "--servers", str(group.replicas),
+        "--admin-port", str(admin_port),  # faults and predictions: a port no route reaches
         "--pod-name", group.name, "--time-scale", f"{time_scale:g}", "--seed", str(seed),
     ]
     if s.tensor_parallel_size != 1 or s.engine == "vllm":

@@ -157,6 +157,7 @@ class LocalStack:
         self.supervisor = Supervisor(self.log_dir)
         self.endpoints: dict[str, list[Endpoint]] = {}
         self.sim_ports: dict[str, int] = {}
+        self.sim_admin_ports: dict[str, int] = {}  # each simulator's admin port (faults, predictions)
         self.pools: dict[str, PoolProcess] = {}
         self.gateway: dict[str, str] = {}
         self.admin_port = 0
@@ -252,9 +253,12 @@ class LocalStack:
                 self.endpoints[group.name] = [_endpoint_from_url(u, group.name, models) for u in knobs.endpoints]
             elif group.replicas:
                 base = plan.fresh_run(group.replicas, f"simulator of Deployment {group.name}")
+                admin = plan.fresh_run(group.replicas, f"simulator of Deployment {group.name} (admin)")
                 self.sim_ports[group.name] = base
+                self.sim_admin_ports[group.name] = admin
                 self.endpoints[group.name] = [
-                    Endpoint(f"{HOST}:{base + i}", sims.pod_name(group.name, i), group.name, models)
+                    Endpoint(f"{HOST}:{base + i}", sims.pod_name(group.name, i), group.name, models,
+                             admin=f"{HOST}:{admin + i}")
                     for i in range(group.replicas)
                 ]
             else:
@@ -343,6 +347,7 @@ class LocalStack:
         for name, base in self.sim_ports.items():
             group = self.gw.server(name)
             argv = sims.sim_argv(self.options.sim_python, group, profile=self.sim_profile(group), port=base,
+                                 admin_port=self.sim_admin_ports[name],
                                  time_scale=self.options.time_scale, seed=self.options.seed)
             sim_children.append((name, self.supervisor.start(f"sim-{name}", argv, env=env, cwd=cwd)))
         for name, child in sim_children:
@@ -355,6 +360,9 @@ class LocalStack:
                 "--routing-objects", str(proc.routing_file), "--host", HOST,
                 "--grpc-port", str(proc.grpc_port), "--health-port", str(proc.health_port),
                 "--metrics-port", str(proc.metrics_port), "--seed", str(self.options.seed),
+                # a fallback endpoint after the pick: Envoy retries a failed request there
+                # (envoy_config.RETRY_POLICY)
+                "--fallbacks", str(envoy_config.PICKER_FALLBACKS),
             ]
             if self.options.poll_interval:
                 argv += ["--poll-interval", self.options.poll_interval]
@@ -424,7 +432,8 @@ class LocalStack:
             knobs = self._service_knobs(name)
             kind = "endpoints" if knobs is not None and knobs.endpoints else "simulator"
             for e in eps:
-                lines.append(f"{kind:<11} {e.name:<24} http://{e.address}")
+                admin = f"  (admin http://{e.admin})" if e.admin else ""
+                lines.append(f"{kind:<11} {e.name:<24} http://{e.address}{admin}")
         lines.append(f"envoy admin {self.admin_url}")
         lines.append(f"configs     {self.workdir}  (logs in {self.log_dir})")
         lines += [f"note        {n}" for n in self.notes]
@@ -593,6 +602,21 @@ class LocalStack:
                     self.log(f"not applied: {e}")
 
     # --- test and demo hooks -----------------------------------------------------------
+
+    def sim_admin(self, pod: str) -> str:
+        """Base URL of a simulated replica's admin endpoints (/admin/faults, /admin/predict)."""
+        for eps in self.endpoints.values():
+            for e in eps:
+                if e.name == pod and e.admin:
+                    return f"http://{e.admin}"
+        raise KeyError(f"no simulated replica named {pod!r}")
+
+    def set_faults(self, pod: str, **faults) -> dict:
+        """POST /admin/faults on a simulated replica: error_rate, error_status, stall, slow_start_seconds."""
+        req = urllib.request.Request(f"{self.sim_admin(pod)}/admin/faults", data=json.dumps(faults).encode(),
+                                     headers={"content-type": "application/json"}, method="POST")
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.load(r)
 
     def kill_picker(self, pool: str) -> None:
         """Stop a pool's picker (to see its failure mode at work)."""

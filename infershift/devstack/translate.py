@@ -362,7 +362,20 @@ def _rule(route: dict, order: int, idx: int, rule: dict, hostnames: tuple[str, .
         timeout = duration_seconds(str(rule_timeout))
     return ir.Rule(name=f"{rname}.{idx}" if many else rname, route=rname, index=idx, order=order,
                    hostnames=hostnames, matches=_matches(rule, where, rep), backends=backends,
-                   mirrors=tuple(mirrors), timeout=timeout)
+                   mirrors=tuple(mirrors), timeout=timeout, client_headers=_client_headers(route, rep))
+
+
+def _client_headers(route: dict, rep: _Report) -> tuple[str, ...]:
+    """The routing-namespace headers an HTTPRoute lets clients send (its client-headers annotation):
+    only the objective and fairness-id headers can be; a client never names the target or endpoint."""
+    text = (_meta(route).get("annotations") or {}).get(contract.CLIENT_HEADERS_ANNOTATION) or ""
+    names = [n.strip().lower() for n in str(text).split(",") if n.strip()]
+    bad = [n for n in names if n not in contract.CLIENT_CHOOSABLE_HEADERS]
+    if bad:
+        rep.warn(f"HTTPRoute {_name(route)}: annotation {contract.CLIENT_HEADERS_ANNOTATION} names "
+                 f"{', '.join(bad)}, which clients may not send (only {', '.join(contract.CLIENT_CHOOSABLE_HEADERS)}); "
+                 "ignored")
+    return tuple(dict.fromkeys(n for n in names if n not in bad))
 
 
 def _parent_listeners(ref: dict, gateways: dict[str, list[ir.Listener]]) -> list[ir.Listener]:

@@ -110,7 +110,12 @@ def plane_of(feature: str):
 
 
 def vhosts(feature: str, listener: str) -> dict:
-    return {v["name"]: v for v in envoy_config.gateway_routes(plane_of(feature), listener)["virtual_hosts"]}
+    """The virtual hosts of a listener with the HTTPRoutes' routes only (the gateway's own ones,
+    /v1/models and the refused management paths, come first in each and are tested elsewhere)."""
+    out = {}
+    for v in envoy_config.gateway_routes(plane_of(feature), listener)["virtual_hosts"]:
+        out[v["name"]] = {**v, "routes": [r for r in v["routes"] if r["name"] not in envoy_config.GATEWAY_OWN_ROUTES]}
+    return out
 
 
 def test_weights_drop_zero_and_split_by_weight():

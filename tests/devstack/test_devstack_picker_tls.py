@@ -49,7 +49,8 @@ def test_pickers_serve_tls_unless_their_deployment_says_otherwise(stack):
     assert "--secure-serving=false" in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     assert '"tls": "self-signed"' in stack.pools[TLS].child.log.read_text()
     assert '"tls": "off (plaintext)"' in stack.pools[PLAIN].child.log.read_text()
-    for listener, model in (("llm-gw", "mymodel"), ("lora-gw", "lora-request")):
+    # several to llm-gw: its route sends 10 % to the other pool
+    for listener, model in (("llm-gw", "mymodel"),) * 6 + (("lora-gw", "lora-request"),):
         r = httpx.post(stack.url(listener) + "/v1/chat/completions", json=chat_body(model),
                        headers={"x-canary": "false"}, timeout=30)
         assert r.status_code == 200, r.text
