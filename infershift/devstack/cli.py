@@ -98,13 +98,9 @@ def _up(args) -> int:
         print("\n".join(stack.describe()), flush=True)
         print(_examples(stack), flush=True)
         print("devstack: ready; edit the stack file to change weights live. Ctrl-C stops everything.", flush=True)
-        reported: set[str] = set()
+        # the supervisor restarts and reports a child that exits (stack.log prints it)
         while not stop.wait(1.0):
-            for child in stack.supervisor.children:
-                if not child.alive() and child.name not in reported:
-                    reported.add(child.name)
-                    print(f"devstack: {child.name} exited (status {child.popen.returncode}); log {child.log}",
-                          flush=True)
+            pass
     except KeyboardInterrupt:
         pass
     finally:

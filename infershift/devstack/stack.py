@@ -79,6 +79,8 @@ class Options:
     watch: bool = True
     """Apply edits of the stack file live."""
     watch_interval: float = 0.2
+    restart: bool = True
+    """Restart a simulator, picker or Envoy that exits (backoff 0.5 s doubling to 30 s), reported."""
     envoy_concurrency: int = 1
     sim_python: str = sys.executable
     picker_python: str = str(PICKER_PYTHON)
@@ -154,7 +156,7 @@ class LocalStack:
         self.workdir = Path(self.options.workdir or tempfile.mkdtemp(prefix="devstack-"))
         self.xds_dir = self.workdir / "xds"
         self.log_dir = self.workdir / "logs"
-        self.supervisor = Supervisor(self.log_dir)
+        self.supervisor = Supervisor(self.log_dir, report=lambda msg: self.log(f"supervisor: {msg}"))
         self.endpoints: dict[str, list[Endpoint]] = {}
         self.sim_ports: dict[str, int] = {}
         self.sim_admin_ports: dict[str, int] = {}  # each simulator's admin port (faults, predictions)
@@ -381,6 +383,9 @@ class LocalStack:
         if self.options.watch:
             self._watcher = threading.Thread(target=self._watch, name="devstack-watch", daemon=True)
             self._watcher.start()
+        if self.options.restart:
+            # from here on a child that exits is restarted with backoff, as a Deployment's pod
+            self.supervisor.supervise()
 
     def stop(self) -> None:
         self._stop_watch.set()
@@ -618,8 +623,16 @@ class LocalStack:
         with urllib.request.urlopen(req, timeout=10) as r:
             return json.load(r)
 
+    def child(self, name: str) -> Child:
+        """A supervised process by name: `envoy`, `picker-<pool>`, `sim-<Deployment>`."""
+        return next(c for c in self.supervisor.children if c.name == name)
+
+    def crash(self, name: str) -> None:
+        """Kill a process as a crash would (SIGKILL); the supervisor restarts it."""
+        self.supervisor.crash(self.child(name))
+
     def kill_picker(self, pool: str) -> None:
-        """Stop a pool's picker (to see its failure mode at work)."""
+        """Stop a pool's picker for good (to see its failure mode at work; no restart)."""
         child = self.pools[pool].child
         if child is not None:
             self.supervisor.stop(child)
