@@ -86,6 +86,11 @@ def test_helm_chart_default_config_routes_and_sheds_by_saturation(stack, reset_s
 
 
 def test_llm_d_rewrite_header_with_the_x_gateway_alias(stack, reset_servers):
+    def models_seen() -> list[str]:
+        return [x["model"] for k in ("a1", "a2", "b") for x in reset_servers.seen(k)]
+
+    # the servers are shared by the session and keep what they saw: count this test's requests only
+    before = models_seen()
     r = complete(stack.port, "llama", "new name", {"x-llm-d-model-name-rewrite": "sql-v2"})
     assert r.status == 200 and r.headers["x-infershift-target-model"] == "sql-v2", r.body
     r = complete(stack.port, "llama", "old name", {"x-gateway-model-name-rewrite": "sql-v1"})
@@ -93,8 +98,8 @@ def test_llm_d_rewrite_header_with_the_x_gateway_alias(stack, reset_servers):
     both = {"x-llm-d-model-name-rewrite": "sql-v2", "x-gateway-model-name-rewrite": "sql-v1"}
     r = complete(stack.port, "llama", "both", both)
     assert r.headers["x-infershift-target-model"] == "sql-v2"  # the current name wins
-    seen = [x["model"] for k in ("a1", "a2", "b") for x in reset_servers.seen(k)]
-    assert seen.count("sql-v2") == 2 and seen.count("sql-v1") == 1
+    seen = models_seen()
+    assert seen.count("sql-v2") - before.count("sql-v2") == 2 and seen.count("sql-v1") - before.count("sql-v1") == 1
 
 
 def test_empty_subset_list_is_503_not_no_hint(stack, reset_servers):
