@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-from test_picker_extproc_shapes import headers, make, md, run
-
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from google.protobuf import struct_pb2
+from test_picker_extproc_shapes import headers, make, md, run
+
 from infershift.picker.ejection import Ejector
 from infershift.picker.envoy_config import ext_proc_filters
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from pickertest import request
 from test_picker_extproc_shapes import headers, make, md, run
 
-from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from infershift.picker.errors import BadRequest
 from infershift.picker.request_body import parse_body, rewrite_model
 
