@@ -3,6 +3,7 @@ port a stack needs before anything starts (so a busy port is a clear error, not 
 from __future__ import annotations
 
 import errno
+import random
 import socket
 
 HOST = "127.0.0.1"
@@ -12,7 +13,27 @@ class PortError(RuntimeError):
     """A port the stack needs cannot be used."""
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(x) for x in f.read().split())
+            return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+_RNG = random.Random()
+
+
 def free_port(host: str = HOST) -> int:
+    """A free port below the kernel's ephemeral range: a port handed out by bind(0) is one an
+    outgoing connection (of the many a busy machine opens) can take before the child listens."""
+    low = _ephemeral_range()[0]
+    if low > 11024:
+        for _ in range(200):
+            port = _RNG.randrange(10000, low)
+            if port_problem(port, host) is None:
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
@@ -36,9 +57,10 @@ def port_problem(port: int, host: str = HOST) -> str | None:
 
 def free_run(count: int, host: str = HOST, attempts: int = 200) -> int:
     """First of `count` consecutive free ports (the simulator's --servers takes a run)."""
+    limit = _ephemeral_range()[0] - 1
     for _ in range(attempts):
         base = free_port(host)
-        if base + count - 1 > 65535:
+        if base + count - 1 > (limit if base <= limit else 65535):
             continue
         if all(port_problem(base + i, host) is None for i in range(count)):
             return base
