@@ -93,3 +93,13 @@ def stripped(name: str, keep: Iterable[str] = (), prefixes: Iterable[str] = ROUT
     """What `strip_regex` decides, in plain code (the tests compare the two)."""
     name = name.lower()
     return any(name.startswith(p) for p in prefixes) and name not in {k.lower() for k in keep}
+
+
+def early_request_headers(keep: Iterable[str] = ()) -> dict:
+    """Envoy Gateway's ClientTrafficPolicy `spec.headers.earlyRequestHeaders` that strips the same
+    set before routing (the CRD's `removeOnMatch`: Prefix / RegularExpression string matches, at
+    most 64). A route that does not allow the objective or fairness headers also needs them in its
+    HTTPRoute rule's `RequestHeaderModifier.remove` (exact names)."""
+    return {"removeOnMatch": [{"type": "Prefix", "value": m["prefix"]} if "prefix" in m
+                              else {"type": "RegularExpression", "value": m["regex"]}
+                              for m in strip_matchers(keep)]}
