@@ -2,10 +2,10 @@
 Inference Extension add-on (Envoy Gateway) as the gateway."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import yaml
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from infershift import contract
 from infershift.spec.base import Problem, Spec
@@ -70,12 +70,7 @@ class AckCluster(Spec):
 class AckPlatform(PlatformSpec):
     kind: Literal["ack"]
     ack: AckCluster | None = None
-
-    @model_validator(mode="after")
-    def _cluster(self) -> AckPlatform:
-        if self.ack is None:
-            raise ValueError("kind 'ack' needs `ack: {clusterId, region}`")
-        return self
+    required_block: ClassVar[str | None] = "{clusterId, region}"
 
 
 class AckNodePool(Spec):

@@ -62,6 +62,17 @@ class PlatformSpec(Spec):
     def _ns(cls, v: str) -> str:
         return check_name(v, "namespace")
 
+    required_block: ClassVar[str | None] = None
+    """The keys of this platform's own block (`ack:`, `gke:`), named in the error when it is
+    missing; None: the block is optional."""
+
+    @model_validator(mode="after")
+    def _own_block(self) -> PlatformSpec:
+        kind = getattr(self, "kind", None)
+        if self.required_block and getattr(self, str(kind), None) is None:
+            raise ValueError(f"kind {kind!r} needs `{kind}: {self.required_block}`")
+        return self
+
     @model_validator(mode="before")
     @classmethod
     def _other_platforms_blocks(cls, data: Any) -> Any:

@@ -4,9 +4,9 @@ GCPBackendPolicy per pool)."""
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from infershift.spec.base import Problem, Spec
 
@@ -58,12 +58,7 @@ class GkeCluster(Spec):
 class GkePlatform(PlatformSpec):
     kind: Literal["gke"]
     gke: GkeCluster | None = None
-
-    @model_validator(mode="after")
-    def _cluster(self) -> GkePlatform:
-        if self.gke is None:
-            raise ValueError("kind 'gke' needs `gke: {project, location, cluster}`")
-        return self
+    required_block: ClassVar[str | None] = "{project, location, cluster}"
 
 
 class GkeNodePool(Spec):

@@ -134,18 +134,16 @@ def test_pulumi_install_finds_the_programs_requirements():
     assert out.returncode == 0, out.stderr[-2000:]
 
 
-def test_the_installed_package_carries_the_image_build_files(installed):
-    code = ("import pathlib, infershift.components.images as i\n"
-            "root = i.PACKAGE_ROOT\n"
-            "print(all((root / d).is_file() and (root / (d + '.dockerignore')).is_file() for d in i.DOCKERFILES.values()))")
-    out = _run([str(installed["main"]), "-c", code], installed["project"], installed["env"])
-    assert out.stdout.strip() == "True"
-
-
-def test_the_installed_package_carries_the_component_plugin(installed):
-    code = ("import pathlib, infershift.components.package as p\n"
-            "root = pathlib.Path(p.__file__).parent\n"
-            "print(all((root / f).is_file() for f in ('PulumiPlugin.yaml', 'schema.json')))")
+@pytest.mark.parametrize("module,files", [
+    ("infershift.picker", ["Dockerfile", "Dockerfile.dockerignore", "requirements.txt"]),
+    ("infershift.sim", ["Dockerfile", "Dockerfile.dockerignore", "requirements.txt"]),
+    ("infershift.components.package", ["PulumiPlugin.yaml", "schema.json"]),
+])
+def test_the_installed_package_carries_its_data_files(installed, module, files):
+    """The images' build files (a stack builds them from wherever it is installed) and the component plugin."""
+    code = (f"import pathlib, importlib.util\n"
+            f"root = pathlib.Path(importlib.util.find_spec({module!r}).origin).parent\n"
+            f"print(all((root / f).is_file() for f in {files!r}))")
     out = _run([str(installed["main"]), "-c", code], installed["project"], installed["env"])
     assert out.stdout.strip() == "True"
 
