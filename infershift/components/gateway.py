@@ -5,6 +5,7 @@ from typing import Any, NotRequired, TypedDict
 import pulumi
 
 from infershift import contract
+from infershift.routing_headers import early_request_headers
 
 from .api import ENVOY_GATEWAY_API, ENVOY_GATEWAY_CONTROLLER, GATEWAY_API, GATEWAY_GROUP
 from .checks import check
@@ -39,6 +40,13 @@ class GatewayArgs(TypedDict):
     name_prefix: NotRequired[str]
     """Prefix of the policies' and EnvoyProxy's names (`client-buffer-limit`, `backend-timeout`,
     `custom-proxy-config`, as the guides name them), for stacks sharing a namespace."""
+    client_headers: NotRequired[list[str]]
+    """Routing-namespace headers clients may send (the routes' pin headers): every other
+    `x-gateway-*`, `x-llm-d-*`, `x-infershift-*`, `x-envoy-*` request header is removed before
+    routing (ClientTrafficPolicy `headers.earlyRequestHeaders`), so a client cannot choose the
+    target model or the endpoint (infershift/routing_headers.py; devstack strips the same set)."""
+    strip_routing_headers: NotRequired[bool]
+    """Default true (Envoy Gateway only)."""
 
 
 def envoy_proxy_peers(gateway: str, namespace: pulumi.Input[str]) -> list[dict[str, Any]]:
@@ -78,10 +86,17 @@ def manifests(name: str, a: GatewayArgs) -> list[dict]:
         meta["annotations"] = {contract.PULUMI_WAIT_FOR: "condition=Programmed",
                                contract.PULUMI_TIMEOUT_SECONDS: str(a["await_timeout_seconds"])}
     out.append({"apiVersion": GATEWAY_API, "kind": "Gateway", "metadata": meta, "spec": spec})
-    if envoy and a.get("buffer_limit"):
+    strip = envoy and a.get("strip_routing_headers", True)
+    if envoy and (a.get("buffer_limit") or strip):
+        policy: dict = {"targetRefs": target}
+        if a.get("buffer_limit"):
+            policy["connection"] = {"bufferLimit": a["buffer_limit"]}
+        if strip:
+            policy["headers"] = {"earlyRequestHeaders": early_request_headers(a.get("client_headers") or [])}
+        # The guides' name for the buffer-limit policy; one policy carries both.
+        policy_name = "client-buffer-limit" if a.get("buffer_limit") else "client-headers"
         out.append({"apiVersion": ENVOY_GATEWAY_API, "kind": "ClientTrafficPolicy",
-                    "metadata": {"name": a.get("name_prefix", "") + "client-buffer-limit", "namespace": ns},
-                    "spec": {"targetRefs": target, "connection": {"bufferLimit": a["buffer_limit"]}}})
+                    "metadata": {"name": a.get("name_prefix", "") + policy_name, "namespace": ns}, "spec": policy})
     if envoy and a.get("request_timeout"):
         out.append({"apiVersion": ENVOY_GATEWAY_API, "kind": "BackendTrafficPolicy",
                     "metadata": {"name": a.get("name_prefix", "") + "backend-timeout", "namespace": ns},

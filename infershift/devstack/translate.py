@@ -432,7 +432,9 @@ def translate(objects: list[dict]) -> ir.Gateway:
         limit = (spec.get("connection") or {}).get("bufferLimit")
         if limit and buffer_limit is None:
             buffer_limit = quantity_bytes(str(limit))
-        other = sorted(set(spec) - {"connection", "targetRef", "targetRefs"})
+        # headers.earlyRequestHeaders: the local Envoy strips the routing namespaces itself, by
+        # the same rules (infershift/routing_headers.py).
+        other = sorted(set(spec) - {"connection", "targetRef", "targetRefs", "headers"})
         if other or set(spec.get("connection") or {}) - {"bufferLimit"}:
             rep.ignore(f"ClientTrafficPolicy {_name(p)}: fields other than connection.bufferLimit")
     for p in by_kind["BackendTrafficPolicy"]:

@@ -485,3 +485,30 @@ def test_the_push_uses_the_named_registry_credential():
     with pytest.raises(spec.StackConfigError) as e:
         spec.validate(values)
     assert any(p.path == "images.credential" for p in e.value.problems)
+
+
+# --- routing headers ---------------------------------------------------------------------
+
+
+def test_the_gateway_strips_client_routing_headers_but_a_routes_pin_header():
+    values = _values("ack-canary")
+    values["routes"]["inference-route"]["pins"] = [{"header": "x-infershift-canary", "value": "1",
+                                                   "backend": "mymodel-pool-v2"}]
+    render = render_values(values)
+    policy = next(o for o in render.objects if o["kind"] == "ClientTrafficPolicy")
+    matchers = policy["spec"]["headers"]["earlyRequestHeaders"]["removeOnMatch"]
+    from infershift.routing_headers import strip_regex
+
+    import re as _re
+    strip = _re.compile(strip_regex(keep=["x-infershift-canary"]))
+    # what the cluster's policy removes is what the local stack removes
+    for name in ("x-gateway-model-name-rewrite", "x-llm-d-inference-objective", "x-envoy-original-path",
+                 "x-infershift-target-model"):
+        assert strip.fullmatch(name)
+        assert any((m["type"] == "Prefix" and name.startswith(m["value"]))
+                   or (m["type"] == "RegularExpression" and _re.fullmatch(m["value"], name)) for m in matchers), name
+    assert not strip.fullmatch("x-infershift-canary")
+    assert not any((m["type"] == "Prefix" and "x-infershift-canary".startswith(m["value"]))
+                   or (m["type"] == "RegularExpression" and _re.fullmatch(m["value"], "x-infershift-canary"))
+                   for m in matchers)
+    assert policy["spec"]["connection"]["bufferLimit"]  # the guides' buffer limit rides on the same policy
