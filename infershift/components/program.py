@@ -8,6 +8,7 @@ import json
 
 import pulumi
 
+from infershift import contract
 from infershift import spec as stackspec
 from infershift.spec.base import duration_seconds
 from infershift.spec.config_path import weight_paths
@@ -187,8 +188,26 @@ def gateway_args(spec: StackSpec) -> GatewayArgs:
         "buffer_limit": g.buffer_limit, "request_timeout": g.request_timeout, "service_type": ServiceType(g.service_type) if g.service_type else None,
         "await_timeout_seconds": _status_await(spec),
         "name_prefix": spec.platform.name_prefix or "",
-        "client_headers": sorted({pin.header for r in spec.routes.values() for pin in r.pins}),
+        "client_headers": sorted({pin.header for r in spec.routes.values() for pin in r.pins}
+                                 | allowed_client_headers(spec)),
     }
+
+
+_CLIENT_HEADER_NAMES = {"objective": contract.OBJECTIVE_HEADERS, "fairness-id": contract.FAIRNESS_HEADERS}
+
+
+def route_client_headers(route) -> list[str]:
+    return [h for choice in route.client_headers for h in _CLIENT_HEADER_NAMES[choice]]
+
+
+def allowed_client_headers(spec: StackSpec) -> set[str]:
+    """What any route lets clients send: the Gateway keeps these; routes not allowing them remove them."""
+    return {h for r in [*spec.routes.values(), *spec.mirrors.values()] for h in route_client_headers(r)}
+
+
+def _route_headers(spec: StackSpec, route) -> dict:
+    own = route_client_headers(route)
+    return {"client_headers": own, "remove_headers": sorted(allowed_client_headers(spec) - set(own))}
 
 
 def _status_await(spec: StackSpec) -> int | None:
@@ -203,7 +222,7 @@ def route_args(spec: StackSpec, name: str) -> CanaryRouteArgs:
         "hostnames": list(r.hostnames), "paths": list(r.paths), "backends": dict(r.backends),
         "pool_versions": {p: spec.pools[p].api_version for p in r.backends},
         "pins": [{"header": p.header, "value": p.value, "backend": p.backend} for p in r.pins],
-        "await_timeout_seconds": _status_await(spec),
+        "await_timeout_seconds": _status_await(spec), **_route_headers(spec, r),
     }
 
 
@@ -218,7 +237,7 @@ def mirror_args(spec: StackSpec, name: str) -> MirrorRouteArgs:
         "hostnames": list(m.hostnames), "paths": list(m.paths), "backend": m.backend,
         "mirror_to": {"name": target.name, "kind": MirrorKind(target.kind), "port": port}, "percent": m.percent,
         "pool_api_version": PoolApiVersion(spec.pools[m.backend].api_version),
-        "await_timeout_seconds": _status_await(spec),
+        "await_timeout_seconds": _status_await(spec), **_route_headers(spec, m),
     }
     if target.kind == "InferencePool":
         args["mirror_pool_api_version"] = PoolApiVersion(spec.pools[target.name].api_version)

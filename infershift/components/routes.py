@@ -29,6 +29,11 @@ class RouteMatchArgs(TypedDict):
     hostnames: NotRequired[list[str]]
     paths: NotRequired[list[str]]
     """PathPrefix matches, e.g. `/v1/completions`, `/v1/chat/completions`. Default `/`."""
+    client_headers: NotRequired[list[str]]
+    """Routing headers this route lets clients send (of contract.CLIENT_CHOOSABLE_HEADERS): the
+    `infershift.io/client-headers` annotation. `remove_headers` are removed by a
+    RequestHeaderModifier on every rule (what the Gateway keeps for other routes, this one does not allow)."""
+    remove_headers: NotRequired[list[str]]
     await_timeout_seconds: NotRequired[int | None]
     """`pulumi up` waits this long for the route to be Accepted with ResolvedRefs by its Gateway
     (a rejected route fails the update); None: no wait."""
@@ -86,10 +91,20 @@ def _route(name: str, a: RouteMatchArgs, rules: list[dict]) -> dict:
     spec: dict = {"parentRefs": [parent]}
     if a.get("hostnames"):
         spec["hostnames"] = list(a["hostnames"])
+    remove = sorted(a.get("remove_headers") or [])
+    if remove:
+        for rule in rules:
+            rule.setdefault("filters", []).insert(0, {"type": "RequestHeaderModifier",
+                                                      "requestHeaderModifier": {"remove": remove}})
     spec["rules"] = rules
     meta: dict = {"name": name, "namespace": a.get("namespace", "default")}
+    annotations: dict = {}
     if a.get("await_timeout_seconds"):
-        meta["annotations"] = route_await_annotations(int(a["await_timeout_seconds"] or 0))
+        annotations.update(route_await_annotations(int(a["await_timeout_seconds"] or 0)))
+    if a.get("client_headers"):
+        annotations[contract.CLIENT_HEADERS_ANNOTATION] = ",".join(a.get("client_headers") or [])
+    if annotations:
+        meta["annotations"] = annotations
     return {"apiVersion": GATEWAY_API, "kind": "HTTPRoute", "metadata": meta, "spec": spec}
 
 

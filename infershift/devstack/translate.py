@@ -355,6 +355,10 @@ def _rule(route: dict, order: int, idx: int, rule: dict, hostnames: tuple[str, .
             m = _mirror(f, pools, services, where, rep)
             if m:
                 mirrors.append(m)
+        elif f.get("type") == "RequestHeaderModifier" and set(f.get("requestHeaderModifier") or {}) == {"remove"} \
+                and all(str(h).lower().startswith(contract.ROUTING_HEADER_PREFIXES)
+                        for h in f["requestHeaderModifier"]["remove"]):
+            pass  # routing-namespace removals: the local gateway strips those by the route's own rules
         else:
             rep.ignore(f"{where}: filter {f.get('type')} (not applied locally)")
     rule_timeout = (rule.get("timeouts") or {}).get("request")

@@ -549,6 +549,11 @@ class Pin(Spec):
 class RouteMatch(Spec):
     listener: str | None = None
     """Gateway listener (sectionName); all listeners when omitted."""
+    client_headers: list[Literal["objective", "fairness-id"]] = []
+    """Routing headers clients of this route may send (both spellings: `x-llm-d-inference-objective`
+    / `x-gateway-inference-objective`, `x-llm-d-inference-fairness-id` / `x-gateway-inference-fairness-id`);
+    every other `x-gateway-*`, `x-llm-d-*`, `x-infershift-*`, `x-envoy-*` header is removed at the
+    gateway. None by default: a client never chooses the target model or the endpoint."""
     hostnames: list[str] = []
     paths: list[str] = ["/"]
     """PathPrefix matches."""

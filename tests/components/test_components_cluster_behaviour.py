@@ -512,3 +512,33 @@ def test_the_gateway_strips_client_routing_headers_but_a_routes_pin_header():
                    or (m["type"] == "RegularExpression" and _re.fullmatch(m["value"], "x-infershift-canary"))
                    for m in matchers)
     assert policy["spec"]["connection"]["bufferLimit"]  # the guides' buffer limit rides on the same policy
+
+
+def test_a_route_can_let_clients_choose_their_objective_and_no_other_route_can():
+    values = _values("ack-mirror")
+    route = next(iter(values["mirrors"]))
+    values["mirrors"][route]["clientHeaders"] = ["objective"]
+    values["routes"] = {"other": {"listener": values["mirrors"][route].get("listener"), "paths": ["/v1/other"],
+                                  "backends": {values["mirrors"][route]["backend"]: 100}}}
+    render = render_values(values)
+    allowing = render.one("HTTPRoute", route)
+    assert allowing["metadata"]["annotations"]["infershift.io/client-headers"] == \
+        "x-llm-d-inference-objective,x-gateway-inference-objective"
+    assert not any(f["type"] == "RequestHeaderModifier" for r in allowing["spec"]["rules"] for f in r.get("filters", []))
+    # the gateway keeps the objective headers (one route allows them) ...
+    policy = next(o for o in render.objects if o["kind"] == "ClientTrafficPolicy")
+    import re as _re
+    matchers = policy["spec"]["headers"]["earlyRequestHeaders"]["removeOnMatch"]
+    kept = "x-llm-d-inference-objective"
+    assert not any((m["type"] == "Prefix" and kept.startswith(m["value"]))
+                   or (m["type"] == "RegularExpression" and _re.fullmatch(m["value"], kept)) for m in matchers)
+    # ... so the route that does not allow them removes them itself
+    other = render.one("HTTPRoute", "other")
+    for rule in other["spec"]["rules"]:
+        mod = next(f for f in rule["filters"] if f["type"] == "RequestHeaderModifier")
+        assert set(mod["requestHeaderModifier"]["remove"]) == {"x-llm-d-inference-objective",
+                                                               "x-gateway-inference-objective"}
+    values["mirrors"][route]["clientHeaders"] = ["target-model"]
+    with pytest.raises(spec.StackConfigError) as e:
+        spec.validate(values)
+    assert any(p.path.startswith(f"mirrors.{route}.clientHeaders") for p in e.value.problems), e.value
