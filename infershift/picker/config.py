@@ -83,6 +83,41 @@ class DataLayerSpec:
 
 
 @dataclass(frozen=True)
+class BandSpec:
+    """One priority band of flow control (upstream's PriorityBandConfig): its queue limits and the
+    policies that pick the next flow (fairness id) and the next request within it."""
+
+    priority: int | None = None  # None: the template for bands made on demand
+    max_requests: int = 5000  # upstream's defaults (registry/config.go)
+    max_bytes: int = 1_000_000_000
+    fairness: str = "round-robin-fairness-policy"  # a plugin *type*: round-robin or global-strict
+    ordering: str = "fcfs-ordering-policy"
+
+
+@dataclass(frozen=True)
+class FlowSpec:
+    """Flow control (the `flowControl` feature gate and section of an EndpointPickerConfig): requests
+    wait in the picker by priority band until an endpoint has capacity (flowcontrol.py)."""
+
+    ttl: float = 60.0  # defaultRequestTTL: the longest a request waits in the picker
+    no_endpoint_ttl: float | None = None  # noEndpointRequestTTL: waiting while the pool has no endpoint
+    max_requests: int | None = None  # global limits over all bands (None: none)
+    max_bytes: int | None = None
+    bands: tuple[BandSpec, ...] = ()
+    default_band: BandSpec = BandSpec()
+    default_negative_band: BandSpec | None = None
+    detector: str | None = None  # the plugin (by name) that says which endpoints have capacity
+
+    def band(self, priority: int) -> BandSpec:
+        for b in self.bands:
+            if b.priority == priority:
+                return b
+        if priority < 0 and self.default_negative_band is not None:
+            return self.default_negative_band
+        return self.default_band
+
+
+@dataclass(frozen=True)
 class SchedulingSpec:
     """One scheduling profile, resolved: the plugins to build and which of them fill the profile's
     filter, scorer and picker slots. Parsed from an EndpointPickerConfig (`scheduling/epc.py`) or
@@ -94,7 +129,9 @@ class SchedulingSpec:
     saturation_detector: str | None = None
     feature_gates: tuple[str, ...] = ()
     data_layer: DataLayerSpec = DataLayerSpec()
-    flow_control: dict | None = None  # the EndpointPickerConfig's flowControl section, checked, unused
+    # flow control: on with the flowControl feature gate (None: off; a flowControl section without
+    # the gate is checked and unused, as upstream)
+    flow_control: FlowSpec | None = None
     source: str = "EndpointPickerConfig"  # or "legacy" (the deprecated form)
 
 
@@ -128,13 +165,18 @@ class PickerConfig:
 
 
 # The picker's default scheduling, as an EndpointPickerConfig (the format of llm-d's and the
-# Gateway API Inference Extension's endpoint picker). infershift's own filters keep admission by
-# criticality (see README, "Admission"); the scorers and weights are upstream's Helm default plus
-# LoRA affinity.
+# Gateway API Inference Extension's endpoint picker). Flow control is on (requests wait in the
+# picker by priority while no endpoint has room in its batch: README "Flow control"), with half of
+# upstream's 60 s queue TTL so a wait ends before the gateways' 60 s longest message timeout;
+# infershift's own filters keep placement by criticality (README, "Admission"); the scorers and
+# weights are upstream's Helm default plus LoRA affinity.
 DEFAULT_SCHEDULING: dict = {
     "apiVersion": "llm-d.ai/v1alpha1",
     "kind": "EndpointPickerConfig",
+    "featureGates": ["flowControl"],
+    "flowControl": {"defaultRequestTTL": "30s", "saturationDetector": {"pluginRef": "batch-capacity-detector"}},
     "plugins": [
+        {"type": "batch-capacity-detector", "parameters": {"queueDepthThreshold": 0, "kvCacheUtilThreshold": 0.8}},
         {"type": "model-filter"},
         {"type": "saturation-filter", "parameters": {"queueDepthThreshold": 5, "kvCacheThreshold": 0.8}},
         {"type": "admission-filter",
@@ -317,9 +359,12 @@ def parse_config(raw: Any) -> PickerConfig:
     _keys(
         raw,
         {"pool", "endpoints", "kubernetes", "models", "sessionHeader", "failureMode", "limits", "metrics", "scheduling",
-         "telemetry", "lora"},
+         "telemetry", "lora", "flowControl"},
         "config",
     )
+    flow_switch = raw.get("flowControl", True)
+    if not isinstance(flow_switch, bool):
+        raise ConfigError(f"flowControl: expected true or false, got {flow_switch!r}")
     pool = _mapping(raw.get("pool"), "pool")
     _keys(pool, {"name", "namespace"}, "pool")
     endpoints = None
@@ -392,8 +437,18 @@ def parse_config(raw: Any) -> PickerConfig:
         response_sample_rate=float(rate),
         metrics_port=metrics_port,
         lora_on_demand=parse_lora(raw.get("lora")),
-        scheduling=parse_scheduling(raw.get("scheduling")),
+        scheduling=_flow_switched(parse_scheduling(raw.get("scheduling")), flow_switch),
     )
+
+
+def _flow_switched(spec: SchedulingSpec, on: bool) -> SchedulingSpec:
+    """`flowControl: false` turns flow control off whatever the scheduling config says; true (the
+    default) leaves it to the scheduling config (the default one has it on)."""
+    if on or spec.flow_control is None:
+        return spec
+    from dataclasses import replace
+
+    return replace(spec, flow_control=None)
 
 
 def _endpoint_extras(e: dict, where: str) -> tuple[tuple[tuple[str, str], ...], str | None]:

@@ -68,19 +68,33 @@ def by_load(pool: Pool, eps: list[Endpoint]) -> Decision:
     return Decision(ranked[:n])
 
 
-def decide(pool: Pool, gen: Generation, headers: dict[str, str], body: bytes | None,
-           subset: list[str] | None) -> Decision:
-    snap = pool.snapshot()
-    eps = candidates(pool, subset)
-    path = headers.get(":path", "/")
-    if body is None or not is_completion_path(path):
-        return by_load(pool, eps)
+def prepare(pool: Pool, gen: Generation, headers: dict[str, str], body: bytes | None):
+    """(parsed body, routed) for a completion request; None for the rest (routed by load)."""
+    if body is None or not is_completion_path(headers.get(":path", "/")):
+        return None
     cfg = gen.config
     parsed = parse_body(body, headers.get("content-type"), cfg.max_body_bytes)
     routed = resolve(parsed.model, headers, cfg.models, cfg.objectives, cfg.session_header,
                      pool.endpoints.values(), pool.rng, cfg.model_priorities)
+    return parsed, routed
+
+
+def decide(pool: Pool, gen: Generation, headers: dict[str, str], body: bytes | None,
+           subset: list[str] | None, pre=None, room: list[Endpoint] | None = None) -> Decision:
+    """`pre`: prepare()'s result when the caller has it; `room`: flow control's endpoints with room
+    for the request (the scheduler chooses among those)."""
+    snap = pool.snapshot()
+    eps = candidates(pool, subset)
+    if pre is None:
+        pre = prepare(pool, gen, headers, body)
+        if pre is None:
+            return by_load(pool, eps)
+    parsed, routed = pre
     req = SchedRequest(routed.target_model, parsed.prompt, routed.sheddable)
-    chosen = gen.scheduler.schedule(req, eps, (snap.id, tuple(subset) if subset else None))
+    key = (snap.id, tuple(subset) if subset else None)
+    if room is not None and len(room) != len(eps):
+        eps, key = room, None  # a narrower set than the snapshot's: nothing shared with other requests
+    chosen = gen.scheduler.schedule(req, eps, key)
     if routed.target_model == parsed.model:
         return Decision(chosen, parsed.model, routed.target_model)
     splice = model_splice(body, parsed, routed.target_model)

@@ -15,13 +15,14 @@ from google.protobuf import duration_pb2, struct_pb2
 from infershift import contract
 
 from . import restore_header
-from .decide import Decision, decide
+from .decide import Decision, candidates, decide, prepare
 from .ejection import Ejector
 from .envoy_config import BIG_BODY_BYTES, HANDOVER_KEY, HANDOVER_NS, RESTORE_HEADER, UPLOAD_TIMEOUT_S
 from .errors import BodyTooLarge, PickerError
+from .flowcontrol import FlowController, Pending
 from .pool import Pool
 from .response_body import SSERestorer, restore_json
-from .telemetry import RequestLabels, Telemetry, UsageReader
+from .telemetry import RequestLabels, Telemetry, UsageReader, priority_of
 
 log = logging.getLogger("picker.extproc")
 
@@ -96,7 +97,7 @@ class RequestState:
     __slots__ = ("headers", "request_id", "new_request_id", "start", "decision", "full_duplex", "chunks",
                  "status", "ttfb", "sse", "restore", "done", "outcome", "served", "resp_duplex",
                  "held_headers", "resp_chunks", "hold", "target", "client", "picked", "labels", "usage",
-                 "first_byte", "resp_len", "streaming")
+                 "first_byte", "resp_len", "streaming", "flow_item")
 
     def __init__(self):
         self.headers: dict[str, str] = {}
@@ -127,6 +128,7 @@ class RequestState:
         self.first_byte: float | None = None
         self.resp_len: int | None = None
         self.streaming = False
+        self.flow_item = None  # flowcontrol.Item while the request waits in the picker
 
 
 class ExtProc(pb_grpc.ExternalProcessorServicer):
@@ -136,6 +138,7 @@ class ExtProc(pb_grpc.ExternalProcessorServicer):
         self.clock = clock
         self.wall = wall  # crosses streams (and replicas) in the restore header
         self.ejector = Ejector()  # endpoints whose requests fail leave the candidate set (ejection.py)
+        self.flow = FlowController(pool, telemetry)  # requests wait here by priority (flowcontrol.py)
         # The common answer (one-round-trip setup, model passed through, nothing sampled) depends only
         # on the destination and the chunk count: built once, shared (transports only serialize it).
         self._plain_answers: dict[tuple[str, int], list] = {}
@@ -145,7 +148,12 @@ class ExtProc(pb_grpc.ExternalProcessorServicer):
         st = RequestState()
         try:
             async for msg in request_iterator:
-                for r in self.handle(st, msg):
+                answers = self.handle(st, msg)
+                if answers.__class__ is Pending:  # waits in flow control: send what goes now, then the rest
+                    for r in answers:
+                        yield r
+                    answers = await answers.wait()
+                for r in answers:
                     yield r
         except Exception:
             # A bug must not go unnoticed: Envoy applies the pool's failure mode to the broken stream.
@@ -270,8 +278,16 @@ class ExtProc(pb_grpc.ExternalProcessorServicer):
             subset = [s for s in subset.split(",") if s]
         if self.ejector.until:
             subset = self.ejector.narrow(subset, self.pool.endpoints)
+        flow = self.flow.spec_of(gen)
         try:
-            d = decide(self.pool, gen, st.headers, body, subset)
+            pre, room = None, None
+            if flow is not None and body is not None:
+                pre = prepare(self.pool, gen, st.headers, body)
+                if pre is not None:
+                    room = self._admit(st, gen, flow, pre, subset, body, msg, chunks, t0)
+                    if room.__class__ is Pending:
+                        return room
+            d = decide(self.pool, gen, st.headers, body, subset, pre, room)
             if self.pool.lora.rules:  # on-demand LoRA: 503 adapter_loading while the picker loads it there
                 self.pool.lora.before_route(d.target_model, d.endpoints[0])
         except PickerError as e:
@@ -279,6 +295,56 @@ class ExtProc(pb_grpc.ExternalProcessorServicer):
             st.done, st.outcome = True, str(e.status)
             return [self._reject(st, e, body)]
         self.tm.decided(pool_name, self.clock() - t0)
+        return self._answer(st, d, gen, body, chunks)
+
+    def _admit(self, st: RequestState, gen, flow, pre, subset, body: bytes, msg, chunks, t0: float):
+        """Flow control on arrival: the endpoints with room (None: all of them), or a Pending answer
+        while the request waits in its priority band (flowcontrol.py)."""
+        fc = self.flow
+        parsed, routed = pre
+        target = routed.target_model
+        eps = candidates(self.pool, subset)
+        prio = priority_of(gen.config, routed.client_model, st.headers)
+        if not fc.waiting_at_or_above(prio):
+            room, serving = fc.room(gen, eps, target)
+            if room:
+                return None if len(room) == serving else room
+            if not serving and not flow.no_endpoint_ttl:
+                return None  # no endpoint for it at all: decide() answers 503 now
+        else:
+            serving = sum(1 for e in eps if e.can_serve(target))
+        labels = self.tm.labels_for(gen.config, routed.client_model, target, st.headers)
+
+        def dispatch(room: list) -> list:
+            t1 = self.clock()
+            try:
+                d = decide(self.pool, self.pool.gen, st.headers, body, subset, pre, room)
+                if self.pool.lora.rules:
+                    self.pool.lora.before_route(d.target_model, d.endpoints[0])
+            except PickerError as e:
+                return reject(e)
+            self.tm.decided(gen.config.pool_name, self.clock() - t1)
+            return self._answer(st, d, gen, body, chunks)
+
+        def reject(e: PickerError) -> list:
+            st.done, st.outcome = True, str(e.status)
+            return [self._reject(st, e, body)]
+
+        item = fc.enqueue(gen, st, prio, routed.fairness_id, len(body), target, subset, labels, dispatch, reject,
+                          no_endpoints=not serving)
+        st.flow_item = item
+        ttl = flow.no_endpoint_ttl if not serving and flow.no_endpoint_ttl else flow.ttl
+        # the gateway waits for this answer: longer than its message timeout (up to its max_message_timeout)
+        item.pending.append(pb.ProcessingResponse(override_message_timeout=duration_pb2.Duration(
+            seconds=min(int(ttl) + 1, UPLOAD_TIMEOUT_S))))
+        return item.pending
+
+    def _answer(self, st: RequestState, d: Decision, gen, body: bytes | None, chunks: list[bytes] | None) -> list:
+        """The answers for a decided request (routed now, or dispatched by flow control)."""
+        pool_name = gen.config.pool_name
+        flow_on = self.flow.spec_of(gen) is not None
+        if flow_on and d.target_model:
+            self.flow.sent(d.endpoints[0])
         st.decision = d
         st.outcome = "routed"
         st.target, st.client, st.picked = d.target_model, d.client_model, d.endpoints[0].address
@@ -288,7 +354,8 @@ class ExtProc(pb_grpc.ExternalProcessorServicer):
         if st.hold:
             # Responses skip this stream; the response filter runs only if this header is set.
             st.done = True
-            handover = d.target_model and (d.target_model != d.client_model
+            # under flow control every response comes back: its end frees the endpoint's slot
+            handover = d.target_model and (d.target_model != d.client_model or flow_on
                                            or self.pool.rng.random() < gen.config.response_sample_rate)
             if (body is not None and not handover and not d.rewritten and not st.new_request_id
                     and RESTORE_HEADER not in st.headers):
@@ -479,8 +546,14 @@ class ExtProc(pb_grpc.ExternalProcessorServicer):
         if st.done:
             return
         st.done = True
+        item = st.flow_item
+        if item is not None and not item.done:  # it was still waiting in flow control
+            self.flow.cancel(item)
+            return
         if not st.target:
             return
+        if st.picked and self.flow.counts:
+            self.flow.finished(st.picked.split(",")[0])
         pool_name = self.pool.gen.config.pool_name
         tm = self.tm
         u = st.usage

@@ -22,6 +22,7 @@ from google.protobuf.message import DecodeError
 from hpack.table import HeaderTable
 
 from . import h2wire as w
+from .flowcontrol import Pending
 
 log = logging.getLogger("picker.h2")
 
@@ -445,12 +446,25 @@ class Connection(asyncio.Protocol):
             return False
         for a in answers:
             self._send(s, w.grpc_message(a.SerializeToString()))
+        if answers.__class__ is Pending:  # waits in flow control: the rest comes later
+            answers.then(lambda later: self._deliver(s, later))
+            return True
         if s.state.done:
             # Nothing more is expected on this stream: closing it now (OK) tells Envoy so, in the same
             # write as the answer, instead of waiting for its half-close and answering that.
             self._trailers(s, w.GRPC_OK)
             return False
         return True
+
+    def _deliver(self, s: _Stream, answers: list) -> None:
+        """The answers to a message that waited in flow control, sent from outside data_received."""
+        if self.streams.get(s.sid) is not s:
+            return  # reset meanwhile (the servicer cancelled its wait in finish)
+        for a in answers:
+            self._send(s, w.grpc_message(a.SerializeToString()))
+        if s.state.done:
+            self._trailers(s, w.GRPC_OK)
+        self._flush()
 
     def _on_window_update(self, sid: int, payload: bytes) -> None:
         if len(payload) != 4:

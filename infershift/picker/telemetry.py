@@ -38,6 +38,7 @@ OUTPUT_TOKENS = (1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 NTPOT = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 TTFT = (0.005, 0.025, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.25, 1.5, 2, 3, 4, 5, 6, 8, 10, 15, 20, 30, 45, 60,
         120)
+FLOW_QUEUE = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 SCHEDULER = (0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
 
 MODEL = ("model_name", "target_model_name")
@@ -135,6 +136,14 @@ UPSTREAM: tuple[Spec, ...] = (
         "Distribution of prompt tokens read from cache per request, as reported by the model server in the response."),
         LLMD, INPUT_TOKENS),
     Spec("llm_d_epp_request_running", "gauge", _h("Current number of active running requests."), LLMD),
+    Spec("llm_d_epp_flow_control_request_queue_duration_seconds", "histogram", _h(
+        "Distribution of total time requests spend in the Flow Control layer (from enqueue to final outcome)."),
+        ("fairness_id", "priority", "outcome", "inference_pool", *MODEL), FLOW_QUEUE),
+    Spec("llm_d_epp_flow_control_queue_size", "gauge", _h(
+        "Current number of requests actively held in the Flow Control queue."),
+        ("fairness_id", "priority", "inference_pool", *MODEL)),
+    Spec("llm_d_epp_flow_control_requests_total", "counter", _h(
+        "Total number of requests processed by the Flow Control layer."), ("outcome", "priority", "inference_pool")),
     Spec("llm_d_epp_request_ntpot_seconds", "histogram", _h(
         "Normalized time per output token in seconds (end-to-end latency divided by output token count)."),
         LLMD, NTPOT),
@@ -392,6 +401,20 @@ class Telemetry:
             self._inflight[request_id] = (now, (m, t, f, p))
             if now >= self._sweep_at:
                 self._sweep(now)
+
+    def flow_queued(self, lab: RequestLabels, d: int) -> None:
+        """A request joined (1) or left (-1) a flow-control queue."""
+        pool = self.pool.gen.config.pool_name if self.pool is not None else ""
+        self.child(self.up["llm_d_epp_flow_control_queue_size"], lab.fairness, lab.priority, pool, lab.model,
+                   lab.target).inc(d)
+
+    def flow_outcome(self, lab: RequestLabels, outcome: str, waited: float) -> None:
+        """How a request left flow control (upstream's outcome names) and how long it was there."""
+        pool = self.pool.gen.config.pool_name if self.pool is not None else ""
+        u, c = self.up, self.child
+        c(u["llm_d_epp_flow_control_requests_total"], outcome, lab.priority, pool).inc()
+        c(u["llm_d_epp_flow_control_request_queue_duration_seconds"], lab.fairness, lab.priority, outcome, pool,
+          lab.model, lab.target).observe(waited)
 
     def _running(self, lab: RequestLabels, d: int) -> None:
         u, c = self.up, self.child

@@ -26,11 +26,16 @@ class Server:
                       "max_lora": spec.get("max_lora", 4), "status": 200, "delay": 0.0, "metrics_status": 200,
                       # a whole metrics page to serve instead (e.g. a golden page of another engine), and
                       # a delay before /v1/models answers
-                      "page": spec.get("page"), "models_delay": 0.0}
+                      "page": spec.get("page"), "models_delay": 0.0,
+                      # report the requests really being answered as running (on top of `running`)
+                      "live_running": False}
         self.seen: list[dict] = []
+        self.in_flight = 0
 
     def metrics_text(self) -> str:
-        s = self.state
+        s = dict(self.state)
+        if s["live_running"]:
+            s["running"] = s["running"] + self.in_flight
         if self.style == "sglang":
             return (f'# TYPE sglang:num_queue_reqs gauge\nsglang:num_queue_reqs{{model_name="{self.models[0]}"}} {s["waiting"]}\n'
                     f'sglang:num_running_reqs{{model_name="{self.models[0]}"}} {s["running"]}\n'
@@ -81,6 +86,13 @@ class Server:
         self.seen.append({"path": request.path, "model": body.get("model"), "len": len(raw),
                           "headers": {k.lower(): v for k, v in request.headers.items()
                                       if k.lower().startswith(("x-", "content-"))}})
+        self.in_flight += 1
+        try:
+            return await self._answer(request, body, raw)
+        finally:
+            self.in_flight -= 1
+
+    async def _answer(self, request, body, raw):
         if self.state["delay"]:
             await asyncio.sleep(self.state["delay"])
         hdrs = {"x-inference-pod": self.name, "x-served-port": str(self.port)}

@@ -36,7 +36,8 @@ def ep(i: int, waiting: int, running: int = 8, kv: float = 0.3) -> Endpoint:
 
 def sched(admission: dict | None = None, seed: int = 1):
     if admission is None:
-        spec = parse_scheduling(None)  # the default profile
+        # the default profile, flow control off: what admission does when requests are not queued
+        spec = parse_config({"endpoints": [], "flowControl": False}).scheduling
     else:
         spec = parse_config({"endpoints": [], "scheduling": {
             "plugins": [{"type": "model-filter"}, {"type": "saturation-filter"},

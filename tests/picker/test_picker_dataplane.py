@@ -7,6 +7,8 @@ import threading
 import time
 from collections import Counter
 
+import pytest
+
 from bench.pickerbench.procs import free_port, wait_until
 from pickertest import base_config, complete, request
 
@@ -126,7 +128,21 @@ def test_sglang_metrics_drive_routing(stack, reset_servers):
     assert {served_port(complete(stack.port, "mistral", f"{i}")) for i in range(12)} == {s.ports["s2"]}
 
 
-def test_shedding_under_saturation(stack, reset_servers):
+@pytest.fixture
+def flow_off(stack, reset_servers):
+    """The picker reloaded with flow control off for one test, and restored after it."""
+    def reload(cfg):
+        reloads = stack.picker.output().count("config reloaded")
+        stack.write_config(cfg)
+        wait_until(lambda: stack.picker.output().count("config reloaded") > reloads, 20, "config reload")
+
+    reload(base_config(reset_servers, flowControl=False))
+    yield
+    reload(base_config(reset_servers))
+
+
+def test_shedding_under_saturation(stack, reset_servers, flow_off):
+    # sheds on arrival: without flow control (with it, requests wait: test_picker_flow_control.py)
     s = reset_servers
     for k in ("a1", "a2", "b"):
         s.admin(k, waiting=12, kv=0.95)
@@ -141,7 +157,7 @@ def test_shedding_under_saturation(stack, reset_servers):
     assert stack.metric("infershift_picker_shed_total") == shed_before + 1
 
 
-def test_busy_pool_sheds_sheddable_early_and_routes_critical_to_short_queues(stack, reset_servers):
+def test_busy_pool_sheds_sheddable_early_and_routes_critical_to_short_queues(stack, reset_servers, flow_off):
     # queues everywhere, none past the saturation filter's 5: admission sheds sheddable traffic already
     s = reset_servers
     s.admin("a1", waiting=2, running=8, kv=0.4)

@@ -44,7 +44,8 @@ def test_big_prompt_in_chunks_with_model_after_the_prompt(stack, reset_servers):
 def test_responses_skip_the_picker_unless_rewritten_or_sampled(stack, reset_servers):
     s = reset_servers
     reloads = stack.picker.output().count("config reloaded")
-    stack.write_config(base_config(s, telemetry={"responseSampleRate": 0.0}))
+    # flow control off: under it every response comes back (test_picker_flow_control.py)
+    stack.write_config(base_config(s, telemetry={"responseSampleRate": 0.0}, flowControl=False))
     wait_until(lambda: stack.picker.output().count("config reloaded") > reloads, 20, "config reload")
     try:
         before = stack.metric("infershift_picker_target_responses_total", target_model="llama")

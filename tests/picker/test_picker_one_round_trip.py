@@ -20,9 +20,9 @@ ONE_RT = pb.ProtocolConfiguration(request_body_mode=pm.ProcessingMode.STREAMED,
                                   send_body_without_waiting_for_header_response=True)
 
 
-def make(sample=1.0, wall=1000.0):
+def make(sample=1.0, wall=1000.0, flow=True):
     cfg = parse_config({"endpoints": [{"address": f"10.0.0.{i}:8000", "models": ["llama", "sql-v1"]} for i in (1, 2)],
-                        "models": {"sql": {"targets": [{"model": "sql-v1"}]}},
+                        "models": {"sql": {"targets": [{"model": "sql-v1"}]}}, "flowControl": flow,
                         "limits": {"maxBodyBytes": 4096}, "telemetry": {"responseSampleRate": sample}})
     pool = Pool(cfg, clock=lambda: 100.0, rng=random.Random(3))
     for e in pool.endpoints.values():
@@ -87,8 +87,18 @@ def test_ambiguous_model_key_is_reencoded_into_the_first_chunk():
     assert json.loads(forwarded(chunks, out[1:]))["metadata"] == {"model": "other"}
 
 
-def test_unchanged_body_gets_empty_answers_and_no_length():
+def test_under_flow_control_every_response_comes_back():
+    # its end frees the endpoint's slot, so it is not sampled out
     svc, _, _ = make(sample=0.0)
+    chunks = split(json.dumps({"model": "llama", "prompt": "y" * 500}).encode(), 2)
+    out = run(svc, request(chunks))
+    assert RESTORE_HEADER in set_headers(out[0])
+    addr = out[0].request_headers.response.header_mutation.set_headers[0].header.raw_value.decode()
+    assert svc.flow.load(svc.pool.endpoints[addr]) == 1  # counted as sent, until its response ends
+
+
+def test_unchanged_body_gets_empty_answers_and_no_length():
+    svc, _, _ = make(sample=0.0, flow=False)
     chunks = split(json.dumps({"model": "llama", "prompt": "y" * 500}).encode(), 2)
     out = run(svc, request(chunks))
     assert [a.request_body.response.HasField("body_mutation") for a in out[1:]] == [False, False]

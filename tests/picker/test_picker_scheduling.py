@@ -21,7 +21,9 @@ def ep(i: int, models=("llama",), bases=("llama",), **m) -> Endpoint:
 
 
 def sched(profile=None, seed=1, fallbacks=0):
-    spec = parse_config({"endpoints": [], "scheduling": profile}).scheduling if profile else parse_scheduling(None)
+    # flow control off: these are the scheduler's own decisions (flowcontrol.py queues before them)
+    spec = parse_config({"endpoints": [], "scheduling": profile, "flowControl": False}).scheduling if profile else \
+        parse_config({"endpoints": [], "flowControl": False}).scheduling
     return build_scheduler(spec, random.Random(seed), fallbacks=fallbacks)
 
 

@@ -81,9 +81,9 @@ FAILS = {
     ("llm-d-router.deploy.config.probabilistic-admitter-epp-config.yaml", ""): [
         "plugins[0].type: plugin type 'probabilistic-admitter'"],
     ("llm-d-router.deploy.config.sim-program-aware-config.yaml", ""): [
-        "plugins[0].type: plugin type 'program-aware-fairness'", "featureGates[0]: feature gate 'flowControl'"],
+        "plugins[0].type: plugin type 'program-aware-fairness'"],
     ("llm-d-router.deploy.config.soft-reflective-ceiling-epp-config.yaml", ""): [
-        "plugins[3].type: plugin type 'soft-reflective-ceiling-policy'", "featureGates[0]: feature gate 'flowControl'"],
+        "plugins[3].type: plugin type 'soft-reflective-ceiling-policy'"],
 }
 
 
@@ -238,7 +238,39 @@ def test_upstream_sections_are_checked(raw, message):
     assert message in str(e.value)
 
 
-def test_flow_control_section_without_its_gate_is_kept_unused():
-    spec = check_scheduling({"plugins": [{"type": "queue-scorer"}],
-                             "flowControl": {"maxRequests": "100", "priorityBands": [{"priority": 1, "maxRequests": 10}]}})
-    assert spec.flow_control["maxRequests"] == "100" and spec.feature_gates == ()
+def test_flow_control_section_without_its_gate_is_checked_and_unused():
+    section = {"maxRequests": "100", "priorityBands": [{"priority": 1, "maxRequests": 10}]}
+    spec = check_scheduling({"plugins": [{"type": "queue-scorer"}], "flowControl": section})
+    assert spec.flow_control is None and spec.feature_gates == ()
+    with pytest.raises(ConfigError, match=r"flowControl.priorityBands\[0\].maxRequests: expected a quantity"):
+        check_scheduling({"plugins": [{"type": "queue-scorer"}], "flowControl": {"priorityBands": [
+            {"priority": 1, "maxRequests": "lots"}]}})
+
+
+def test_flow_control_gate_and_section_as_upstream_writes_them():
+    spec = check_scheduling({
+        "featureGates": ["flowControl"],
+        "plugins": [{"type": "queue-scorer"}, {"type": "round-robin-fairness-policy", "name": "rr"},
+                    {"type": "concurrency-detector", "parameters": {"maxConcurrency": 16, "headroom": 0.25}}],
+        "flowControl": {"maxBytes": "1Gi", "defaultRequestTTL": "1m30s", "noEndpointRequestTTL": "5m",
+                        "saturationDetector": {"pluginRef": "concurrency-detector"},
+                        "defaultPriorityBand": {"fairnessPolicyRef": "global-strict-fairness-policy"},
+                        "priorityBands": [{"priority": 10, "maxRequests": "2k", "fairnessPolicyRef": "rr"}]}})
+    f = spec.flow_control
+    assert (f.max_bytes, f.ttl, f.no_endpoint_ttl, f.detector) == (2**30, 90.0, 300.0, "concurrency-detector")
+    assert f.band(10).max_requests == 2000 and f.band(10).fairness == "round-robin-fairness-policy"
+    assert f.band(3).priority is None and f.band(3).fairness == "global-strict-fairness-policy"  # the template
+    assert f.band(3).max_requests == 5000  # upstream's default
+
+
+@pytest.mark.parametrize("section, message", [
+    ({"defaultRequestTTL": "soon"}, "flowControl.defaultRequestTTL: expected a duration"),
+    ({"priorityBands": [{"priority": 1}, {"priority": 1}]}, "priorityBands[1].priority: band 1 is listed twice"),
+    ({"priorityBands": [{"priority": 1, "fairnessPolicyRef": "queue-scorer"}]}, "is a 'queue-scorer'; a fairness policy"),
+    ({"saturationDetector": {"pluginRef": "queue-scorer"}}, "a saturation detector is one of"),
+    ({"enableEviction": True}, "enableEviction: not supported"),
+])
+def test_flow_control_mistakes_name_the_field(section, message):
+    with pytest.raises(ConfigError) as e:
+        check_scheduling({"featureGates": ["flowControl"], "plugins": [{"type": "queue-scorer"}], "flowControl": section})
+    assert message in str(e.value)

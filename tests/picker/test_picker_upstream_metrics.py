@@ -69,6 +69,9 @@ def filled() -> Telemetry:
     tm.request_routed(lab, 300, "r1")
     tm.request_error(cfg, "m", 429, {})
     tm.response_done("p1", lab, 200, 0.01, 0.02, 0.5, 120, (5, 3, 2), True, "r1")
+    tm.flow_queued(lab, 1)  # one request that waited in flow control, then was dispatched
+    tm.flow_queued(lab, -1)
+    tm.flow_outcome(lab, "Dispatched", 0.2)
     return tm
 
 

@@ -18,7 +18,10 @@ are in `registry.py`; anything else is named in the error, every one of them at 
 """
 from __future__ import annotations
 
-from ..config import DataLayerSpec, PluginSpec, ProfileSpec, SchedulingSpec, _keys, _mapping, _str
+import re
+from dataclasses import replace
+
+from ..config import BandSpec, DataLayerSpec, FlowSpec, PluginSpec, ProfileSpec, SchedulingSpec, _keys, _mapping, _str
 from ..errors import ConfigError
 from .registry import canonical_type, role_of, unsupported_message
 from .upstream import UtilizationDetector
@@ -32,8 +35,7 @@ TOP_LEVEL = {"apiVersion", "kind", "featureGates", "plugins", "schedulingProfile
 # (prepareDataPlugins) and keeps its datastore on every replica (haPopulateNonLeaderDatastore).
 FEATURE_GATES = ("dataLayer", "enableLegacyMetrics", "prepareDataPlugins", "haPopulateNonLeaderDatastore",
                  "flowControl")
-UNSUPPORTED_GATES = {"flowControl": "infershift's picker has no flow control: a request is routed, or shed with 429, "
-                                    "when it arrives"}
+UNSUPPORTED_GATES: dict[str, str] = {}
 FLOW_CONTROL = {"maxBytes", "maxRequests", "defaultRequestTTL", "noEndpointRequestTTL", "defaultPriorityBand",
                 "defaultNegativePriorityBand", "priorityBands", "usageLimitPolicyPluginRef", "saturationDetector",
                 "enableEviction"}
@@ -104,26 +106,138 @@ def _gates(raw, where: str) -> tuple[list[str], list[str]]:
     return gates, problems
 
 
-def _flow_control(raw, where: str) -> dict | None:
-    if raw is None:
-        return None
-    w = _at(where, "flowControl")
-    raw = _mapping(raw, w)
-    _keys(raw, FLOW_CONTROL, w)
-    for key in ("defaultPriorityBand", "defaultNegativePriorityBand"):
+_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?(?:[eE][0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
+_SUFFIX = {None: 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
+           "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+_GO_DURATION = re.compile(r"([0-9]+(?:\.[0-9]*)?)(ns|us|\u00b5s|ms|s|m|h)")
+_GO_UNITS = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+FAIRNESS_TYPES = ("round-robin-fairness-policy", "global-strict-fairness-policy")
+ORDERING_TYPES = ("fcfs-ordering-policy",)
+DETECTOR_TYPES = ("utilization-detector", "concurrency-detector", "batch-capacity-detector")
+
+
+def quantity(value, where: str) -> int:
+    """A Kubernetes resource.Quantity as upstream's maxBytes / maxRequests take it: 100, "100",
+    "1Gi", "500M"; a whole, non-negative number."""
+    if isinstance(value, bool) or value is None:
+        raise ConfigError(f"{where}: expected a quantity like 100 or '1Gi', got {value!r}")
+    if isinstance(value, int):
+        n = value
+    else:
+        m = _QUANTITY.match(str(value).strip()) if isinstance(value, (str, float)) else None
+        if not m:
+            raise ConfigError(f"{where}: expected a quantity like 100 or '1Gi', got {value!r}")
+        n = int(float(m.group(1)) * _SUFFIX[m.group(2)])
+    if n < 0:
+        raise ConfigError(f"{where}: expected a quantity of at least 0, got {value!r}")
+    return n
+
+
+def go_duration(value, where: str) -> float:
+    """A metav1.Duration (Go's time.ParseDuration: "30s", "1m30s", "500ms") in seconds."""
+    text = str(value).strip() if isinstance(value, str) else None
+    if not text:
+        raise ConfigError(f"{where}: expected a duration like '30s' or '1m30s', got {value!r}")
+    pos, total = 0, 0.0
+    for m in _GO_DURATION.finditer(text):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * _GO_UNITS[m.group(2)]
+        pos = m.end()
+    if pos != len(text) and text != "0":
+        raise ConfigError(f"{where}: expected a duration like '30s' or '1m30s', got {value!r}")
+    return total
+
+
+def _policy_ref(raw, where: str, names: dict[str, PluginSpec], types: tuple[str, ...], what: str) -> str:
+    """fairnessPolicyRef / orderingPolicyRef: a plugin's name, or (as upstream resolves it) a type."""
+    ref = _str(raw, where)
+    ptype = canonical_type(names[ref].type) if ref in names else ref
+    if ptype not in types:
+        declared = f"plugin {ref!r} is a {ptype!r}" if ref in names else f"no plugin named {ref!r}"
+        raise ConfigError(f"{where}: {declared}; a {what} is one of {', '.join(types)}")
+    return ptype
+
+
+def _band(raw, where: str, names: dict[str, PluginSpec], priority: int | None) -> BandSpec:
+    raw = _mapping(raw, where)
+    _keys(raw, PRIORITY_BAND, where)
+    b = BandSpec(priority)
+    kw: dict = {}
+    for key, attr in (("maxRequests", "max_requests"), ("maxBytes", "max_bytes")):
         if raw.get(key) is not None:
-            _keys(_mapping(raw[key], f"{w}.{key}"), PRIORITY_BAND, f"{w}.{key}")
+            n = quantity(raw[key], f"{where}.{key}")
+            if n > 0:  # upstream: 0 is unset and takes the default
+                kw[attr] = n
+    if raw.get("fairnessPolicyRef"):
+        kw["fairness"] = _policy_ref(raw["fairnessPolicyRef"], f"{where}.fairnessPolicyRef", names, FAIRNESS_TYPES,
+                                     "fairness policy")
+    if raw.get("orderingPolicyRef"):
+        kw["ordering"] = _policy_ref(raw["orderingPolicyRef"], f"{where}.orderingPolicyRef", names, ORDERING_TYPES,
+                                     "ordering policy")
+    return replace(b, **kw)
+
+
+def _flow_control(raw, where: str, names: dict[str, PluginSpec], enabled: bool, inject) -> FlowSpec | None:
+    """The flowControl section. Checked either way; it takes effect only with the flowControl
+    feature gate (upstream: without it the section is ignored but its saturationDetector)."""
+    w = _at(where, "flowControl")
+    raw = _mapping(raw, w) if raw is not None else {}
+    _keys(raw, FLOW_CONTROL, w)
+    kw: dict = {}
+    for key, attr in (("maxRequests", "max_requests"), ("maxBytes", "max_bytes")):
+        if raw.get(key) is not None:
+            n = quantity(raw[key], f"{w}.{key}")
+            kw[attr] = n or None
+    for key, attr in (("defaultRequestTTL", "ttl"), ("noEndpointRequestTTL", "no_endpoint_ttl")):
+        if raw.get(key) is not None:
+            t = go_duration(raw[key], f"{w}.{key}")
+            if t > 0:
+                kw[attr] = t
+    for key, attr, prio in (("defaultPriorityBand", "default_band", None),
+                            ("defaultNegativePriorityBand", "default_negative_band", None)):
+        if raw.get(key) is not None:
+            kw[attr] = _band(raw[key], f"{w}.{key}", names, prio)
     bands = raw.get("priorityBands")
     if bands is not None:
         if not isinstance(bands, list):
             raise ConfigError(f"{w}.priorityBands: expected a list")
+        out, seen = [], set()
         for i, b in enumerate(bands):
-            b = _mapping(b, f"{w}.priorityBands[{i}]")
-            _keys(b, PRIORITY_BAND, f"{w}.priorityBands[{i}]")
+            bw = f"{w}.priorityBands[{i}]"
+            b = _mapping(b, bw)
             prio = b.get("priority")
             if isinstance(prio, bool) or not isinstance(prio, int):
-                raise ConfigError(f"{w}.priorityBands[{i}].priority: expected an integer, got {prio!r}")
-    return dict(raw)
+                raise ConfigError(f"{bw}.priority: expected an integer, got {prio!r}")
+            if prio in seen:
+                raise ConfigError(f"{bw}.priority: band {prio} is listed twice")
+            seen.add(prio)
+            out.append(_band(b, bw, names, prio))
+        kw["bands"] = tuple(out)
+    for key in ("usageLimitPolicyPluginRef",):
+        if raw.get(key):
+            ref = _str(raw[key], f"{w}.{key}")
+            if ref not in names:
+                raise ConfigError(f"{w}.{key}: no plugin named {ref!r} (plugins: {', '.join(names) or 'none'})")
+            if canonical_type(names[ref].type) != "static-usage-limit-policy":
+                raise ConfigError(f"{w}.{key}: plugin {ref!r} is a {names[ref].type!r}; infershift's picker has "
+                                  f"the static usage limit only (static-usage-limit-policy)")
+    if raw.get("enableEviction"):
+        raise ConfigError(f"{w}.enableEviction: not supported by infershift's picker (a request that was "
+                          f"dispatched is not revoked)")
+    det = raw.get("saturationDetector")
+    if det is not None:
+        ref = _ref(det, f"{w}.saturationDetector", names)
+        if canonical_type(names[ref].type) not in DETECTOR_TYPES:
+            raise ConfigError(f"{w}.saturationDetector.pluginRef: plugin {ref!r} is a {names[ref].type!r}; a "
+                              f"saturation detector is one of {', '.join(DETECTOR_TYPES)}")
+        kw["detector"] = ref
+    if not enabled:
+        return None
+    if "detector" not in kw:  # upstream's default: the utilization detector with its defaults
+        declared = next((n for n, p in names.items() if canonical_type(p.type) == UtilizationDetector.type_name), None)
+        kw["detector"] = declared or inject(UtilizationDetector.type_name)
+    return FlowSpec(**kw)
 
 
 def _profile(raw, where: str, plugins: list[PluginSpec], names: dict[str, PluginSpec]):
@@ -217,6 +331,7 @@ def parse_endpoint_picker_config(raw: dict, where: str = "scheduling") -> Schedu
         picker = next((p.name for p in plugins if role_of(p.type) == "picker"), None) or inject("max-score-picker")
     if not any(canonical_type(names[f].type) == "model-filter" for f in filters):
         filters.insert(0, inject("model-filter"))
+    flow = _flow_control(raw.get("flowControl"), where, names, "flowControl" in gates, inject)
     detector = _saturation_detector(raw.get("saturationDetector"), where, names, filters, inject)
     _data_layer(raw.get("dataLayer"), where, names)
     for key, w in (("parser", _at(where, "parser")),):
@@ -249,7 +364,7 @@ def parse_endpoint_picker_config(raw: dict, where: str = "scheduling") -> Schedu
         saturation_detector=detector,
         feature_gates=tuple(gates),
         data_layer=data_layer,
-        flow_control=_flow_control(raw.get("flowControl"), where),
+        flow_control=flow,
     )
 
 

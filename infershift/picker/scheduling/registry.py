@@ -7,6 +7,7 @@ from ..config import SchedulingSpec, parse_scheduling
 from ..errors import ConfigError
 from .admission import AdmissionFilter
 from .filters import DecodeFilter, ModelFilter, SaturationFilter
+from .flowpolicies import FLOW_PLUGINS, Detector
 from .pickers import MaxScorePicker, RandomPicker, RoundRobinPicker, WeightedRandomPicker
 from .plugins import Filter, Picker, Plugin, Scorer
 from .prefix import PrefixCacheScorer
@@ -26,11 +27,11 @@ ALIASES = {"round-robin": "round-robin-picker", "random": "random-picker", "kv-c
 # message: an upstream type gets "not implemented here", anything else "unknown" (a typo?).
 UPSTREAM_UNSUPPORTED = frozenset("""
 active-request-scorer agent-identity always-disagg-multimodal-decider always-disagg-pd-decider anthropic-parser
-burst-prefix-cache-producer by-label by-label-selector concurrency-detector context-length-aware cross-replica-publisher
+burst-prefix-cache-producer by-label by-label-selector  context-length-aware cross-replica-publisher
 data-parallel-profile-handler dcgm-data-source dcgm-extractor destination-endpoint-served-verifier
 disagg-headers-handler disagg-profile-handler disaggregatedset-rollout-pod-extractor disaggregatedset-rollout-screener
 edf-ordering-policy encode-filter endpoint-attribute-filter endpoint-attribute-scorer endpoint-notification-source
-fcfs-ordering-policy file-discovery global-strict-fairness-policy header-based-testing-filter
+ file-discovery  header-based-testing-filter
 header-label-affinity-scorer header-profile-handler inflight-load-producer k8s-notification-source
 label-selector-filter latency-scorer latency-slo-admitter local-syncer mm-embeddings-cache-producer
 mm-embeddings-cache-scorer multicluster-approx-prefix-cache-producer multicluster-file-discovery
@@ -39,9 +40,9 @@ multicluster-prefix-cache-scorer multicluster-queue-scorer multicluster-session-
 p2p-source-producer passthrough-parser pd-profile-handler precise-prefix-cache-producer precise-prefix-cache-scorer
 predicted-latency-producer predicted-latency-scorer prefill-filter prefill-header-handler prefix-based-pd-decider
 prefix-cache-affinity-filter priority-holdback-policy priority-then-time-eviction-order-policy probabilistic-admitter
-program-aware-fairness request-attribute-reporter round-robin-fairness-policy running-requests-size-scorer
+program-aware-fairness request-attribute-reporter  running-requests-size-scorer
 session-affinity-filter session-affinity-scorer session-id-producer sglanghttp-parser sheddable-eviction-filter
-slo-deadline-ordering-policy slo-headroom-tier-filter soft-reflective-ceiling-policy static-usage-limit-policy
+slo-deadline-ordering-policy slo-headroom-tier-filter soft-reflective-ceiling-policy
 token-load-scorer token-producer tokenizer topology-affinity-filter topology-affinity-scorer topology-extractor
 utilization-filter vertexai-parser vllmgrpc-parser vllmhttp-parser low-queue-filter lora-affinity-filter
 least-queue-filter least-kv-cache-filter decision-tree-filter
@@ -63,11 +64,13 @@ def role_of(ptype: str) -> str | None:
         return "picker"
     if t in INERT:
         return INERT[t].role
+    if t in FLOW_PLUGINS:
+        return FLOW_PLUGINS[t].role
     return None
 
 
 def known_types() -> list[str]:
-    return sorted([*FILTERS, *SCORERS, *PICKERS, *INERT])
+    return sorted([*FILTERS, *SCORERS, *PICKERS, *INERT, *FLOW_PLUGINS])
 
 
 def unsupported_message(ptype: str) -> str:
@@ -96,11 +99,14 @@ def build_scheduler(spec: SchedulingSpec, rng: random.Random, previous: Schedule
             built[p.name] = PICKERS[t](p.name, p.parameters, rng)
         elif t in INERT:
             built[p.name] = INERT[t](p.name, p.parameters)
+        elif t in FLOW_PLUGINS:
+            built[p.name] = FLOW_PLUGINS[t](p.name, p.parameters)
         else:
             raise ConfigError(f"scheduling.plugins[{i}].type: {unsupported_message(p.type)}")
     prof = spec.profile
     filters: list[Filter] = []
-    if spec.saturation_detector is not None:
+    # under flow control requests wait instead of being shed on arrival: upstream's legacy gate is off
+    if spec.saturation_detector is not None and spec.flow_control is None:
         detector = built[spec.saturation_detector]
         if not isinstance(detector, UtilizationDetector):
             raise ConfigError(f"scheduling.saturationDetector.pluginRef: plugin {spec.saturation_detector!r} "
@@ -120,7 +126,17 @@ def build_scheduler(spec: SchedulingSpec, rng: random.Random, previous: Schedule
     picker = built[prof.picker]
     if not isinstance(picker, Picker):
         raise ConfigError(f"scheduling.profile.picker: plugin {prof.picker!r} is not a picker")
-    return Scheduler(filters, scorers, picker, fallbacks=fallbacks)
+    sched = Scheduler(filters, scorers, picker, fallbacks=fallbacks)
+    flow = spec.flow_control
+    if flow is not None:
+        # requests wait in flow control instead of being shed on arrival (flowcontrol.py)
+        sched.shed = False
+        flow_detector = built.get(flow.detector) if flow.detector else None
+        if not isinstance(flow_detector, (Detector, UtilizationDetector)):
+            raise ConfigError(f"scheduling.flowControl.saturationDetector.pluginRef: plugin {flow.detector!r} is not a "
+                              f"saturation detector")
+        sched.flow_detector = flow_detector
+    return sched
 
 
 def check_scheduling(raw: object) -> SchedulingSpec:

@@ -33,6 +33,8 @@ class Scheduler:
         self._request_scorers = [(s, w) for s, w in self.scorers if s.per_request]
         self._cache: dict = {}
         self._cache_snapshot = None
+        self.shed = True  # False under flow control: sheddable requests wait there instead
+        self.flow_detector: Plugin | None = None  # under flow control: which endpoints have room (flowpolicies.py)
 
     def _prepare(self, target: str, candidates: list[Endpoint], req: SchedRequest) -> _Prepared:
         # Shared filters see the target model and whether the request is sheddable (admission
@@ -73,7 +75,7 @@ class Scheduler:
                 prep = self._cache[key] = self._prepare(req.target_model, candidates, req)
         else:
             prep = self._prepare(req.target_model, candidates, req)
-        if prep.shed_reason and req.sheddable:
+        if prep.shed_reason and req.sheddable and self.shed:
             raise Shed(prep.shed_reason)
         eps, totals = prep.eps, prep.totals
         if len(eps) > 1:

@@ -1,0 +1,304 @@
+"""Flow control: requests wait in the picker by priority band while no endpoint has room, and are
+dispatched as responses free slots. The servicer is fed the protobuf messages Envoy sends (no I/O
+here); test_picker_flow_control_dataplane.py runs the same through real Envoy."""
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+
+from infershift.picker.config import parse_config
+from infershift.picker.envoy_config import HANDOVER_KEY, HANDOVER_NS
+from infershift.picker.extproc import ExtProc
+from infershift.picker.flowcontrol import Pending
+from infershift.picker.metrics_parse import ServerMetrics
+from infershift.picker.pool import Pool
+from infershift.picker.telemetry import Telemetry
+from test_picker_extproc_shapes import headers, md
+
+A, B = "10.0.0.1:8000", "10.0.0.2:8000"
+
+
+class Clock:
+    def __init__(self):
+        self.t = 100.0
+
+    def __call__(self):
+        return self.t
+
+
+def make(n=1, detector=None, flow=None, models=None):
+    detector = detector or {"type": "concurrency-detector", "parameters": {"maxConcurrency": 1}}
+    cfg = parse_config({
+        "endpoints": [{"address": f"10.0.0.{i}:8000", "models": ["llama"]} for i in range(1, n + 1)],
+        "models": models or {
+            "batch": {"criticality": "Sheddable", "targets": [{"model": "llama"}]},
+            "chat": {"criticality": "Critical", "targets": [{"model": "llama"}]}},
+        "scheduling": {
+            "featureGates": ["flowControl"],
+            "plugins": [detector, {"type": "queue-scorer"}, {"type": "max-score-picker"}],
+            "flowControl": {"defaultRequestTTL": "10s", "saturationDetector": {"pluginRef": detector["type"]},
+                            **(flow or {})}}})
+    clock = Clock()
+    pool = Pool(cfg, clock=clock, rng=random.Random(3), snapshot_ttl=0.0)
+    for e in pool.endpoints.values():
+        e.scraped = e.metrics = ServerMetrics(engine="vllm")
+        e.last_ok = clock.t
+    tm = Telemetry()
+    tm.attach_pool(pool)
+    return ExtProc(pool, tm), tm, clock
+
+
+def send(svc, model: str, extra=()):
+    """A request's messages as Envoy sends them (BUFFERED); returns (state, answers of the body)."""
+    st = svc.new_state()
+    svc.handle(st, pb.ProcessingRequest(request_headers=headers(
+        [(":path", "/v1/completions"), (":method", "POST"), ("content-type", "application/json"), *extra])))
+    body = json.dumps({"model": model, "prompt": "hi"}).encode()
+    answers = svc.handle(st, pb.ProcessingRequest(request_body=pb.HttpBody(body=body, end_of_stream=True)))
+    STATES[id(answers)] = st
+    if isinstance(answers, Pending):
+        answers.then(lambda later: STATES.__setitem__(id(later), st))
+    return st, answers
+
+
+def dest(answers) -> str | None:
+    for a in answers:
+        if a.HasField("request_body"):
+            for h in a.request_body.response.header_mutation.set_headers:
+                if h.header.key == "x-gateway-destination-endpoint":
+                    return h.header.raw_value.decode()
+    return None
+
+
+def status(answers) -> int | None:
+    for a in answers:
+        if a.HasField("immediate_response"):
+            return a.immediate_response.status.code
+    return None
+
+
+def respond(svc, answers) -> None:
+    """The response of a routed request, to its end, on the stream that routed it (BUFFERED: the
+    response comes back on the request's own stream)."""
+    st = STATES[id(answers)]
+    svc.handle(st, pb.ProcessingRequest(response_headers=headers([(":status", "200"),
+                                                                   ("content-type", "application/json")])))
+    svc.handle(st, pb.ProcessingRequest(response_body=pb.HttpBody(body=b'{"model":"llama"}', end_of_stream=True)))
+
+
+def respond_handed_over(svc, answers) -> None:
+    """One round trip (hold mode): the response comes back on a response-path stream, with the
+    hand-over the request-path stream put in the dynamic metadata."""
+    a = answers[0]
+    handover = a.dynamic_metadata.fields[HANDOVER_NS].struct_value.fields[HANDOVER_KEY].string_value
+    assert handover
+    st = svc.new_state()
+    svc.handle(st, pb.ProcessingRequest(
+        response_headers=headers([(":status", "200"), ("content-type", "application/json")]),
+        metadata_context=md(HANDOVER_NS, HANDOVER_KEY, handover)))
+    svc.handle(st, pb.ProcessingRequest(response_body=pb.HttpBody(body=b'{"model":"llama"}', end_of_stream=True)))
+
+
+STATES: dict = {}  # answers (by id) -> the request's stream state
+
+
+class Delivered:
+    """Collects what a Pending answer resolves to, as a transport would."""
+
+    def __init__(self, pending):
+        assert isinstance(pending, Pending)
+        self.answers = None
+        pending.then(self.got)
+
+    def got(self, answers):
+        self.answers = answers
+
+
+def outcome_count(tm, outcome: str, priority: str) -> float:
+    return tm.registry.get_sample_value("llm_d_epp_flow_control_requests_total",
+                                        {"outcome": outcome, "priority": priority, "inference_pool": "default-pool"}) or 0
+
+
+def test_waits_while_no_endpoint_has_room_and_higher_priority_goes_first():
+    svc, tm, _ = make()
+    st1, first = send(svc, "llama")
+    assert dest(first) == A and svc.flow.load(svc.pool.endpoints[A]) == 1
+    _, batch = send(svc, "batch")
+    _, chat = send(svc, "chat")
+    # both wait: the gateway is told to wait longer than its message timeout
+    assert all(isinstance(x, Pending) and x[0].HasField("override_message_timeout") for x in (batch, chat))
+    assert batch[0].override_message_timeout.seconds == 11  # the TTL, plus one second
+    b, c = Delivered(batch), Delivered(chat)
+    assert svc.flow.run() == 0 and b.answers is c.answers is None
+    assert tm.registry.get_sample_value("llm_d_epp_flow_control_queue_size", {
+        "fairness_id": "default-flow", "priority": "1", "inference_pool": "default-pool", "model_name": "chat",
+        "target_model_name": "llama"}) == 1
+    respond(svc, first)  # the first response ends: its slot is free
+    assert svc.flow.load(svc.pool.endpoints[A]) == 0
+    assert svc.flow.run() == 1
+    assert dest(c.answers) == A and b.answers is None  # Critical (priority 1) before Sheddable (-1)
+    respond(svc, c.answers)
+    svc.flow.run()
+    assert dest(b.answers) == A
+    assert outcome_count(tm, "Dispatched", "1") == 1 and outcome_count(tm, "Dispatched", "-1") == 1
+    assert svc.flow.queued == 0
+
+
+def test_a_new_request_does_not_pass_waiting_ones_of_its_priority_or_higher():
+    svc, _, _ = make(n=2)
+    _, r1 = send(svc, "chat")
+    _, r2 = send(svc, "chat")
+    assert {dest(r1), dest(r2)} == {A, B}
+    _, waiting = send(svc, "chat")
+    w = Delivered(waiting)
+    respond(svc, r1)  # a slot frees; the waiting request is dispatched before any newcomer
+    svc.flow.run()
+    assert dest(w.answers) == dest(r1)
+    _, low = send(svc, "batch")
+    assert isinstance(low, Pending)
+
+
+def test_flows_take_turns_within_a_band():
+    svc, _, _ = make()
+    _, busy = send(svc, "chat")
+    order, answers = [], []
+    for tenant in ("x", "x", "x", "y"):
+        _, p = send(svc, "chat", [("x-llm-d-inference-fairness-id", tenant)])
+        p.then(lambda a, t=tenant: (order.append(t), answers.append(a)))
+    last = busy
+    for _ in range(4):
+        respond(svc, last)
+        assert svc.flow.run() == 1
+        last = answers[-1]
+    assert order == ["x", "y", "x", "x"]  # round robin by fairness id, FCFS within one
+
+
+def test_band_limit_answers_429_in_the_api_error_shape():
+    svc, tm, _ = make(flow={"defaultNegativePriorityBand": {"maxRequests": 1}})
+    send(svc, "llama")
+    _, queued = send(svc, "batch")
+    assert isinstance(queued, Pending)
+    _, full = send(svc, "batch")
+    assert status(full) == 429
+    r = full[0].immediate_response
+    err = json.loads(r.body)["error"]
+    assert (err["type"], err["code"]) == ("rate_limit_exceeded", "queue_full") and "priority -1" in err["message"]
+    assert {h.header.key: h.header.raw_value.decode() for h in r.headers.set_headers}["retry-after"] == "1"
+    _, other_band = send(svc, "chat")  # another band has its own limit
+    assert isinstance(other_band, Pending)
+
+
+def test_ttl_expiry_is_429_and_no_endpoint_expiry_is_503():
+    svc, tm, clock = make(flow={"noEndpointRequestTTL": "30s"},
+                          models={"gone": {"targets": [{"model": "llama"}]}})
+    send(svc, "llama")
+    _, waiting = send(svc, "llama")
+    w = Delivered(waiting)
+    clock.t += 9.9
+    svc.flow.run()
+    assert w.answers is None
+    clock.t += 0.2
+    svc.flow.run()
+    assert status(w.answers) == 429
+    assert json.loads(w.answers[0].immediate_response.body)["error"]["code"] == "queue_timeout"
+    assert outcome_count(tm, "EvictedTTL", "0") == 1
+    # the pool loses its endpoint: a request waits up to noEndpointRequestTTL, then 503
+    svc.pool.set_endpoints([])
+    _, cold = send(svc, "gone")
+    assert isinstance(cold, Pending) and cold[0].override_message_timeout.seconds == 31
+    c = Delivered(cold)
+    clock.t += 31
+    svc.flow.run()
+    assert status(c.answers) == 503
+    assert outcome_count(tm, "EvictedNoEndpoints", "0") == 1
+
+
+def test_without_no_endpoint_ttl_an_empty_pool_is_503_at_once():
+    svc, _, _ = make()
+    svc.pool.set_endpoints([])
+    _, r = send(svc, "chat")
+    assert status(r) == 503 and not isinstance(r, Pending)
+
+
+def test_a_request_whose_client_left_leaves_the_queue():
+    svc, tm, _ = make()
+    _, busy = send(svc, "llama")
+    st, waiting = send(svc, "chat")
+    _, behind = send(svc, "batch")
+    b = Delivered(behind)
+    svc.finish(st)  # the stream was reset while it waited
+    assert svc.flow.queued == 1 and outcome_count(tm, "EvictedContextCancelled", "1") == 1
+    respond(svc, busy)
+    svc.flow.run()
+    assert dest(b.answers) == A  # the slot went to the next one, not to the cancelled request
+
+
+def test_load_is_the_poll_plus_sent_minus_finished_since_it():
+    svc, _, _ = make(detector={"type": "concurrency-detector", "parameters": {"maxConcurrency": 4}})
+    e = svc.pool.endpoints[A]
+    _, r1 = send(svc, "llama")
+    _, r2 = send(svc, "llama")
+    assert svc.flow.load(e) == 2
+    respond(svc, r1)
+    assert svc.flow.load(e) == 1
+    # a new scrape is the new base: the server says 3 running (others' requests too)
+    e.scraped = e.metrics = ServerMetrics(running=3.0, engine="vllm")
+    assert svc.flow.load(e) == 3
+    send(svc, "llama")
+    assert svc.flow.load(e) == 4
+    _, r4 = send(svc, "llama")
+    assert isinstance(r4, Pending)  # 4 in flight = maxConcurrency
+
+
+def test_batch_capacity_detector_learns_the_batch_size_from_a_queue():
+    svc, _, clock = make(detector={"type": "batch-capacity-detector"})
+    e = svc.pool.endpoints[A]
+    e.scraped = e.metrics = ServerMetrics(running=8.0, waiting=2.0, kv_usage=0.3, engine="vllm")
+    _, r = send(svc, "llama")
+    assert isinstance(r, Pending)  # 10 in flight, batch 8
+    e.scraped = e.metrics = ServerMetrics(running=7.0, waiting=0.0, kv_usage=0.3, engine="vllm")
+    w = Delivered(r)
+    svc.flow.run()
+    assert dest(w.answers) == A  # 7 of 8: room for one
+    _, r2 = send(svc, "llama")
+    assert isinstance(r2, Pending)  # 7 + 1 sent
+    e.scraped = e.metrics = ServerMetrics(running=2.0, waiting=0.0, kv_usage=0.9, engine="vllm")
+    w2 = Delivered(r2)
+    svc.flow.run()
+    assert w2.answers is None  # KV over 0.8: no room whatever the count
+
+
+def test_one_round_trip_responses_free_the_slot_from_the_response_stream():
+    from test_picker_one_round_trip import request
+
+    svc, _, _ = make()
+    body = json.dumps({"model": "chat", "prompt": "hi"}).encode()
+    st1 = svc.new_state()
+    first = [a for m in request([body]) for a in svc.handle(st1, m)]
+    assert dest_of_headers(first) == A and st1.done  # the request-path stream is done at once
+    st2 = svc.new_state()
+    out = [svc.handle(st2, m) for m in request([body])]
+    w = Delivered(out[-1])
+    respond_handed_over(svc, first)
+    svc.flow.run()
+    assert dest_of_headers(w.answers) == A
+
+
+def dest_of_headers(answers) -> str | None:
+    for a in answers:
+        if a.HasField("request_headers"):
+            for h in a.request_headers.response.header_mutation.set_headers:
+                if h.header.key == "x-gateway-destination-endpoint":
+                    return h.header.raw_value.decode()
+    return None
+
+
+def test_flow_control_can_be_switched_off():
+    cfg = parse_config({"endpoints": [{"address": A}], "flowControl": False})
+    assert cfg.scheduling.flow_control is None
+    assert parse_config({"endpoints": [{"address": A}]}).scheduling.flow_control is not None  # on by default
+    with pytest.raises(Exception, match="flowControl: expected true or false"):
+        parse_config({"endpoints": [{"address": A}], "flowControl": "no"})
