@@ -176,7 +176,8 @@ DEFAULT_SCHEDULING: dict = {
     "featureGates": ["flowControl"],
     "flowControl": {"defaultRequestTTL": "30s", "saturationDetector": {"pluginRef": "batch-capacity-detector"}},
     "plugins": [
-        {"type": "batch-capacity-detector", "parameters": {"queueDepthThreshold": 0, "kvCacheUtilThreshold": 0.8}},
+        {"type": "batch-capacity-detector", "parameters": {"queueDepthThreshold": 0, "kvCacheUtilThreshold": 0.8,
+                                                         "headroom": 0.5, "maxUnconfirmed": 1}},
         {"type": "model-filter"},
         {"type": "saturation-filter", "parameters": {"queueDepthThreshold": 5, "kvCacheThreshold": 0.8}},
         {"type": "admission-filter",

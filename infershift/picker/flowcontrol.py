@@ -181,6 +181,11 @@ class FlowController:
             return base
         return max(0.0, base + c[1] - c[2])
 
+    def _unconfirmed(self, e) -> int:
+        """Requests sent to `e` since its last poll."""
+        c = self.counts.get(e.address)
+        return 0 if c is None or c[0] is not e.scraped else c[1]
+
     def sent(self, e) -> None:
         self._counter(e)[1] += 1
 
@@ -204,8 +209,10 @@ class FlowController:
         return sched.flow_control if sched is not None else None
 
     def room(self, gen, eps: list, target: str | None) -> tuple[list, int]:
-        """The candidates that can serve `target` and have room for one more request, and how many
-        can serve it at all."""
+        """Whether the pool has room for one more request for `target` — some endpoint that can serve
+        it has room — as the candidates to schedule over (empty: no room; wait), and how many can
+        serve it at all. While nothing waits in the picker the candidates are every endpoint short
+        of its safety limit (`admits`), else only those with room."""
         detector = gen.scheduler.flow_detector
         serving = [e for e in eps if e.can_serve(target)] if target else list(eps)
         if not serving:
@@ -213,7 +220,25 @@ class FlowController:
         if hasattr(detector, "saturation"):  # upstream's utilization detector: one gate for the pool
             return (serving if detector.saturation(serving) < 1.0 else []), len(serving)
         now, stale_after, load = self.clock(), gen.config.stale_after, self.load
-        return [e for e in serving if detector.has_room(e, load(e), now - e.last_ok <= stale_after)], len(serving)
+        fresh = [now - e.last_ok <= stale_after for e in serving]
+        roomy = [e for e, f in zip(serving, fresh) if detector.has_room(e, load(e), f)]
+        if not roomy or self.queued:
+            # no room, or requests wait here already (the pool is saturated): only where there is
+            # room, so servers do not queue and the picker's priority order is the one that holds;
+            # and with the detector's `maxUnconfirmed`, only to an endpoint that has been sent fewer
+            # than that many requests since its last poll: a poll that shows several slots free at
+            # once would otherwise get them all filled at once, and a server prefills what it is
+            # given in arrival order, so a Critical request sent a moment later waits behind them
+            # there instead of going first here.
+            limit = getattr(detector, "max_unconfirmed", None)
+            if limit and self.queued:
+                roomy = [e for e in roomy if self._unconfirmed(e) < limit]
+            return roomy, len(serving)
+        # the pool has room and nothing waits: schedule over every endpoint short of its safety
+        # limit, so the scorers keep prefix and LoRA affinity (an endpoint may burst past its
+        # ideal limit, as upstream's detectors allow as filters)
+        admitted = [e for e, f in zip(serving, fresh) if detector.admits(e, load(e), f)]
+        return admitted or roomy, len(serving)
 
     def waiting_at_or_above(self, priority: int) -> bool:
         if not self.queued:
@@ -226,12 +251,17 @@ class FlowController:
         spec = self.spec_of(gen) or FlowSpec()
         band = self.bands.get(priority)
         bspec = band.spec if band is not None else spec.band(priority)
+        full = None
         if band is not None and band.count + 1 > bspec.max_requests or (spec.max_requests is not None
                                                                           and self.queued + 1 > spec.max_requests):
-            raise QueueFull(f"The gateway's queue for priority {priority} is full; retry later.")
-        if (band is not None and band.bytes + size > bspec.max_bytes) or size > bspec.max_bytes or (
+            full = f"The gateway's queue for priority {priority} is full; retry later."
+        elif (band is not None and band.bytes + size > bspec.max_bytes) or size > bspec.max_bytes or (
                 spec.max_bytes is not None and self.queued_bytes + size > spec.max_bytes):
-            raise QueueFull(f"The gateway's queue for priority {priority} is full ({bspec.max_bytes} bytes); retry later.")
+            full = f"The gateway's queue for priority {priority} is full ({bspec.max_bytes} bytes); retry later."
+        if full is not None:
+            if self.tm is not None:
+                self.tm.flow_outcome(labels, REJECTED_CAPACITY, 0.0)
+            raise QueueFull(full)
         if band is None:
             band = self.bands[priority] = Band(priority, bspec)
             self.order = sorted(self.bands, reverse=True)

@@ -187,6 +187,7 @@ def test_band_limit_answers_429_in_the_api_error_shape():
     err = json.loads(r.body)["error"]
     assert (err["type"], err["code"]) == ("rate_limit_exceeded", "queue_full") and "priority -1" in err["message"]
     assert {h.header.key: h.header.raw_value.decode() for h in r.headers.set_headers}["retry-after"] == "1"
+    assert outcome_count(tm, "RejectedCapacity", "-1") == 1
     _, other_band = send(svc, "chat")  # another band has its own limit
     assert isinstance(other_band, Pending)
 
@@ -253,22 +254,34 @@ def test_load_is_the_poll_plus_sent_minus_finished_since_it():
     assert isinstance(r4, Pending)  # 4 in flight = maxConcurrency
 
 
-def test_batch_capacity_detector_learns_the_batch_size_from_a_queue():
-    svc, _, clock = make(detector={"type": "batch-capacity-detector"})
+def test_batch_capacity_detector_learns_the_batch_size_and_probes_until_it_is_seen_full():
+    svc, _, _ = make(detector={"type": "batch-capacity-detector"})
     e = svc.pool.endpoints[A]
+    det = svc.pool.gen.scheduler.flow_detector
+    e.scraped = e.metrics = ServerMetrics(running=6.0, waiting=0.0, kv_usage=0.3, engine="vllm")
+    # 6 seen running, never full: a few more than 6 (1 + 6/8) while the poll shows no queue
+    _, first = send(svc, "llama")
+    _, second = send(svc, "llama")
+    assert not isinstance(first, Pending) and isinstance(second, Pending)
+    w0 = Delivered(second)
+    e.scraped = e.metrics = ServerMetrics(running=7.0, waiting=0.0, kv_usage=0.3, engine="vllm")
+    assert det.batch_size(e) == 7 and A not in det.full  # it took one more: a bigger batch
+    svc.flow.run()
+    assert dest(w0.answers) == A  # 7 + 1 of 7 + 1 + 0
     e.scraped = e.metrics = ServerMetrics(running=8.0, waiting=2.0, kv_usage=0.3, engine="vllm")
+    assert det.batch_size(e) == 8 and A in det.full  # 8 running and a queue: the batch is 8
     _, r = send(svc, "llama")
-    assert isinstance(r, Pending)  # 10 in flight, batch 8
+    assert isinstance(r, Pending)
     e.scraped = e.metrics = ServerMetrics(running=7.0, waiting=0.0, kv_usage=0.3, engine="vllm")
     w = Delivered(r)
     svc.flow.run()
-    assert dest(w.answers) == A  # 7 of 8: room for one
-    _, r2 = send(svc, "llama")
-    assert isinstance(r2, Pending)  # 7 + 1 sent
+    assert dest(w.answers) == A  # 7 of 8
+    _, r1 = send(svc, "llama")
+    assert isinstance(r1, Pending)  # 8 of 8: no probing past a batch seen full
     e.scraped = e.metrics = ServerMetrics(running=2.0, waiting=0.0, kv_usage=0.9, engine="vllm")
-    w2 = Delivered(r2)
+    w1 = Delivered(r1)
     svc.flow.run()
-    assert w2.answers is None  # KV over 0.8: no room whatever the count
+    assert w1.answers is None  # KV over 0.8: no room whatever the count
 
 
 def test_one_round_trip_responses_free_the_slot_from_the_response_stream():
@@ -302,3 +315,80 @@ def test_flow_control_can_be_switched_off():
     assert parse_config({"endpoints": [{"address": A}]}).scheduling.flow_control is not None  # on by default
     with pytest.raises(Exception, match="flowControl: expected true or false"):
         parse_config({"endpoints": [{"address": A}], "flowControl": "no"})
+
+
+def test_room_is_for_the_pool_and_the_scheduler_may_burst_past_an_endpoint_for_affinity():
+    """As upstream's detectors: the gate is the pool's (some endpoint has room); the candidates
+    are every endpoint short of its safety limit (ideal limit times 1 + headroom), so the scorers
+    can keep a prefix on an endpoint that is at its ideal limit while another has room."""
+    svc, _, _ = make(n=2, detector={"type": "concurrency-detector",
+                                    "parameters": {"maxConcurrency": 1, "headroom": 1.0}})
+    gen, fc = svc.pool.gen, svc.flow
+    a, b = svc.pool.endpoints[A], svc.pool.endpoints[B]
+    eps = [a, b]
+    fc.counts[A] = [a.scraped, 1, 0]  # A: one sent, at its ideal limit (its own has_room says no)
+    assert not gen.scheduler.flow_detector.has_room(a, fc.load(a), True)
+    room, serving = fc.room(gen, eps, "llama")
+    assert sorted(e.address for e in room) == [A, B] and serving == 2
+    fc.queued = 1  # as while requests wait in the picker (the pool saturated): only where there is room
+    assert [e.address for e in fc.room(gen, eps, "llama")[0]] == [B]
+    fc.queued = 0
+    fc.counts[A] = [a.scraped, 2, 0]  # A at its safety limit (1 * 2): only B
+    assert [e.address for e in fc.room(gen, eps, "llama")[0]] == [B]
+    fc.counts[B] = [b.scraped, 1, 0]  # nobody has room: the request waits
+    assert fc.room(gen, eps, "llama")[0] == []
+
+
+def test_batch_capacity_detector_filters_only_endpoints_whose_batch_is_known():
+    svc, _, _ = make(n=2, detector={"type": "batch-capacity-detector", "parameters": {"headroom": 0.5}})
+    gen, fc = svc.pool.gen, svc.flow
+    a, b = svc.pool.endpoints[A], svc.pool.endpoints[B]
+    det = gen.scheduler.flow_detector
+    # A: 8 running, never seen full — its batch may be bigger: never filtered on the count
+    a.scraped = a.metrics = ServerMetrics(running=8.0, waiting=0.0, kv_usage=0.3, engine="vllm")
+    b.scraped = b.metrics = ServerMetrics(running=0.0, waiting=0.0, kv_usage=0.0, engine="vllm")
+    fc.counts[A] = [a.scraped, 20, 0]
+    assert det.admits(a, fc.load(a), True)
+    # seen full at 8 (8 running, a queue): filtered from 8 * 1.5 = 12 in flight on
+    a.scraped = a.metrics = ServerMetrics(running=8.0, waiting=3.0, kv_usage=0.3, engine="vllm")
+    assert fc.load(a) == 11
+    assert det.admits(a, 11, True) and not det.admits(a, 12, True)
+    room, _ = fc.room(gen, [a, b], "llama")
+    assert [e.address for e in room] == [A, B]  # load 11 < 12: still a candidate beside B
+    fc.counts[A] = [a.scraped, 1, 0]  # 12 in flight
+    assert [e.address for e in fc.room(gen, [a, b], "llama")[0]] == [B]
+    # KV past min(1, kvCacheUtilThreshold * (1 + headroom)): filtered whatever the count
+    svc2, _, _ = make(detector={"type": "batch-capacity-detector",
+                                "parameters": {"headroom": 0.1, "kvCacheUtilThreshold": 0.8}})
+    a2 = svc2.pool.endpoints[A]
+    det2 = svc2.pool.gen.scheduler.flow_detector
+    a2.scraped = a2.metrics = ServerMetrics(running=1.0, waiting=0.0, kv_usage=0.87, engine="vllm")
+    assert det2.admits(a2, 1, True)
+    a2.scraped = a2.metrics = ServerMetrics(running=1.0, waiting=0.0, kv_usage=0.9, engine="vllm")
+    assert not det2.admits(a2, 1, True)
+
+
+def test_while_requests_wait_an_endpoint_gets_one_dispatch_per_poll():
+    """maxUnconfirmed (1): a poll that shows several free slots does not get them all filled at
+    once while requests wait; the next poll (which shows the one sent) lets the next one go."""
+    svc, _, _ = make(detector={"type": "batch-capacity-detector", "parameters": {"maxConcurrency": 8}})
+    e = svc.pool.endpoints[A]
+    e.scraped = e.metrics = ServerMetrics(running=8.0, engine="vllm")
+    waiting = [Delivered(send(svc, "chat")[1]) for _ in range(3)]
+    e.scraped = e.metrics = ServerMetrics(running=5.0, engine="vllm")  # three slots free at once
+    svc.flow.run()
+    assert [w.answers is not None for w in waiting] == [True, False, False]
+    svc.flow.run()
+    assert waiting[1].answers is None  # no new poll yet
+    e.scraped = e.metrics = ServerMetrics(running=6.0, engine="vllm")  # it saw that one arrive
+    svc.flow.run()
+    assert [w.answers is not None for w in waiting] == [True, True, False]
+    # off (0): every free slot at once
+    svc2, _, _ = make(detector={"type": "batch-capacity-detector",
+                                "parameters": {"maxConcurrency": 8, "maxUnconfirmed": 0}})
+    e2 = svc2.pool.endpoints[A]
+    e2.scraped = e2.metrics = ServerMetrics(running=8.0, engine="vllm")
+    waiting2 = [Delivered(send(svc2, "chat")[1]) for _ in range(3)]
+    e2.scraped = e2.metrics = ServerMetrics(running=5.0, engine="vllm")
+    svc2.flow.run()
+    assert all(w.answers is not None for w in waiting2)
