@@ -23,6 +23,7 @@ def problems(spec: StackSpec) -> list[Problem]:
     out += _object_names(spec)
     out += _routes(spec)
     out += _mirrors(spec)
+    out += _rollouts(spec)
     out += _images(spec)
     both = sorted(set(spec.secrets) & set(spec.registry_credentials))
     for name in both:
@@ -353,4 +354,42 @@ def _mirrors(spec: StackSpec) -> list[Problem]:
                 ))
         if target.name == mirror.backend and target.kind == "InferencePool":
             out.append(Problem(f"{path}.mirrorTo.name", "a pool cannot mirror to itself"))
+    return out
+
+
+def _rollouts(spec: StackSpec) -> list[Problem]:
+    """A rollout moves weight between two sides of one route or one model's split; nothing else
+    may hold weight there (the canary's percent is the whole story)."""
+    out = []
+    for name, ro in spec.rollouts.items():
+        path = f"rollouts.{name}"
+        if ro.route is not None:
+            route = spec.routes.get(ro.route)
+            if route is None:
+                out.append(Problem(f"{path}.route", f"no route named {ro.route!r} (routes: {_list(spec.routes)})"))
+                continue
+            weights, what = route.backends, f"backends of route {ro.route!r}"
+        else:
+            assert ro.pool is not None and ro.model is not None
+            pool = spec.pools.get(ro.pool)
+            if pool is None:
+                out.append(Problem(f"{path}.pool", f"no pool named {ro.pool!r} (pools: {_list(spec.pools)})"))
+                continue
+            routing = pool.models.get(ro.model)
+            if routing is None:
+                out.append(Problem(f"{path}.model",
+                                   f"pool {ro.pool!r} has no model {ro.model!r} (models: {_list(pool.models)})"))
+                continue
+            weights, what = routing.targets, f"targets of pools.{ro.pool}.models.{ro.model}"
+        for side in ("stable", "canary"):
+            if getattr(ro, side) not in weights:
+                out.append(Problem(f"{path}.{side}", f"{getattr(ro, side)!r} is not one of the {what} ({_list(weights)})"))
+        others = sorted(k for k, w in weights.items() if w and k not in (ro.stable, ro.canary))
+        if others:
+            out.append(Problem(path, f"the {what} give weight to {_list(others)} too; a rollout moves weight "
+                                     "between its stable and canary only"))
+        if (ro.pin_first is not None and ro.route is not None
+                and not any(p.backend == ro.canary for p in spec.routes[ro.route].pins)):
+            out.append(Problem(f"{path}.pinFirst", f"route {ro.route!r} has no pin for the canary {ro.canary!r} "
+                                                   "(routes.<route>.pins: header, value, backend)"))
     return out

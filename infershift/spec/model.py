@@ -19,6 +19,7 @@ from infershift.platforms import REGISTRY, PlatformSpec
 from infershift.platforms import Platform as PlatformPlugin
 
 from .base import Duration, Quantity, Spec, check_name, duration_seconds
+from .rollouts import Rollout
 
 PoolApiVersion = Literal["v1", "v1alpha2"]
 Criticality = Literal["Critical", "Standard", "Sheddable"]
@@ -650,6 +651,8 @@ class StackSpec(Spec):
     gateway: Gateway
     routes: dict[str, Route] = {}
     mirrors: dict[str, Mirror] = {}
+    rollouts: dict[str, Rollout] = {}
+    """Progressive rollouts the controller (`python -m infershift.rollout`) drives (spec/rollouts.py)."""
 
     @field_validator("secrets", "registry_credentials")
     @classmethod
@@ -682,6 +685,11 @@ class StackSpec(Spec):
     @classmethod
     def _rt(cls, v: dict) -> dict:
         return _names(v, "route name")
+
+    @field_validator("rollouts")
+    @classmethod
+    def _ro(cls, v: dict) -> dict:
+        return _names(v, "rollout name")
 
     def pool_services(self, pool: str) -> dict[str, InferenceService]:
         """The services whose pods the pool's selector matches."""
