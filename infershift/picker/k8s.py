@@ -10,11 +10,16 @@ import asyncio
 import json
 import logging
 import os
+import random
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from infershift import contract
 
 from .config import CRITICALITIES, ModelRoute, PickerConfig, StaticEndpoint, Target
+
+if TYPE_CHECKING:
+    from .kube_auth import TokenSource
 
 log = logging.getLogger("picker.k8s")
 
@@ -186,9 +191,22 @@ def watched_urls(base: str, pool_api_version: str, ns: str, pool_name: str) -> d
     return urls
 
 
-def watch_url(url: str, resource_version: str) -> str:
+def watch_url(url: str, resource_version: str, timeout_seconds: int | None = None) -> str:
     sep = "&" if "?" in url else "?"
-    return f"{url}{sep}watch=1&allowWatchBookmarks=true&resourceVersion={resource_version}"
+    out = f"{url}{sep}watch=1&allowWatchBookmarks=true&resourceVersion={resource_version}"
+    return out + (f"&timeoutSeconds={timeout_seconds}" if timeout_seconds else "")
+
+
+# client-go's reflector asks the server to end each watch after 5-10 min (minWatchTimeout, times
+# 1 + rand), so a watch never outlives its credentials by long and load spreads; the picker too.
+WATCH_TIMEOUT_S = (300, 600)
+
+
+def routing_summary(cfg: PickerConfig) -> dict:
+    """What the cluster's routing objects resolve to (the log line on every change)."""
+    return {"models": {m: [f"{t.model}:{t.weight}" for t in r.targets] for m, r in sorted(cfg.models.items())},
+            "objectives": dict(sorted(cfg.objectives.items())),
+            "model_priorities": dict(sorted(cfg.model_priorities.items()))}
 
 
 class KubeDiscovery:
@@ -202,6 +220,9 @@ class KubeDiscovery:
         self.stores: dict[str, dict[str, dict]] = {k: {} for k in ("pool", "pods", "models", "rewrites", "objectives")}
         self.selector: str | None = None  # labelSelector the pod watch runs with
         self.selector_changed = asyncio.Event()
+        self.auth: TokenSource | None = None  # once running
+        self._logged: tuple = (None, None)  # (endpoints, routing) last logged
+        self._rng = random.Random()
 
     def merge(self, cfg: PickerConfig) -> PickerConfig:
         self.base_cfg = cfg
@@ -211,30 +232,40 @@ class KubeDiscovery:
 
     def _recompute(self) -> None:
         pool_obj = self.stores["pool"].get(self.base_cfg.pool_name)
+        eps = None
         if pool_obj is not None:
             sel, ports = pool_selector_and_ports(pool_obj)
             wanted = label_selector(sel)
             if wanted != self.selector:
                 self.selector = wanted
                 self.selector_changed.set()  # the pod watch restarts with the new selector
-            self.pool.set_endpoints(endpoints_from_pods(list(self.stores["pods"].values()), sel, ports))
-        self.pool.apply_config(self.merge(self.base_cfg))
+            eps = endpoints_from_pods(list(self.stores["pods"].values()), sel, ports)
+            self.pool.set_endpoints(eps)
+        merged = self.merge(self.base_cfg)
+        self.pool.apply_config(merged)
+        addrs = tuple(f"{e.name}={e.address}" for e in eps) if eps is not None else self._logged[0]
+        routing = routing_summary(merged)
+        if addrs != self._logged[0]:
+            log.info("kubernetes endpoints", extra={"endpoints": list(addrs or ())})
+        if routing != self._logged[1]:
+            log.info("kubernetes routing", extra=routing)
+        self._logged = (addrs, routing)
 
     async def run(self) -> None:
         import aiohttp
 
-        from .kube_auth import in_cluster, ssl_context
+        from .kube_auth import TokenSource, in_cluster, ssl_context
 
         try:
             creds = self.credentials or in_cluster(dict(os.environ))
         except Exception as e:
             log.error("kubernetes discovery cannot start; no endpoints", extra={"error": str(e)})
             return
+        self.auth = TokenSource(creds)
         ns = self.ns
         assert self.base_cfg.kubernetes is not None  # cluster discovery runs only with a kubernetes block
         urls = watched_urls(creds.server, self.base_cfg.kubernetes["poolApiVersion"], ns, self.base_cfg.pool_name)
-        async with aiohttp.ClientSession(headers=creds.headers(),
-                                         connector=aiohttp.TCPConnector(ssl=ssl_context(creds))) as session:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ssl_context(creds))) as session:
             await asyncio.gather(self._watch_pods(session, creds.server, f"/api/v1/namespaces/{ns}/pods"),
                                  *(self._watch(session, url, kind) for kind, url in urls.items()))
 
@@ -251,35 +282,85 @@ class KubeDiscovery:
                 task.cancel()
                 changed.cancel()
 
+    async def _get(self, session, url: str, **kw):
+        """A GET with the current token; a 401 makes the token source fetch a new one next time."""
+        assert self.auth is not None
+        r = await session.get(url, headers=await self.auth.headers(), **kw)
+        if r.status == 401:
+            self.auth.invalidate()
+        return r
+
     async def _watch(self, session, url: str, kind: str) -> None:
+        """List, then watch from the list's resourceVersion; a watch that ends (its timeout, a
+        dropped connection, an API server restart) resumes from the last version seen, and only an
+        ERROR event (410 Gone: that version is compacted) or a failed resume relists, as client-go's
+        reflector does."""
         import aiohttp
 
+        from .errors import ConfigError
+
         store = self.stores[kind]
+        rv: str | None = None
+        failures = 0
         while True:
             try:
-                async with session.get(url) as r:
-                    if r.status == 404:  # CRD not installed: nothing of this kind to follow
-                        log.info("resource not served; not watching", extra={"kind": kind})
-                        return
-                    r.raise_for_status()
-                    doc = await r.json()
-                store.clear()
-                for o in doc.get("items") or []:
-                    store[o["metadata"]["name"]] = o
-                self._recompute()
-                rv = doc["metadata"].get("resourceVersion", "")
-                async with session.get(watch_url(url, rv),
-                                       timeout=aiohttp.ClientTimeout(total=None, sock_read=600)) as r:
-                    r.raise_for_status()
+                if rv is None:
+                    async with await self._get(session, url) as r:
+                        if r.status == 404:  # CRD not installed: nothing of this kind to follow
+                            log.info("resource not served; not watching", extra={"kind": kind})
+                            return
+                        if r.status >= 400:
+                            raise _ApiStatus(r.status, await _message(r))
+                        doc = await r.json()
+                    store.clear()
+                    for o in doc.get("items") or []:
+                        store[o["metadata"]["name"]] = o
+                    self._recompute()
+                    rv = doc["metadata"].get("resourceVersion", "")
+                timeout = self._rng.randint(*WATCH_TIMEOUT_S)
+                async with await self._get(session, watch_url(url, rv or "", timeout),
+                                           timeout=aiohttp.ClientTimeout(total=None, sock_read=timeout + 60)) as r:
+                    if r.status >= 400:
+                        rv = None if r.status == 410 else rv
+                        raise _ApiStatus(r.status, await _message(r))
+                    failures = 0
                     async for line in r.content:
                         ev = json.loads(line)
                         if ev.get("type") == "ERROR":  # e.g. 410 Gone: relist
+                            log.info("watch expired; relisting",
+                                     extra={"kind": kind, "error": (ev.get("object") or {}).get("message")})
+                            rv = None
                             break
+                        new_rv = ((ev.get("object") or {}).get("metadata") or {}).get("resourceVersion")
+                        if new_rv:
+                            rv = new_rv
                         if ev.get("type") != "BOOKMARK":
                             apply_watch_event(store, ev)
                             self._recompute()
             except asyncio.CancelledError:
                 raise
-            except Exception as e:  # API server hiccup: back off and relist
-                log.warning("watch failed; relisting", extra={"kind": kind, "error": str(e)})
-                await asyncio.sleep(2)
+            except Exception as e:  # API server hiccup, expired or revoked token, RBAC: back off, resume
+                failures += 1
+                status = e.status if isinstance(e, _ApiStatus) else None
+                level = log.error if status == 403 or isinstance(e, ConfigError) else log.warning
+                level("watch failed; retrying", extra={"kind": kind, "status": status, "error": str(e),
+                                                        "resume_from": rv})
+                if failures > 3:
+                    rv = None  # resuming keeps failing: relist
+                # a 401 retries at once with a fresh token; anything else backs off (1, 2, 4 ... 30 s)
+                await asyncio.sleep(0.1 if status == 401 and failures == 1 else min(30.0, 2.0 ** (failures - 1)))
+
+
+class _ApiStatus(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(f"{status}: {message}")
+        self.status = status
+
+
+async def _message(r) -> str:
+    """The Status message of an API error response."""
+    try:
+        doc = await r.json(content_type=None)
+        return str(doc.get("message") or doc)
+    except Exception:
+        return (await r.text())[:500]

@@ -1,5 +1,6 @@
-"""Kubernetes access without a cluster (none exists here): kubeconfig parsing, TLS material, the pod
-label selector, and InferenceObjective priorities by their model-name annotation."""
+"""Kubernetes access without a cluster: kubeconfig parsing, TLS material, token refresh (token file,
+exec plugin), the pod label selector, and InferenceObjective priorities by their model-name
+annotation. Against a real API server: tests/realengine/test_picker_apiserver.py."""
 from __future__ import annotations
 
 import base64
@@ -50,10 +51,13 @@ def test_token_and_token_file_and_context_choice(tmp_path):
 
 
 @pytest.mark.parametrize("users, context, message", [
-    ({"dev": {"exec": {"command": "gke-gcloud-auth-plugin"}}}, None, "uses exec"),
+    ({"dev": {"exec": {"command": "gke-gcloud-auth-plugin"}}}, None, "exec.apiVersion None is not one of"),
+    ({"dev": {"exec": {"apiVersion": "client.authentication.k8s.io/v1", "command": "p",
+                       "interactiveMode": "Always"}}}, None, "exec.interactiveMode is Always"),
+    ({"dev": {"auth-provider": {"name": "gcp"}}}, None, "uses auth-provider"),
     ({"dev": {"token": "x"}}, "prod", "no context named 'prod'"),
     ({"dev": {"client-certificate": "a.crt"}}, None, "without its key"),
-    ({"dev": {}}, None, "neither a token nor a client certificate"),
+    ({"dev": {}}, None, "neither a token, an exec plugin nor a client certificate"),
     ({"dev": {"client-certificate-data": "%%%", "client-key-data": "%%%"}}, None, "not valid base64"),
     ({"dev": {"token": "x", "_cluster": "nowhere"}}, None, "no cluster named 'nowhere'"),
 ])
@@ -168,3 +172,81 @@ def test_watches_only_its_pool_and_its_pool_apis_routing_kinds():
                 "?fieldSelector=metadata.name%3Dmymodel-pool-v1",
         "models": "https://k/apis/inference.networking.x-k8s.io/v1alpha2/namespaces/ns/inferencemodels",
     }
+
+
+def test_token_file_is_reread_after_a_minute_or_a_401(tmp_path):
+    import asyncio
+
+    from infershift.picker.kube_auth import TokenSource
+
+    (tmp_path / "tok").write_text("one\n")
+    c = from_kubeconfig(kubeconfig(tmp_path, {"dev": {"tokenFile": "tok"}}))
+    now = [0.0]
+    ts = TokenSource(c, clock=lambda: now[0])
+
+    async def go():
+        assert await ts.token() == "one"
+        (tmp_path / "tok").write_text("two\n")  # the kubelet rotated the projected token
+        now[0] = 59.0
+        assert await ts.token() == "one"      # cached up to a minute, as client-go
+        now[0] = 60.0
+        assert await ts.headers() == {"Authorization": "Bearer two"}
+        (tmp_path / "tok").write_text("three\n")
+        ts.invalidate()                       # a 401: read again at once
+        assert await ts.token() == "three"
+        os.remove(tmp_path / "tok")           # mid-rotation: keep the last token
+        ts.invalidate()
+        assert await ts.token() == "three"
+        assert ts.refreshes == 2
+    asyncio.run(go())
+
+
+def _plugin(tmp_path, body: str) -> str:
+    p = tmp_path / "bin" / "plugin"
+    p.parent.mkdir(exist_ok=True)
+    p.write_text(f"#!{sys.executable}\n{body}")
+    p.chmod(0o755)
+    return "./bin/plugin"  # relative to the kubeconfig's folder, as client-go resolves it
+
+
+def test_exec_plugin_token_is_cached_until_expiry_and_rerun_after_a_401(tmp_path):
+    import asyncio
+    import datetime
+    import json
+
+    from infershift.picker.kube_auth import TokenSource
+
+    body = """import json, os, sys
+info = json.loads(os.environ["KUBERNETES_EXEC_INFO"])
+assert info["kind"] == "ExecCredential" and info["spec"]["interactive"] is False, info
+n = int(open(sys.argv[1]).read()) + 1 if os.path.exists(sys.argv[1]) else 1
+open(sys.argv[1], "w").write(str(n))
+print(json.dumps({"apiVersion": info["apiVersion"], "kind": "ExecCredential",
+                  "status": {"token": f"tok-{n}-{os.environ['EXTRA']}-{info['spec']['cluster']['server']}",
+                             "expirationTimestamp": "2030-01-01T00:00:00Z"}}))
+"""
+    count = tmp_path / "count"
+    exec_ = {"apiVersion": "client.authentication.k8s.io/v1", "command": _plugin(tmp_path, body),
+             "args": [str(count)], "env": [{"name": "EXTRA", "value": "x"}], "provideClusterInfo": True}
+    c = from_kubeconfig(kubeconfig(tmp_path, {"dev": {"exec": exec_}}))
+    wall = [1.0e9]
+    ts = TokenSource(c, wall=lambda: wall[0])
+
+    async def go():
+        assert await ts.token() == "tok-1-x-https://10.0.0.1:6443"
+        assert await ts.token() == "tok-1-x-https://10.0.0.1:6443"   # cached: the plugin ran once
+        ts.invalidate()
+        assert await ts.token() == "tok-2-x-https://10.0.0.1:6443"   # re-run after a 401
+        wall[0] = datetime.datetime(2030, 1, 1, tzinfo=datetime.timezone.utc).timestamp()
+        assert await ts.token() == "tok-3-x-https://10.0.0.1:6443"   # re-run at its expiry
+    asyncio.run(go())
+    assert count.read_text() == "3"
+    # what a broken plugin says
+    for out, message in [("print('nope')", "not an ExecCredential"),
+                         ("import sys; sys.stderr.write('denied'); sys.exit(3)", "exited with 3: denied"),
+                         (f"print({json.dumps(json.dumps({'apiVersion': 'client.authentication.k8s.io/v1', 'kind': 'ExecCredential', 'status': {'clientCertificateData': 'x'}}))})",
+                          "status.clientCertificateData")]:
+        exec_["command"] = _plugin(tmp_path, out)
+        ts = TokenSource(from_kubeconfig(kubeconfig(tmp_path, {"dev": dict(exec=dict(exec_))})))
+        with pytest.raises(ConfigError, match=message):
+            asyncio.run(ts.token())
