@@ -11,7 +11,7 @@ ROUTERS_VENV := .venv-routers
 STACK ?= ack-canary
 OUT ?= out/$(STACK)
 
-.PHONY: setup demo test test-main test-picker lint render bench bench-quick picker-bench clean
+.PHONY: setup demo test test-main test-picker lint render bench bench-quick picker-bench realengine clean
 
 setup: $(VENV)/.installed $(PICKER_VENV)/.installed
 
@@ -44,6 +44,17 @@ test-main:
 
 test-picker:
 	$(PICKER_VENV)/bin/python -m pytest tests/picker -q
+
+# The real engine the tests/realengine tests and the upstream-epp benchmark router use (issue 16),
+# built from pinned Go modules (tools/realengine/*/go.mod) into ~/.cache/infershift/realengine and
+# reused while the pins are unchanged: the control plane (etcd, kube-apiserver,
+# kube-controller-manager, kube-scheduler, kwok), the Pulumi CLI + pulumi-kubernetes provider, and
+# the upstream endpoint picker. Needs Go (the Go module proxy on a fresh machine).
+GO_PATH_DIR ?= /usr/local/go/bin
+realengine:
+	PATH="$$PATH:$(GO_PATH_DIR)" bash tools/realengine/k8s/build.sh
+	PATH="$$PATH:$(GO_PATH_DIR)" bash tools/realengine/pulumi/build.sh
+	PATH="$$PATH:$(GO_PATH_DIR)" bash tools/realengine/epp/build.sh
 
 # ruff and mypy on the product package (config in pyproject.toml); the picker is type-checked
 # against its own environment's packages.
