@@ -6,7 +6,6 @@ with INFERSHIFT_REQUIRE_REALENGINE=1 (CI) they fail instead.
 """
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -15,12 +14,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import controlplane  # noqa: E402
-
-
-def require_or_skip(reason: str) -> None:
-    if os.environ.get("INFERSHIFT_REQUIRE_REALENGINE") == "1":
-        pytest.fail(f"{reason} (INFERSHIFT_REQUIRE_REALENGINE=1)", pytrace=False)
-    pytest.skip(reason)
+from controlplane import require_or_skip  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from controlplane import ApiError, pod_ready
+from controlplane import ApiError, pod_ready, require_or_skip
 
 from infershift import proc
 from infershift.components import model_routing
@@ -31,6 +31,7 @@ PICKER_PY = REPO / ".venv-picker" / "bin" / "python"
 NS = "picker-e2e"
 POOL = "pool"
 SA = f"{POOL}-epp"  # picker_name(): the ServiceAccount, Role and RoleBinding's name
+PORT = free_port()  # the pool's target port: a simulator may listen on it at a pod's loopback IP
 
 
 class Picker:
@@ -94,7 +95,7 @@ def _pod(name: str, labels: dict[str, str]) -> dict:
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": NS, "labels": labels},
             "spec": {"terminationGracePeriodSeconds": 0,
                      "containers": [{"name": "vllm", "image": "example.invalid/vllm:1",
-                                     "ports": [{"containerPort": 8000}]}]}}
+                                     "ports": [{"containerPort": PORT}]}]}}
 
 
 def _ready_ip(cp, name: str) -> str:
@@ -107,7 +108,7 @@ def cluster(control_plane):
     """The namespace with the pool, its routing objects and the picker's RBAC, as rendered."""
     cp = control_plane
     cp.ensure_namespace(NS)
-    pool_args = {"selector": {"app": "model"}, "namespace": NS, "api_version": "v1", "target_ports": [8000]}
+    pool_args = {"selector": {"app": "model"}, "namespace": NS, "api_version": "v1", "target_ports": [PORT]}
     rendered = picker_manifests({"pool_name": POOL, "pool_api_version": "v1", "namespace": NS,
                                  "image": "example.invalid/picker:1",
                                  "config": default_picker_config(POOL, pool_args)})  # type: ignore[arg-type,typeddict-item]
@@ -122,7 +123,7 @@ def cluster(control_plane):
 def picker(cluster, tmp_path_factory):
     cp, config, _ = cluster
     if not PICKER_PY.exists():
-        pytest.skip("no .venv-picker (make setup)")
+        require_or_skip("no .venv-picker for the picker process: run `make setup`")
     creds = cp.service_account_kubeconfig(NS, SA, expiration_seconds=3600, bound_secret="picker-token-1")
     t0 = time.monotonic()
     p = Picker(tmp_path_factory.mktemp("picker"), creds.kubeconfig, config)
@@ -147,13 +148,50 @@ def test_discovers_pods_of_the_pool_selector(cluster, picker):
     try:
         cp.apply([_pod("m-0", {"app": "model"}), _pod("m-1", {"app": "model"}), _pod("other", {"app": "other"})])
         ips = {n: _ready_ip(cp, n) for n in ("m-0", "m-1", "other")}
-        want = sorted([f"m-0={ips['m-0']}:8000", f"m-1={ips['m-1']}:8000"])
+        want = sorted([f"m-0={ips['m-0']}:{PORT}", f"m-1={ips['m-1']}:{PORT}"])
         pk.wait(lambda: pk.endpoints() == want, 30, f"endpoints {want}")
         cp.delete(_pod("m-1", {}), grace_period_seconds=0)
-        pk.wait(lambda: pk.endpoints() == [f"m-0={ips['m-0']}:8000"], 30, "m-1 gone")
+        pk.wait(lambda: pk.endpoints() == [f"m-0={ips['m-0']}:{PORT}"], 30, "m-1 gone")
     finally:
         cp.delete([_pod(n, {}) for n in ("m-0", "m-1", "other")], grace_period_seconds=0)
     pk.wait(lambda: pk.endpoints() == [], 30, "no endpoints")
+
+
+def _metric(pk: Picker, name: str) -> float | None:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{pk.ports['metrics']}/metrics", timeout=5) as r:
+            text = r.read().decode()
+    except OSError:
+        return None
+    vals = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+            if line.startswith(name + "{") or line.startswith(name + " ")]
+    return sum(vals) if vals else None
+
+
+def test_scrapes_a_discovered_pod_at_its_kwok_address(cluster, picker, tmp_path):
+    """A real model server (the simulator) on the address KWOK gave the pod: the picker scrapes it,
+    so the pool counts one ready pod; deleting the Pod removes it though the server still answers."""
+    cp, _, _ = cluster
+    pk, _ = picker
+    sim = None
+    try:
+        cp.apply(_pod("s-0", {"app": "model"}))
+        ip = _ready_ip(cp, "s-0")
+        with open(tmp_path / "sim.log", "ab") as out:
+            sim = proc.spawn([sys.executable, "-m", "infershift.sim", "--model", "llama-8b", "--host", ip,
+                              "--port", str(PORT)], out=out, cwd=str(REPO))
+        pk.wait(lambda: pk.endpoints() == [f"s-0={ip}:{PORT}"], 30, "s-0 discovered")
+        pk.wait(lambda: _metric(pk, "inference_pool_ready_pods") == 1, 30, "s-0 scraped, a ready pod")
+        cp.delete(_pod("s-0", {}), grace_period_seconds=0)
+        pk.wait(lambda: _metric(pk, "inference_pool_ready_pods") == 0 and pk.endpoints() == [], 30,
+                "s-0 gone with its Pod")
+        assert sim.poll() is None  # still serving: the Pod's deletion removed it, not a failed scrape
+    finally:
+        if sim is not None:
+            proc.stop_group(sim, 5)
+        cp.delete(_pod("s-0", {}), grace_period_seconds=0)
 
 
 def test_model_routing_objects_change_live(cluster, picker):
@@ -218,19 +256,19 @@ def test_token_rotation_and_revocation(cluster, picker):
     # the API server restarts, so every watch reconnects. Only the new token can do either.
     try:
         cp.apply({**pool_manifest(POOL, {"selector": {"app": "model-b"}, "namespace": NS, "api_version": "v1",  # type: ignore[arg-type]
-                                        "target_ports": [8000]})})
+                                        "target_ports": [PORT]})})
         cp.apply(_pod("b-0", {"app": "model-b"}))
         ip = _ready_ip(cp, "b-0")
-        pk.wait(lambda: pk.endpoints() == [f"b-0={ip}:8000"], 30, "b-0 discovered with the new selector")
+        pk.wait(lambda: pk.endpoints() == [f"b-0={ip}:{PORT}"], 30, "b-0 discovered with the new selector")
         cp.restart_apiserver(downtime=1.0)
         cp.apply(_pod("b-1", {"app": "model-b"}))
         ip1 = _ready_ip(cp, "b-1")
-        pk.wait(lambda: pk.endpoints() == sorted([f"b-0={ip}:8000", f"b-1={ip1}:8000"]), 60,
+        pk.wait(lambda: pk.endpoints() == sorted([f"b-0={ip}:{PORT}", f"b-1={ip1}:{PORT}"]), 60,
                 "b-1 discovered after the restart")
     finally:
         cp.delete([_pod(n, {}) for n in ("b-0", "b-1")], grace_period_seconds=0)
         cp.apply(pool_manifest(POOL, {"selector": {"app": "model"}, "namespace": NS, "api_version": "v1",  # type: ignore[arg-type]
-                                      "target_ports": [8000]}))
+                                      "target_ports": [PORT]}))
     assert cp.token_review(old).get("authenticated") is not True
 
 
@@ -239,7 +277,7 @@ def test_watches_resume_after_the_api_server_restarts(cluster, picker):
     pk, _ = picker
     cp.apply(_pod("r-0", {"app": "model"}))
     ip0 = _ready_ip(cp, "r-0")
-    pk.wait(lambda: pk.endpoints() == [f"r-0={ip0}:8000"], 30, "r-0 discovered")
+    pk.wait(lambda: pk.endpoints() == [f"r-0={ip0}:{PORT}"], 30, "r-0 discovered")
     failed_before = len(pk.records("watch failed; retrying"))
     try:
         cp.restart_apiserver(downtime=2.0)
@@ -249,11 +287,11 @@ def test_watches_resume_after_the_api_server_restarts(cluster, picker):
         cp.apply(_pod("r-1", {"app": "model"}))
         ip1 = _ready_ip(cp, "r-1")
         cp.apply(model_routing.manifests(POOL, "v1", NS, {"after": {"targets": {"llama-8b": 1}}}))
-        pk.wait(lambda: pk.endpoints() == sorted([f"r-0={ip0}:8000", f"r-1={ip1}:8000"]), 60, "r-1 after the restart")
+        pk.wait(lambda: pk.endpoints() == sorted([f"r-0={ip0}:{PORT}", f"r-1={ip1}:{PORT}"]), 60, "r-1 after the restart")
         pk.wait(lambda: (r := pk.routing()) and r["models"].get("after") == ["llama-8b:1"], 60,
                 "a rewrite made after the restart")
         cp.delete(_pod("r-0", {}), grace_period_seconds=0)
-        pk.wait(lambda: pk.endpoints() == [f"r-1={ip1}:8000"], 30, "r-0's deletion after the restart")
+        pk.wait(lambda: pk.endpoints() == [f"r-1={ip1}:{PORT}"], 30, "r-0's deletion after the restart")
     finally:
         cp.delete([_pod(n, {}) for n in ("r-0", "r-1")], grace_period_seconds=0)
         cp.delete(model_routing.manifests(POOL, "v1", NS, {"after": {"targets": {"llama-8b": 1}}}))
@@ -299,7 +337,7 @@ def test_exec_plugin_kubeconfig(cluster, tmp_path):
         ip = _ready_ip(cp, "e-0")
         pk = Picker(tmp_path, kc, config, name="picker-exec")
         try:
-            pk.wait(lambda: pk.endpoints() == [f"e-0={ip}:8000"], 30, "e-0 discovered through the exec plugin's token")
+            pk.wait(lambda: pk.endpoints() == [f"e-0={ip}:{PORT}"], 30, "e-0 discovered through the exec plugin's token")
             assert count.read_text().count("run") == 1  # one token for all the watches: cached until it expires
             assert not pk.records("watch failed; retrying")
         finally:
