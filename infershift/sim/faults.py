@@ -1,4 +1,5 @@
-"""Injected faults: an error rate, a slow start, and stalling (never answering)."""
+"""Injected faults: an error rate, a slow start, a delay before generation (a slower first
+token), stalling (never answering), and going down."""
 from __future__ import annotations
 
 import asyncio
@@ -15,6 +16,7 @@ class Faults:
     stall: bool = False
     down: bool = False                      # the serving port closed, as a killed pod (server.py)
     slow_start_seconds: float = 0.0
+    delay_seconds: float = 0.0              # added before generation starts: a slower first token
     since: float = 0.0                      # when slow start began (loop time)
     rng: random.Random = field(default_factory=random.Random)
     _unstall: asyncio.Event | None = None
@@ -22,7 +24,7 @@ class Faults:
     def view(self, now: float) -> dict:
         return {"error_rate": self.error_rate, "error_status": self.error_status,
                 "stall": self.stall, "down": self.down, "slow_start_seconds": self.slow_start_seconds,
-                "starting": self.starting(now)}
+                "delay_seconds": self.delay_seconds, "starting": self.starting(now)}
 
     def starting(self, now: float) -> bool:
         return now - self.since < self.slow_start_seconds
@@ -39,7 +41,7 @@ class Faults:
         """Apply a POST /admin/faults body; unknown or bad fields are errors."""
         if not isinstance(body, dict):
             raise bad_request("faults body must be a JSON object")
-        known = {"error_rate", "error_status", "stall", "down", "slow_start_seconds"}
+        known = {"error_rate", "error_status", "stall", "down", "slow_start_seconds", "delay_seconds"}
         extra = set(body) - known
         if extra:
             raise bad_request(f"unknown fault field(s): {', '.join(sorted(extra))}", sorted(extra)[0])
@@ -54,12 +56,14 @@ class Faults:
         for flag in ("stall", "down"):
             if flag in body and not isinstance(body[flag], bool):
                 raise bad_request(f"{flag} must be a boolean", flag)
-        if "slow_start_seconds" in body:
-            v = body["slow_start_seconds"]
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-                raise bad_request("slow_start_seconds must be a number >= 0", "slow_start_seconds")
+        for name in ("slow_start_seconds", "delay_seconds"):
+            if name in body:
+                v = body[name]
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+                    raise bad_request(f"{name} must be a number >= 0", name)
         self.error_rate = float(body.get("error_rate", self.error_rate))
         self.error_status = int(body.get("error_status", self.error_status))
+        self.delay_seconds = float(body.get("delay_seconds", self.delay_seconds))
         if "slow_start_seconds" in body:
             self.slow_start_seconds = float(body["slow_start_seconds"])
             self.since = now

@@ -165,6 +165,8 @@ class SimServer:
                                   retry_after=f.slow_start_seconds - (self.loop.time() - f.since))
             if request.path in _GENERATION and f.should_fail():
                 raise status_error(f.error_status, "injected fault")
+            if request.path in _GENERATION and f.delay_seconds > 0:
+                await asyncio.sleep(f.delay_seconds)
         return await handler(request)
 
     @web.middleware

@@ -346,6 +346,19 @@ async def test_injected_faults(start_server):
     await asyncio.sleep(0.5)
     async with sess.get(base + "/health") as r:
         assert r.status == 200
+    # delay: every generation request waits that long before it starts; /health does not
+    t0 = asyncio.get_running_loop().time()
+    assert (await post(sess, url, req))[0] == 200
+    quick = asyncio.get_running_loop().time() - t0
+    await post(sess, admin(srv) + "/admin/faults", {"delay_seconds": 0.3})
+    t0 = asyncio.get_running_loop().time()
+    assert (await post(sess, url, req))[0] == 200
+    assert asyncio.get_running_loop().time() - t0 >= 0.3 > quick
+    async with sess.get(admin(srv) + "/admin/faults") as r:
+        assert (await r.json())["delay_seconds"] == 0.3
+    st, body, _ = await post(sess, admin(srv) + "/admin/faults", {"delay_seconds": -1})
+    assert st == 400 and body["error"]["param"] == "delay_seconds"
+    await post(sess, admin(srv) + "/admin/faults", {"delay_seconds": 0})
 
 
 async def test_predict_matches_prefix_cache_and_queue(start_server):
