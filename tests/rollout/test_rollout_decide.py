@@ -2,8 +2,10 @@
 and nothing is decided before the minimum sample count."""
 from __future__ import annotations
 
+import json
 import math
 import random
+from pathlib import Path
 
 import pytest
 
@@ -104,3 +106,37 @@ def test_absolute_limits_and_429s_apart_from_errors():
 def test_series_module_buckets_are_the_pickers():
     from infershift.picker import telemetry
     assert TTFT == telemetry.TTFT and NTPOT == telemetry.NTPOT and E2E == telemetry.GENERAL_LATENCY
+
+
+# --- recorded series: windows of the local stack's pools (tests/rollout/record_series.py) ---------
+
+RECORDED = json.loads((Path(__file__).parent / "testdata" / "recorded_series.json").read_text())
+# the rollout stack's gates, as a person would write them for this canary
+RECORDED_GATES = Gates.model_validate({"ttftP90": {"tolerance": 0.5}, "e2eP90": {"tolerance": 0.5},
+                                       "errorRate": {"tolerance": 0.02}, "outputTokensPerSecond": {"tolerance": 0.5}})
+
+
+def _recorded(condition: str) -> list[tuple[Window, Window]]:
+    return [(Window.from_json(w["canary"]), Window.from_json(w["stable"]))
+            for w in RECORDED["conditions"][condition]["windows"]]
+
+
+def test_recorded_healthy_canary_passes_every_window():
+    windows = _recorded("healthy")
+    assert len(windows) >= 8 and all(c.responses >= 40 and s.responses >= 120 for c, s in windows)
+    for canary, stable in windows:
+        result = judge(RECORDED_GATES, canary, stable, min_requests=40)
+        assert result.verdict == "pass", result.reason
+
+
+@pytest.mark.parametrize("condition, gate", [("errors-30pct", "error_rate"), ("ttft-delay-100ms", "ttft_p90")])
+def test_recorded_faulty_canary_fails_every_window(condition, gate):
+    for canary, stable in _recorded(condition):
+        result = judge(RECORDED_GATES, canary, stable, min_requests=40)
+        assert result.verdict == "fail" and gate in {g.gate for g in result.gates if g.verdict == "fail"}, \
+            result.reason
+
+
+def test_recorded_windows_wait_below_the_minimum():
+    canary, stable = _recorded("errors-30pct")[0]
+    assert judge(RECORDED_GATES, canary, stable, min_requests=int(canary.responses) + 1).verdict == "wait"
