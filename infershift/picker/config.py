@@ -154,6 +154,9 @@ class PickerConfig:
     # share of responses that are not rewritten but still come back to the picker for per-target
     # telemetry (status, TTFB, latency, tokens, served endpoint); only with the two-filter Envoy setup
     response_sample_rate: float = 1.0
+    # the `model` of a response whose target was rewritten: "served" (the target, what the server
+    # says and the guides show) or "client" (the name the client asked for)
+    response_model: str = "served"
     metrics_port: int | None = None  # scrape this port instead of the endpoint's (Triton: 8002)
     lora_on_demand: dict[str, OnDemandAdapter] = field(default_factory=dict)  # lora.onDemand, by adapter name
     scheduling: SchedulingSpec = None  # type: ignore[assignment]
@@ -177,7 +180,7 @@ DEFAULT_SCHEDULING: dict = {
     "flowControl": {"defaultRequestTTL": "30s", "saturationDetector": {"pluginRef": "batch-capacity-detector"}},
     "plugins": [
         {"type": "batch-capacity-detector", "parameters": {"queueDepthThreshold": 0, "kvCacheUtilThreshold": 0.8,
-                                                         "headroom": 0.5, "maxUnconfirmed": 1}},
+                                                         "headroom": 0.5}},
         {"type": "model-filter"},
         {"type": "saturation-filter", "parameters": {"queueDepthThreshold": 5, "kvCacheThreshold": 0.8}},
         {"type": "admission-filter",
@@ -360,9 +363,12 @@ def parse_config(raw: Any) -> PickerConfig:
     _keys(
         raw,
         {"pool", "endpoints", "kubernetes", "models", "sessionHeader", "failureMode", "limits", "metrics", "scheduling",
-         "telemetry", "lora", "flowControl"},
+         "telemetry", "lora", "flowControl", "responseModel"},
         "config",
     )
+    response_model = raw.get("responseModel", "served")
+    if response_model not in ("served", "client"):
+        raise ConfigError(f"responseModel: expected served or client, got {response_model!r}")
     flow_switch = raw.get("flowControl", True)
     if not isinstance(flow_switch, bool):
         raise ConfigError(f"flowControl: expected true or false, got {flow_switch!r}")
@@ -436,6 +442,7 @@ def parse_config(raw: Any) -> PickerConfig:
         stale_after=parse_duration(met.get("staleAfter", "1s"), "metrics.staleAfter"),
         models_interval=parse_duration(met.get("modelsInterval", "2s"), "metrics.modelsInterval"),
         response_sample_rate=float(rate),
+        response_model=response_model,
         metrics_port=metrics_port,
         lora_on_demand=parse_lora(raw.get("lora")),
         scheduling=_flow_switched(parse_scheduling(raw.get("scheduling")), flow_switch),

@@ -305,6 +305,7 @@ class ExtProc(pb_grpc.ExternalProcessorServicer):
         target = routed.target_model
         eps = candidates(self.pool, subset)
         prio = priority_of(gen.config, routed.client_model, st.headers)
+        fc.saw(prio)
         if not fc.waiting_at_or_above(prio):
             room, serving = fc.room(gen, eps, target)
             if room:
@@ -452,7 +453,8 @@ class ExtProc(pb_grpc.ExternalProcessorServicer):
                         resp.mode_override.response_body_mode = pm.ProcessingMode.STREAMED
             cl = h.get("content-length")
             st.resp_len = int(cl) if cl and cl.isdigit() else None
-            if st.client and st.target != st.client and not msg.response_headers.end_of_stream:
+            if (st.client and st.target != st.client and not msg.response_headers.end_of_stream
+                    and self.pool.gen.config.response_model == "client"):
                 if ctype.startswith("text/event-stream"):
                     st.sse = SSERestorer(st.target, st.client)
                     if not st.resp_duplex:

@@ -32,6 +32,8 @@ REJECTED_CAPACITY = "RejectedCapacity"
 EVICTED_TTL = "EvictedTTL"
 EVICTED_NO_ENDPOINTS = "EvictedNoEndpoints"
 EVICTED_CANCELLED = "EvictedContextCancelled"
+# How far back "more than one priority in use" looks (FlowController.mixed)
+MIXED_WINDOW = 10.0
 
 
 class QueueFull(PickerError):
@@ -161,6 +163,7 @@ class FlowController:
         self.queued_bytes = 0
         # address -> [the scrape counted from, sent since, finished since]
         self.counts: dict[str, list] = {}
+        self.priorities_seen: dict[int, float] = {}  # priority -> when one last arrived
         self._tick_handle: asyncio.TimerHandle | None = None
         self._run_soon = False
         pool.on_endpoint_removed.append(self._forget)
@@ -221,24 +224,43 @@ class FlowController:
             return (serving if detector.saturation(serving) < 1.0 else []), len(serving)
         now, stale_after, load = self.clock(), gen.config.stale_after, self.load
         fresh = [now - e.last_ok <= stale_after for e in serving]
-        roomy = [e for e, f in zip(serving, fresh) if detector.has_room(e, load(e), f)]
+        if getattr(detector, "one_priority_gate", False) and not self.mixed(now):
+            # One priority in use: holding requests here would reorder nothing, and a server's own
+            # queue lets it batch prefills; so they wait here only once every endpoint is past
+            # its safety limit.
+            return [e for e, f in zip(serving, fresh) if detector.admits(e, load(e), f)], len(serving)
+        roomy = [e for e, f in zip(serving, fresh) if detector.has_room(e, load(e), f, self._unconfirmed(e))]
         if not roomy or self.queued:
             # no room, or requests wait here already (the pool is saturated): only where there is
             # room, so servers do not queue and the picker's priority order is the one that holds;
-            # and with the detector's `maxUnconfirmed`, only to an endpoint that has been sent fewer
-            # than that many requests since its last poll: a poll that shows several slots free at
+            # and with the detector's unconfirmed_limit, only to an endpoint that has been sent
+            # fewer than that many requests since its last poll: a poll that shows several slots free at
             # once would otherwise get them all filled at once, and a server prefills what it is
             # given in arrival order, so a Critical request sent a moment later waits behind them
             # there instead of going first here.
-            limit = getattr(detector, "max_unconfirmed", None)
-            if limit and self.queued:
-                roomy = [e for e in roomy if self._unconfirmed(e) < limit]
+            limit_of = getattr(detector, "unconfirmed_limit", None)
+            if limit_of is not None and self.queued:
+                roomy = [e for e in roomy if (n := limit_of(e)) is None or self._unconfirmed(e) < n]
             return roomy, len(serving)
         # the pool has room and nothing waits: schedule over every endpoint short of its safety
         # limit, so the scorers keep prefix and LoRA affinity (an endpoint may burst past its
         # ideal limit, as upstream's detectors allow as filters)
         admitted = [e for e, f in zip(serving, fresh) if detector.admits(e, load(e), f)]
         return admitted or roomy, len(serving)
+
+    def saw(self, priority: int) -> None:
+        """A request of `priority` arrived (mixed() looks back MIXED_WINDOW seconds)."""
+        self.priorities_seen[priority] = self.clock()
+
+    def mixed(self, now: float) -> bool:
+        """More than one priority arrived within the last MIXED_WINDOW seconds."""
+        recent = 0
+        for t in self.priorities_seen.values():
+            if now - t <= MIXED_WINDOW:
+                recent += 1
+                if recent > 1:
+                    return True
+        return False
 
     def waiting_at_or_above(self, priority: int) -> bool:
         if not self.queued:

@@ -395,6 +395,10 @@ class Picker(Spec):
     for per-target telemetry (status, time to first byte, latency, tokens: the upstream metrics);
     rewritten ones always do. 1 (every response, as upstream counts) costs the picker about 0.2 ms
     of CPU per request more than 0.1 (picker/BENCH.md)."""
+    response_model: Literal["served", "client"] = "served"
+    """The `model` of a response whose target was rewritten (a weighted split, a LoRA canary):
+    `served`, the target that served it, as the model server says and the guides show (seed 004
+    reads its split from it); or `client`, the name the client asked for."""
     scheduling: dict | None = None
     """Scheduling config (plugins + profile) for the picker; its defaults when omitted. Checked
     with the picker's own parser and plugin registry (`checks._pickers`), so what passes here is

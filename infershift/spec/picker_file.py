@@ -21,6 +21,7 @@ def picker_config(spec: StackSpec, pool_name: str, endpoints: list[dict] | None 
         "limits": {"maxBodyBytes": quantity_bytes(pool.picker.max_body_size)},
         "metrics": {"pollInterval": pool.picker.poll_interval, "staleAfter": pool.picker.stale_after},
         "telemetry": {"responseSampleRate": pool.picker.response_sample_rate},
+        "responseModel": pool.picker.response_model,
     }
     if pool.picker.session_header:
         config["sessionHeader"] = pool.picker.session_header

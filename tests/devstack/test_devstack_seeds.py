@@ -142,6 +142,8 @@ def test_seed_004_attach_to_pools(tmp_path, scenario, model, targets):
         url = stack.url("llm-gw") + path
         r = httpx.post(url, json=body, headers=headers, timeout=120)
         assert r.status_code == 200, r.text
+        # the guide reads the split from the response body's `model`: the served target
+        assert r.json()["model"] in targets and r.json()["model"] == r.headers["x-infershift-target-model"]
         tally = burst(url, short(body), N, headers=headers)
         assert tally.failed == 0, tally.errors
         assert set(tally.targets) <= set(targets)

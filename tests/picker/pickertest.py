@@ -144,6 +144,8 @@ def base_config(servers: Servers, **over) -> dict:
         "limits": {"maxBodyBytes": 256 * 1024},
         "metrics": {"pollInterval": "20ms", "staleAfter": "400ms", "modelsInterval": "500ms"},
         "telemetry": {"responseSampleRate": 1.0},  # tests count every response
+        # the restore path (the default, "served", leaves the target's name: test_picker_response_model.py)
+        "responseModel": "client",
     }
     cfg.update(over)
     return cfg

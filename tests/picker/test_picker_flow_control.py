@@ -254,34 +254,45 @@ def test_load_is_the_poll_plus_sent_minus_finished_since_it():
     assert isinstance(r4, Pending)  # 4 in flight = maxConcurrency
 
 
-def test_batch_capacity_detector_learns_the_batch_size_and_probes_until_it_is_seen_full():
+def test_batch_capacity_detector_learns_the_batch_size_and_probes_past_it_while_nothing_queues():
     svc, _, _ = make(detector={"type": "batch-capacity-detector"})
+    svc.flow.saw(5)  # another priority is in use too: room is the detector's, not only the filter's
     e = svc.pool.endpoints[A]
     det = svc.pool.gen.scheduler.flow_detector
     e.scraped = e.metrics = ServerMetrics(running=6.0, waiting=0.0, kv_usage=0.3, engine="vllm")
-    # 6 seen running, never full: a few more than 6 (1 + 6/8) while the poll shows no queue
+    # 6 seen running, no queue: past 6, a probe of max(1, 6 // 8) = 1 per poll
     _, first = send(svc, "llama")
     _, second = send(svc, "llama")
     assert not isinstance(first, Pending) and isinstance(second, Pending)
     w0 = Delivered(second)
     e.scraped = e.metrics = ServerMetrics(running=7.0, waiting=0.0, kv_usage=0.3, engine="vllm")
-    assert det.batch_size(e) == 7 and A not in det.full  # it took one more: a bigger batch
+    assert det.batch_size(e) == 7  # it took one more: a bigger batch
     svc.flow.run()
-    assert dest(w0.answers) == A  # 7 + 1 of 7 + 1 + 0
+    assert dest(w0.answers) == A  # the new poll: one more probe
     e.scraped = e.metrics = ServerMetrics(running=8.0, waiting=2.0, kv_usage=0.3, engine="vllm")
-    assert det.batch_size(e) == 8 and A in det.full  # 8 running and a queue: the batch is 8
     _, r = send(svc, "llama")
-    assert isinstance(r, Pending)
+    assert isinstance(r, Pending)  # a queue: 10 in flight, past 8, and no probing
     e.scraped = e.metrics = ServerMetrics(running=7.0, waiting=0.0, kv_usage=0.3, engine="vllm")
     w = Delivered(r)
     svc.flow.run()
-    assert dest(w.answers) == A  # 7 of 8
-    _, r1 = send(svc, "llama")
-    assert isinstance(r1, Pending)  # 8 of 8: no probing past a batch seen full
+    assert dest(w.answers) == A  # 7 of 8: within the size seen
     e.scraped = e.metrics = ServerMetrics(running=2.0, waiting=0.0, kv_usage=0.9, engine="vllm")
-    w1 = Delivered(r1)
-    svc.flow.run()
-    assert w1.answers is None  # KV over 0.8: no room whatever the count
+    _, r1 = send(svc, "llama")
+    assert isinstance(r1, Pending)  # KV over 0.8: no room whatever the count
+
+
+def test_batch_capacity_detector_does_not_stick_at_a_size_seen_while_prefill_queued():
+    """A queue at a small batch (prefill the bottleneck, not the batch) stops probing only until
+    it drains; the size keeps growing after."""
+    svc, _, _ = make(detector={"type": "batch-capacity-detector"})
+    e = svc.pool.endpoints[A]
+    det = svc.pool.gen.scheduler.flow_detector
+    e.scraped = e.metrics = ServerMetrics(running=2.0, waiting=1.0, kv_usage=0.1, engine="vllm")
+    assert det.batch_size(e) == 2 and not det.has_room(e, 3, True, 0)
+    e.scraped = e.metrics = ServerMetrics(running=3.0, waiting=0.0, kv_usage=0.1, engine="vllm")
+    assert det.has_room(e, 3, True, 0) and not det.has_room(e, 3, True, 1)
+    e.scraped = e.metrics = ServerMetrics(running=16.0, waiting=0.0, kv_usage=0.1, engine="vllm")
+    assert det.batch_size(e) == 16 and det.has_room(e, 17, True, 1) and not det.has_room(e, 17, True, 2)
 
 
 def test_one_round_trip_responses_free_the_slot_from_the_response_stream():
@@ -339,17 +350,17 @@ def test_room_is_for_the_pool_and_the_scheduler_may_burst_past_an_endpoint_for_a
     assert fc.room(gen, eps, "llama")[0] == []
 
 
-def test_batch_capacity_detector_filters_only_endpoints_whose_batch_is_known():
+def test_batch_capacity_detector_filters_only_queueing_endpoints_past_their_headroom():
     svc, _, _ = make(n=2, detector={"type": "batch-capacity-detector", "parameters": {"headroom": 0.5}})
     gen, fc = svc.pool.gen, svc.flow
     a, b = svc.pool.endpoints[A], svc.pool.endpoints[B]
     det = gen.scheduler.flow_detector
-    # A: 8 running, never seen full — its batch may be bigger: never filtered on the count
+    # A: 8 running and no queue — its batch may be bigger: never filtered on the count
     a.scraped = a.metrics = ServerMetrics(running=8.0, waiting=0.0, kv_usage=0.3, engine="vllm")
     b.scraped = b.metrics = ServerMetrics(running=0.0, waiting=0.0, kv_usage=0.0, engine="vllm")
     fc.counts[A] = [a.scraped, 20, 0]
     assert det.admits(a, fc.load(a), True)
-    # seen full at 8 (8 running, a queue): filtered from 8 * 1.5 = 12 in flight on
+    # queueing at 8: filtered from 8 * 1.5 = 12 in flight on
     a.scraped = a.metrics = ServerMetrics(running=8.0, waiting=3.0, kv_usage=0.3, engine="vllm")
     assert fc.load(a) == 11
     assert det.admits(a, 11, True) and not det.admits(a, 12, True)
@@ -369,9 +380,10 @@ def test_batch_capacity_detector_filters_only_endpoints_whose_batch_is_known():
 
 
 def test_while_requests_wait_an_endpoint_gets_one_dispatch_per_poll():
-    """maxUnconfirmed (1): a poll that shows several free slots does not get them all filled at
-    once while requests wait; the next poll (which shows the one sent) lets the next one go."""
+    """maxUnconfirmed (default: batch size / 8, here 1): a poll that shows several free slots does
+    not get them all filled at once while requests wait; the next poll lets the next one go."""
     svc, _, _ = make(detector={"type": "batch-capacity-detector", "parameters": {"maxConcurrency": 8}})
+    svc.flow.saw(-1)  # Sheddable traffic too
     e = svc.pool.endpoints[A]
     e.scraped = e.metrics = ServerMetrics(running=8.0, engine="vllm")
     waiting = [Delivered(send(svc, "chat")[1]) for _ in range(3)]
@@ -386,9 +398,49 @@ def test_while_requests_wait_an_endpoint_gets_one_dispatch_per_poll():
     # off (0): every free slot at once
     svc2, _, _ = make(detector={"type": "batch-capacity-detector",
                                 "parameters": {"maxConcurrency": 8, "maxUnconfirmed": 0}})
+    svc2.flow.saw(-1)
     e2 = svc2.pool.endpoints[A]
     e2.scraped = e2.metrics = ServerMetrics(running=8.0, engine="vllm")
     waiting2 = [Delivered(send(svc2, "chat")[1]) for _ in range(3)]
     e2.scraped = e2.metrics = ServerMetrics(running=5.0, engine="vllm")
     svc2.flow.run()
     assert all(w.answers is not None for w in waiting2)
+    # a batch of 16: two per poll
+    svc3, _, _ = make(detector={"type": "batch-capacity-detector", "parameters": {"maxConcurrency": 16}})
+    svc3.flow.saw(-1)
+    e3 = svc3.pool.endpoints[A]
+    e3.scraped = e3.metrics = ServerMetrics(running=16.0, engine="vllm")
+    waiting3 = [Delivered(send(svc3, "chat")[1]) for _ in range(3)]
+    e3.scraped = e3.metrics = ServerMetrics(running=12.0, engine="vllm")
+    svc3.flow.run()
+    assert [w.answers is not None for w in waiting3] == [True, True, False]
+
+
+def test_with_one_priority_in_use_requests_wait_only_past_the_safety_limit():
+    """Holding them here would reorder nothing, and a server's queue lets it batch prefills: with
+    one priority in the last MIXED_WINDOW seconds, room is the scheduling filter's (a queueing
+    endpoint past its batch size x 1.5); once another priority arrives, the detector's."""
+    from infershift.picker.flowcontrol import MIXED_WINDOW
+
+    svc, _, clock = make(detector={"type": "batch-capacity-detector"})
+    e = svc.pool.endpoints[A]
+    e.scraped = e.metrics = ServerMetrics(running=8.0, waiting=2.0, kv_usage=0.3, engine="vllm")
+    sent = [send(svc, "chat")[1] for _ in range(2)]  # 10, 11 in flight: past 8, short of 12
+    assert not any(isinstance(r, Pending) for r in sent)
+    _, r = send(svc, "chat")
+    assert isinstance(r, Pending)  # 12 = 8 * 1.5: past the safety limit, it waits
+    w = Delivered(r)
+    e.scraped = e.metrics = ServerMetrics(running=8.0, waiting=1.0, kv_usage=0.3, engine="vllm")
+    svc.flow.run()
+    assert dest(w.answers) == A
+    # a Sheddable request now: two priorities in use, the detector's room (past 8 with a queue: none)
+    _, b = send(svc, "batch")
+    assert isinstance(b, Pending)
+    # ten seconds later only Critical is in use again
+    Delivered(b)
+    clock.t += MIXED_WINDOW + 1
+    e.scraped = e.metrics = ServerMetrics(running=8.0, waiting=1.0, kv_usage=0.3, engine="vllm")
+    e.last_ok = clock.t
+    svc.flow.saw(1)
+    assert not svc.flow.mixed(clock.t)
+

@@ -5,24 +5,27 @@ from __future__ import annotations
 import json
 import random
 
+import pytest
 from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2 as pm
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+from test_picker_extproc_shapes import headers, md, run
 
 from infershift.picker import restore_header
 from infershift.picker.config import parse_config
 from infershift.picker.envoy_config import HANDOVER_KEY, HANDOVER_NS, RESTORE_HEADER
+from infershift.picker.errors import ConfigError
 from infershift.picker.extproc import ExtProc
 from infershift.picker.pool import Pool
 from infershift.picker.telemetry import Telemetry
-from test_picker_extproc_shapes import headers, md, run
 
 ONE_RT = pb.ProtocolConfiguration(request_body_mode=pm.ProcessingMode.STREAMED,
                                   send_body_without_waiting_for_header_response=True)
 
 
-def make(sample=1.0, wall=1000.0, flow=True):
+def make(sample=1.0, wall=1000.0, flow=True, response_model="client"):
     cfg = parse_config({"endpoints": [{"address": f"10.0.0.{i}:8000", "models": ["llama", "sql-v1"]} for i in (1, 2)],
                         "models": {"sql": {"targets": [{"model": "sql-v1"}]}}, "flowControl": flow,
+                        **({"responseModel": response_model} if response_model else {}),
                         "limits": {"maxBodyBytes": 4096}, "telemetry": {"responseSampleRate": sample}})
     pool = Pool(cfg, clock=lambda: 100.0, rng=random.Random(3))
     for e in pool.endpoints.values():
@@ -148,6 +151,29 @@ def test_hand_over_to_the_response_stream_restores_and_measures():
                                          {"pool": "default-pool", "endpoint": picked, "picked": "true"}) == 1
     # the request stream itself records no response telemetry (it never sees the response)
     assert tm.registry.get_sample_value("infershift_picker_target_responses_total", {**labels, "status": "none"}) is None
+
+
+def test_by_default_the_response_keeps_the_served_target_as_the_guides_show():
+    svc, _, _ = make(response_model=None)
+    out = run(svc, request([json.dumps({"model": "sql", "prompt": "q"}).encode()]))
+    handover = out[0].dynamic_metadata.fields[HANDOVER_NS].struct_value.fields[HANDOVER_KEY].string_value
+    svc2, tm2, _ = make(wall=1000.25, response_model=None)
+    resp_body = b'{"id":"1","model":"sql-v1","choices":[]}'
+    out2 = run(svc2, [
+        pb.ProcessingRequest(response_headers=headers([(":status", "200"), ("content-type", "application/json")]),
+                             metadata_context=md(HANDOVER_NS, HANDOVER_KEY, handover)),
+        pb.ProcessingRequest(response_body=pb.HttpBody(body=resp_body, end_of_stream=True)),
+    ])
+    # streamed past for telemetry only: nothing buffered, the body untouched
+    assert out2[0].mode_override.response_body_mode == pm.ProcessingMode.STREAMED
+    assert not out2[1].response_body.response.HasField("body_mutation")
+    labels = {"pool": "default-pool", "target_model": "sql-v1"}
+    assert tm2.registry.get_sample_value("infershift_picker_target_responses_total", {**labels, "status": "200"}) == 1
+
+
+def test_response_model_must_be_served_or_client():
+    with pytest.raises(ConfigError, match="responseModel: expected served or client, got 'target'"):
+        parse_config({"endpoints": [{"address": "10.0.0.1:8000"}], "responseModel": "target"})
 
 
 def test_response_stream_without_hand_over_is_passed_through():

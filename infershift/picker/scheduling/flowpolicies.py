@@ -51,7 +51,8 @@ class Detector(Plugin):
 
     role = "saturation detector"
 
-    def has_room(self, e, load: float, fresh: bool) -> bool:
+    def has_room(self, e, load: float, fresh: bool, unconfirmed: int = 0) -> bool:
+        """`unconfirmed`: requests sent to `e` since its last poll."""
         raise NotImplementedError
 
     def admits(self, e, load: float, fresh: bool) -> bool:
@@ -65,23 +66,30 @@ class Detector(Plugin):
 
 
 class BatchCapacityDetector(Detector):
-    """infershift's default. An endpoint has room while its load is below its batch size plus
-    `queueDepthThreshold`, and its KV cache is at most `kvCacheUtilThreshold`. The batch size is
-    `maxConcurrency` when set, else learned: the most requests seen running there. A learned size
-    may be short of the server's real one (a lightly loaded server never shows its limit), so until
-    a poll has shown that many running with others waiting (the batch full), the endpoint may take a
-    few more (1 + size/8) while its last poll shows no queue — the next poll then shows them running
-    (a bigger size), or queued (the size confirmed).
-    Before anything was seen running there: room while the polled queue is at most
-    `queueDepthThreshold`. Stale metrics: load against the batch size only.
-    As the scheduling filter it drops only an endpoint whose batch size is known (`maxConcurrency`,
-    or seen full) and whose load is past that size times 1 + `headroom` plus the queue threshold,
-    or whose KV cache is past min(1, kvCacheUtilThreshold * (1 + headroom)); when that drops every
-    candidate, none is dropped (the scorers pick the least bad).
-    While requests wait in the picker, an endpoint is sent at most `maxUnconfirmed` (1; 0: no
-    limit) requests between two polls of it (flowcontrol.py, FlowController.room)."""
+    """infershift's default. An endpoint has room while its KV cache is at most
+    `kvCacheUtilThreshold` and its load (requests in flight, as flow control counts them) is below
+    its batch size plus `queueDepthThreshold`. The batch size is `maxConcurrency` when set, else
+    learned: the most requests seen running there. A learned size may be short of the server's
+    real one (a lightly loaded server never shows its limit), so past it the endpoint may still take
+    requests while its last poll showed no queue, an eighth of the size (at least 1) per poll: the
+    next poll shows them running (a bigger size) or waiting (no more until the queue is gone). A
+    queue can also mean prefill is the bottleneck, not the batch (vLLM keeps a request waiting while
+    the step's token budget is spent); either way nothing more goes there until it drains. Stale
+    metrics: load against the learned size only.
+    As the scheduling filter it drops only an endpoint that is queueing and whose load is past its
+    size times 1 + `headroom` plus the queue threshold, or whose KV cache is past
+    min(1, kvCacheUtilThreshold * (1 + headroom)); when that drops every candidate, none is
+    dropped (the scorers pick the least bad).
+    While requests wait in the picker, an endpoint is sent at most `maxUnconfirmed` requests
+    between two polls of it (default: an eighth of its batch size, at least 1; 0: no limit;
+    flowcontrol.py, FlowController.room). All of this applies while more than one priority is in
+    use; with one, room is the scheduling filter's (`admits`): holding requests in the picker would
+    reorder nothing, and a server's own queue lets it batch their prefills."""
 
     type_name = "batch-capacity-detector"
+    # FlowController.room: while one priority is in use, requests wait only once every endpoint is
+    # past its safety limit (admits), as reordering them would change nothing
+    one_priority_gate = True
     parameter_names = ("maxConcurrency", "queueDepthThreshold", "kvCacheUtilThreshold", "headroom", "maxUnconfirmed")
 
     def __init__(self, name: str, parameters: dict):
@@ -94,12 +102,13 @@ class BatchCapacityDetector(Detector):
         self.queue = float(param(parameters, "queueDepthThreshold", 0, (int, float), where))
         self.kv = float(param(parameters, "kvCacheUtilThreshold", 0.8, (int, float), where))
         self.headroom = float(param(parameters, "headroom", 0.5, (int, float), where))
-        self.max_unconfirmed = param(parameters, "maxUnconfirmed", 1, int, where)  # 0: no limit
+        unconfirmed = parameters.get("maxUnconfirmed")
+        # None: one eighth of the batch size (at least 1); 0: no limit
+        self.max_unconfirmed = None if unconfirmed is None else param(parameters, "maxUnconfirmed", 0, int, where)
         if self.queue < 0 or not 0 < self.kv <= 1 or self.headroom < 0:
             raise ConfigError(f"{where}.parameters: queueDepthThreshold must be >= 0, kvCacheUtilThreshold in (0, 1] "
                               f"and headroom >= 0")
         self.batch: dict[str, float] = {}  # address -> the most requests seen running there
-        self.full: set[str] = set()  # addresses seen with that many running and a queue: the size is theirs
         self._seen: dict[str, object] = {}  # address -> the scrape last read
 
     def batch_size(self, e) -> float | None:
@@ -110,33 +119,36 @@ class BatchCapacityDetector(Detector):
             self._seen[e.address] = m
             if m.running > self.batch.get(e.address, 0):
                 self.batch[e.address] = m.running
-                self.full.discard(e.address)
-            if m.waiting > 0 and m.running >= self.batch.get(e.address, 0) > 0:
-                self.full.add(e.address)
         return self.batch.get(e.address)
 
-    def has_room(self, e, load: float, fresh: bool) -> bool:
+    def has_room(self, e, load: float, fresh: bool, unconfirmed: int = 0) -> bool:
         if fresh and e.metrics.kv_usage > self.kv:
             return False
-        limit = self.batch_size(e)
-        m = e.scraped
-        if limit is None:
-            return m.waiting + (0 if fresh else load - m.running - m.waiting) <= self.queue
-        if self.max_concurrency is None and e.address not in self.full and m.waiting <= self.queue:
-            limit += 1 + limit // 8  # never seen full: probe for a bigger batch
-        return load < limit + self.queue
+        size = self.batch_size(e)
+        if size is not None and load < size + self.queue:
+            return True
+        if self.max_concurrency is not None or not fresh:
+            return False
+        # past the size seen (or none seen yet): probe while the last poll showed no queue
+        return e.scraped.waiting <= self.queue and unconfirmed < max(1, int(size or 0) // 8)
 
     def admits(self, e, load: float, fresh: bool) -> bool:
         if fresh and e.metrics.kv_usage > min(1.0, self.kv * (1 + self.headroom)):
             return False
-        limit = self.batch_size(e)
-        if limit is None or (self.max_concurrency is None and e.address not in self.full):
+        size = self.batch_size(e)
+        if size is None or e.scraped.waiting <= self.queue:
             return True
-        return load < limit * (1 + self.headroom) + self.queue
+        return load < size * (1 + self.headroom) + self.queue
+
+    def unconfirmed_limit(self, e) -> int | None:
+        """How many requests `e` may be sent between two polls while requests wait (None: any)."""
+        if self.max_unconfirmed is not None:
+            return self.max_unconfirmed or None
+        size = self.batch_size(e)
+        return max(1, int(size) // 8) if size else None
 
     def forget_endpoint(self, address: str) -> None:
         self.batch.pop(address, None)
-        self.full.discard(address)
         self._seen.pop(address, None)
 
 
@@ -161,7 +173,7 @@ class ConcurrencyDetector(Detector):
         if self.max_concurrency <= 0 or self.headroom < 0:
             raise ConfigError(f"{where}.parameters: maxConcurrency must be > 0 and headroom >= 0")
 
-    def has_room(self, e, load: float, fresh: bool) -> bool:
+    def has_room(self, e, load: float, fresh: bool, unconfirmed: int = 0) -> bool:
         return load < self.max_concurrency
 
     def admits(self, e, load: float, fresh: bool) -> bool:
