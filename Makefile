@@ -37,6 +37,12 @@ $(ROUTERS_VENV)/.installed: bench/requirements-routers.txt
 demo: setup
 	$(VENV)/bin/python -m infershift.devstack demo
 
+# Progressive rollouts on the local stack (infershift/rollout/README.md): a healthy base-model
+# canary promoted step by step, a slowed one rolled back; reports in out/rollout-demo.
+.PHONY: rollout-demo
+rollout-demo: setup
+	$(VENV)/bin/python -m infershift.rollout.demo --out out/rollout-demo
+
 test: setup test-main test-picker
 
 test-main:

@@ -69,6 +69,30 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+class Progress:
+    """A line per poll, the step's table when it ends (on_poll of Controller)."""
+
+    def __init__(self, console: Console, name: str, ro):
+        self.console, self.name, self.ro = console, name, ro
+        self.last = None
+
+    def __call__(self, entry) -> None:
+        from . import report
+
+        if self.last is not None and entry.step != self.last.step:
+            self.console.print(report.step_table(self.name, self.ro, self.last))
+        self.last = entry
+        r = entry.result
+        self.console.print(f"  {r.verdict:<4} canary {r.canary_requests:.0f} / stable {r.stable_requests:.0f} responses"
+                           f"{': ' + r.reason if r.verdict != 'pass' else ''}", markup=False, highlight=False)
+
+    def done(self) -> None:
+        from . import report
+
+        if self.last is not None:
+            self.console.print(report.step_table(self.name, self.ro, self.last))
+
+
 def _status(args) -> int:
     rows = status(_stack_file(args.stack), args.name)
     if args.json:
@@ -154,22 +178,12 @@ def _run(args) -> int:
                                        spec.pool_serves(ro.stable))[0]
             load = Load(gateway + "/v1/chat/completions", chat_body(model, max_tokens=16), concurrency=args.load)
             stack_ctx.enter_context(load)
-        shown: dict[str, object] = {"step": None, "last": None}
-
-        def on_poll(entry) -> None:
-            if shown["step"] is not None and entry.step != shown["step"] and shown["last"] is not None:
-                console.print(report.step_table(args.name, ro, shown["last"]))  # type: ignore[arg-type]
-            shown["step"], shown["last"] = entry.step, entry
-            r = entry.result
-            console.print(f"  {r.verdict:<4} canary {r.canary_requests:.0f} / stable {r.stable_requests:.0f} responses"
-                          f"{': ' + r.reason if r.verdict != 'pass' else ''}", markup=False, highlight=False)
-
+        progress = Progress(console, args.name, ro)
         controller = Controller(stack_file, args.name, source, applier, send_pinned=sender, poll=args.poll,
                                 step_timeout=args.step_timeout,
-                                log=lambda m: console.print(m, markup=False, highlight=False), on_poll=on_poll)
+                                log=lambda m: console.print(m, markup=False, highlight=False), on_poll=progress)
         outcome = controller.run()
-        if shown["last"] is not None:
-            console.print(report.step_table(args.name, ro, shown["last"]))  # type: ignore[arg-type]
+        progress.done()
         console.print(f"rollout {args.name}: {outcome.phase}: {outcome.message}", markup=False, highlight=False)
         if args.load:
             t = load.snapshot()
