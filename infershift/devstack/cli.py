@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--workdir", type=Path, help="keep configs and logs here (default: a temp dir, removed on exit)")
     up.add_argument("--no-watch", action="store_true", help="do not apply edits of the stack file live")
     up.add_argument("--picker-python", help="interpreter with the picker's dependencies (default: .venv-picker)")
+    up.add_argument("--prometheus", action="store_true",
+                    help="also run a Prometheus (Debian's `prometheus`) scraping every picker, simulator and Envoy")
 
     cfg = sub.add_parser("config", help="edit a stack file like `pulumi config set --path`")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True)
@@ -95,6 +97,14 @@ def _up(args) -> int:
     print(f"devstack: starting {stack.source} ...", flush=True)
     try:
         stack.start()
+        if args.prometheus:
+            from . import prometheus
+
+            try:
+                prometheus.start(stack)
+            except FileNotFoundError as e:
+                print(f"devstack: {e}", file=sys.stderr, flush=True)
+                return 2
         print("\n".join(stack.describe()), flush=True)
         print(_examples(stack), flush=True)
         print("devstack: ready; edit the stack file to change weights live. Ctrl-C stops everything.", flush=True)
