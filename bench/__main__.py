@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     # A run that reran neither infershift nor a reference on shared-prefix keeps the check recorded
     # by the one that did (its inputs are unchanged).
     failed = {(f["scenario"], f["router"]) for f in meta["failures"]}
+    failed |= {(k["scenario"], k["router"]) for k in meta.get("skipped", [])}
     ran = {n for sc in scs if sc.name == checks.SCENARIO for n in sc.routers
            if (only is None or n in only) and (sc.name, n) not in failed}
     results = checks.prefix_affinity(report.load(out)[1], ran)
@@ -60,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"report: {path}")
     for r in results:
         print(f"routing-quality check: {r.message}", file=sys.stderr if r.ok is False else sys.stdout)
+    for k in meta.get("skipped", []):  # not built on this machine: reported, not a failure
+        print(f"SKIPPED {k['scenario']} / {k['router']}: {k['reason']}")
     for f in meta["failures"]:
         print(f"FAILED {f['scenario']} / {f['router']}: {f['error'][:300]}", file=sys.stderr)
     # A smoke run must fail when a router could not run (its figures would silently be missing)

@@ -37,8 +37,9 @@ def by_key(runs: list[dict]) -> dict:
 
 def scenario_table(runs: list[dict]) -> list[str]:
     lines = ["| router | load | req/s | TTFT p50 | p90 | p99 (ms) | ITL p50 | p90 (ms) | e2e p90 (s) "
-             "| out tok/s | prefix hit | ok / err / shed | cores: loadgen / sims / router / machine |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| out tok/s | prefix hit | ok / err / shed | cores: loadgen / sims / router / machine "
+             "| picker CPU (ms/req) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(runs, key=lambda r: (r["level"], r["router"])):
         s, c = r["summary"], r["cores"]
         lines.append(
@@ -46,7 +47,8 @@ def scenario_table(runs: list[dict]) -> list[str]:
             f"| {_ms(s['ttft_p50'])} | {_ms(s['ttft_p90'])} | {_ms(s['ttft_p99'])} | {_ms(s['itl_p50'])} "
             f"| {_ms(s['itl_p90'])} | {_f(s['e2e_p90'])} | {_f(s['output_tokens_per_s'], '{:.0f}')} "
             f"| {_pct(s.get('prefix_cache_hit_rate'))} | {s['ok']} / {s['errors']} / {s['shed']} "
-            f"| {c['loadgen']:.2f} / {c['sims']:.2f} / {c['router']:.2f} / {c['machine_busy']:.2f} |")
+            f"| {c['loadgen']:.2f} / {c['sims']:.2f} / {c['router']:.2f} / {c['machine_busy']:.2f} "
+            f"| {_f(s.get('picker_cpu_ms_per_request'))} |")
     return lines
 
 
@@ -83,8 +85,8 @@ def long_context(runs: list[dict]) -> tuple[list[str], dict]:
     levels = sorted({r["level"] for r in lc})
     added: dict = {}
     lines = ["| router | concurrency | TTFT mean (ms) | TTFT p90 (ms) | added mean vs direct (ms) "
-             "| upstream picker TTFT mean (ms) | upstream / added | ok / err | router cores |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| upstream picker TTFT mean (ms) | upstream / added | ok / err | router cores | picker CPU (ms/req) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(lc, key=lambda r: (r["level"], r["router"])):
         s = r["summary"]
         d = k.get(("long-context", "direct", r["level"]))
@@ -96,7 +98,7 @@ def long_context(runs: list[dict]) -> tuple[list[str], dict]:
         better = (up / 1000) / add if up and add and add > 0 else None
         lines.append(f"| {r['router']} | {r['level']:g} | {_ms(s['ttft_mean'])} | {_ms(s['ttft_p90'])} | {_ms(add)} "
                      f"| {_f(up, '{:.0f}')} | {_f(better, '{:.1f}x')} | {s['ok']} / {s['errors']} "
-                     f"| {r['cores']['router']:.2f} |")
+                     f"| {r['cores']['router']:.2f} | {_f(s.get('picker_cpu_ms_per_request'))} |")
     del levels
     return lines, added
 
@@ -199,6 +201,10 @@ def render(meta: dict, runs: list[dict], plots: list[Path], out: Path) -> str:
         L += ["## Routers that could not run", ""]
         L += [f"- {f['scenario']} / {f['router']}: `{f['error'][:300].strip()}`" for f in meta["failures"]]
         L.append("")
+    if meta.get("skipped"):
+        L += ["## Routers left out (a part not built on this machine; not a failure)", ""]
+        L += [f"- {k['scenario']} / {k['router']}: {k['reason']}" for k in meta["skipped"]]
+        L.append("")
     if meta.get("checks"):
         L += ["## Routing-quality check (prefix-cache hit rate; fails the run)", ""]
         L += [f"- {c['message']}" for c in meta["checks"]]
@@ -235,8 +241,9 @@ def render(meta: dict, runs: list[dict], plots: list[Path], out: Path) -> str:
     L += [f"- **{n}**: {d}" for n, d in sorted(descs.items())]
     L += ["- **direct**: no router; the load generator spreads requests round robin over the servers", ""]
     L += ["Cores columns: process CPU seconds / wall seconds of the run, for the load generator, all "
-          "simulator processes, the router's processes (Envoy + picker for infershift), and the whole "
-          "machine (includes other users' work).", ""]
+          "simulator processes, the router's processes (Envoy + picker for infershift and upstream-epp), and "
+          "the whole machine (includes other users' work). Picker CPU: CPU seconds of the picker process "
+          "alone (infershift's picker, the upstream EPP) over the run, per request sent.", ""]
     return "\n".join(L)
 
 

@@ -83,7 +83,8 @@ def run_level(sc: Scenario, router_name: str, url, pool: SimPool, router, level:
         count = int(level * sc.per_level_count)
         reqs = sc.make(count, seed)
     q0, h0 = pool.prefix_cache()
-    sim0, rt0, busy0 = pool.cpu_seconds(), router.cpu_seconds() if router else 0.0, _busy_cores()
+    by0 = router.cpu_by_process() if router else {}
+    sim0, rt0, busy0 = pool.cpu_seconds(), sum(by0.values()), _busy_cores()
     loop = loadgen.new_loop()
     try:
         if sc.mode == "open":
@@ -93,10 +94,16 @@ def run_level(sc: Scenario, router_name: str, url, pool: SimPool, router, level:
     finally:
         loop.close()
     q1, h1 = pool.prefix_cache()
-    sim1, rt1, busy1 = pool.cpu_seconds(), router.cpu_seconds() if router else 0.0, _busy_cores()
+    by1 = router.cpu_by_process() if router else {}
+    sim1, rt1, busy1 = pool.cpu_seconds(), sum(by1.values()), _busy_cores()
     s = summarize(res.records, res.wall)
     s["prefix_cache_hit_rate"] = (h1 - h0) / (q1 - q0) if q1 > q0 else None
     wall = res.wall or 1e-9
+    # The picker's own CPU (the ext_proc server, apart from its proxy) per request it was sent:
+    # process CPU seconds over the run, as for the router's cores, over every request of the level.
+    picker = getattr(router, "picker_process", None)
+    s["picker_cpu_ms_per_request"] = ((by1[picker] - by0[picker]) / len(res.records) * 1e3
+                                      if picker in by0 and picker in by1 and res.records else None)
     pods: dict[str, int] = {}
     for r in res.records:
         if r["pod"]:
@@ -105,7 +112,8 @@ def run_level(sc: Scenario, router_name: str, url, pool: SimPool, router, level:
         "scenario": sc.name, "router": router_name, "mode": sc.mode, "level": level,
         "rate_per_s": rate, "count": count, "summary": s,
         "cores": {"loadgen": res.cpu / wall, "sims": (sim1 - sim0) / wall, "router": (rt1 - rt0) / wall,
-                  "machine_busy": (busy1 - busy0) / wall},
+                  "machine_busy": (busy1 - busy0) / wall,
+                  "router_processes": {n: (by1[n] - by0[n]) / wall for n in by1 if n in by0}},
         "loadgen_max_send_lag_s": res.max_lag,
         "requests_per_pod": pods,
         "requests": compact(res.records),
@@ -168,13 +176,14 @@ def run(plan: list[Scenario], out: Path, *, seed: int = 0, only_routers: set[str
     # levels stay comparable with the routers kept.
     old = json.loads((out / "meta.json").read_text()) if (out / "meta.json").exists() else None
     meta = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "quick": quick, "seed": seed,
-            "argv": argv, "machine": machine(), "scenarios": {}, "failures": [], "runs": []}
+            "argv": argv, "machine": machine(), "scenarios": {}, "failures": [], "skipped": [], "runs": []}
     if old:
         meta["scenarios"] = old.get("scenarios", {})
         meta["runs"] = old.get("runs", [{"started": old.get("started"), "argv": old.get("argv"),
                                          "wall_s": old.get("wall_s")}])
         meta["started"] = old.get("started", meta["started"])
         meta["failures"] = old.get("failures", [])
+        meta["skipped"] = old.get("skipped", [])
         meta["checks"] = old.get("checks", [])  # bench/__main__.py replaces them when shared-prefix runs
     commit = source_commit(out)
     t0 = time.monotonic()
@@ -201,9 +210,16 @@ def run(plan: list[Scenario], out: Path, *, seed: int = 0, only_routers: set[str
             had = prev.get("routers", [])
             info["routers"] = [r for r in had if r not in names] + names
             info["descriptions"] = dict(prev.get("descriptions", {}))
+        meta["skipped"] = [k for k in meta.get("skipped", []) if not (k["scenario"] == sc.name and k["router"] in names)]
         for name in names:
             if name != "direct":
-                info["descriptions"][name] = routers.make(name).description
+                r = routers.make(name)
+                info["descriptions"][name] = r.description
+                why = r.unavailable()
+                if why:  # a part this machine has not built: left out with the reason, not a failure
+                    _log(f"{sc.name} / {name} SKIPPED: {why}")
+                    meta["skipped"].append({"scenario": sc.name, "router": name, "reason": why})
+                    continue
             try:
                 runs = run_router(sc, name, work, capacity, seed)
             except Exception as e:  # a router that cannot run is reported, not faked

@@ -6,12 +6,14 @@ from .envoy_lb import EnvoyLB
 from .infershift import Infershift
 from .omniscient import OmniscientRouter
 from .rust_routers import RustRouter
+from .upstream_epp import UpstreamEPP
 
 FACTORIES = {
     "envoy-rr": lambda: EnvoyLB("ROUND_ROBIN", "envoy-rr"),
     "envoy-lr": lambda: EnvoyLB("LEAST_REQUEST", "envoy-lr"),
     "infershift": lambda: Infershift("default"),
     "infershift-load-only": lambda: Infershift("load-only"),
+    "upstream-epp": UpstreamEPP,
     "sglang-cache-aware": lambda: RustRouter("sglang", "cache_aware"),
     "sglang-power-of-two": lambda: RustRouter("sglang", "power_of_two"),
     "vllm-cache-aware": lambda: RustRouter("vllm", "cache_aware"),

@@ -24,6 +24,9 @@ class Setup:
 class Router:
     name = "router"
     description = ""
+    # The process that picks endpoints for a gateway (an ext_proc server), when the router has one
+    # apart from its proxy: its CPU per request is reported on its own.
+    picker_process: str | None = None
 
     def __init__(self) -> None:
         self.procs: list[Proc] = []
@@ -37,8 +40,16 @@ class Router:
             p.stop()
         self.procs = []
 
+    def unavailable(self) -> str | None:
+        """Why this router cannot run on this machine (a part not built), or None. The runner leaves
+        such a router out of the run with the reason instead of failing."""
+        return None
+
     def cpu_seconds(self) -> float:
         return sum(p.cpu_seconds() for p in self.procs)
+
+    def cpu_by_process(self) -> dict[str, float]:
+        return {p.name: p.cpu_seconds() for p in self.procs}
 
     def core_processes(self) -> dict[str, int]:
         return {p.name: p.pid for p in self.procs}

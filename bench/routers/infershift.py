@@ -43,8 +43,10 @@ def picker_config(setup: Setup, scheduling: dict | None) -> dict:
     return cfg
 
 
-def envoy_config(*, listen_port: int, admin_port: int, picker_port: int, pool: list[str]) -> dict:
-    cfg = gateway_config(listen_port=listen_port, admin_port=admin_port, picker_port=picker_port, pool=pool)
+def envoy_config(*, listen_port: int, admin_port: int, picker_port: int, pool: list[str], **gateway) -> dict:
+    """`gateway`: further gateway_config options (the upstream-epp router's ext_proc shape)."""
+    cfg = gateway_config(listen_port=listen_port, admin_port=admin_port, picker_port=picker_port, pool=pool,
+                         **gateway)
     # Same generous route timeout and no circuit breaking as the plain Envoy baselines.
     for vh in cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"][
             "route_config"]["virtual_hosts"]:
@@ -63,6 +65,7 @@ class Infershift(Router):
             raise ValueError(f"unknown infershift variant {variant!r}; choose one of {', '.join(VARIANTS)}")
         self.variant = variant
         self.name = "infershift" if variant == "default" else f"infershift-{variant}"
+        self.picker_process = f"{self.name}-picker"
         self.description = (f"Envoy 1.40 + ext_proc endpoint picker ({variant} scheduling profile), "
                             "1 Envoy worker thread, 1 picker process")
 
