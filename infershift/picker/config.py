@@ -136,6 +136,13 @@ class SchedulingSpec:
 
 
 @dataclass(frozen=True)
+class AnswerLogSpec:
+    """`answerLog`: one JSON log line per answer for the shadow report (picker/answers.py)."""
+
+    max_text_chars: int = 2000  # the answer text kept in the line (its hash covers all of it)
+
+
+@dataclass(frozen=True)
 class PickerConfig:
     pool_name: str = "default-pool"
     pool_namespace: str = "default"
@@ -160,6 +167,8 @@ class PickerConfig:
     metrics_port: int | None = None  # scrape this port instead of the endpoint's (Triton: 8002)
     lora_on_demand: dict[str, OnDemandAdapter] = field(default_factory=dict)  # lora.onDemand, by adapter name
     scheduling: SchedulingSpec = None  # type: ignore[assignment]
+    # None: off (the default; no per-answer work at all). Set: every answer logged (answers.py)
+    answer_log: AnswerLogSpec | None = None
 
     def with_models(self, models: dict[str, ModelRoute], objectives: dict[str, int]) -> PickerConfig:
         from dataclasses import replace
@@ -363,7 +372,7 @@ def parse_config(raw: Any) -> PickerConfig:
     _keys(
         raw,
         {"pool", "endpoints", "kubernetes", "models", "sessionHeader", "failureMode", "limits", "metrics", "scheduling",
-         "telemetry", "lora", "flowControl", "responseModel"},
+         "telemetry", "lora", "flowControl", "responseModel", "answerLog"},
         "config",
     )
     response_model = raw.get("responseModel", "served")
@@ -446,7 +455,25 @@ def parse_config(raw: Any) -> PickerConfig:
         metrics_port=metrics_port,
         lora_on_demand=parse_lora(raw.get("lora")),
         scheduling=_flow_switched(parse_scheduling(raw.get("scheduling")), flow_switch),
+        answer_log=parse_answer_log(raw.get("answerLog")),
     )
+
+
+def parse_answer_log(raw: Any) -> AnswerLogSpec | None:
+    """`answerLog: true`, or `{enabled: true, maxTextChars: N}`; absent or false: off."""
+    if raw is None or raw is False:
+        return None
+    if raw is True:
+        return AnswerLogSpec()
+    raw = _mapping(raw, "answerLog")
+    _keys(raw, {"enabled", "maxTextChars"}, "answerLog")
+    enabled = raw.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"answerLog.enabled: expected true or false, got {enabled!r}")
+    chars = raw.get("maxTextChars", AnswerLogSpec.max_text_chars)
+    if isinstance(chars, bool) or not isinstance(chars, int) or chars < 0:
+        raise ConfigError(f"answerLog.maxTextChars: expected a non-negative integer, got {chars!r}")
+    return AnswerLogSpec(max_text_chars=chars) if enabled else None
 
 
 def _flow_switched(spec: SchedulingSpec, on: bool) -> SchedulingSpec:

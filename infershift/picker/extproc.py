@@ -14,7 +14,7 @@ from google.protobuf import duration_pb2, struct_pb2
 
 from infershift import contract
 
-from . import restore_header
+from . import answers, restore_header
 from .decide import Decision, candidates, decide, prepare
 from .ejection import Ejector
 from .envoy_config import BIG_BODY_BYTES, HANDOVER_KEY, HANDOVER_NS, RESTORE_HEADER, UPLOAD_TIMEOUT_S
@@ -97,7 +97,7 @@ class RequestState:
     __slots__ = ("headers", "request_id", "new_request_id", "start", "decision", "full_duplex", "chunks",
                  "status", "ttfb", "sse", "restore", "done", "outcome", "served", "resp_duplex",
                  "held_headers", "resp_chunks", "hold", "target", "client", "picked", "labels", "usage",
-                 "first_byte", "resp_len", "streaming", "flow_item")
+                 "first_byte", "resp_len", "streaming", "flow_item", "shadow")
 
     def __init__(self):
         self.headers: dict[str, str] = {}
@@ -129,6 +129,9 @@ class RequestState:
         self.resp_len: int | None = None
         self.streaming = False
         self.flow_item = None  # flowcontrol.Item while the request waits in the picker
+        # the answer log (config answerLog, answers.py): None while it is off; on, whether the
+        # request is a mirrored copy (its host ends in -shadow)
+        self.shadow: bool | None = None
 
 
 class ExtProc(pb_grpc.ExternalProcessorServicer):
@@ -265,6 +268,11 @@ class ExtProc(pb_grpc.ExternalProcessorServicer):
             self.tm.shed.labels(pool_name, model).inc()
         self.tm.requests.labels(pool_name, model, "", "", str(e.status)).inc()
         self.tm.request_error(self.pool.gen.config, model, e.status, st.headers)
+        if self.pool.gen.config.answer_log is not None:
+            answers.emit(pool=pool_name, request_id=st.request_id, model=model or None, target=None,
+                         shadow=answers.is_shadow(st.headers), status=e.status, ttft=None,
+                         e2e=self.clock() - st.start if st.start else None, reader=None, streaming=False,
+                         endpoint=None, max_chars=0)
         log.info("request rejected", extra={"request_id": st.request_id, "status": e.status,
                                             "code": e.code, "error": e.message})
         return _error_response(e, st.request_id)
@@ -350,13 +358,16 @@ class ExtProc(pb_grpc.ExternalProcessorServicer):
         st.outcome = "routed"
         st.target, st.client, st.picked = d.target_model, d.client_model, d.endpoints[0].address
         st.labels = self.tm.labels_for(gen.config, d.client_model, d.target_model, st.headers)
+        record = gen.config.answer_log is not None  # the answer log: every answer comes back to be logged
+        if record:
+            st.shadow = answers.is_shadow(st.headers)
         dest = d.destination
         handover = False
         if st.hold:
             # Responses skip this stream; the response filter runs only if this header is set.
             st.done = True
             # under flow control every response comes back: its end frees the endpoint's slot
-            handover = d.target_model and (d.target_model != d.client_model or flow_on
+            handover = d.target_model and (d.target_model != d.client_model or flow_on or record
                                            or self.pool.rng.random() < gen.config.response_sample_rate)
             if (body is not None and not handover and not d.rewritten and not st.new_request_id
                     and RESTORE_HEADER not in st.headers):
@@ -372,7 +383,7 @@ class ExtProc(pb_grpc.ExternalProcessorServicer):
             muts.append(_header(RESTORE_HEADER, "1"))
             md.get_or_create_struct(HANDOVER_NS)[HANDOVER_KEY] = restore_header.encode(restore_header.Handover(
                 d.target_model, d.client_model or d.target_model, st.picked, self.wall(), st.labels.priority,
-                st.labels.fairness, st.request_id))
+                st.labels.fairness, st.request_id, st.shadow))
         # the response comes back to the picker: on a response-path stream (hand-over), or on this one
         self._count_routed(pool_name, d, st, dest, body, bool(handover) or (not st.hold and bool(d.target_model)))
         common = pb.CommonResponse(header_mutation=pb.HeaderMutation(set_headers=muts))
@@ -448,7 +459,7 @@ class ExtProc(pb_grpc.ExternalProcessorServicer):
                 # nothing is buffered for it; restoring a JSON body below needs BUFFERED instead
                 st.streaming = ctype.startswith("text/event-stream")
                 if st.streaming or "json" in ctype:
-                    st.usage = UsageReader()
+                    st.usage = UsageReader() if st.shadow is None else answers.AnswerReader()
                     if not st.resp_duplex:
                         resp.mode_override.response_body_mode = pm.ProcessingMode.STREAMED
             cl = h.get("content-length")
@@ -495,6 +506,7 @@ class ExtProc(pb_grpc.ExternalProcessorServicer):
         st.target, st.client, st.picked = h.target_model, h.client_model, h.picked
         st.labels = self.tm.handover_labels(h.client_model, h.target_model, h.priority, h.fairness)
         st.request_id = h.request_id or st.request_id
+        st.shadow = h.shadow
         st.start = now - max(0.0, self.wall() - h.started)  # on this process's clock
         st.outcome = "routed"
 
@@ -560,10 +572,17 @@ class ExtProc(pb_grpc.ExternalProcessorServicer):
         tm = self.tm
         u = st.usage
         labels = st.labels or RequestLabels(st.client or st.target, st.target)
-        tm.response_done(pool_name, labels, st.status, st.ttfb, st.first_byte,
-                         self.clock() - st.start if st.start else None,
+        total = self.clock() - st.start if st.start else None
+        tm.response_done(pool_name, labels, st.status, st.ttfb, st.first_byte, total,
                          u.size if u is not None and u.chunks else st.resp_len, u.usage if u is not None else None,
                          st.streaming, st.request_id or None)
+        if st.shadow is not None:
+            spec = self.pool.gen.config.answer_log
+            answers.emit(pool=pool_name, request_id=st.request_id, model=st.client, target=st.target,
+                         shadow=st.shadow, status=st.status,
+                         ttft=st.first_byte if st.first_byte is not None else st.ttfb, e2e=total, reader=u,
+                         streaming=st.streaming, endpoint=st.served or st.picked,
+                         max_chars=spec.max_text_chars if spec is not None else 2000)
         if st.served:
             picked = st.served == st.picked
             tm.child(tm.served, pool_name, st.served, "true" if picked else "false").inc()

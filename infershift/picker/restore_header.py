@@ -17,6 +17,8 @@ class Handover:
     priority: str = "0"
     fairness: str = "default-flow"
     request_id: str = ""
+    # the answer log (answers.py): None while it is off; on, whether this request is a mirrored copy
+    shadow: bool | None = None
 
     @property
     def restore(self) -> bool:
@@ -25,8 +27,11 @@ class Handover:
 
 def encode(h: Handover) -> str:
     # JSON keeps any model name intact; ASCII-only so it is a valid header value
-    return json.dumps([2, h.target_model, h.client_model, h.picked, round(h.started, 6), h.priority, h.fairness,
-                       h.request_id], separators=(",", ":"))
+    v = [2, h.target_model, h.client_model, h.picked, round(h.started, 6), h.priority, h.fairness, h.request_id]
+    if h.shadow is not None:  # version 3: the answer log is on (one more field, the shadow flag)
+        v[0] = 3
+        v.append(h.shadow)
+    return json.dumps(v, separators=(",", ":"))
 
 
 def decode(value: str) -> Handover | None:
@@ -39,6 +44,10 @@ def decode(value: str) -> Handover | None:
         if isinstance(v, list) and len(v) == 8 and v[0] == 2 and all(isinstance(x, str) for x in v[1:4]) \
                 and isinstance(v[4], (int, float)) and all(isinstance(x, str) for x in v[5:]):
             return Handover(v[1], v[2], v[3], float(v[4]), v[5], v[6], v[7])
+        if isinstance(v, list) and len(v) == 9 and v[0] == 3 and all(isinstance(x, str) for x in v[1:4]) \
+                and isinstance(v[4], (int, float)) and all(isinstance(x, str) for x in v[5:8]) \
+                and isinstance(v[8], bool):
+            return Handover(v[1], v[2], v[3], float(v[4]), v[5], v[6], v[7], v[8])
     except ValueError:
         pass
     return None
