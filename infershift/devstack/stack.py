@@ -298,7 +298,15 @@ class LocalStack:
         config.setdefault("pool", {"name": pool, "namespace": "default"})
         config["endpoints"] = [{"address": e.address, "name": e.name, "models": list(e.models)}
                                for s in p.servers for e in self.endpoints.get(s, [])]
+        if pool in mirror_pools(gw):
+            # the shadow report (python -m infershift.shadow): a mirror's primary and shadow pools
+            # log every answer (picker answerLog), unless the pool's config says otherwise
+            config.setdefault("answerLog", {"enabled": True})
         return config
+
+    def answer_logs(self) -> list[Path]:
+        """The log files of the pickers that write answer lines (the mirrors' pools)."""
+        return [self.supervisor.log_dir / f"picker-{name}.log" for name in sorted(mirror_pools(self.gw))]
 
     @staticmethod
     def routing_objects(gw: ir.Gateway, pool: str) -> list[dict]:
@@ -653,3 +661,13 @@ def run(stack: str | Path | None = None, options: Options | None = None, *,
     finally:
         stack_obj.stop()
 
+
+def mirror_pools(gw: ir.Gateway) -> set[str]:
+    """The pools a mirror involves: the primary pool of a mirroring rule and the pools it mirrors to."""
+    out: set[str] = set()
+    for port in gw.ports:
+        for rule in port.rules:
+            if rule.mirrors:
+                out |= {b.name for b in rule.backends if b.kind == "InferencePool"}
+                out |= {m.name for m in rule.mirrors if m.kind == "InferencePool"}
+    return out

@@ -399,6 +399,12 @@ class Picker(Spec):
     """The `model` of a response whose target was rewritten (a weighted split, a LoRA canary):
     `served`, the target that served it, as the model server says and the guides show (seed 004
     reads its split from it); or `client`, the name the client asked for."""
+    answer_log: bool = False
+    """Log every answer the picker sees (request id, target model, shadow or not, status, TTFT,
+    end-to-end, output tokens, the text up to 2000 characters and a hash of all of it) as JSON lines
+    on its stderr, for `python -m infershift.shadow report` (picker config `answerLog`). Turn it on
+    for a mirror's primary and shadow pools to compare their answers; the text of users' answers
+    then lands in the picker's logs. The local stack turns it on for every mirror's pools."""
     scheduling: dict | None = None
     """Scheduling config (plugins + profile) for the picker; its defaults when omitted. Checked
     with the picker's own parser and plugin registry (`checks._pickers`), so what passes here is

@@ -23,6 +23,8 @@ def picker_config(spec: StackSpec, pool_name: str, endpoints: list[dict] | None 
         "telemetry": {"responseSampleRate": pool.picker.response_sample_rate},
         "responseModel": pool.picker.response_model,
     }
+    if pool.picker.answer_log:
+        config["answerLog"] = {"enabled": True}
     if pool.picker.session_header:
         config["sessionHeader"] = pool.picker.session_header
     if pool.picker.scheduling:
