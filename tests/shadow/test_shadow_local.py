@@ -1,0 +1,85 @@
+"""The shadow report end to end on the local stack (real Envoy, pickers, simulators): requests
+through the `local` stack's llama2-mirror (100 % of llama2-pool mirrored to llama2-candidate-pool
+by Envoy's request_mirror_policies); both pools' pickers log each answer under the request id
+Envoy gave it, the shadow's with Envoy's `-shadow` host, and the report pairs every one. Then the
+candidate's server slowed and failing: the clients see nothing, the report and its gate do."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from infershift import spec as stackspec
+from infershift.devstack.stack import LocalStack, Options
+from infershift.shadow import compare, local
+
+MIRROR = "llama2-mirror"
+
+
+@pytest.fixture(scope="module")
+def mirror_stack(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("shadow-stack")
+    file = directory / "Pulumi.local.yaml"
+    shutil.copyfile(stackspec.stack_path("local"), file)
+    stack = LocalStack(file, Options(auto_ports=True, time_scale=50.0, poll_interval="200ms", ready_timeout=90.0,
+                                     workdir=directory / "work"), log=lambda msg: print(f"devstack: {msg}"))
+    stack.start()
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+def _candidate_pods(stack) -> list[str]:
+    return [pod for pod, group in stack.pod_service().items() if group == "llama2-candidate"]
+
+
+def test_every_mirrored_request_is_paired(mirror_stack):
+    assert [p.name for p in mirror_stack.answer_logs()] == ["picker-llama2-candidate-pool.log",
+                                                            "picker-llama2-pool.log"]
+    whole = local.run(mirror_stack, MIRROR, 30, max_tokens=8)
+    streamed = local.run(mirror_stack, MIRROR, 10, stream=True, max_tokens=8)
+    for r in (whole, streamed):
+        assert r.tally.ok == r.tally.total, r.tally.errors
+    answers = whole.answers + streamed.answers
+    pairing = compare.pair(answers)
+    assert len(pairing.pairs) == 40 and not pairing.primaries and not pairing.shadows and not pairing.duplicates
+    for p in pairing.pairs:
+        assert (p.primary.pool, p.shadow.pool) == ("llama2-pool", "llama2-candidate-pool")
+        assert p.primary.target == p.shadow.target  # mirrored after the primary's picker chose the adapter
+        assert p.primary.tokens == p.shadow.tokens == 8
+    stats = compare.compare(pairing)
+    assert set(stats) - {compare.ALL} <= {"sql-lora", "tweet-summary"}
+    total = stats[compare.ALL]
+    # the simulator's answer depends on (seed, model, prompt) only: the candidate answers alike
+    assert total.exact_match == 1.0 and total.overlap == 1.0 and total.length_ratio == 1.0
+    assert total.primary_error_rate == 0 and total.shadow_error_rate == 0
+    assert compare.Gate(min_pairs=30, min_exact_match=0.99, max_ttft_delta_p90=0.05).check(total) == []
+
+
+def test_a_slow_failing_candidate_shows_in_the_report_not_to_clients(mirror_stack):
+    pods = _candidate_pods(mirror_stack)
+    for pod in pods:
+        mirror_stack.set_faults(pod, delay_seconds=0.1)
+    try:
+        slow = local.run(mirror_stack, MIRROR, 20, max_tokens=4)
+    finally:
+        for pod in pods:
+            mirror_stack.set_faults(pod, delay_seconds=0.0)
+    assert slow.tally.ok == 20
+    total = compare.compare(compare.pair(slow.answers))[compare.ALL]
+    assert total.pairs == 20 and total.ttft_delta(0.5) > 0.08 and total.e2e_delta(0.5) > 0.08
+    assert any(f.startswith("TTFT delta p90") for f in compare.Gate(max_ttft_delta_p90=0.05).check(total))
+
+    for pod in pods:
+        mirror_stack.set_faults(pod, error_rate=1.0)
+    try:
+        failing = local.run(mirror_stack, MIRROR, 20, max_tokens=4)
+    finally:
+        for pod in pods:
+            mirror_stack.set_faults(pod, error_rate=0.0)
+    assert failing.tally.ok == 20  # the shadow's answers never reach clients
+    total = compare.compare(compare.pair(failing.answers))[compare.ALL]
+    assert total.pairs == 20 and total.compared == 0
+    assert total.primary_error_rate == 0 and total.shadow_error_rate == 1.0
+    assert compare.Gate(min_pairs=0, max_error_rate_delta=0.05).check(total) == ["error rate delta 1 > 0.05"]
