@@ -7,8 +7,11 @@ copy of stacks/Pulumi.local.yaml with two `rollouts:` added:
   (every request's first token delayed 100 ms, several times the stable's): rolled back
   automatically.
 
-Each prints a table per step; the reports (Markdown, PNG timeline) go to --out. Exits 0 when the
-healthy one was promoted without a failed request and the faulty one rolled back.
+Each prints a table per step; the reports (Markdown, PNG timeline) go to --out. Then the stack's
+mirror (llama2-mirror: llama2-pool's traffic copied to llama2-candidate-pool) gets requests and its
+shadow report is printed (infershift/shadow: primary and shadow answers paired by request id),
+written to --out/shadow and judged by a pre-check gate. Exits 0 when the healthy one was promoted
+without a failed request, the faulty one rolled back and the shadow gate passed.
 """
 from __future__ import annotations
 
@@ -51,6 +54,25 @@ def demo_stack(directory: Path) -> Path:
     return file
 
 
+# Before a mirrored candidate gets weight: its answers like the primary's, no more errors, every
+# copy answered. (No latency limit here: on 2 busy cores its noise is the machine's, not the model's.)
+SHADOW_GATE_LIMITS = dict(min_exact_match=0.9, min_overlap=0.9, max_error_rate_delta=0.02, max_unpaired_share=0.05)
+
+
+def shadow_report(console: Console, stack, out: Path, mirror: str = "llama2-mirror", requests: int = 60) -> bool:
+    """Requests through the mirror, then its shadow report (table, report.md, shadow.png) and gate."""
+    from infershift.shadow import compare, local
+    from infershift.shadow.__main__ import show
+
+    m = stack.spec.mirrors[mirror]
+    console.rule(f"mirror {mirror}: shadow report")
+    run = local.run(stack, mirror, requests, max_tokens=16)
+    title = (f"Shadow report: mirror {mirror} ({m.percent}% of {m.backend} -> {m.mirror_to.kind} {m.mirror_to.name}), "
+             f"{run.tally.total} requests ({run.tally.failed} failed)")
+    return show(console, run.answers, title, run.sources, out, compare.Gate(min_pairs=40, **SHADOW_GATE_LIMITS), "all") \
+        and run.tally.failed == 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m infershift.rollout.demo", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=Path("out/rollout-demo"), help="reports go here")
@@ -67,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     from .traffic import PinnedSender
 
     console = Console()
+    if not console.is_terminal:  # logs: wide enough for the shadow report's columns
+        console = Console(width=130)
     directory = Path(tempfile.mkdtemp(prefix="rollout-demo-"))
     ok = True
     try:
@@ -119,9 +143,11 @@ def main(argv: list[str] | None = None) -> int:
                               f"{failed} failed; report {md}", markup=False, highlight=False)
                 outcomes[name] = (outcome.phase, failed)
             ok = outcomes["base-model"] == ("Promoted", 0) and outcomes["base-model-slow"][0] == "RolledBack"
+            shadow_ok = shadow_report(console, stack, ns.out / "shadow")
             console.print(f"rollout-demo: {'OK' if ok else 'UNEXPECTED'}: base-model {outcomes['base-model'][0]} "
                           f"({outcomes['base-model'][1]} failed requests), base-model-slow "
-                          f"{outcomes['base-model-slow'][0]}")
+                          f"{outcomes['base-model-slow'][0]}; shadow gate {'passed' if shadow_ok else 'FAILED'}")
+            ok &= shadow_ok
             console.print("rollout-demo: the stack file's rollouts now read:")
             for row in status(file):
                 console.print(f"  {row['name']}: {row['phase']}: {row['message']} (weights {row['weights']})",

@@ -8,7 +8,7 @@ from rich.table import Table
 
 from .compare import ALL, Gate, ModelStats, Pairing
 
-COLUMNS = ("target model", "pairs", "unpaired p/s", "errors p/s", "TTFT Δ p50/p90", "e2e Δ p50/p90",
+COLUMNS = ("target model", "pairs", "unpaired p/s", "errors p/s", "TTFT Δ ms p50/p90", "e2e Δ ms p50/p90",
            "length ratio", "exact match", "overlap")
 
 
@@ -25,10 +25,9 @@ def _num(v: float | None) -> str:
 
 
 def row(st: ModelStats) -> list[str]:
-    return [st.model, str(st.pairs), f"{st.unpaired_primary} / {st.unpaired_shadow}",
-            f"{_pct(st.primary_error_rate)} / {_pct(st.shadow_error_rate)}",
-            f"{_ms(st.ttft_delta(0.5))} / {_ms(st.ttft_delta(0.9))} ms",
-            f"{_ms(st.e2e_delta(0.5))} / {_ms(st.e2e_delta(0.9))} ms",
+    return [st.model, str(st.pairs), f"{st.unpaired_primary}/{st.unpaired_shadow}",
+            f"{_pct(st.primary_error_rate)}/{_pct(st.shadow_error_rate)}",
+            f"{_ms(st.ttft_delta(0.5))}/{_ms(st.ttft_delta(0.9))}", f"{_ms(st.e2e_delta(0.5))}/{_ms(st.e2e_delta(0.9))}",
             _num(st.length_ratio), _pct(st.exact_match), _num(st.overlap)]
 
 

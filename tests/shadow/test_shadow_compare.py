@@ -78,7 +78,7 @@ def test_cli_writes_the_report_and_gates(tmp_path, capsys):
     out = tmp_path / "report"
     assert main(["report", "--logs", str(LOG), "--out", str(out)]) == 0
     md = (out / "report.md").read_text()
-    assert "| sql-lora | 3 | 1 / 1 | 0.0% / 25.0% | +125.0 / +185.0 ms | +200.0 / +200.0 ms | 0.85 | 50.0% | 0.67 |" in md
+    assert "| sql-lora | 3 | 1/1 | 0.0%/25.0% | +125.0/+185.0 | +200.0/+200.0 | 0.85 | 50.0% | 0.67 |" in md
     assert (out / "shadow.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summary = json.loads((out / "summary.json").read_text())
     assert {m["model"] for m in summary["models"]} == {"(rejected)", "sql-lora", "tweet-summary", compare.ALL}
