@@ -83,3 +83,15 @@ def test_a_slow_failing_candidate_shows_in_the_report_not_to_clients(mirror_stac
     assert total.pairs == 20 and total.compared == 0
     assert total.primary_error_rate == 0 and total.shadow_error_rate == 1.0
     assert compare.Gate(min_pairs=0, max_error_rate_delta=0.05).check(total) == ["error rate delta 1 > 0.05"]
+
+
+def test_cli_on_the_local_stack(tmp_path, capsys):
+    """`report --stack local`: its own local stack on a copy of the stack file, stopped afterwards."""
+    from infershift.shadow.__main__ import main
+
+    out = tmp_path / "shadow"
+    assert main(["report", "--stack", "local", "--requests", "20", "--out", str(out),
+                 "--min-pairs", "20", "--min-exact-match", "0.99", "--gate-on", "all"]) == 0
+    assert "gate passed" in capsys.readouterr().out
+    md = (out / "report.md").read_text()
+    assert "| (all) | 20 | 0/0 | 0.0%/0.0% |" in md and "| pass |" in md
