@@ -38,7 +38,8 @@ demo: setup
 	$(VENV)/bin/python -m infershift.devstack demo
 
 # Progressive rollouts on the local stack (infershift/rollout/README.md): a healthy base-model
-# canary promoted step by step, a slowed one rolled back; reports in out/rollout-demo.
+# canary promoted step by step, a slowed one rolled back, then the mirror's shadow report
+# (infershift/shadow/README.md); reports in out/rollout-demo.
 .PHONY: rollout-demo
 rollout-demo: setup
 	$(VENV)/bin/python -m infershift.rollout.demo --out out/rollout-demo
