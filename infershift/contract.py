@@ -92,6 +92,14 @@ def criticality_of(priority: int) -> str:
     return "Critical" if priority > 0 else ("Sheddable" if priority < 0 else "Standard")
 
 
+# --- picker leader election (picker/leader.py; the Role components/endpoint_picker.py renders) ---
+def picker_lease_name(namespace: str, pool: str) -> str:
+    """The coordination.k8s.io Lease the pool's picker replicas elect a leader on: upstream's name
+    (llm-d-router pkg/epp/server/controller_manager.go, LeaderElectionID), so infershift's and
+    upstream's pickers of one pool never lead at the same time."""
+    return f"epp-{namespace}-{pool}.llm-d.ai"
+
+
 # The package's version: the default tag of the images a stack builds.
 PACKAGE_VERSION = "0.1.0"
 

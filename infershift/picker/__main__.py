@@ -73,6 +73,19 @@ def parse_args(argv: list[str]) -> Options:
                    help="after SIGTERM, keep serving (readiness NOT_SERVING) this long before draining, e.g. 5s")
     p.add_argument("--drain-timeout", type=_duration, default=20.0,
                    help="after that, how long streams in flight may take to finish (no new ones), e.g. 20s")
+    # Leader election (picker/leader.py), named as Kubernetes' own components' flags (kube-scheduler
+    # --leader-elect*), with upstream EPP's --ha-enable-leader-election as an alias; client-go's defaults.
+    p.add_argument("--leader-elect", "--ha-enable-leader-election", dest="leader_elect", type=_bool, nargs="?",
+                   const=True, default=False, metavar="BOOL",
+                   help="active-passive replicas: elect a leader on a Lease; only the leader is ready (default false)")
+    p.add_argument("--leader-elect-lease-duration", type=_duration, default=15.0,
+                   help="how long standbys wait after the last renewal they saw before taking over (default 15s)")
+    p.add_argument("--leader-elect-renew-deadline", type=_duration, default=10.0,
+                   help="the leader steps down (not ready) if it cannot renew within this (default 10s)")
+    p.add_argument("--leader-elect-retry-period", type=_duration, default=2.0,
+                   help="how often the leader renews and standbys try (default 2s)")
+    p.add_argument("--leader-elect-resource-name",
+                   help="the Lease's name (default epp-<namespace>-<pool>.llm-d.ai, upstream's)")
     a = p.parse_args(argv)
     setup_logging(a.log_level)
     return Options(config=a.config, host=a.host, grpc_port=a.grpc_port, health_port=a.health_port,
@@ -82,7 +95,11 @@ def parse_args(argv: list[str]) -> Options:
                    fallbacks=a.fallbacks, seed=a.seed, loop=a.loop, kubeconfig=a.kubeconfig,
                    kube_context=a.kube_context, grpc_server=a.grpc_server, secure_serving=a.secure_serving,
                    cert_path=a.cert_path, enable_cert_reload=a.enable_cert_reload,
-                   shutdown_delay=a.shutdown_delay, drain_timeout=a.drain_timeout)
+                   shutdown_delay=a.shutdown_delay, drain_timeout=a.drain_timeout,
+                   leader_elect=a.leader_elect, leader_elect_lease_duration=a.leader_elect_lease_duration,
+                   leader_elect_renew_deadline=a.leader_elect_renew_deadline,
+                   leader_elect_retry_period=a.leader_elect_retry_period,
+                   leader_elect_lease_name=a.leader_elect_resource_name)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -49,6 +49,12 @@ class Options:
     enable_cert_reload: bool = False  # reload cert_path's pair when the files change
     shutdown_delay: float = 0.0  # after SIGTERM: keep serving, not ready, this long (endpoints to drop us)
     drain_timeout: float = 20.0  # then: streams in flight get this long to finish
+    # leader election on a Lease (picker/leader.py): only the holder is ready; off by default
+    leader_elect: bool = False
+    leader_elect_lease_duration: float = 15.0
+    leader_elect_renew_deadline: float = 10.0
+    leader_elect_retry_period: float = 2.0
+    leader_elect_lease_name: str | None = None  # default: contract.picker_lease_name(namespace, pool)
 
 
 def load(opts: Options) -> PickerConfig:
@@ -185,16 +191,44 @@ def server_tls(opts: Options) -> ServerTLS | None:
     return ServerTLS(opts.cert_path, opts.enable_cert_reload)
 
 
+def election_for(opts: Options, cfg: PickerConfig, creds):
+    """The leader election --leader-elect asks for (None: off): its Lease in the pool's namespace,
+    timings checked, credentials the kubeconfig's or else the in-cluster service account's."""
+    if not opts.leader_elect:
+        return None
+    from infershift import contract
+
+    from .kube_auth import TokenSource, in_cluster
+    from .leader import Election, ElectionConfig, default_identity
+
+    ecfg = ElectionConfig(namespace=cfg.pool_namespace,
+                          name=opts.leader_elect_lease_name or contract.picker_lease_name(cfg.pool_namespace,
+                                                                                          cfg.pool_name),
+                          identity=default_identity(), lease_duration=opts.leader_elect_lease_duration,
+                          renew_deadline=opts.leader_elect_renew_deadline, retry_period=opts.leader_elect_retry_period)
+    ecfg.check()
+    if creds is None:
+        try:
+            creds = in_cluster(dict(os.environ))
+        except ConfigError as e:
+            raise ConfigError(f"--leader-elect needs the Kubernetes API: {e}") from None
+    return Election(creds, TokenSource(creds), ecfg)
+
+
 async def run(opts: Options, stop: asyncio.Event | None = None) -> None:
     cfg = load(opts)
     if opts.kube_context and not opts.kubeconfig:
         raise ConfigError("--kube-context needs --kubeconfig")
     creds = None  # Kubernetes credentials: a kubeconfig's, checked before anything starts; else in-cluster
-    if opts.kubeconfig and cfg.kubernetes is not None and cfg.endpoints is None:
+    discovery = cfg.kubernetes is not None and cfg.endpoints is None
+    if opts.kubeconfig and (discovery or opts.leader_elect):
         from .kube_auth import from_kubeconfig, ssl_context
 
         creds = from_kubeconfig(opts.kubeconfig, opts.kube_context)
         ssl_context(creds)  # unreadable CA / key pair: fail now, naming it
+    election = election_for(opts, cfg, creds)  # None unless --leader-elect; checked before anything starts
+    if election is not None:
+        creds = election.creds
     tls = server_tls(opts)
     rng = random.Random(opts.seed)
     pool = Pool(cfg, clock=time.monotonic, rng=rng, fallbacks=opts.fallbacks)
@@ -220,7 +254,13 @@ async def run(opts: Options, stop: asyncio.Event | None = None) -> None:
         from .k8s import KubeDiscovery
 
         kube = KubeDiscovery(pool, cfg, creds)
+        if election is not None:
+            kube.auth = election.auth  # one token source: an exec plugin runs once for both
         tasks.append(asyncio.create_task(kube.run()))
+    election_task = None
+    if election is not None:
+        await election.start()
+        election_task = asyncio.create_task(election.run())
     await scraper.start()
     await ext_proc.start(opts.host, opts.grpc_port, tls)
     await hserver.start()
@@ -233,7 +273,11 @@ async def run(opts: Options, stop: asyncio.Event | None = None) -> None:
                                       "metrics": f"{opts.host}:{opts.metrics_port}", "endpoints": len(pool.endpoints)})
     await scraper.first_round.wait()
     # Readiness from here on: SERVING while some endpoint is ready (fresh metrics), until SIGTERM.
-    readiness = asyncio.create_task(health.follow(lambda: bool(pool.ready())))
+    # With leader election, only while this replica holds the Lease; the others keep discovering
+    # and scraping (warm standbys) and serve ext_proc to a gateway that still reaches them.
+    readiness = asyncio.create_task(health.follow(
+        lambda: bool(pool.ready()), leader=(lambda: election.leading) if election is not None else None,
+        leader_status=election.status if election is not None else None))
     log.info("picker ready", extra={"ready_endpoints": len(pool.ready())})
     stop = stop or asyncio.Event()
     try:
@@ -244,6 +288,11 @@ async def run(opts: Options, stop: asyncio.Event | None = None) -> None:
         # (GOAWAY) and the ones in flight finish, up to drain_timeout. Health answers throughout.
         readiness.cancel()
         await health.set(live=True, ready=False)
+        if election_task is not None and election is not None:
+            # stop campaigning, then give the Lease up: a standby takes over within a retry period
+            election_task.cancel()
+            await asyncio.gather(election_task, return_exceptions=True)
+            await election.close()
         log.info("picker draining", extra={"shutdown_delay_s": opts.shutdown_delay,
                                            "drain_timeout_s": opts.drain_timeout})
         if opts.shutdown_delay > 0:

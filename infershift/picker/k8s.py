@@ -261,7 +261,7 @@ class KubeDiscovery:
         except Exception as e:
             log.error("kubernetes discovery cannot start; no endpoints", extra={"error": str(e)})
             return
-        self.auth = TokenSource(creds)
+        self.auth = self.auth or TokenSource(creds)  # app.py may share one with leader election
         ns = self.ns
         assert self.base_cfg.kubernetes is not None  # cluster discovery runs only with a kubernetes block
         urls = watched_urls(creds.server, self.base_cfg.kubernetes["poolApiVersion"], ns, self.base_cfg.pool_name)
