@@ -11,7 +11,9 @@ made at start (gateways connect with TLS and do not verify it; picker/tls.py cit
 only with `secure_serving: False`. Probes name their gRPC health service: `readiness` is SERVING
 only while the pool has a ready endpoint and the picker is not draining (on SIGTERM it leaves
 the Service's endpoints, serves on for 5 s, then lets the streams in flight finish, up to 20 s,
-inside the 30 s grace period).
+inside the 30 s grace period). With more than one replica the replicas elect a leader on a Lease
+(`--leader-elect`): only the leader is ready, the Role also grants that Lease, and the rollout
+and disruption settings suit a set of which one replica is ever ready (`leader_election`).
 """
 from typing import Any, NotRequired, TypedDict
 
@@ -41,6 +43,12 @@ class EndpointPickerArgs(TypedDict):
     image_pull_secrets: NotRequired[list[str]]
     """Secrets the kubelet pulls the image with (a private registry)."""
     replicas: NotRequired[int]
+    """More than 1 turns leader election on (see `leader_election`)."""
+    leader_election: NotRequired[bool | None]
+    """Active-passive replicas (picker/leader.py): the replicas elect a leader on a Lease and only
+    the leader is ready, so the gateway reaches one picker with one view of the pool. Default
+    (None): on when `replicas` > 1; False with replicas > 1: active-active (each replica routes on
+    its own view, flow control and prefix index per replica)."""
     cpu: NotRequired[str]
     memory: NotRequired[str]
     config: NotRequired[pulumi.Input[dict[str, Any]]]
@@ -69,12 +77,31 @@ def picker_name(pool: str) -> str:
     return f"{pool}-epp"
 
 
+def leader_election(a: EndpointPickerArgs) -> bool:
+    le = a.get("leader_election")
+    return a.get("replicas", 1) > 1 if le is None else bool(le)
+
+
 def _await(a: EndpointPickerArgs) -> dict[str, str]:
-    """Ready only once a model server of the pool is: `pulumi up` waits as long as for them."""
+    """Ready only once a model server of the pool is: `pulumi up` waits as long as for them. With
+    leader election one replica is ever ready (the leader), so the Deployment never counts as
+    complete; `pulumi up` waits for that one ready replica instead of its default rollout check."""
     timeout = a.get("await_timeout_seconds", 2700)
     if timeout is None:
         return {contract.PULUMI_SKIP_AWAIT: "true"}
+    if leader_election(a):
+        return {contract.PULUMI_WAIT_FOR: "jsonpath={.status.readyReplicas}=1",
+                contract.PULUMI_TIMEOUT_SECONDS: str(timeout)}
     return {contract.PULUMI_TIMEOUT_SECONDS: str(timeout)}
+
+
+def lease_rules(namespace: str, pool: str) -> list[dict]:
+    """What leader election needs (picker/leader.py): get and update its own Lease, by name, and
+    create it (RBAC cannot limit create to a name)."""
+    group = "coordination.k8s.io"
+    return [{"apiGroups": [group], "resources": ["leases"], "resourceNames": [contract.picker_lease_name(namespace, pool)],
+             "verbs": ["get", "update"]},
+            {"apiGroups": [group], "resources": ["leases"], "verbs": ["create"]}]
 
 
 # Exactly what the picker lists and watches (picker/k8s.py): its own pool, by name (a
@@ -128,14 +155,20 @@ def manifests(a: EndpointPickerArgs) -> list[dict]:
                          {"name": "tmp", "mountPath": "/tmp"},
                          *([{"name": "tls", "mountPath": TLS_DIR, "readOnly": True}] if secret else [])],
     }
+    elect = leader_election(a)
+    if elect:
+        container["args"].append("--leader-elect")
+        # the holder identity names the pod (picker/leader.py default_identity)
+        container["env"] = [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]
     gateway_peers = a.get("gateway_peers") or []
-    return [
+    objects: list[dict] = [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta, "rules": [
             {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
             {"apiGroups": [POOL_GROUPS[version]], "resources": ["inferencepools"], "resourceNames": [pool],
              "verbs": ["get", "list", "watch"]},
             *ROUTING_RULES[version],
+            *(lease_rules(str(ns), pool) if elect else []),
         ]},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": meta,
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
@@ -144,6 +177,13 @@ def manifests(a: EndpointPickerArgs) -> list[dict]:
          "data": {"config.yaml": yaml.safe_dump(config, sort_keys=False)}},
         {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {**meta, "annotations": _await(a)}, "spec": {
             "replicas": a.get("replicas", 1),
+            # With leader election only the leader is ever ready, so a rolling update that keeps
+            # any replica available would wait on the old leader forever (upstream's chart uses
+            # Recreate for this, config/charts/routerlib/templates/_deployment.yaml). Here the new
+            # replicas start in full while the old ones go: the old leader releases its Lease on
+            # SIGTERM and serves its open streams through the drain while a new one takes over.
+            **({"strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "100%", "maxUnavailable": "100%"}}}
+               if elect else {}),
             "selector": {"matchLabels": labels},
             "template": {
                 "metadata": {"labels": labels, "annotations": {
@@ -179,10 +219,14 @@ def manifests(a: EndpointPickerArgs) -> list[dict]:
                         if gateway_peers else [])
             + [{"ports": [{"port": HEALTH_PORT, "protocol": "TCP"}, {"port": METRICS_PORT, "protocol": "TCP"}]}],
         }},
-        # Node drains take one picker replica at a time and never wait on a single one.
-        {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": meta,
-         "spec": {"maxUnavailable": 1, "selector": {"matchLabels": labels}}},
     ]
+    if not elect:
+        # Node drains take one picker replica at a time and never wait on a single one. Not with
+        # leader election: only the leader is ever healthy, so any budget either blocks evicting
+        # it for good or allows everything; the standbys are the protection there.
+        objects.append({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": meta,
+                        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": labels}}})
+    return objects
 
 
 _ROLES = {"ServiceAccount": "sa", "Role": "role", "RoleBinding": "rolebinding", "ConfigMap": "config",

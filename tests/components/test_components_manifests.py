@@ -231,3 +231,31 @@ def test_images_are_required_where_no_default_exists():
         endpoint_picker.manifests({"pool_name": "p", "pool_api_version": "v1"})
     with pytest.raises(ValueError, match="InferenceService 's': `simulated` needs `sim_image`"):
         inference_service.manifests("s", {"model": "m", "simulated": True})
+
+
+def test_picker_replicas_elect_a_leader():
+    """More than one picker replica: leader election on (flag, POD_NAME, the Lease rules) and the
+    Deployment settings of a set of which only the leader is ever ready; one replica: none of it."""
+    def render(**args):
+        objs = endpoint_picker.manifests({"pool_name": "p", "pool_api_version": "v1", "namespace": "ns",
+                                          "image": "reg.example/picker:1", **args})
+        return {o["kind"]: o for o in objs}
+
+    lease_rules = [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                    "resourceNames": ["epp-ns-p.llm-d.ai"], "verbs": ["get", "update"]},
+                   {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]}]
+    single, auto = render(), render(replicas=3)
+    for objs, on in ((single, False), (auto, True), (render(replicas=3, leader_election=False), False),
+                     (render(leader_election=True), True)):
+        c = objs["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+        assert ("--leader-elect" in c["args"]) is on
+        assert ([r for r in objs["Role"]["rules"] if r["apiGroups"] == ["coordination.k8s.io"]] == lease_rules) is on
+        assert (c.get("env") == [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]) is on
+        assert ("PodDisruptionBudget" not in objs) is on
+        assert ("strategy" in objs["Deployment"]["spec"]) is on
+    assert single == render(replicas=1)
+    assert auto["Deployment"]["spec"]["strategy"] == {
+        "type": "RollingUpdate", "rollingUpdate": {"maxSurge": "100%", "maxUnavailable": "100%"}}
+    assert auto["Deployment"]["metadata"]["annotations"] == {
+        "pulumi.com/waitFor": "jsonpath={.status.readyReplicas}=1", "pulumi.com/timeoutSeconds": "2700"}
+    assert single["Deployment"]["metadata"]["annotations"] == {"pulumi.com/timeoutSeconds": "2700"}
