@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import ValidationError
@@ -132,6 +133,19 @@ def _pydantic_problems(err: ValidationError) -> list[Problem]:
     return found
 
 
+def canonical_order(value: Any) -> Any:
+    """Every mapping's keys in sorted order, at every depth (lists keep theirs). The Pulumi engine
+    hands structured config to the program as JSON with sorted keys (a real `pulumi up` showed it:
+    a split's targets arrived in name order, so InferenceModel `targetModels` listed them so), while
+    a stack file read here keeps its own order; validating both in one order makes the objects the
+    local stack and the render build equal to the ones `pulumi up` deploys."""
+    if isinstance(value, dict):
+        return {k: canonical_order(value[k]) for k in sorted(value, key=str)}
+    if isinstance(value, list):
+        return [canonical_order(v) for v in value]
+    return value
+
+
 def validate(values: dict, source: str = "stack config", secret_keys: set[str] | frozenset[str] = frozenset()
              ) -> StackSpec:
     """Validate `infershift:` config values (namespace stripped; `secret_keys`: those set with
@@ -140,7 +154,7 @@ def validate(values: dict, source: str = "stack config", secret_keys: set[str] |
     if misplaced:
         raise StackConfigError(source, misplaced)
     try:
-        spec = StackSpec.model_validate(values)
+        spec = StackSpec.model_validate(canonical_order(values))
     except ValidationError as err:
         raise StackConfigError(source, _pydantic_problems(err)) from None
     found = problems(spec)

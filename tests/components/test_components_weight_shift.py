@@ -85,8 +85,8 @@ def test_v1_rewrite_weight_change_touches_only_the_rewrite(renders):
     _, after, changed = _shift(renders, "local", path, 80)
     assert changed == {("InferenceModelRewrite", "llama2-pool-lora-request")}
     rule = after.one("InferenceModelRewrite", "llama2-pool-lora-request")["spec"]["rules"][0]
-    assert rule["targets"] == [{"modelRewrite": "tweet-summary", "weight": 50},
-                               {"modelRewrite": "sql-lora", "weight": 80}]
+    assert rule["targets"] == [{"modelRewrite": "sql-lora", "weight": 80},
+                               {"modelRewrite": "tweet-summary", "weight": 50}]
 
 
 def test_config_path_parses_pulumi_syntax():
