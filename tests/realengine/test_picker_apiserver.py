@@ -10,8 +10,6 @@ and gives them loopback IPs. What the picker makes of the cluster is read from i
 """
 from __future__ import annotations
 
-import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -19,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 from controlplane import ApiError, pod_ready, require_or_skip
+from picker_process import PickerProcess
 
 from infershift import proc
 from infershift.components import model_routing
@@ -34,36 +33,12 @@ SA = f"{POOL}-epp"  # picker_name(): the ServiceAccount, Role and RoleBinding's 
 PORT = free_port()  # the pool's target port: a simulator may listen on it at a pod's loopback IP
 
 
-class Picker:
+class Picker(PickerProcess):
     """One picker process (own process group), its JSON log lines."""
 
     def __init__(self, workdir: Path, kubeconfig: Path, config: dict, name: str = "picker"):
-        self.log_path = workdir / f"{name}.log"
-        cfg_path = workdir / f"{name}.yaml"
-        cfg_path.write_text(yaml.safe_dump(config))
-        self.ports = {k: free_port() for k in ("grpc", "health", "metrics")}
-        argv = [str(PICKER_PY), "-m", "infershift.picker", "--config", str(cfg_path), "--kubeconfig", str(kubeconfig),
-                "--host", "127.0.0.1", "--grpc-port", str(self.ports["grpc"]),
-                "--health-port", str(self.ports["health"]), "--metrics-port", str(self.ports["metrics"]),
-                "--secure-serving=false"]
-        self._log = open(self.log_path, "ab")
-        self.p = proc.spawn(argv, out=self._log, cwd=str(REPO), env={**os.environ, "PYTHONPATH": str(REPO)})
+        super().__init__(workdir, kubeconfig, config, name)
         self.wait(lambda: self.find("picker started"), 30, "the picker started")
-
-    def records(self, msg: str | None = None) -> list[dict]:
-        out = []
-        for line in self.log_path.read_text(errors="replace").splitlines():
-            try:
-                r = json.loads(line)
-            except ValueError:
-                continue
-            if msg is None or r.get("msg") == msg:
-                out.append(r)
-        return out
-
-    def find(self, msg: str) -> dict | None:
-        recs = self.records(msg)
-        return recs[-1] if recs else None
 
     def endpoints(self) -> list[str] | None:
         r = self.find("kubernetes endpoints")
@@ -71,24 +46,6 @@ class Picker:
 
     def routing(self) -> dict | None:
         return self.find("kubernetes routing")
-
-    def wait(self, pred, timeout: float, what: str):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.p.poll() is not None:
-                raise AssertionError(f"the picker exited ({self.p.returncode}) waiting for {what}:\n{self.tail()}")
-            v = pred()
-            if v:
-                return v
-            time.sleep(0.1)
-        raise AssertionError(f"timed out after {timeout} s waiting for {what}:\n{self.tail()}")
-
-    def tail(self) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-30:])
-
-    def stop(self) -> None:
-        proc.stop_group(self.p, 5)
-        self._log.close()
 
 
 def _pod(name: str, labels: dict[str, str]) -> dict:

@@ -11,7 +11,6 @@ the Deployment's probe names), the Lease from the API server.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sys
 import threading
@@ -22,6 +21,7 @@ import grpc
 import pytest
 import yaml
 from controlplane import pod_ready, require_or_skip
+from picker_process import PickerProcess
 
 from infershift import contract, proc
 from infershift.components.endpoint_picker import manifests as picker_manifests
@@ -54,32 +54,10 @@ def _health(channel: grpc.Channel, service: str) -> str:
     return {0: "UNKNOWN", 1: "SERVING", 2: "NOT_SERVING"}.get(code, str(code))
 
 
-class Picker:
+class Picker(PickerProcess):
     def __init__(self, workdir: Path, kubeconfig: Path, config: dict, name: str, extra: list[str]):
-        self.name = name
-        self.log_path = workdir / f"{name}.log"
-        cfg_path = workdir / f"{name}.yaml"
-        cfg_path.write_text(yaml.safe_dump(config))
-        self.ports = {k: free_port() for k in ("grpc", "health", "metrics")}
-        argv = [str(PICKER_PY), "-m", "infershift.picker", "--config", str(cfg_path), "--kubeconfig", str(kubeconfig),
-                "--host", "127.0.0.1", "--grpc-port", str(self.ports["grpc"]),
-                "--health-port", str(self.ports["health"]), "--metrics-port", str(self.ports["metrics"]),
-                "--secure-serving=false", *extra]
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 (open while the process runs)
-        self.p = proc.spawn(argv, out=self._log, cwd=str(REPO),
-                            env={**os.environ, "PYTHONPATH": str(REPO), "POD_NAME": name})
+        super().__init__(workdir, kubeconfig, config, name, extra, env={"POD_NAME": name})
         self.channel = grpc.insecure_channel(f"127.0.0.1:{self.ports['health']}")
-
-    def records(self, msg: str | None = None) -> list[dict]:
-        out = []
-        for line in self.log_path.read_text(errors="replace").splitlines():
-            try:
-                r = json.loads(line)
-            except ValueError:
-                continue
-            if msg is None or r.get("msg") == msg:
-                out.append(r)
-        return out
 
     @property
     def identity(self) -> str | None:
@@ -95,28 +73,16 @@ class Picker:
     def ready(self) -> bool:
         return self.health() == "SERVING"
 
-    def wait(self, pred, timeout: float, what: str):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.p.poll() is not None:
-                raise AssertionError(f"{self.name} exited ({self.p.returncode}) waiting for {what}:\n{self.tail()}")
-            v = pred()
-            if v:
-                return v
-            time.sleep(0.05)
-        raise AssertionError(f"timed out after {timeout} s waiting for {what}:\n{self.tail()}")
-
-    def tail(self) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-30:])
-
     def kill(self) -> None:
         proc.signal_group(self.p.pid, signal.SIGKILL)
         self.p.wait(10)
 
-    def stop(self) -> None:
+    def wait(self, pred, timeout: float, what: str, interval: float = 0.05):
+        return super().wait(pred, timeout, what, interval)
+
+    def stop(self, grace: float = 10) -> None:
         self.channel.close()
-        proc.stop_group(self.p, 10)
-        self._log.close()
+        super().stop(grace)
 
 
 def _render(replicas: int) -> dict[str, dict]:
