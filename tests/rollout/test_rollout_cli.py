@@ -145,7 +145,7 @@ def test_cli_errors_name_what_is_wrong(tmp_path):
     file = tmp_path / "Pulumi.rollout.yaml"
     shutil.copyfile(TESTDATA / "Pulumi.rollout.yaml", file)
     out = _cli("run", "nope", "-s", str(file), "--apply", "watch")
-    assert out.returncode == 2 and "no rollout named 'nope' (rollouts: v2, helper)" in out.stderr
+    assert out.returncode == 2 and "no rollout named 'nope' (rollouts: helper, v2)" in out.stderr
     out = _cli("run", "v2", "-s", str(file), "--apply", "watch")
     assert out.returncode == 2 and "--prometheus URL or --metrics POOL=URL" in out.stderr
     # a person's edit of the weights the status records is refused, not overwritten
