@@ -49,6 +49,16 @@ def canary_route(a: dict) -> list[str]:
     for pool in a.get("pool_versions") or {}:
         if pool not in backends:
             out.append(f"pool_versions.{pool}: {pool!r} is not one of the route's backends ({given})")
+    mirror = a.get("mirror") or {}
+    if mirror:
+        percent = mirror.get("percent", 100)
+        if _known(percent) and not 0 <= percent <= 100:
+            out.append(f"mirror.percent: {percent} is not between 0 and 100")
+        name = mirror.get("name")
+        if (mirror.get("kind", "Service") == "InferencePool" and _known(percent) and percent
+                and _known(backends.get(name)) and backends.get(name)):
+            out.append(f"mirror.name: pool {name!r} has weight {backends[name]} on this route; it would get "
+                       "copies of its own requests")
     return out + _paths(a)
 
 

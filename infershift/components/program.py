@@ -217,13 +217,21 @@ def _status_await(spec: StackSpec) -> int | None:
 
 def route_args(spec: StackSpec, name: str) -> CanaryRouteArgs:
     r = spec.routes[name]
-    return {
+    args: CanaryRouteArgs = {
         "gateway": spec.gateway.name, "namespace": spec.platform.namespace, "listener": r.listener,
         "hostnames": list(r.hostnames), "paths": list(r.paths), "backends": dict(r.backends),
         "pool_versions": {p: spec.pools[p].api_version for p in r.backends},
         "pins": [{"header": p.header, "value": p.value, "backend": p.backend} for p in r.pins],
         "await_timeout_seconds": _status_await(spec), **_route_headers(spec, r),
     }
+    if r.mirror is not None:
+        m = r.mirror
+        port = m.port if m.port is not None or m.kind != "Service" else spec.services[m.name].port
+        mirror: RouteMirrorArgs = {"name": m.name, "kind": MirrorKind(m.kind), "port": port, "percent": m.percent}
+        if m.kind == "InferencePool":
+            mirror["pool_api_version"] = PoolApiVersion(spec.pools[m.name].api_version)
+        args["mirror"] = mirror
+    return args
 
 
 def mirror_args(spec: StackSpec, name: str) -> MirrorRouteArgs:

@@ -39,6 +39,21 @@ class RouteMatchArgs(TypedDict):
     (a rejected route fails the update); None: no wait."""
 
 
+class MirrorTargetArgs(TypedDict):
+    name: str
+    kind: NotRequired[MirrorKind]
+    """Service (default) or InferencePool."""
+    port: NotRequired[int | None]
+    """Service port (required for a Service)."""
+
+
+class RouteMirrorArgs(MirrorTargetArgs):
+    percent: NotRequired[int]
+    """Share copied (default 100); 0 renders no filter."""
+    pool_api_version: NotRequired[PoolApiVersion]
+    """API version of a mirrored-to pool; default v1."""
+
+
 class CanaryRouteArgs(RouteMatchArgs):
     backends: dict[str, int]
     """InferencePool name -> weight (90/10 -> 50/50 -> 100)."""
@@ -49,14 +64,8 @@ class CanaryRouteArgs(RouteMatchArgs):
     the Python provider's input mapping turns a map of enums into empty objects.)"""
     pins: NotRequired[list[PinArgs]]
     """Header matches that always send a request to one pool."""
-
-
-class MirrorTargetArgs(TypedDict):
-    name: str
-    kind: NotRequired[MirrorKind]
-    """Service (default) or InferencePool."""
-    port: NotRequired[int | None]
-    """Service port (required for a Service)."""
+    mirror: NotRequired[RouteMirrorArgs | None]
+    """Copy a share of the weighted rule's requests (not the pinned ones) to a Service or a pool."""
 
 
 class MirrorRouteArgs(RouteMatchArgs):
@@ -128,23 +137,29 @@ def canary_manifest(name: str, a: CanaryRouteArgs) -> dict:
     # Pinned requests match a header as well, which Gateway API ranks above path-only matches.
     rules = [{"matches": _matches(a, [{"type": "Exact", "name": pin["header"], "value": pin["value"]}]),
               "backendRefs": [backend(pin["backend"], 1)]} for pin in a.get("pins") or []]
-    rules.append({"matches": _matches(a),
-                  "backendRefs": [backend(pool, weight) for pool, weight in a["backends"].items()]})
+    main: dict = {"matches": _matches(a),
+                  "backendRefs": [backend(pool, weight) for pool, weight in a["backends"].items()]}
+    mirror = a.get("mirror")
+    if mirror and mirror.get("percent", 100):
+        main["filters"] = [_mirror_filter(mirror, mirror.get("pool_api_version", "v1"), mirror.get("percent", 100))]
+    rules.append(main)
     return _route(name, a, rules)
 
 
-def mirror_manifest(name: str, a: MirrorRouteArgs) -> dict:
-    target = a["mirror_to"]
+def _mirror_filter(target: MirrorTargetArgs, pool_version: str, percent: int) -> dict:
     if target.get("kind", "Service") == "Service":
-        mirror_ref = {"group": "", "kind": "Service", "name": target["name"], "port": target.get("port") or 8000}
+        ref = {"group": "", "kind": "Service", "name": target["name"], "port": target.get("port") or 8000}
     else:
-        version = a.get("mirror_pool_api_version", a.get("pool_api_version", "v1"))
-        mirror_ref = {"group": POOL_GROUPS[version], "kind": "InferencePool", "name": target["name"]}
+        ref = {"group": POOL_GROUPS[pool_version], "kind": "InferencePool", "name": target["name"]}
+    return {"type": "RequestMirror", "requestMirror": {"backendRef": ref, "percent": percent}}
+
+
+def mirror_manifest(name: str, a: MirrorRouteArgs) -> dict:
+    version = a.get("mirror_pool_api_version", a.get("pool_api_version", "v1"))
     rule = {
         "matches": _matches(a),
         "backendRefs": [_pool_backend(a["backend"], a.get("pool_api_version", "v1"), 1)],
-        "filters": [{"type": "RequestMirror",
-                     "requestMirror": {"backendRef": mirror_ref, "percent": a.get("percent", 100)}}],
+        "filters": [_mirror_filter(a["mirror_to"], version, a.get("percent", 100))],
     }
     return _route(name, a, [rule])
 

@@ -306,7 +306,11 @@ class LocalStack:
 
     def answer_logs(self) -> list[Path]:
         """The log files of the pickers that write answer lines (the mirrors' pools)."""
-        return [self.supervisor.log_dir / f"picker-{name}.log" for name in sorted(mirror_pools(self.gw))]
+        return [self.picker_log(name) for name in sorted(mirror_pools(self.gw))]
+
+    def picker_log(self, pool: str) -> Path:
+        """The file a pool's picker logs to (its answer lines too, when `answerLog` is on)."""
+        return self.supervisor.log_dir / f"picker-{pool}.log"
 
     @staticmethod
     def routing_objects(gw: ir.Gateway, pool: str) -> list[dict]:

@@ -21,6 +21,7 @@ from pathlib import Path
 from rich.console import Console
 
 from .controller import Applier, Controller, NoApply, RolloutError, abort, status
+from .shadow_gate import AnswerSource
 
 
 def _stack_file(stack: str) -> Path:
@@ -52,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--metrics", type=_pair, action="append", default=[], metavar="POOL=URL",
                      help="a picker's /metrics URL (repeat per pool and replica)")
     run.add_argument("--gateway", help="base URL of the route's listener (pinned first step); local: the stack's")
+    run.add_argument("--answers", nargs="+", type=Path, metavar="FILE",
+                     help="shadowFirst: files the two pools' pickers' answer lines are appended to "
+                          "(kubectl logs -f ... >> FILE); local: the stack's picker logs")
+    run.add_argument("--answers-command", metavar="CMD",
+                     help="shadowFirst: a command printing the answer lines, run every poll; {since} becomes "
+                          "the phase's start (kubectl logs -l 'app in (a-epp,b-epp)' --since-time={since})")
     run.add_argument("--load", type=int, default=0, metavar="N",
                      help="local: N concurrent clients sending chat requests through the route while it runs")
     run.add_argument("--time-scale", type=float, default=20.0, help="local: simulator speed-up")
@@ -178,8 +185,19 @@ def _run(args) -> int:
                                        spec.pool_serves(ro.stable))[0]
             load = Load(gateway + "/v1/chat/completions", chat_body(model, max_tokens=16), concurrency=args.load)
             stack_ctx.enter_context(load)
+        answers: AnswerSource | None = None
+        if ro.shadow_first is not None:
+            from . import shadow_gate
+
+            if args.answers:
+                answers = shadow_gate.LogFiles(args.answers)
+            elif args.answers_command:
+                answers = shadow_gate.LogCommand(args.answers_command)
+            elif local is not None:
+                answers = shadow_gate.LogFiles([local.picker_log(ro.stable), local.picker_log(ro.canary)])
         progress = Progress(console, args.name, ro)
-        controller = Controller(stack_file, args.name, source, applier, send_pinned=sender, poll=args.poll,
+        controller = Controller(stack_file, args.name, source, applier, send_pinned=sender, answers=answers,
+                                poll=args.poll,
                                 step_timeout=args.step_timeout,
                                 log=lambda m: console.print(m, markup=False, highlight=False), on_poll=progress)
         outcome = controller.run()

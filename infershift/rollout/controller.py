@@ -23,8 +23,10 @@ from infershift import spec as stackspec
 from infershift.spec.config_path import format_path, set_many_in_file
 from infershift.spec.rollouts import Rollout
 
+from . import shadow_gate
 from .decide import StepResult, judge
 from .metrics import Side, Snapshot, Source, window
+from .shadow_gate import AnswerSource, ShadowResult
 from .window import Window
 
 
@@ -83,6 +85,8 @@ class Outcome:
     history: list[Step] = field(default_factory=list)
     windows: list[dict] = field(default_factory=list)
     """Per finished step: its canary and stable windows (JSON), for reports and recorded series."""
+    shadow: ShadowResult | None = None
+    """The shadow phase's last judgement (`shadowFirst`), if it ran."""
 
 
 def _now() -> str:
@@ -112,7 +116,7 @@ def _weight(values: dict, path: list[str]) -> int | None:
 class Controller:
     def __init__(self, stack_file: str | Path, name: str, source: Source, applier: Applier, *,
                  send_pinned: Callable[[str, str, int], tuple[int, int]] | None = None,
-                 poll: float = 1.0, step_timeout: float | None = None,
+                 answers: AnswerSource | None = None, settle: float = 1.0, poll: float = 1.0, step_timeout: float | None = None,
                  log: Callable[[str], None] = lambda msg: print(msg, flush=True),
                  on_poll: Callable[[Step], None] | None = None):
         self.stack_file = Path(stack_file)
@@ -120,6 +124,8 @@ class Controller:
         self.source = source
         self.applier = applier
         self.send_pinned = send_pinned
+        self.answers = answers
+        self.settle = settle
         self.poll = poll
         self.step_timeout = step_timeout
         self.log = log
@@ -140,6 +146,7 @@ class Controller:
         self.baseline: Window | None = None
         self.history: list[Step] = []
         self.windows: list[dict] = []
+        self.shadow: ShadowResult | None = None
 
     # --- config edits --------------------------------------------------------------------
 
@@ -151,9 +158,11 @@ class Controller:
         return {"stable": format_path(list[str | int](ro.weight_path(ro.stable))),
                 "canary": format_path(list[str | int](ro.weight_path(ro.canary)))}
 
-    def edits(self, canary_percent: int | None, phase: str, step: int, message: str) -> dict[str, Any]:
-        """The `--path` edits of one transition: both weights (unless None: left as they are) and the status."""
-        out: dict[str, Any] = {}
+    def edits(self, canary_percent: int | None, phase: str, step: int, message: str,
+              extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The `--path` edits of one transition: both weights (unless None: left as they are), `extra`
+        (the shadow phase's mirror) and the status."""
+        out: dict[str, Any] = dict(extra or {})
         if canary_percent is not None:
             paths = self.weight_paths()
             out[paths["canary"]] = canary_percent
@@ -168,15 +177,16 @@ class Controller:
         out[self._status_path("updated")] = _now()
         return out
 
-    def write(self, canary_percent: int | None, phase: str, step: int, message: str, apply: bool = True) -> None:
-        edits = self.edits(canary_percent, phase, step, message)
+    def write(self, canary_percent: int | None, phase: str, step: int, message: str, apply: bool = True,
+              extra: dict[str, Any] | None = None) -> None:
+        edits = self.edits(canary_percent, phase, step, message, extra)
         set_many_in_file(self.stack_file, edits)
         stackspec.load_file(self.stack_file)  # what was written validates (else: a bug here, loudly)
         self._expect = self._watched(_read(self.stack_file))
         weights = f"canary {canary_percent}% / stable {100 - canary_percent}%" if canary_percent is not None else \
             "weights unchanged"
         self.log(f"rollout {self.name}: {phase} step {step}: {weights}: {message}")
-        if apply and canary_percent is not None:
+        if apply and (canary_percent is not None or extra):
             self.log(f"rollout {self.name}: applied: {self.applier.apply(self.stack_file)}")
 
     def _watched(self, values: dict) -> dict[str, Any]:
@@ -273,6 +283,11 @@ class Controller:
         # a rollout that stopped (paused, or its controller died) goes on from the step it was at,
         # judged afresh
         first = max(status.step, 0) if status is not None else 0
+        if ro.shadow_first is not None and (status is None or (status.step < 0
+                                                               and status.phase not in ("Shadowed", "Pinned"))):
+            done = self.shadow_phase()
+            if done is not None:
+                return done
         if ro.pin_first is not None and (status is None or status.step < 0):
             self.write(0, "Pinned", -1, f"{ro.pin_first.requests} requests through the pin header first")
             verdict, result = self.watch(-1, 0, ro.pin_first.requests, pinned=ro.pin_first.requests)
@@ -289,7 +304,74 @@ class Controller:
         final = ro.steps[-1]
         self.write(None, "Promoted", len(ro.steps) - 1,
                    f"promoted: canary at {final}%, every step's gates passed", apply=False)
-        return Outcome("Promoted", f"canary at {final}%", self.history, self.windows)
+        return self._outcome("Promoted", f"canary at {final}%")
+
+    def _outcome(self, phase: str, message: str) -> Outcome:
+        return Outcome(phase, message, self.history, self.windows, self.shadow)
+
+    # --- the shadow phase (shadowFirst) --------------------------------------------------------
+
+    def _mirror_edits(self, percent: int) -> dict[str, Any]:
+        assert self.rollout.route is not None
+        base: list[str | int] = ["routes", self.rollout.route, "mirror"]
+        edits: dict[str, Any] = {format_path([*base, "percent"]): percent}
+        if percent:
+            edits[format_path([*base, "kind"])] = "InferencePool"
+            edits[format_path([*base, "name"])] = self.rollout.canary
+        return edits
+
+    def shadow_phase(self) -> Outcome | None:
+        """Mirror the route's requests to the canary (weight 0), pair the two pools' answers, judge;
+        the mirror is set back to 0 % whatever the verdict. None: passed, go on."""
+        ro = self.rollout
+        sf = ro.shadow_first
+        assert sf is not None and ro.route is not None
+        if self.answers is None:
+            raise RolloutError(f"rollouts.{self.name}.shadowFirst pairs the pickers' answer lines: give them "
+                               "(--answers FILE... or --answers-command CMD; the local stack's are read itself)")
+        self.answers.start()
+        self.write(0, "Shadowing", -1, f"{sf.percent}% of route {ro.route}'s requests mirrored to {ro.canary}; "
+                                       f"comparing answers", extra=self._mirror_edits(sf.percent))
+        # requests the gateway took before the mirror was live have no copy: count from here, plus a
+        # settle for the gateway to take the route change
+        since = time.time() + self.settle
+        began = time.monotonic()
+        timeout = self.step_timeout if self.step_timeout is not None else max(60.0, 10 * sf.dwell_seconds)
+        last = ""
+        while True:
+            time.sleep(self.poll)
+            who = self.edited()
+            now = time.time()
+            answers = self.answers.answers()
+            result = shadow_gate.judge(sf, answers, ro.stable, ro.canary, since, now - shadow_gate.GRACE)
+            self.shadow = result
+            if result.reason != last:
+                self.log(f"rollout {self.name}: shadow {result.verdict}: {result.reason}")
+                last = result.reason
+            elapsed = time.monotonic() - began
+            if who:
+                verdict, reason = "edited", f"edited while running: {who}"
+                break
+            if result.verdict == "fail":
+                verdict, reason = "fail", result.reason
+                break
+            if result.verdict == "pass" and elapsed >= sf.dwell_seconds:
+                verdict, reason = "pass", result.reason
+                break
+            if elapsed > timeout:
+                verdict, reason = "timeout", f"no verdict within {timeout:g}s: {result.reason}"
+                break
+        off = self._mirror_edits(0)
+        if verdict == "pass":
+            self.write(None, "Shadowed", -1, f"shadow gate passed: {reason}", extra=off)
+            return None
+        if verdict == "fail" and ro.on_failure == "rollback":
+            self.write(0, "RolledBack", -1, f"rolled back at the shadow phase: {reason}", extra=off)
+            return self._outcome("RolledBack", reason)
+        if verdict == "edited":
+            self._expect = self._watched(_read(self.stack_file))
+        self.write(None, "Paused", -1, f"paused at the shadow phase: {reason}", extra=off)
+        return self._outcome("Paused", reason)
 
     def _after(self, verdict: str, result: StepResult, step: int, percent: int) -> Outcome | None:
         ro = self.rollout
@@ -302,12 +384,12 @@ class Controller:
             # the person's edit stays: only the status is written
             self._expect = self._watched(_read(self.stack_file))
             self.write(None, "Paused", step, f"paused at {where}: {result.reason}", apply=False)
-            return Outcome("Paused", result.reason, self.history, self.windows)
+            return self._outcome("Paused", result.reason)
         if verdict == "timeout" or ro.on_failure == "pause":
             self.write(None, "Paused", step, f"paused at {where}: {result.reason}", apply=False)
-            return Outcome("Paused", result.reason, self.history, self.windows)
+            return self._outcome("Paused", result.reason)
         self.write(0, "RolledBack", step, f"rolled back at {where}: {result.reason}")
-        return Outcome("RolledBack", result.reason, self.history, self.windows)
+        return self._outcome("RolledBack", result.reason)
 
 
 def abort(stack_file: str | Path, name: str, applier: Applier | None = None,

@@ -63,6 +63,8 @@ def markdown(name: str, ro: Rollout, outcome: Outcome, queries: dict[str, list[s
              f"**Result:** {outcome.phase}: {outcome.message}", ""]
     if png:
         lines += [f"![timeline]({png})", ""]
+    if outcome.shadow is not None and ro.shadow_first is not None:
+        lines += shadow_markdown(ro, outcome.shadow)
     lines += ["| step | canary % | canary resp. | stable resp. | " + " | ".join(
         LABELS[g] for g in _gate_names(outcome)) + " | verdict |",
               "|---|---|---|---|" + "---|" * len(_gate_names(outcome)) + "---|"]
@@ -84,6 +86,37 @@ def markdown(name: str, ro: Rollout, outcome: Outcome, queries: dict[str, list[s
               "the lower bound of the canary's rate exceeds stable's upper bound + tolerance (or `max`), at "
               f"{ro.gates.confidence:.0%} confidence (infershift/rollout/decide.py).", ""]
     return "\n".join(lines)
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v * 1000:+.1f} ms"
+
+
+def _share(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1%}"
+
+
+def shadow_markdown(ro: Rollout, result) -> list[str]:
+    """The shadow phase: the route's requests mirrored to the canary, answers paired by request id."""
+    sf = ro.shadow_first
+    assert sf is not None
+    limits = ", ".join(f"{k} {v:g}" for k, v in sf.limits().items() if v is not None)
+    lines = ["## Shadow phase", "",
+             f"{sf.percent}% of route `{ro.route}`'s requests mirrored to `{ro.canary}` before any weight; the "
+             f"stable pool's and the canary's answers paired by request id (infershift/shadow). Limits "
+             f"({'totals' if sf.gate_on == 'all' else 'per target model'}, at least {sf.min_pairs} compared "
+             f"pairs): {limits}.", "",
+             f"**Verdict:** {result.verdict}: {result.reason}", "",
+             "| model | pairs | compared | stable-only / canary-only | errors stable / canary | TTFT Δ p90 | "
+             "e2e Δ p90 | length ratio | exact match | overlap |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for m, st in result.stats.items():
+        ratio = "-" if st.length_ratio is None else f"{st.length_ratio:.2f}"
+        overlap = "-" if st.overlap is None else f"{st.overlap:.3f}"
+        lines.append(f"| {m} | {st.pairs} | {st.compared} | {st.unpaired_primary} / {st.unpaired_shadow} | "
+                     f"{_share(st.primary_error_rate)} / {_share(st.shadow_error_rate)} | {_ms(st.ttft_delta(0.9))} | "
+                     f"{_ms(st.e2e_delta(0.9))} | {ratio} | {_share(st.exact_match)} | {overlap} |")
+    return lines + [""]
 
 
 def _gate_names(outcome: Outcome) -> list[str]:
@@ -146,5 +179,6 @@ def write(directory: Path, name: str, ro: Rollout, outcome: Outcome, queries: di
     md.write_text(markdown(name, ro, outcome, queries, source, png.name if png.exists() else None))
     (directory / "history.json").write_text(json.dumps(
         {"rollout": name, "phase": outcome.phase, "message": outcome.message,
-         "polls": [h.to_json() for h in outcome.history], "windows": outcome.windows}, indent=1))
+         "polls": [h.to_json() for h in outcome.history], "windows": outcome.windows,
+         "shadow": outcome.shadow.to_json() if outcome.shadow is not None else None}, indent=1))
     return md

@@ -16,6 +16,7 @@ Per target model (the primary's; an unpaired shadow counts under its own):
 """
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from collections.abc import Iterable
@@ -40,6 +41,8 @@ class Answer:
     tokens: int | None
     text: str
     sha: str | None
+    at: float | None = None
+    """When the picker logged it (the line's `ts`, seconds since the epoch)."""
 
     @property
     def ok(self) -> bool:
@@ -71,7 +74,18 @@ def parse_line(line: str) -> Answer | None:
     return Answer(rid, str(d.get("pool") or ""), d.get("target_model") or None, d.get("shadow") is True,
                   status if isinstance(status, int) else 0, num("ttft_s"), num("e2e_s"),
                   tokens if isinstance(tokens, int) and not isinstance(tokens, bool) else None,
-                  text if isinstance(text, str) else "", d.get("text_sha256") or None)
+                  text if isinstance(text, str) else "", d.get("text_sha256") or None, _epoch(d.get("ts")))
+
+
+def _epoch(ts) -> float | None:
+    """The picker's `ts` (UTC, ISO 8601 with a Z) as seconds since the epoch."""
+    if not isinstance(ts, str):
+        return None
+    try:
+        when = dt.datetime.fromisoformat(ts.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when.timestamp() if when.tzinfo is not None else None
 
 
 def read(paths: Iterable[Path | str]) -> list[Answer]:

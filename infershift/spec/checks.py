@@ -331,6 +331,32 @@ def _routes(spec: StackSpec) -> list[Problem]:
                     f"{path}.pins[{i}].backend",
                     f"pinned backend {pin.backend!r} is not one of the route's backends ({_list(route.backends)})",
                 ))
+        if route.mirror is not None:
+            out += _mirror_target(spec, f"{path}.mirror", route.mirror)
+            target = route.mirror
+            if target.kind == "InferencePool" and route.backends.get(target.name) and target.percent:
+                out.append(Problem(
+                    f"{path}.mirror.name",
+                    f"pool {target.name!r} has weight {route.backends[target.name]} on this route: it would "
+                    "mirror copies of its own requests to itself; mirror only to a pool with weight 0 here "
+                    "(a canary before its first step), or set mirror.percent to 0"))
+    return out
+
+
+def _mirror_target(spec: StackSpec, path: str, target) -> list[Problem]:
+    """`mirrorTo` of a mirror, or a route's `mirror`: the Service or pool exists, and the platform's
+    gateway can copy to it."""
+    out = []
+    if target.kind == "Service" and target.name not in spec.services:
+        out.append(Problem(f"{path}.name", f"no service named {target.name!r} (services: {_list(spec.services)})"))
+    if target.kind == "InferencePool":
+        if target.name not in spec.pools:
+            out.append(Problem(f"{path}.name", f"no pool named {target.name!r} (pools: {_list(spec.pools)})"))
+        if not spec.platform_plugin.mirror_to_pool:
+            out.append(Problem(
+                f"{path}.kind",
+                f"the {spec.platform.kind.upper()} gateway cannot mirror to an InferencePool; mirror to a Service",
+            ))
     return out
 
 
@@ -342,16 +368,7 @@ def _mirrors(spec: StackSpec) -> list[Problem]:
         if mirror.backend not in spec.pools:
             out.append(Problem(f"{path}.backend", f"no pool named {mirror.backend!r} (pools: {_list(spec.pools)})"))
         target = mirror.mirror_to
-        if target.kind == "Service" and target.name not in spec.services:
-            out.append(Problem(f"{path}.mirrorTo.name", f"no service named {target.name!r} (services: {_list(spec.services)})"))
-        if target.kind == "InferencePool":
-            if target.name not in spec.pools:
-                out.append(Problem(f"{path}.mirrorTo.name", f"no pool named {target.name!r} (pools: {_list(spec.pools)})"))
-            if not spec.platform_plugin.mirror_to_pool:
-                out.append(Problem(
-                    f"{path}.mirrorTo.kind",
-                    f"the {spec.platform.kind.upper()} gateway cannot mirror to an InferencePool; mirror to a Service",
-                ))
+        out += _mirror_target(spec, f"{path}.mirrorTo", target)
         if target.name == mirror.backend and target.kind == "InferencePool":
             out.append(Problem(f"{path}.mirrorTo.name", "a pool cannot mirror to itself"))
     return out
@@ -392,4 +409,30 @@ def _rollouts(spec: StackSpec) -> list[Problem]:
                 and not any(p.backend == ro.canary for p in spec.routes[ro.route].pins)):
             out.append(Problem(f"{path}.pinFirst", f"route {ro.route!r} has no pin for the canary {ro.canary!r} "
                                                    "(routes.<route>.pins: header, value, backend)"))
+        if ro.shadow_first is not None and ro.route is not None:
+            out += _shadow_first(spec, name, ro)
+    return out
+
+
+def _shadow_first(spec: StackSpec, name: str, ro) -> list[Problem]:
+    """The shadow phase mirrors the route's requests to the canary pool and pairs the two pools'
+    answer lines: the gateway must be able to mirror to a pool, both pickers must log answers,
+    and the route's own mirror (if any) must be that one."""
+    path = f"rollouts.{name}.shadowFirst"
+    out = []
+    if not spec.platform_plugin.mirror_to_pool:
+        out.append(Problem(path, (
+            f"the {spec.platform.kind.upper()} gateway cannot mirror to an InferencePool, and a copy sent to a "
+            "Service has no picker to record its answer: the shadow gate needs a platform whose gateway "
+            "mirrors to pools (run the pre-check on the local stack instead: python -m infershift.shadow report)")))
+    for side in (ro.stable, ro.canary):
+        pool = spec.pools.get(side)
+        if pool is not None and not pool.picker.answer_log:
+            out.append(Problem(path, f"the shadow gate pairs the pickers' answer lines: set "
+                                     f"pools.{side}.picker.answerLog: true"))
+    mirror = spec.routes[ro.route].mirror
+    if mirror is not None and mirror.percent and (mirror.kind, mirror.name) != ("InferencePool", ro.canary):
+        out.append(Problem(f"routes.{ro.route}.mirror", (
+            f"the route already mirrors to {mirror.kind} {mirror.name!r}; the shadow phase of rollout {name!r} "
+            f"mirrors it to the canary pool {ro.canary!r}: remove the mirror or set its percent to 0")))
     return out

@@ -591,12 +591,29 @@ class RouteMatch(Spec):
         return [check_hostname(h, "hostname") for h in v]
 
 
+class MirrorTarget(Spec):
+    kind: Literal["Service", "InferencePool"] = "Service"
+    name: str
+    port: int | None = Field(None, ge=1, le=65535)
+    """Service port; defaults to the inference service's port."""
+
+
+class RouteMirror(MirrorTarget):
+    """A route's own RequestMirror filter; `percent: 0` keeps it declared but copies nothing (no
+    filter is rendered), which is how a rollout turns its shadow phase off again."""
+
+    percent: int = Field(100, ge=0, le=100)
+
+
 class Route(RouteMatch):
     """A canary HTTPRoute: weighted InferencePool backends (base-model or node canary)."""
 
     backends: dict[str, IntWeight] = Field(min_length=1)
     """InferencePool name -> weight; each weight is one `pulumi config set --path` scalar."""
     pins: list[Pin] = []
+    mirror: RouteMirror | None = None
+    """Copy a share of the route's weighted requests (not pinned ones) to a shadow: a Service, or an
+    InferencePool that gets no weight on this route (a rollout's `shadowFirst` sets it)."""
 
     @field_validator("backends")
     @classmethod
@@ -609,13 +626,6 @@ class Route(RouteMatch):
         if not any(v.values()):
             raise ValueError("all backend weights are zero: the route would send nothing anywhere")
         return v
-
-
-class MirrorTarget(Spec):
-    kind: Literal["Service", "InferencePool"] = "Service"
-    name: str
-    port: int | None = Field(None, ge=1, le=65535)
-    """Service port; defaults to the inference service's port."""
 
 
 class Mirror(RouteMatch):

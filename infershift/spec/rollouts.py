@@ -19,7 +19,8 @@ from pydantic import Field, field_validator, model_validator
 
 from .base import Duration, Spec, duration_seconds
 
-Phase = Literal["Pending", "Pinned", "Progressing", "Paused", "Promoted", "RolledBack", "Aborted"]
+Phase = Literal["Pending", "Shadowing", "Shadowed", "Pinned", "Progressing", "Paused", "Promoted", "RolledBack",
+                "Aborted"]
 
 
 class LatencyGate(Spec):
@@ -103,6 +104,56 @@ class PinFirst(Spec):
     requests: int = Field(20, ge=1, le=100_000)
 
 
+class ShadowFirst(Spec):
+    """Before any weight (and before `pinFirst`): the route's requests are mirrored to the canary
+    pool (the controller sets `routes.<route>.mirror`, and sets its percent to 0 afterwards); the
+    stable pool's and the canary's answers to the same requests are paired by request id from the
+    two pickers' answer lines (`picker.answerLog`) and judged like `python -m infershift.shadow
+    report`'s gate. Clients only ever see the stable pool's answers."""
+
+    percent: int = Field(100, ge=1, le=100)
+    """Share of the route's requests copied to the canary while it runs."""
+    min_pairs: int = Field(50, ge=1, le=1_000_000)
+    """Compared pairs (both sides answered 200) before a verdict."""
+    dwell: Duration = "0s"
+    """Least time before a verdict."""
+    gate_on: Literal["all", "models"] = "all"
+    """Judge the totals (default) or every target model on its own."""
+    min_exact_match: float | None = Field(None, ge=0, le=1)
+    min_overlap: float | None = Field(None, ge=0, le=1)
+    """Mean token-set Jaccard overlap of the two answers (infershift/shadow/compare.py)."""
+    max_ttft_delta_p90: Duration | None = None
+    """Canary minus stable time to first token, p90 over the pairs."""
+    max_e2e_delta_p90: Duration | None = Field(None, alias="maxE2eDeltaP90")
+    max_error_rate_delta: float | None = Field(None, ge=0, le=1)
+    """Canary's error rate minus stable's, over the paired answers."""
+    max_unpaired_share: float | None = Field(None, ge=0, le=1)
+    """Request ids with only one side's answer, over all of them (copies lost, answer lines missing)."""
+
+    @model_validator(mode="after")
+    def _some(self) -> ShadowFirst:
+        if all(getattr(self, n) is None for n in SHADOW_LIMITS):
+            raise ValueError("give at least one limit (minExactMatch, minOverlap, maxTtftDeltaP90, maxE2eDeltaP90, "
+                             "maxErrorRateDelta, maxUnpairedShare)")
+        return self
+
+    def limits(self) -> dict[str, float | None]:
+        """The limits as infershift.shadow.compare.Gate takes them (durations in seconds)."""
+        out: dict[str, float | None] = {n: getattr(self, n) for n in SHADOW_LIMITS}
+        for n in ("max_ttft_delta_p90", "max_e2e_delta_p90"):
+            v = getattr(self, n)
+            out[n] = None if v is None else duration_seconds(v)
+        return out
+
+    @property
+    def dwell_seconds(self) -> float:
+        return duration_seconds(self.dwell)
+
+
+SHADOW_LIMITS = ("min_exact_match", "min_overlap", "max_ttft_delta_p90", "max_e2e_delta_p90", "max_error_rate_delta",
+                 "max_unpaired_share")
+
+
 class RolloutStatus(Spec):
     """Written by the controller; a person does not need to edit it."""
 
@@ -131,6 +182,7 @@ class Rollout(Spec):
     min_requests: int = Field(100, ge=1)
     """Least canary responses per step before its verdict (no verdict on fewer)."""
     pin_first: PinFirst | None = None
+    shadow_first: ShadowFirst | None = None
     gates: Gates
     on_failure: Literal["rollback", "pause"] = "rollback"
     status: RolloutStatus | None = None
@@ -158,6 +210,8 @@ class Rollout(Spec):
             raise ValueError("stable and canary are the same")
         if self.pin_first is not None and self.route is None:
             raise ValueError("pinFirst needs a route rollout: pins are the route's headers")
+        if self.shadow_first is not None and self.route is None:
+            raise ValueError("shadowFirst needs a route rollout: the route's requests are mirrored to the canary pool")
         return self
 
     @property

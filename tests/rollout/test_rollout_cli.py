@@ -71,6 +71,9 @@ def test_edits_are_pulumi_config_set_paths(project):
     edits = c.edits(25, "Progressing", 0, "step 1 of 3: canary at 25%")
     edits.update(Controller(ours, "helper", MetricsPages({}), NoApply(0), log=lambda m: None)
                  .edits(100, "Progressing", 1, "step 2 of 2"))
+    # the shadow phase's mirror: keys the stack file does not have yet (a new map under the route)
+    shadow = Controller(ours, "v2-shadow", MetricsPages({}), NoApply(0), log=lambda m: None)
+    edits.update(shadow._mirror_edits(100))
     from infershift.spec.config_path import set_many_in_file
     set_many_in_file(ours, edits)
     for path, value in edits.items():
@@ -79,6 +82,8 @@ def test_edits_are_pulumi_config_set_paths(project):
                        cwd=directory, env=run_env, check=True, capture_output=True)
     assert _config(ours) == _config(theirs)
     assert _config(ours)["infershift:routes"]["route"]["backends"] == {"pool-v1": 75, "pool-v2": 25}
+    assert _config(ours)["infershift:routes"]["route"]["mirror"] == {"percent": 100, "kind": "InferencePool",
+                                                                      "name": "pool-v2"}
 
 
 def test_the_automation_api_applies_the_controllers_edit(project):
@@ -145,7 +150,7 @@ def test_cli_errors_name_what_is_wrong(tmp_path):
     file = tmp_path / "Pulumi.rollout.yaml"
     shutil.copyfile(TESTDATA / "Pulumi.rollout.yaml", file)
     out = _cli("run", "nope", "-s", str(file), "--apply", "watch")
-    assert out.returncode == 2 and "no rollout named 'nope' (rollouts: helper, v2)" in out.stderr
+    assert out.returncode == 2 and "no rollout named 'nope' (rollouts: helper, v2, v2-shadow)" in out.stderr
     out = _cli("run", "v2", "-s", str(file), "--apply", "watch")
     assert out.returncode == 2 and "--prometheus URL or --metrics POOL=URL" in out.stderr
     # a person's edit of the weights the status records is refused, not overwritten

@@ -31,6 +31,7 @@ def _reset(stack) -> None:
     config = doc["config"]
     config["infershift:routes"]["route"]["backends"] = {"pool-v1": 100, "pool-v2": 0}
     config["infershift:pools"]["pool-v1"]["models"]["helper"]["targets"] = {"helper-v1": 100, "helper-v2": 0}
+    config["infershift:routes"]["route"].pop("mirror", None)
     for ro in config["infershift:rollouts"].values():
         ro.pop("status", None)
     stack.stack_file.write_text(yaml.safe_dump(doc, sort_keys=False))
@@ -114,3 +115,59 @@ def test_a_persons_edit_pauses_a_model_split_rollout(rollout_stack):
     st = values["rollouts"]["helper"]["status"]
     assert st["phase"] == "Paused" and "edited" in st["message"]
     assert load.snapshot().failed == 0
+
+
+def _shadow_controller(stack, name, **kw) -> Controller:
+    from infershift.rollout.shadow_gate import LogFiles
+
+    return _controller(stack, name, answers=LogFiles([stack.picker_log("pool-v1"), stack.picker_log("pool-v2")]),
+                       **kw)
+
+
+def _mirror(stack) -> dict | None:
+    return _values(stack)["routes"]["route"].get("mirror")
+
+
+def test_the_shadow_phase_compares_answers_before_any_weight_then_promotes(rollout_stack):
+    _reset(rollout_stack)
+    url = rollout_stack.url("http") + "/v1/chat/completions"
+    seen: list[dict | None] = []
+
+    def during(entry) -> None:  # polls of the weighted steps: the mirror is off again by then
+        seen.append(_mirror(rollout_stack))
+
+    with Load(url, chat_body("mymodel", max_tokens=8), concurrency=4) as load:
+        outcome = _shadow_controller(rollout_stack, "v2-shadow", on_poll=during).run()
+    assert outcome.phase == "Promoted", outcome.message
+    shadow = outcome.shadow
+    assert shadow is not None and shadow.verdict == "pass", shadow and shadow.reason
+    total = shadow.total
+    # the canary answered copies of the stable pool's requests; the simulators answer alike
+    assert total.compared >= 40 and total.exact_match == 1.0 and total.overlap == 1.0
+    assert total.shadow_errors == 0
+    assert seen and all(m is not None and m["percent"] == 0 for m in seen), seen[:3]
+    assert _mirror(rollout_stack) == {"percent": 0, "kind": "InferencePool", "name": "pool-v2"}
+    assert load.snapshot().failed == 0
+
+
+def test_a_canary_failing_in_the_shadow_is_rolled_back_before_any_weight(rollout_stack):
+    _reset(rollout_stack)
+    pod = next(p for p, group in rollout_stack.pod_service().items() if group == "v2")
+    url = rollout_stack.url("http") + "/v1/chat/completions"
+    rollout_stack.set_faults(pod, error_rate=0.3, error_status=500)
+    try:
+        with Load(url, chat_body("mymodel", max_tokens=8), concurrency=4) as load:
+            outcome = _shadow_controller(rollout_stack, "v2-shadow").run()
+    finally:
+        rollout_stack.set_faults(pod, error_rate=0.0)
+    assert outcome.phase == "RolledBack", outcome.message
+    assert "error rate delta" in outcome.message
+    assert outcome.history == []  # no weighted step ran
+    values = _values(rollout_stack)
+    assert values["routes"]["route"]["backends"] == {"pool-v1": 100, "pool-v2": 0}
+    assert values["routes"]["route"]["mirror"]["percent"] == 0
+    st = values["rollouts"]["v2-shadow"]["status"]
+    assert st["phase"] == "RolledBack" and st["step"] == -1 and "shadow phase" in st["message"]
+    # clients only ever saw the stable pool's answers: the canary's errors never reached them
+    tally = load.snapshot()
+    assert tally.total > 40 and tally.failed == 0, tally.statuses
