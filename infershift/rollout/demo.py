@@ -2,7 +2,8 @@
 copy of stacks/Pulumi.local.yaml with two `rollouts:` added:
 
 - `base-model`, the base-model canary (route inference-route: mymodel-pool-v1 -> mymodel-pool-v2),
-  healthy: a pinned first step, then promoted step by step to 100 %, no client request failing;
+  healthy: a shadow phase first (the route's requests mirrored to the canary, both pools' answers
+  paired and compared), a pinned step, then promoted step by step to 100 %, no client request failing;
 - `base-model-slow`, the same canary whose servers get the simulator's fault from the second step
   (every request's first token delayed 100 ms, several times the stable's): rolled back
   automatically.
@@ -34,6 +35,8 @@ ROLLOUTS = {
     "base-model": {
         "route": "inference-route", "stable": "mymodel-pool-v1", "canary": "mymodel-pool-v2",
         "steps": [10, 50, 100], "dwell": "2s", "minRequests": 40, "pinFirst": {"requests": 40},
+        "shadowFirst": {"minPairs": 40, "minExactMatch": 0.9, "minOverlap": 0.9, "maxErrorRateDelta": 0.02,
+                        "maxUnpairedShare": 0.05},
         "gates": _GATES, "onFailure": "rollback"},
     "base-model-slow": {
         "route": "inference-route", "stable": "mymodel-pool-v1", "canary": "mymodel-pool-v2",
@@ -42,10 +45,13 @@ ROLLOUTS = {
 
 
 def demo_stack(directory: Path) -> Path:
-    """stacks/Pulumi.local.yaml with the two rollouts (and their starting weights) added."""
+    """stacks/Pulumi.local.yaml with the two rollouts (and their starting weights) added, and the
+    canary's two pools logging answers (the shadow phase pairs them)."""
     doc = yaml.safe_load(stackspec.stack_path("local").read_text())
     config = doc["config"]
     config["infershift:rollouts"] = ROLLOUTS
+    for pool in ("mymodel-pool-v1", "mymodel-pool-v2"):
+        config["infershift:pools"][pool].setdefault("picker", {})["answerLog"] = True
     config["infershift:routes"]["inference-route"]["backends"] = {"mymodel-pool-v1": 100, "mymodel-pool-v2": 0}
     file = directory / "Pulumi.rollout-demo.yaml"
     file.write_text("# stacks/Pulumi.local.yaml with two rollouts (python -m infershift.rollout.demo)\n"
@@ -86,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     from .__main__ import Progress
     from .controller import Controller, LocalApply, status
     from .metrics import MetricsPages
+    from .shadow_gate import LogFiles
     from .traffic import PinnedSender
 
     console = Console()
@@ -128,8 +135,9 @@ def main(argv: list[str] | None = None) -> int:
                                 injected.append(pod)
                         console.print(f"rollout-demo: fault {fault} on {', '.join(injected)} (the canary's servers)")
 
+                answers = LogFiles([stack.picker_log(ro.stable), stack.picker_log(ro.canary)])
                 controller = Controller(file, name, pages, LocalApply(stack), send_pinned=PinnedSender(spec, gateway),
-                                        poll=0.5, step_timeout=90,
+                                        answers=answers, poll=0.5, step_timeout=90,
                                         log=lambda m: console.print(m, markup=False, highlight=False), on_poll=inject)
                 with Load(url, chat_body("mymodel", max_tokens=16), concurrency=4) as load:
                     outcome = controller.run()

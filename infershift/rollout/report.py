@@ -100,7 +100,8 @@ def shadow_markdown(ro: Rollout, result) -> list[str]:
     """The shadow phase: the route's requests mirrored to the canary, answers paired by request id."""
     sf = ro.shadow_first
     assert sf is not None
-    limits = ", ".join(f"{k} {v:g}" for k, v in sf.limits().items() if v is not None)
+    fields = type(sf).model_fields
+    limits = ", ".join(f"{fields[k].alias or k} {v:g}" for k, v in sf.limits().items() if v is not None)
     lines = ["## Shadow phase", "",
              f"{sf.percent}% of route `{ro.route}`'s requests mirrored to `{ro.canary}` before any weight; the "
              f"stable pool's and the canary's answers paired by request id (infershift/shadow). Limits "

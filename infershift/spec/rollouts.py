@@ -7,7 +7,8 @@ A rollout moves weight from a `stable` to a `canary` side in steps, one of two w
 
 Each step sets the canary's share (`steps`, percent), waits at least `dwell` and `minRequests`
 canary responses, and judges the gates over that window; a failure rolls back to 0 % or pauses
-(`onFailure`). `status:` is written by the controller (`python -m infershift.rollout`), so the stack
+(`onFailure`). Before the first step, a route rollout may mirror its requests to the canary and
+compare the answers (`shadowFirst`), and send requests through the canary's pin (`pinFirst`). `status:` is written by the controller (`python -m infershift.rollout`), so the stack
 file says what the weights are and why. Relations to the rest of the stack (the route exists, both
 sides are its backends ...) are checked in `checks._rollouts`.
 """

@@ -128,7 +128,7 @@ def _mirror(stack) -> dict | None:
     return _values(stack)["routes"]["route"].get("mirror")
 
 
-def test_the_shadow_phase_compares_answers_before_any_weight_then_promotes(rollout_stack):
+def test_the_shadow_phase_compares_answers_before_any_weight_then_promotes(rollout_stack, tmp_path):
     _reset(rollout_stack)
     url = rollout_stack.url("http") + "/v1/chat/completions"
     seen: list[dict | None] = []
@@ -148,6 +148,13 @@ def test_the_shadow_phase_compares_answers_before_any_weight_then_promotes(rollo
     assert seen and all(m is not None and m["percent"] == 0 for m in seen), seen[:3]
     assert _mirror(rollout_stack) == {"percent": 0, "kind": "InferencePool", "name": "pool-v2"}
     assert load.snapshot().failed == 0
+    # the report leads with the shadow phase: its limits by config name, the verdict, the table
+    from infershift.rollout import report
+
+    ro = rollout_stack.spec.rollouts["v2-shadow"]
+    md = report.write(tmp_path, "v2-shadow", ro, outcome, {}, "the pickers' /metrics").read_text()
+    assert "## Shadow phase" in md and "minExactMatch 0.9" in md and "**Verdict:** pass" in md
+    assert f"| mymodel | {total.pairs} | {total.compared} | 0 / 0 |" in md
 
 
 def test_a_canary_failing_in_the_shadow_is_rolled_back_before_any_weight(rollout_stack):
