@@ -82,6 +82,15 @@ TARGET_HEADER = "x-infershift-target-model"
 RESTORE_HEADER = "x-infershift-restore"
 MIRROR_HEADER = "x-infershift-mirror"
 POD_HEADER = "x-inference-pod"  # the model server's own name, as it reports it
+# GET /v1/models through the gateway (components/models_listing.py, picker/listing.py): the
+# HTTPRoute rule of a listener (and hostname) sets this request header to its key in the rendered
+# listings file; a client's copy is overwritten (and removed earlier, with the routing namespace).
+LISTING_HEADER = "x-infershift-listing"
+LISTING_MODULE = "infershift.picker.listing"
+LISTING_FILE = "listings.json"  # the ConfigMap's data key, mounted at LISTING_DIR
+LISTING_DIR = "/etc/models"
+# The listing objects (ConfigMap, Deployment, Service, HTTPRoutes) carry this label (value: the Gateway).
+LISTING_LABEL = "infershift.io/models-listing"
 
 # --- criticality <-> priority (InferenceModel v1alpha2 <-> InferenceObjective) -----------
 CRITICALITIES = ("Critical", "Standard", "Sheddable")
@@ -106,3 +115,4 @@ PACKAGE_VERSION = "0.1.0"
 # --- default ports -----------------------------------------------------------------------
 PICKER_GRPC_PORT, PICKER_HEALTH_PORT, PICKER_METRICS_PORT = 9002, 9003, 9090
 MODEL_SERVER_PORT = 8000
+MODELS_LISTING_PORT = 8080
