@@ -15,6 +15,7 @@ from infershift.spec.config_path import weight_paths
 from infershift.spec.model import StackSpec
 from infershift.spec.prefix import with_prefix
 
+from . import models_listing
 from .cluster import Cluster, ClusterArgs
 from .enums import Criticality, FailureMode, MirrorKind, PoolApiVersion, ServiceType
 from .gateway import Gateway, GatewayArgs
@@ -73,7 +74,11 @@ def needed_images(spec: StackSpec) -> list[str]:
     """The images `images` must build: the picker unless every self-hosted pool names one, the
     simulator unless every simulated service does."""
     out = []
-    if any(p.picker.mode == "self-hosted" and not p.picker.image for p in spec.pools.values()):
+    ml = spec.gateway.models_listing
+    if any(p.picker.mode == "self-hosted" and not p.picker.image for p in spec.pools.values()) or (
+            # the /v1/models listing runs from the picker's image too
+            ml.enabled and not ml.image
+            and not any(p.picker.mode == "self-hosted" and p.picker.image for p in spec.pools.values())):
         out.append("picker")
     if any(s.simulated and not s.sim_image for s in spec.services.values()):
         out.append("sim")
@@ -310,6 +315,13 @@ def build(spec: StackSpec, config: StackSpec | None = None) -> dict:
     gateway = Gateway(spec.gateway.name, gateway_args(spec), k8s_opts)
     routes = {n: CanaryRoute(n, route_args(spec, n), k8s_opts) for n in spec.routes}
     mirrors = {n: MirrorRoute(n, mirror_args(spec, n), k8s_opts) for n in spec.mirrors}
+    listing_args = models_listing.stack_args(spec, models_listing.stack_image(spec, built), _status_await(spec))
+    if listing_args is not None:
+        pull = sorted({s for p in spec.pools.values() if p.picker.mode == "self-hosted"
+                       for s in p.picker.image_pull_secrets})
+        if pull:
+            listing_args["image_pull_secrets"] = pull
+        models_listing.ModelsListing(f"{spec.gateway.name}-models", listing_args, k8s_opts)
     return {
         "gateway": gateway.gateway_name,
         "gatewayAddress": gateway.address,

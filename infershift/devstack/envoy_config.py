@@ -19,6 +19,7 @@ import json
 from pathlib import Path
 
 from infershift import contract
+from infershift.gateway_errors import RETRY_AFTER_SECONDS, openai_error, protocol_replies
 from infershift.picker.envoy_config import EXT_PROC as EXT_PROC_FILTER
 from infershift.picker.envoy_config import RESTORE_HEADER, ext_proc_filters, picker_transport_socket
 from infershift.routing_headers import strip_matchers
@@ -90,11 +91,6 @@ CIRCUIT_BREAKERS = {"thresholds": [{"priority": "DEFAULT", "max_retries": 1024}]
 PICKER_FALLBACKS = 1
 # The paths whose bodies the picker reads (picker/request_body.py COMPLETION_PATHS): POST only.
 COMPLETION_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses")
-RETRY_AFTER_SECONDS = "1"
-
-
-def openai_error(message: str, type_: str, code: str) -> str:
-    return json.dumps({"error": {"message": message, "type": type_, "param": None, "code": code}})
 
 
 def _addr(host: str, port: int) -> dict:
@@ -267,7 +263,12 @@ def _routes_for(rules: list[tuple[str | None, ir.Rule]], timeout: float | None) 
             refused = [h for h in CHOOSABLE if h not in rule.client_headers]
             if refused:
                 route.setdefault("request_headers_to_remove", []).extend(refused)
-            if any(b.weight > 0 for b in rule.backends):
+            if rule.listing is not None:
+                # the stack's rendered models listing (components/models_listing.py): the bytes its
+                # server (picker/listing.py) answers with, answered here
+                route["direct_response"] = {"status": 200, "body": {"inline_string": rule.listing}}
+                route["response_headers_to_add"] = [_json_header()]
+            elif any(b.weight > 0 for b in rule.backends):
                 route["route"] = _route_action(rule, timeout)
             else:
                 # No backendRefs, or all of weight 0: Gateway API answers 500.
@@ -349,8 +350,10 @@ def _gateway_own(plane: DataPlane, rules: list[ir.Rule]) -> list[dict]:
                 "response_headers_to_add": [_json_header()],
                 "typed_per_filter_config": {"envoy.filters.http.buffer": {"@type": FILTER_CONFIG, "disabled": True}}})
     listing = models_list(plane, rules)
-    routed = any(m.path_type == "Exact" and m.path == "/v1/models" for r in rules for m in r.matches)
-    if listing["data"] and not routed:  # an HTTPRoute that names /v1/models itself keeps it
+    # An HTTPRoute that names /v1/models itself keeps it: the stack's rendered listing rule, or a
+    # route of the user's (components/models_listing.py renders no listing rule there either).
+    routed = any(m.path_type in ("Exact", "PathPrefix") and m.path == "/v1/models" for r in rules for m in r.matches)
+    if listing["data"] and not routed:
         own.insert(0, {"name": "models", "match": {"path": "/v1/models", "headers": [
             {"name": ":method", "string_match": {"exact": "GET"}}]},
             "direct_response": {"status": 200, "body": {"inline_string": json.dumps(listing)}},
@@ -359,11 +362,18 @@ def _gateway_own(plane: DataPlane, rules: list[ir.Rule]) -> list[dict]:
 
 
 def models_list(plane: DataPlane, rules: list[ir.Rule]) -> dict:
-    """GET /v1/models through the gateway, in OpenAI's shape: every client-facing model name the
-    rules' pools serve (their routing objects' names, and base models served under their own name),
-    each with the targets behind it: target model, pool, route, and the share of the name's requests
+    """GET /v1/models through the gateway for objects WITHOUT the stack's rendered models listing
+    (arbitrary upstream YAML): the fallback only. A stack rendered by infershift's components has
+    the listing objects (components/models_listing.py: a ConfigMap, its server, an Exact
+    /v1/models rule per listener), and the local gateway answers those rules with the ConfigMap's
+    listing (`ir.Rule.listing`), as a cluster's listing server does; this is then not used.
+
+    In OpenAI's shape: every client-facing model name the rules' pools serve (their routing
+    objects' names, and base models served under their own name), each with the targets behind it
+    (sorted by route, pool, model): target model, pool, route, and the share of the name's requests
     on that route it gets (the route's pool weight times the pool's target weight). Rules that only
-    match a pin header are left out when the route has a rule without one (the split clients get)."""
+    match a pin header are left out when the route has a rule without one (the split clients get).
+    tests/devstack checks it agrees with the rendered listings of every stack."""
     by_model: dict[str, list[dict]] = {}
     routes_seen: dict[str, list[ir.Rule]] = {}
     for r in rules:
@@ -384,7 +394,8 @@ def models_list(plane: DataPlane, rules: list[ir.Rule]) -> dict:
                         by_model.setdefault(m.name, []).append({
                             "model": target, "pool": pool.name, "route": route,
                             "share": round(b.weight / total * w / weights, 4)})
-    data = [{"id": name, "object": "model", "created": 0, "owned_by": "infershift", "targets": targets}
+    data = [{"id": name, "object": "model", "created": 0, "owned_by": "infershift",
+             "targets": sorted(targets, key=lambda t: (t["route"], t["pool"], t["model"]))}
             for name, targets in sorted(by_model.items())]
     return {"object": "list", "data": data}
 
@@ -446,27 +457,9 @@ def _upstream_failure_mapper() -> list[dict]:
     return [mapper(["UT"], False), mapper([f for f in UPSTREAM_FLAGS if f != "UT"], True)]
 
 
-# Envoy's protocol-level replies (codec errors, limits, no route), by status, as the API's error
-# JSON; HTTP allows a body on all of them. The message names what Envoy found (its response code
-# details, e.g. http1.codec_error, missing_host_header, http1.too_many_headers).
-_PROTOCOL_REPLIES = [
-    # (status, rewrite to, message, type, code, retry-after)
-    (400, None, "malformed request (%RESPONSE_CODE_DETAILS%)", "invalid_request_error", "bad_request", False),
-    (403, 400, "protocol upgrades (e.g. WebSocket) are not supported here", "invalid_request_error",
-     "upgrade_not_supported", False),
-    (404, None, "no route matches this request's host and path", "invalid_request_error", "route_not_found", False),
-    (405, None, "method not allowed", "invalid_request_error", "method_not_allowed", False),
-    (408, None, "the request took too long to arrive", "invalid_request_error", "request_timeout", False),
-    (413, None, "request body is too large", "invalid_request_error", "request_too_large", False),
-    (426, None, "HTTP/1.0 is not supported: use HTTP/1.1 or HTTP/2", "invalid_request_error",
-     "http_version_not_supported", False),
-    (431, None, f"request headers are too many or too large (at most {GATEWAY_MAX_HEADERS} headers, "
-                f"{GATEWAY_MAX_HEADERS_KB} KiB in all)", "invalid_request_error", "request_header_fields_too_large", False),
-    (500, None, "internal gateway error (%RESPONSE_CODE_DETAILS%)", "server_error", "internal_error", False),
-    (502, None, "bad gateway (%RESPONSE_CODE_DETAILS%)", "server_error", "bad_gateway", False),
-    (503, None, "service unavailable (%RESPONSE_CODE_DETAILS%)", "service_unavailable", "service_unavailable", True),
-    (504, None, "upstream timeout (%RESPONSE_CODE_DETAILS%)", "server_error", "upstream_timeout", False),
-]
+# Envoy's protocol-level replies by status, as the API's error JSON (infershift/gateway_errors.py:
+# the same table a cluster's Envoy Gateway answers with).
+_PROTOCOL_REPLIES = protocol_replies(GATEWAY_MAX_HEADERS, GATEWAY_MAX_HEADERS_KB)
 
 
 def _protocol_mappers(too_large: str) -> list[dict]:

@@ -62,6 +62,9 @@ class Rule:
     # routing-namespace headers clients may send on this route (the objective / fairness-id
     # headers, by the HTTPRoute's infershift.io/client-headers annotation); () = none
     client_headers: tuple[str, ...] = ()
+    # the `/v1/models` body the rule's one backend answers with: a models listing Service
+    # (components/models_listing.py), whose rendered file the local gateway answers from itself
+    listing: str | None = None
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ attaches to no listener) is in `warnings`.
 """
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 
 import yaml
@@ -128,39 +129,86 @@ def _pod_labels(deployment: dict) -> dict:
     return ((deployment.get("spec") or {}).get("template", {}).get("metadata") or {}).get("labels") or {}
 
 
-def _config_of(deployment: dict, configmaps: dict[str, dict]) -> tuple[dict | None, str]:
-    """The picker config a picker Deployment mounts: its `--config PATH` in a ConfigMap volume."""
+def _mounted_text(deployment: dict, c: dict, flag: str, configmaps: dict[str, dict],
+                  what: str) -> tuple[str | None, str]:
+    """(the text, where it is) of the file a container's `FLAG PATH` names in a ConfigMap volume;
+    (None, what is wrong) when it is not one."""
     pod = (deployment.get("spec") or {}).get("template", {}).get("spec") or {}
     volumes = {v.get("name"): v for v in pod.get("volumes") or []}
+    argv = [str(x) for x in (c.get("command") or []) + (c.get("args") or [])]
+    path = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == flag), None)
+    if path is None:
+        return None, f"Deployment {_name(deployment)} runs {what} without {flag}"
+    for m in c.get("volumeMounts") or []:
+        mount = str(m.get("mountPath", "")).rstrip("/")
+        if not path.startswith(mount + "/"):
+            continue
+        cm_name = ((volumes.get(m.get("name")) or {}).get("configMap") or {}).get("name")
+        cm = configmaps.get(cm_name or "")
+        if cm is None:
+            return None, (f"ConfigMap {cm_name!r} (mounted by Deployment {_name(deployment)}) "
+                          "is not among the objects")
+        key = path[len(mount) + 1:]
+        for item in ((volumes.get(m.get("name")) or {}).get("configMap") or {}).get("items") or []:
+            if item.get("path") == key:
+                key = item.get("key", key)
+        text = (cm.get("data") or {}).get(key)
+        if text is None:
+            return None, f"ConfigMap {cm_name} has no key {key!r}"
+        return str(text), f"ConfigMap {cm_name} key {key}"
+    return None, f"Deployment {_name(deployment)}: {flag} {path} is not in a ConfigMap volume"
+
+
+def _runs(deployment: dict, module: str) -> dict | None:
+    """The container of a Deployment that runs `python -m MODULE`."""
+    pod = (deployment.get("spec") or {}).get("template", {}).get("spec") or {}
     for c in pod.get("containers") or []:
         argv = [str(x) for x in (c.get("command") or []) + (c.get("args") or [])]
-        if PICKER_MODULE not in argv:
+        if module in argv:
+            return c
+    return None
+
+
+def _config_of(deployment: dict, configmaps: dict[str, dict]) -> tuple[dict | None, str]:
+    """The picker config a picker Deployment mounts: its `--config PATH` in a ConfigMap volume."""
+    c = _runs(deployment, PICKER_MODULE)
+    if c is None:
+        return None, f"Deployment {_name(deployment)} does not run infershift's picker"
+    text, source = _mounted_text(deployment, c, "--config", configmaps, "the picker")
+    if text is None:
+        return None, source
+    try:
+        return yaml.safe_load(text) or {}, source
+    except yaml.YAMLError as e:
+        return None, f"{source} is not valid YAML: {e}"
+
+
+def _listings(others: dict[str, dict], services: dict[str, dict], configmaps: dict[str, dict],
+              rep: _Report) -> dict[str, dict[str, str]]:
+    """Service -> listing key -> `/v1/models` body, for the Services in front of a Deployment
+    running the models listing server (components/models_listing.py renders them; picker/listing.py
+    serves the mounted file): what the local gateway answers for the rules that route there."""
+    from infershift.picker.listing import ListingFileError, parse
+
+    out: dict[str, dict[str, str]] = {}
+    for d in others.values():
+        c = _runs(d, contract.LISTING_MODULE)
+        if c is None:
             continue
-        path = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config"), None)
-        if path is None:
-            return None, f"Deployment {_name(deployment)} runs the picker without --config"
-        for m in c.get("volumeMounts") or []:
-            mount = str(m.get("mountPath", "")).rstrip("/")
-            if not path.startswith(mount + "/"):
-                continue
-            cm_name = ((volumes.get(m.get("name")) or {}).get("configMap") or {}).get("name")
-            cm = configmaps.get(cm_name or "")
-            if cm is None:
-                return None, (f"ConfigMap {cm_name!r} (mounted by Deployment {_name(deployment)}) "
-                              "is not among the objects")
-            key = path[len(mount) + 1:]
-            for item in ((volumes.get(m.get("name")) or {}).get("configMap") or {}).get("items") or []:
-                if item.get("path") == key:
-                    key = item.get("key", key)
-            text = (cm.get("data") or {}).get(key)
-            if text is None:
-                return None, f"ConfigMap {cm_name} has no key {key!r}"
-            try:
-                return yaml.safe_load(text) or {}, f"ConfigMap {cm_name} key {key}"
-            except yaml.YAMLError as e:
-                return None, f"ConfigMap {cm_name} key {key} is not valid YAML: {e}"
-        return None, f"Deployment {_name(deployment)}: --config {path} is not in a ConfigMap volume"
-    return None, f"Deployment {_name(deployment)} does not run infershift's picker"
+        text, source = _mounted_text(d, c, "--file", configmaps, "the models listing")
+        if text is None:
+            rep.warn(f"Deployment {_name(d)} serves the models listing, but: {source}; /v1/models gets no listing")
+            continue
+        try:
+            listings = parse(text, source)
+        except ListingFileError as e:
+            rep.warn(f"Deployment {_name(d)}: {e}; /v1/models gets no listing")
+            continue
+        for name, svc in services.items():
+            sel = {str(k): str(v) for k, v in ((svc.get("spec") or {}).get("selector") or {}).items()}
+            if _labels_match(sel, _pod_labels(d)):
+                out[name] = {k: json.dumps(v) for k, v in listings.items()}
+    return out
 
 
 def _picker_tls(deployment: dict, rep: _Report) -> bool:
@@ -344,14 +392,51 @@ def _mirror(f: dict, pools: set[str], services: set[str], where: str, rep: _Repo
     return ir.Mirror(kind, name, ref.get("port"), num, den)
 
 
+def _listing_key(rule: dict) -> str | None:
+    """The listing key a rule's RequestHeaderModifier sets (contract.LISTING_HEADER), if it does."""
+    for f in rule.get("filters") or []:
+        if f.get("type") == "RequestHeaderModifier":
+            for h in (f.get("requestHeaderModifier") or {}).get("set") or []:
+                if str(h.get("name", "")).lower() == contract.LISTING_HEADER:
+                    return str(h.get("value", ""))
+    return None
+
+
+def _is_listing_filter(f: dict) -> bool:
+    mod = f.get("requestHeaderModifier") or {}
+    return (f.get("type") == "RequestHeaderModifier" and set(mod) == {"set"}
+            and all(str(h.get("name", "")).lower() == contract.LISTING_HEADER for h in mod["set"]))
+
+
+def _rule_listing(rule: dict, listings: dict[str, dict[str, str]], where: str, rep: _Report) -> str | None:
+    """The `/v1/models` body of a rule whose one backend is a models listing Service."""
+    refs = rule.get("backendRefs") or []
+    if len(refs) != 1 or _ref_kind(refs[0]) != "Service" or str(refs[0].get("name", "")) not in listings:
+        return None
+    served = listings[str(refs[0]["name"])]
+    key = _listing_key(rule)
+    if key is None and len(served) == 1:
+        key = next(iter(served))
+    if key not in served:
+        rep.warn(f"{where}: the models listing Service {refs[0]['name']} has no listing {key!r} "
+                 f"(it has {', '.join(sorted(served))}); locally the rule goes to the Service (no endpoints), "
+                 "a cluster's listing server answers 404")
+        return None
+    return served[key]
+
+
 def _rule(route: dict, order: int, idx: int, rule: dict, hostnames: tuple[str, ...], pools: set[str],
-          services: set[str], timeout: float | None, rep: _Report, many: bool) -> ir.Rule:
+          services: set[str], timeout: float | None, rep: _Report, many: bool,
+          listings: dict[str, dict[str, str]] | None = None) -> ir.Rule:
     rname = _name(route)
     where = f"HTTPRoute {rname} rule {idx}"
     backends = tuple(_backend(r, pools, services, where, rep) for r in rule.get("backendRefs") or [])
+    listing = _rule_listing(rule, listings or {}, where, rep)
     mirrors = []
     for f in rule.get("filters") or []:
-        if f.get("type") == "RequestMirror":
+        if listing is not None and _is_listing_filter(f):
+            pass  # which listing the server answers with: the local gateway answers with it itself
+        elif f.get("type") == "RequestMirror":
             m = _mirror(f, pools, services, where, rep)
             if m:
                 mirrors.append(m)
@@ -366,7 +451,8 @@ def _rule(route: dict, order: int, idx: int, rule: dict, hostnames: tuple[str, .
         timeout = duration_seconds(str(rule_timeout))
     return ir.Rule(name=f"{rname}.{idx}" if many else rname, route=rname, index=idx, order=order,
                    hostnames=hostnames, matches=_matches(rule, where, rep), backends=backends,
-                   mirrors=tuple(mirrors), timeout=timeout, client_headers=_client_headers(route, rep))
+                   mirrors=tuple(mirrors), timeout=timeout, client_headers=_client_headers(route, rep),
+                   listing=listing)
 
 
 def _client_headers(route: dict, rep: _Report) -> tuple[str, ...]:
@@ -427,6 +513,7 @@ def translate(objects: list[dict]) -> ir.Gateway:
     servers, others = _servers(by_kind["Deployment"], rep)
     services_objs = {_name(s): s for s in by_kind["Service"]}
     configmaps = {_name(c): c for c in by_kind["ConfigMap"]}
+    listings = _listings(others, services_objs, configmaps, rep)
 
     # Gateway-wide policies (Envoy Gateway): the first one targeting a Gateway wins.
     buffer_limit = request_timeout = None
@@ -450,8 +537,11 @@ def translate(objects: list[dict]) -> ir.Gateway:
                 route_timeouts[str(tr.get("name"))] = duration_seconds(str(t))
             elif t and request_timeout is None:
                 request_timeout = duration_seconds(str(t))
-        if set(spec) - {"timeout", "targetRef", "targetRefs"}:
-            rep.ignore(f"BackendTrafficPolicy {_name(p)}: fields other than timeout.http.requestTimeout")
+        # responseOverride: the local Envoy answers its own errors from the same table
+        # (infershift/gateway_errors.py) whether or not a policy asks for it.
+        if set(spec) - {"timeout", "targetRef", "targetRefs", "responseOverride"}:
+            rep.ignore(f"BackendTrafficPolicy {_name(p)}: fields other than timeout.http.requestTimeout "
+                       "and responseOverride")
 
     # Pools.
     pools: list[ir.Pool] = []
@@ -516,7 +606,7 @@ def translate(objects: list[dict]) -> ir.Gateway:
                 accepted = True
                 attached[(lst.gateway, lst.name)] += [
                     _rule(route, order, i, r, eff, pool_names, set(services_objs),
-                          route_timeouts.get(rname), rep, len(rules) > 1)
+                          route_timeouts.get(rname), rep, len(rules) > 1, listings)
                     for i, r in enumerate(rules)]
         if (not accepted and spec.get("parentRefs")
                 and any(_parent_listeners(ref, gateways) for ref in spec["parentRefs"])):
@@ -570,6 +660,8 @@ def translate(objects: list[dict]) -> ir.Gateway:
         return {str(k): str(v) for k, v in (spec.get("selector") or {}).items()}
 
     for name, d in others.items():
+        if _runs(d, contract.LISTING_MODULE) is not None:
+            continue  # the models listing: answered by the local gateway itself (Rule.listing)
         if not any(p.picker.service and _labels_match(selector(p.picker.service), _pod_labels(d)) for p in pools):
             rep.ignore(f"Deployment {name} (not a model server or a pool's picker)")
     return ir.Gateway(

@@ -246,6 +246,9 @@ def object_names(spec: StackSpec) -> list[tuple[str, str, str]]:
     out += [("Secret", p + name, f"secrets.{name}") for name in spec.secrets]
     out += [("Secret", p + name, f"registryCredentials.{name}") for name in spec.registry_credentials]
     out.append(("Gateway", p + spec.gateway.name, "gateway.name"))
+    if spec.gateway.models_listing.enabled:  # components/models_listing.py
+        listing = f"{p}{spec.gateway.name}-models"
+        out += [(kind, listing, "gateway.modelsListing") for kind in ("ConfigMap", "Deployment", "Service")]
     return out
 
 
@@ -275,6 +278,12 @@ def _images(spec: StackSpec) -> list[Problem]:
             if pool.picker.mode == "self-hosted" and not pool.picker.image:
                 out.append(Problem(f"pools.{name}.picker.image", (
                     f"no picker image: {BUILD_HINT} (docker build -f infershift/picker/Dockerfile .)")))
+        ml = spec.gateway.models_listing
+        if ml.enabled and not ml.image and not any(
+                p.picker.mode == "self-hosted" and p.picker.image for p in spec.pools.values()):
+            out.append(Problem("gateway.modelsListing.image", (
+                f"no image to serve GET /v1/models with (infershift's picker image): {BUILD_HINT}, "
+                "or set gateway.modelsListing.enabled: false")))
         for name, svc in spec.services.items():
             if svc.simulated and not svc.sim_image:
                 out.append(Problem(f"services.{name}.simImage", (

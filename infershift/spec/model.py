@@ -479,6 +479,19 @@ class Listener(Spec):
         return None if v is None else check_hostname(v, "listener hostname")
 
 
+class ModelsListing(Spec):
+    """`GET /v1/models` through the gateway (components/models_listing.py): per listener, the
+    client-facing model names its routes serve and the targets behind them, in OpenAI's list
+    shape, served by a small Deployment from the picker's image and routed by an HTTPRoute rule
+    (Exact `/v1/models`, GET). A listener whose routes name `/v1/models` themselves keeps it."""
+
+    enabled: bool = True
+    image: str | None = None
+    """An image with infershift's picker; default: the picker image the stack builds (`images`),
+    else a self-hosted pool's `picker.image`."""
+    replicas: int = Field(1, ge=1)
+
+
 class Gateway(Spec):
     name: str = "inference-gateway"
     class_name: str | None = None
@@ -501,6 +514,8 @@ class Gateway(Spec):
     writes no status."""
     await_timeout: Duration = "15m"
     """How long to wait for those conditions (a cloud load balancer can take minutes)."""
+    models_listing: ModelsListing = ModelsListing()
+    """`GET /v1/models` through the gateway (on by default)."""
 
     @field_validator("proxy_subnets")
     @classmethod

@@ -1,5 +1,6 @@
 """A weight change is one `pulumi config set --path` scalar and changes only the route or the
-model-routing object: render before and after, and diff."""
+model-routing object (and the `/v1/models` listing's ConfigMap, whose targets carry their
+shares; its server reads the file again, so no pod changes): render before and after, and diff."""
 from __future__ import annotations
 
 import copy
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from infershift import spec
+from infershift import contract, spec
 from infershift.spec.config_path import parse_path, parse_value, set_path, weight_paths
 from infershift.components.render import render_values
 STACKS = spec.stack_names()
@@ -26,6 +27,12 @@ def _document(stack: str) -> dict:
 
 def _objects(render) -> dict:
     return {(o["kind"], o["metadata"]["name"]): o for o in render.objects}
+
+
+def _listing(render) -> set:
+    """The models listing's ConfigMap (components/models_listing.py)."""
+    return {(o["kind"], o["metadata"]["name"]) for o in render.objects
+            if o["kind"] == "ConfigMap" and contract.LISTING_LABEL in (o["metadata"].get("labels") or {})}
 
 
 def _cloud(render) -> dict:
@@ -57,8 +64,10 @@ def test_every_stack_documents_a_weight_command():
 def test_documented_weight_change_touches_only_routing_objects(renders, stack, path, value):
     assert path in weight_paths(spec.load_stack(stack)), "the header's path is not a weight of the stack"
     before, after, changed = _shift(renders, stack, path, value)
-    assert changed, "the weight change changed nothing"
-    assert {kind for kind, _ in changed} <= ROUTING_KINDS
+    listing = _listing(before)
+    assert len(listing) == 1 and listing == _listing(after)
+    assert changed - listing, "the weight change changed nothing"
+    assert {kind for kind, _ in changed - listing} <= ROUTING_KINDS
     assert _cloud(before) == _cloud(after)
     # The new value is in the changed object.
     dumped = yaml.safe_dump([o for k, o in _objects(after).items() if k in changed])
@@ -67,7 +76,7 @@ def test_documented_weight_change_touches_only_routing_objects(renders, stack, p
 
 def test_weight_shift_is_one_scalar_in_one_object(renders):
     _, after, changed = _shift(renders, "ack-canary", "pools.mymodel-pool-v1.models.travelhelper.targets.travel-helper-v2", 50)
-    assert changed == {("InferenceModel", "mymodel-pool-v1-travelhelper")}
+    assert changed == {("InferenceModel", "mymodel-pool-v1-travelhelper"), *_listing(after)}
     targets = after.one("InferenceModel", "mymodel-pool-v1-travelhelper")["spec"]["targetModels"]
     assert targets == [{"name": "travel-helper-v1", "weight": 90}, {"name": "travel-helper-v2", "weight": 50}]
 
@@ -83,7 +92,7 @@ def test_route_shift_to_100_and_0_keeps_both_backends():
 def test_v1_rewrite_weight_change_touches_only_the_rewrite(renders):
     path = "pools.llama2-pool.models.lora-request.targets.sql-lora"
     _, after, changed = _shift(renders, "local", path, 80)
-    assert changed == {("InferenceModelRewrite", "llama2-pool-lora-request")}
+    assert changed == {("InferenceModelRewrite", "llama2-pool-lora-request"), *_listing(after)}
     rule = after.one("InferenceModelRewrite", "llama2-pool-lora-request")["spec"]["rules"][0]
     assert rule["targets"] == [{"modelRewrite": "sql-lora", "weight": 80},
                                {"modelRewrite": "tweet-summary", "weight": 50}]
