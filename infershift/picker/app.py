@@ -236,6 +236,8 @@ async def run(opts: Options, stop: asyncio.Event | None = None) -> None:
 
     telemetry = Telemetry(build=(os.environ.get("INFERSHIFT_COMMIT", ""), getattr(contract, "PACKAGE_VERSION", "")))
     telemetry.attach_pool(pool)  # the pool gauges (inference_pool_*, llm_d_epp_*) read its endpoints
+    if election is not None:  # leader_election_master_status and the leader transitions (before election.start())
+        telemetry.attach_election(election, cfg.pool_name)
     scraper = Scraper(pool, telemetry)
     health = Health()
     await health.set(live=True, ready=False)

@@ -24,6 +24,8 @@ against the picker's own Kubernetes client (kube_auth.py):
   (pkg/epp/server/controller_manager.go), so a standby takes over within a retryPeriod.
 The Lease's name is upstream's (contract.picker_lease_name). Defaults are client-go's:
 leaseDuration 15 s, renewDeadline 10 s, retryPeriod 2 s (jittered by up to 20 % while not leading).
+Each change of leadership is reported to `on_change` ("acquired", "lost": no renewal within the
+renew deadline, "released": on shutdown) for the picker's metrics (telemetry.py).
 """
 from __future__ import annotations
 
@@ -123,9 +125,11 @@ class LeaderElector:
     """One candidate. `leading` is what readiness reads; run() is the acquire/renew loop."""
 
     def __init__(self, client: Any, cfg: ElectionConfig, *, clock: Callable[[], float] = time.monotonic,
-                 wall: Callable[[], float] = time.time, rng: random.Random | None = None):
+                 wall: Callable[[], float] = time.time, rng: random.Random | None = None,
+                 on_change: Callable[[str], None] | None = None):
         cfg.check()
         self.client, self.cfg = client, cfg
+        self.on_change = on_change           # called with "acquired" / "lost" / "released"
         self.clock, self.wall = clock, wall
         self.rng = rng or random.Random()
         self._until: float | None = None     # leader until this monotonic time (renewDeadline after a renewal began)
@@ -229,6 +233,7 @@ class LeaderElector:
             self.last_error = err
         if ok and not was:
             log.info("leader election: leading", extra={"lease": self.cfg.name, "identity": self.cfg.identity})
+            self._changed("acquired")
         if not ok:
             if was and not self.leading:
                 self._until = None
@@ -236,10 +241,18 @@ class LeaderElector:
                 log.error("leader election: stepped down (no renewal within the renew deadline)",
                           extra={"lease": self.cfg.name, "renew_deadline_s": self.cfg.renew_deadline,
                                  "error": self.last_error})
+                self._changed("lost")
             elif self._until is None and self.holder and self.holder != self._logged_holder:
                 log.info("leader election: following", extra={"lease": self.cfg.name, "holder": self.holder})
                 self._logged_holder = self.holder
         return ok
+
+    def _changed(self, event: str) -> None:
+        if self.on_change is not None:
+            try:
+                self.on_change(event)
+            except Exception:  # a metrics hook must never stop the election
+                log.exception("leader election: on_change failed", extra={"event": event})
 
     async def run(self) -> None:
         while True:
@@ -253,6 +266,8 @@ class LeaderElector:
         lease, self._lease = self._lease, None
         held = self.leading
         self._until = None
+        if held:
+            self._changed("released")
         if not held or lease is None:
             return False
         now = micro_time(self.wall())
@@ -273,8 +288,10 @@ class LeaderElector:
 class Election:
     """The elector with its own HTTP session, as app.py runs it."""
 
-    def __init__(self, creds: KubeCredentials, auth: TokenSource, cfg: ElectionConfig):
+    def __init__(self, creds: KubeCredentials, auth: TokenSource, cfg: ElectionConfig,
+                 on_change: Callable[[str], None] | None = None):
         self.creds, self.auth, self.cfg = creds, auth, cfg
+        self.on_change = on_change  # LeaderElector.on_change, set before start()
         cfg.check()
         self.elector: LeaderElector | None = None
         self._session: Any = None
@@ -293,7 +310,7 @@ class Election:
 
         self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ssl_context(self.creds)))
         client = LeaseClient(self._session, self.creds.server, self.auth, self.cfg.namespace, self.cfg.name)
-        self.elector = LeaderElector(client, self.cfg)
+        self.elector = LeaderElector(client, self.cfg, on_change=self.on_change)
         log.info("leader election on", extra={"lease": self.cfg.name, "namespace": self.cfg.namespace,
                                                "identity": self.cfg.identity,
                                                "lease_duration_s": self.cfg.lease_duration,

@@ -10,6 +10,18 @@ tests/picker/testdata/upstream_epp_metrics.json). Request-side ones are recorded
 response-side ones (latency, sizes, tokens, TTFT, NTPOT, running requests) for every response that
 comes back to the picker (`telemetry.responseSampleRate`, 1 by default: all of them). Pool gauges are
 computed from the endpoint snapshot when Prometheus scrapes.
+
+With leader election (leader.py) the picker also exports the leader gauge upstream's EPP serves:
+`leader_election_master_status{name=<lease>}`, 1 on the leader and 0 on a standby (`LEADER`
+below). It is controller-runtime's (pkg/metrics/leaderelection.go at v0.23.3, the version
+llm-d-router's go.mod pins), registered in the registry the EPP's /metrics serves
+(cmd/epp/runner/runner.go: ctrlmetrics.Registry), and set by client-go's elector
+(tools/leaderelection/leaderelection.go at v0.35.7: 0 when the elector is made, 1 on acquiring,
+0 on failing to renew); `name` is the Lease's name. Here it is read from the elector at each
+scrape, so it never lags a step-down. controller-runtime does not register client-go's slow-path
+counter, so upstream exposes none and neither does the picker; infershift's own
+`infershift_picker_leader_transitions_total{pool,event}` counts this replica's changes of
+leadership (event: acquired, lost, released).
 """
 from __future__ import annotations
 
@@ -174,6 +186,12 @@ UPSTREAM: tuple[Spec, ...] = (
 )
 _POOL_GAUGES = {s.name: s for s in UPSTREAM if s.labels and s.labels[0] == "name"}
 
+# controller-runtime's leader gauge (see the module docstring): name, type, HELP and label as upstream's /metrics has them
+LEADER = Spec("leader_election_master_status", "gauge",
+              "Gauge of if the reporting system is master of the relevant lease, 0 indicates backup, 1 indicates "
+              "master. 'name' is the string used to identify the lease. Please make sure to group by name.", ("name",))
+LEADER_EVENTS = ("acquired", "lost", "released")  # leader.LeaderElector.on_change's events
+
 # upstream's error codes (llm-d-router pkg/common/error/error.go) for the picker's own rejections
 _ERROR_CODES = {400: "BadRequest", 404: "NotFound", 413: "BadRequest", 429: "ResourceExhausted",
                 503: "ServiceUnavailable"}
@@ -287,6 +305,24 @@ class _PoolCollector:
             yield g
 
 
+class _LeaderCollector:
+    """leader_election_master_status from the election at each scrape (no series without one)."""
+
+    def __init__(self, telemetry: Telemetry):
+        self.tm = telemetry
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        election = self.tm.election
+        if election is None:
+            return
+        g = GaugeMetricFamily(LEADER.name, LEADER.help, labels=list(LEADER.labels))
+        g.add_metric([election.cfg.name], 1.0 if election.leading else 0.0)
+        yield g
+
+
 class Telemetry:
     def __init__(self, registry: CollectorRegistry | None = None, build: tuple[str, str] = ("", "")):
         disable_created_metrics()  # no `_created` series: upstream's Go client exposes none
@@ -324,6 +360,10 @@ class Telemetry:
                                  ["pool", "target_model"], buckets=_LAT, registry=r)
         self.tokens = Counter(p + "target_tokens_total", "Tokens reported in responses' usage, by target model",
                               ["pool", "target_model", "kind"], registry=r)
+        self.leader_transitions = Counter(p + "leader_transitions_total",
+                                          "Changes of this replica's leadership of the pool's Lease (acquired; lost: "
+                                          "no renewal within the renew deadline; released: on shutdown)",
+                                          ["pool", "event"], registry=r)
         # upstream's names
         self.up = {}
         for s in UPSTREAM:
@@ -338,6 +378,8 @@ class Telemetry:
                 Gauge(s.name, s.help, list(s.labels), registry=r).labels(*build).set(1)
         self.pool = None
         r.register(_PoolCollector(self))
+        self.election = None
+        r.register(_LeaderCollector(self))
         self._children: dict = {}
         self._model = _Bounded()
         self._fairness = _Bounded()
@@ -350,6 +392,14 @@ class Telemetry:
     def attach_pool(self, pool) -> None:
         """The pool whose endpoints the pool gauges describe."""
         self.pool = pool
+
+    def attach_election(self, election, pool: str) -> None:
+        """The leader election (leader.Election) the leader gauge reads; its changes of leadership
+        count in leader_transitions_total (every event's series starts at 0)."""
+        self.election = election
+        for event in LEADER_EVENTS:
+            self.child(self.leader_transitions, pool, event)
+        election.on_change = lambda event: self.child(self.leader_transitions, pool, event).inc()
 
     def child(self, metric, *labels):
         """metric.labels(*labels), memoised: prometheus_client validates labels on every call."""

@@ -206,3 +206,72 @@ def test_a_conflict_loses_the_race():
         assert a.leading
 
     asyncio.run(main())
+
+
+def _samples(tm) -> dict:
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out = {}
+    for fam in text_string_to_metric_families(generate_latest(tm.registry).decode()):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def test_leader_metric_is_upstreams_gauge_and_transitions_count():
+    """leader_election_master_status{name=<lease>} (controller-runtime's, as upstream's EPP serves
+    it): 0 on a standby, 1 on the leader, 0 again the moment leadership runs out (read from the
+    elector at the scrape); infershift_picker_leader_transitions_total counts each change."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from infershift.picker.leader import Election
+    from infershift.picker.telemetry import LEADER, Telemetry
+
+    now = {"t": 1000.0}
+    store = FakeLeases()
+    cfg_a, cfg_b = ElectionConfig("ns", "epp-ns-chat.llm-d.ai", "a", 15, 10, 2), ElectionConfig(
+        "ns", "epp-ns-chat.llm-d.ai", "b", 15, 10, 2)
+    ea, eb = Election(None, None, cfg_a), Election(None, None, cfg_b)  # type: ignore[arg-type]
+    ta, tb = Telemetry(), Telemetry()
+    assert not [k for k in _samples(ta) if k[0].startswith("leader_election")]  # no series without an election
+    ta.attach_election(ea, "chat")
+    tb.attach_election(eb, "chat")
+    for e in (ea, eb):  # as Election.start() makes it, with the hook attach_election set
+        e.elector = LeaderElector(store, e.cfg, clock=lambda: now["t"], on_change=e.on_change)
+
+    def gauge(tm):
+        return _samples(tm)[(LEADER.name, (("name", "epp-ns-chat.llm-d.ai"),))]
+
+    def transitions(tm, event):
+        return _samples(tm)[("infershift_picker_leader_transitions_total", (("event", event), ("pool", "chat")))]
+
+    async def main():
+        assert gauge(ta) == 0 and gauge(tb) == 0  # before any attempt: standby, as client-go's NewLeaderElector
+        assert transitions(ta, "acquired") == 0 and transitions(ta, "lost") == 0 and transitions(ta, "released") == 0
+        assert await ea.elector.attempt()
+        assert not await eb.elector.attempt()
+        assert (gauge(ta), gauge(tb)) == (1, 0)
+        assert await ea.elector.attempt()  # a renewal is no transition
+        assert transitions(ta, "acquired") == 1
+        assert not await eb.elector.attempt()  # b sees the renewal: its 15 s run from here
+        store.down = True
+        now["t"] += 10.1  # past the renew deadline: the gauge is 0 at once, before the next attempt
+        assert gauge(ta) == 0
+        assert not await ea.elector.attempt()
+        assert transitions(ta, "lost") == 1
+        store.down = False
+        now["t"] += 5.0
+        assert await eb.elector.attempt()
+        assert (gauge(ta), gauge(tb)) == (0, 1) and transitions(tb, "acquired") == 1
+        assert await eb.elector.release()
+        assert gauge(tb) == 0 and transitions(tb, "released") == 1
+        assert not await eb.elector.release()  # not leading any more: nothing to count
+        assert transitions(tb, "released") == 1
+
+    asyncio.run(main())
+    from prometheus_client import generate_latest
+
+    fam = {f.name: f for f in text_string_to_metric_families(generate_latest(ta.registry).decode())}[LEADER.name]
+    assert fam.type == "gauge" and fam.documentation == LEADER.help
+    assert LEADER.help.startswith("Gauge of if the reporting system is master of the relevant lease")

@@ -6,7 +6,8 @@ the flag the rendered Deployment passes (`--leader-elect`) and short timings (le
 deadline 2 s, retry 0.5 s) so failovers take seconds. A pod of the pool runs (KWOK) with a real
 model server (the simulator) on its address, so every picker has a ready endpoint and readiness
 is decided by the Lease alone. Readiness is read from the pickers' gRPC health port (the service
-the Deployment's probe names), the Lease from the API server.
+the Deployment's probe names), the Lease from the API server, leadership also from each picker's
+/metrics (upstream's leader_election_master_status and infershift's transitions counter).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import signal
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -72,6 +74,24 @@ class Picker(PickerProcess):
 
     def ready(self) -> bool:
         return self.health() == "SERVING"
+
+    def metric(self, metric: str, labels: dict[str, str]) -> float | None:
+        """One sample from the picker's /metrics (None: no such series)."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.ports['metrics']}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        for fam in text_string_to_metric_families(text):
+            for s in fam.samples:
+                if s.name == metric and s.labels == labels:
+                    return s.value
+        return None
+
+    def leader_gauge(self) -> float | None:
+        return self.metric("leader_election_master_status", {"name": LEASE})
+
+    def transitions(self, event: str) -> float | None:
+        return self.metric("infershift_picker_leader_transitions_total", {"pool": POOL, "event": event})
 
     def kill(self) -> None:
         proc.signal_group(self.p.pid, signal.SIGKILL)
@@ -182,6 +202,9 @@ def test_exactly_one_leader_and_failover(cluster, pickers):
                  "the standby's endpoints")
     rec = standby.wait(lambda: standby.records("leader election: following"), 5, "the standby following")
     assert rec[-1]["holder"] == leader.identity
+    # leadership on /metrics: upstream's gauge (1 leader, 0 standby, named by the Lease), our transitions
+    assert (leader.leader_gauge(), standby.leader_gauge()) == (1.0, 0.0)
+    assert leader.transitions("acquired") == 1.0 and standby.transitions("acquired") == 0.0
 
     # SIGTERM: the leader releases the Lease, the standby takes over within a retry period
     t0 = time.monotonic()
@@ -191,6 +214,7 @@ def test_exactly_one_leader_and_failover(cluster, pickers):
     assert leader.records("leader election: released"), leader.tail()
     assert _lease(cp)["spec"]["holderIdentity"] == standby.identity
     print(f"takeover after a release: {released_after:.2f} s")
+    assert standby.leader_gauge() == 1.0 and standby.transitions("acquired") == 1.0
 
     # SIGKILL: nothing is released; a new standby takes over once the lease ran out
     (c,) = pickers("c")
@@ -203,6 +227,7 @@ def test_exactly_one_leader_and_failover(cluster, pickers):
     assert LEASE_S - 1.2 * RETRY_S - 0.1 <= took <= TAKEOVER_BOUND_S, took  # never before the lease could expire
     assert _lease(cp)["spec"]["holderIdentity"] == c.identity
     assert _lease(cp)["spec"]["leaseTransitions"] >= 2
+    assert c.leader_gauge() == 1.0 and c.transitions("acquired") == 1.0
     print(f"takeover after a kill: {took:.2f} s (bound {TAKEOVER_BOUND_S:.1f} s)")
 
 
@@ -251,10 +276,12 @@ def test_an_api_server_restart_never_makes_two_leaders(cluster, pickers, timings
     if timings is LONG:
         assert outage < 45, outage
         assert after is leader and not stepped, leader.tail()
+        assert leader.transitions("lost") == 0.0 and leader.leader_gauge() == 1.0
         assert all(r == samples[0][1] for _, r in samples), "readiness changed during a short outage"
     else:
         assert outage > LEASE_S, outage
         assert stepped, leader.tail()  # it could not renew: it stepped down, not ready, during the outage
+        assert leader.transitions("lost") == len(stepped)  # each step-down counted
         assert any(not any(r) for _, r in samples)
     print(f"outage {outage:.1f} s: {len(samples)} samples, never two ready; leader "
           f"{'kept' if after is leader else 'changed'}")
@@ -286,5 +313,6 @@ def test_without_the_lease_permission_it_is_refused(cluster, pickers):
         time.sleep(1.0)
         assert p.health("readiness") == "NOT_SERVING" and p.health("liveness") == "SERVING"
         assert _lease(cp) is None
+        assert p.leader_gauge() == 0.0 and p.transitions("acquired") == 0.0
     finally:
         cp.delete(objs)
