@@ -5,10 +5,11 @@ import json
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..procs import Proc
+from ..procs import Proc, free_port, start_envoy
 
 
 @dataclass
@@ -39,6 +40,17 @@ class Router:
         for p in reversed(self.procs):
             p.stop()
         self.procs = []
+
+    def start_front_envoy(self, setup: Setup, config: Callable[[int, int], dict]) -> str:
+        """Real Envoy in front of the pool: `config(listen_port, admin_port)` is its bootstrap,
+        written to the workdir as `<name>-envoy.json`; started (validated, ready on its admin
+        port) as one of this router's processes. Returns the base URL clients send to."""
+        port, admin = free_port(), free_port()
+        path = setup.workdir / f"{self.name}-envoy.json"
+        path.write_text(json.dumps(config(port, admin), indent=1))
+        self.procs.append(start_envoy(f"{self.name}-envoy", path, admin, setup.workdir))
+        self.base_url = f"http://127.0.0.1:{port}"
+        return self.base_url
 
     def unavailable(self) -> str | None:
         """Why this router cannot run on this machine (a part not built), or None. The runner leaves

@@ -2,9 +2,6 @@
 gives) or least-request (Envoy's power-of-two-choices on active requests)."""
 from __future__ import annotations
 
-import json
-
-from ..procs import free_port, start_envoy
 from .base import Router, Setup
 
 
@@ -51,10 +48,5 @@ class EnvoyLB(Router):
         self.description = f"Envoy 1.40, STATIC cluster, lb_policy {lb_policy}, 1 worker thread"
 
     def start(self, setup: Setup) -> str:
-        port, admin = free_port(), free_port()
-        cfg = setup.workdir / f"{self.name}-envoy.json"
-        cfg.write_text(json.dumps(lb_config(listen_port=port, admin_port=admin, pool=setup.addresses,
-                                            lb_policy=self.lb_policy), indent=1))
-        self.procs.append(start_envoy(f"{self.name}-envoy", cfg, admin, setup.workdir))
-        self.base_url = f"http://127.0.0.1:{port}"
-        return self.base_url
+        return self.start_front_envoy(setup, lambda port, admin: lb_config(
+            listen_port=port, admin_port=admin, pool=setup.addresses, lb_policy=self.lb_policy))

@@ -2,13 +2,11 @@
 or a named variant), in the gateway shape picker/envoy_config.py builds for the local stack."""
 from __future__ import annotations
 
-import json
-
 import yaml
 
 from infershift.picker.envoy_config import gateway_config
 
-from ..procs import PICKER_PY, Proc, free_port, http_ok, start_envoy
+from ..procs import PICKER_PY, Proc, free_port, http_ok
 from .base import Router, Setup
 
 _NO_LIMITS = {"thresholds": [{"max_connections": 100000, "max_pending_requests": 100000,
@@ -80,10 +78,5 @@ class Infershift(Router):
                       setup.workdir / f"{self.name}-picker.log")
         self.procs.append(picker)
         picker.wait_for(lambda: http_ok(f"http://127.0.0.1:{metrics}/metrics"), 60, "serving metrics")
-        port, admin = free_port(), free_port()
-        ecfg = setup.workdir / f"{self.name}-envoy.json"
-        ecfg.write_text(json.dumps(envoy_config(listen_port=port, admin_port=admin, picker_port=grpc,
-                                                pool=setup.addresses), indent=1))
-        self.procs.append(start_envoy(f"{self.name}-envoy", ecfg, admin, setup.workdir))
-        self.base_url = f"http://127.0.0.1:{port}"
-        return self.base_url
+        return self.start_front_envoy(setup, lambda port, admin: envoy_config(
+            listen_port=port, admin_port=admin, picker_port=grpc, pool=setup.addresses))

@@ -55,7 +55,6 @@ runner leaves this router out of the run with that reason (not a failure).
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import re
 import subprocess
@@ -67,7 +66,7 @@ from typing import Any
 
 import yaml
 
-from ..procs import REPO, Proc, free_port, start_envoy
+from ..procs import REPO, Proc, free_port
 from .base import Router, Setup
 from .infershift import envoy_config as gateway_envoy_config
 
@@ -292,13 +291,8 @@ class UpstreamEPP(Router):
                 return ready_pods(r.read().decode()) == n
         # inference_pool_ready_pods is flushed every --refresh-prometheus-metrics-interval (5 s)
         epp.wait_for(sees_pool, 90, f"reporting {n} ready pods (inference_pool_ready_pods)")
-        port, admin = free_port(), free_port()
-        ecfg = setup.workdir / f"{self.name}-envoy.json"
-        ecfg.write_text(json.dumps(envoy_config(listen_port=port, admin_port=admin, picker_port=grpc,
-                                                pool=setup.addresses), indent=1))
-        self.procs.append(start_envoy(f"{self.name}-envoy", ecfg, admin, setup.workdir))
-        self.base_url = f"http://127.0.0.1:{port}"
-        return self.base_url
+        return self.start_front_envoy(setup, lambda port, admin: envoy_config(
+            listen_port=port, admin_port=admin, picker_port=grpc, pool=setup.addresses))
 
     def stop(self) -> None:
         try:

@@ -67,3 +67,27 @@ def test_stop_all_kills_every_live_child_group(tmp_path):
         except ProcessLookupError:
             alive = False
         assert not alive
+
+
+def test_infershift_router_serves_through_its_front_envoy(tmp_path):
+    """The infershift launcher end to end (Router.start_front_envoy, shared with the upstream-epp
+    and Envoy LB routers): real simulators, the picker process, real Envoy from the written
+    bootstrap; a request comes back 200 through the base URL; stop() leaves no process behind."""
+    from bench.plan import MODEL
+    from bench.routers.base import wait_serving
+    from bench.routers.infershift import Infershift
+    from bench.simpool import SimPool, SimSpec
+
+    with SimPool(SimSpec(servers=2, processes=1, model=MODEL, time_scale=4.0), tmp_path) as pool:
+        router = Infershift()
+        try:
+            url = router.start(Setup(pool.addresses, tmp_path, MODEL))
+            boot = json.loads((tmp_path / "infershift-envoy.json").read_text())
+            listener = boot["static_resources"]["listeners"][0]["address"]["socket_address"]
+            assert url == f"http://127.0.0.1:{listener['port_value']}" == router.base_url
+            assert [p.name for p in router.procs] == ["infershift-picker", "infershift-envoy"]
+            wait_serving(url, MODEL, timeout=60)
+            procs = list(router.procs)
+        finally:
+            router.stop()
+        assert router.procs == [] and not any(p.alive() for p in procs)
