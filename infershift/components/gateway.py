@@ -4,7 +4,7 @@ from typing import Any, NotRequired, TypedDict
 
 import pulumi
 
-from infershift import contract
+from infershift import contract, gateway_errors
 from infershift.routing_headers import early_request_headers
 
 from .api import ENVOY_GATEWAY_API, ENVOY_GATEWAY_CONTROLLER, GATEWAY_API, GATEWAY_GROUP
@@ -47,6 +47,10 @@ class GatewayArgs(TypedDict):
     target model or the endpoint (infershift/routing_headers.py; devstack strips the same set)."""
     strip_routing_headers: NotRequired[bool]
     """Default true (Envoy Gateway only)."""
+    json_errors: NotRequired[bool]
+    """Default true (Envoy Gateway only): Envoy's own plain-text replies (malformed requests,
+    oversized bodies, failed upstreams ...) become OpenAI error JSON, through a
+    BackendTrafficPolicy `responseOverride` (`json_error_overrides`)."""
 
 
 def envoy_proxy_peers(gateway: str, namespace: pulumi.Input[str]) -> list[dict[str, Any]]:
@@ -97,10 +101,45 @@ def manifests(name: str, a: GatewayArgs) -> list[dict]:
         policy_name = "client-buffer-limit" if a.get("buffer_limit") else "client-headers"
         out.append({"apiVersion": ENVOY_GATEWAY_API, "kind": "ClientTrafficPolicy",
                     "metadata": {"name": a.get("name_prefix", "") + policy_name, "namespace": ns}, "spec": policy})
-    if envoy and a.get("request_timeout"):
+    json_errors = envoy and a.get("json_errors", True)
+    if envoy and (a.get("request_timeout") or json_errors):
+        # One BackendTrafficPolicy per Gateway: Envoy Gateway accepts only one policy of a kind
+        # per target (a second one is Conflicted), so the timeout and the overrides share it.
+        backend: dict = {"targetRefs": target}
+        if a.get("request_timeout"):
+            backend["timeout"] = {"http": {"requestTimeout": a["request_timeout"]}}
+        if json_errors:
+            backend["responseOverride"] = json_error_overrides()
+        # The guides' name for the timeout policy; one policy carries both.
+        backend_name = "backend-timeout" if a.get("request_timeout") else "gateway-errors"
         out.append({"apiVersion": ENVOY_GATEWAY_API, "kind": "BackendTrafficPolicy",
-                    "metadata": {"name": a.get("name_prefix", "") + "backend-timeout", "namespace": ns},
-                    "spec": {"targetRefs": target, "timeout": {"http": {"requestTimeout": a["request_timeout"]}}}})
+                    "metadata": {"name": a.get("name_prefix", "") + backend_name, "namespace": ns}, "spec": backend})
+    return out
+
+
+def json_error_overrides() -> list[dict]:
+    """Envoy Gateway `responseOverride` rules: a reply Envoy generated itself (`source: Local`, Envoy
+    Gateway docs "Response Override") with one of the gateway's error statuses and a plain-text body
+    gets the error JSON of infershift/gateway_errors.py, the local stack's table. The content-type
+    match keeps the picker's own answers (ext_proc immediate responses are local replies too, but
+    JSON, with their specific messages and Retry-After) unchanged; a model server's answers are
+    never touched. Codec errors Envoy answers before any filter runs (e.g. oversized headers on
+    HTTP/1) may not be overridable this way; only a real Envoy Gateway shows which replies are
+    covered."""
+    out = []
+    for r in gateway_errors.protocol_replies():
+        if r.status == 403:
+            # the local Envoy's 403 is only its refusal of an upgrade; an Envoy Gateway's can be a
+            # SecurityPolicy's authorization denial, which must stay a 403 with its own message
+            continue
+        override: dict = {"contentType": "application/json",
+                          "body": {"type": "Inline", "inline": gateway_errors.openai_error(r.message, r.type, r.code)}}
+        if r.retry_after:
+            override["header"] = {"add": [{"name": "retry-after", "value": gateway_errors.RETRY_AFTER_SECONDS}]}
+        out.append({"match": {"statusCodes": [{"type": "Value", "value": r.status}],
+                              "responseHeaders": [{"name": "content-type",
+                                                   "value": {"type": "Prefix", "value": "text/plain"}}]},
+                    "response": override, "source": "Local"})
     return out
 
 

@@ -191,6 +191,7 @@ def gateway_args(spec: StackSpec) -> GatewayArgs:
                       for li in g.listeners],
         "create_class": spec.creates_class(), "envoy_gateway": spec.uses_envoy_gateway(),
         "buffer_limit": g.buffer_limit, "request_timeout": g.request_timeout, "service_type": ServiceType(g.service_type) if g.service_type else None,
+        "json_errors": g.json_errors,
         "await_timeout_seconds": _status_await(spec),
         "name_prefix": spec.platform.name_prefix or "",
         "client_headers": sorted({pin.header for r in spec.routes.values() for pin in r.pins}

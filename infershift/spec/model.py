@@ -503,6 +503,9 @@ class Gateway(Spec):
     """Envoy Gateway ClientTrafficPolicy connection.bufferLimit, e.g. `20Mi`."""
     request_timeout: Duration | None = None
     """Envoy Gateway BackendTrafficPolicy timeout.http.requestTimeout, e.g. `24h`."""
+    json_errors: bool = True
+    """Envoy Gateway: Envoy's own plain-text error replies become OpenAI error JSON (a
+    BackendTrafficPolicy `responseOverride`, the local stack's table: infershift/gateway_errors.py)."""
     service_type: Literal["LoadBalancer", "ClusterIP", "NodePort"] | None = None
     """Envoy Gateway's proxy Service type (an EnvoyProxy resource); default LoadBalancer."""
     proxy_subnets: list[str] = []
