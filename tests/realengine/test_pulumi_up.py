@@ -48,6 +48,7 @@ REPO = Path(__file__).resolve().parents[2]
 PICKER_IMAGE = f"example.invalid/infershift/picker:{contract.PACKAGE_VERSION}"
 SIM_IMAGE = f"example.invalid/infershift/sim:{contract.PACKAGE_VERSION}"
 NODE_PREFIX = "pulumi-node-"
+LISTING = "inference-gateway-models"  # the /v1/models listing's objects (components/models_listing.py)
 # Replacements would be one of these ops (engine: deploy/step.go OpReplace and friends).
 REPLACE_OPS = {"replace", "create-replacement", "delete-replaced", "discard-replaced"}
 
@@ -376,7 +377,7 @@ class TestLocalStack:
         # the Kubernetes objects the engine would create: the render's kinds and names
         engine_objects = sorted(s.kind_name for s in p.ops("create") if s.type.startswith("kubernetes:"))
         assert engine_objects == sorted((o["kind"], o["metadata"]["name"]) for o in local.render.objects)
-        assert len(engine_objects) == 81
+        assert len(engine_objects) == 87  # with the /v1/models listing: ConfigMap, Deployment, Service, 3 HTTPRoutes
 
     def test_up_awaits_deployments_until_kwok_makes_them_ready(self, local: Deployed):
         cp = local.cp
@@ -385,7 +386,7 @@ class TestLocalStack:
         local.up_done = True
         assert_on_server(cp, local.render)
         ready = assert_deployments_ready(cp, local.render)
-        assert len(ready) == 11 and sum(ready.values()) == 14
+        assert len(ready) == 12 and sum(ready.values()) == 15 and ready[LISTING] == 1
         for pod in cp.list("v1", "Pod", LOCAL_NS):
             node = cp.get("v1", "Node", pod["spec"]["nodeName"])
             assert node and node["metadata"]["annotations"].get("kwok.x-k8s.io/node") == "fake" and pod_ready(pod)
@@ -399,10 +400,15 @@ class TestLocalStack:
         before = local.set_path("routes.inference-route.backends.mymodel-pool-v2", 50)
         p = local.timed("preview (route weight)", local.project.preview)
         updates = assert_only_updates(p, before, local.render)
-        assert [s.kind_name for s in updates.values()] == [("HTTPRoute", "inference-route")]
+        # the route, and the /v1/models listing whose targets carry the route's shares (no pod changes)
+        assert sorted(s.kind_name for s in updates.values()) == [("ConfigMap", LISTING), ("HTTPRoute", "inference-route")]
         local.timed("up (route weight)", local.project.up)
         h = last_update(local.project)
-        assert h["result"] == "succeeded" and h["resourceChanges"].get("update") == 1, h["resourceChanges"]
+        assert h["result"] == "succeeded" and h["resourceChanges"].get("update") == 2, h["resourceChanges"]
+        listing = json.loads(local.cp.get("v1", "ConfigMap", LISTING, LOCAL_NS)["data"][contract.LISTING_FILE])
+        mymodel = next(m for m in listing["llm-gw"]["data"] if m["id"] == "mymodel")
+        assert {t["pool"]: t["share"] for t in mymodel["targets"]} == {"mymodel-pool-v1": 0.6429,
+                                                                       "mymodel-pool-v2": 0.3571}
         route = local.cp.get("gateway.networking.k8s.io/v1", "HTTPRoute", "inference-route", LOCAL_NS)
         weights = {b["name"]: b["weight"] for rule in route["spec"]["rules"] for b in rule["backendRefs"]
                    if len(rule["backendRefs"]) == 2}
@@ -416,7 +422,8 @@ class TestLocalStack:
         p = local.timed("preview (model splits)", local.project.preview)
         updates = assert_only_updates(p, before, local.render)
         assert sorted(s.kind_name for s in updates.values()) == [
-            ("InferenceModel", "reasoning-pool-qwq"), ("InferenceModelRewrite", "llama2-pool-lora-request")]
+            ("ConfigMap", LISTING), ("InferenceModel", "reasoning-pool-qwq"),
+            ("InferenceModelRewrite", "llama2-pool-lora-request")]
         local.timed("up (model splits)", local.project.up)
         cp = local.cp
         rw = cp.get("llm-d.ai/v1alpha2", "InferenceModelRewrite", "llama2-pool-lora-request", LOCAL_NS)
@@ -499,7 +506,7 @@ class TestAckCanaryScenario:
         ack.up_done = True
         assert_on_server(cp, ack.render)
         assert assert_deployments_ready(cp, ack.render) == {
-            "qwen": 1, "deepseek-r1": 1, "mymodel-pool-v1-epp": 1, "mymodel-pool-v2-epp": 1}
+            "qwen": 1, "deepseek-r1": 1, "mymodel-pool-v1-epp": 1, "mymodel-pool-v2-epp": 1, LISTING: 1}
         vllm = cp.list("v1", "Pod", ACK_NS, f"{contract.SERVICE_LABEL} in (qwen,deepseek-r1)")
         assert len(vllm) == 2 and {p["spec"]["nodeName"] for p in vllm} <= set(kwok_nodes)
 
@@ -508,7 +515,7 @@ class TestAckCanaryScenario:
         before = ack.set_path("routes.inference-route.backends.mymodel-pool-v2", 50)
         p = ack.timed("preview (route weight)", ack.project.preview)
         updates = assert_only_updates(p, before, ack.render)
-        assert [s.kind_name for s in updates.values()] == [("HTTPRoute", "inference-route")]
+        assert sorted(s.kind_name for s in updates.values()) == [("ConfigMap", LISTING), ("HTTPRoute", "inference-route")]
         ack.timed("up (route weight)", ack.project.up)
         route = ack.cp.get("gateway.networking.k8s.io/v1", "HTTPRoute", "inference-route", ACK_NS)
         assert {b["name"]: b["weight"] for b in route["spec"]["rules"][0]["backendRefs"]} == \
