@@ -53,9 +53,11 @@ def test_readiness_follows_the_pools_ready_endpoints(workdir):
         assert status(hp, "liveness") == SERVING
         assert status(hp, "readiness") == NOT_SERVING
         assert status(hp, "envoy.service.ext_proc.v3.ExternalProcessor") == NOT_SERVING
+        assert status(hp, "") == NOT_SERVING  # the empty name is overall health: readiness, as upstream's
         server = start_modelservers([{"port": port, "name": "late", "models": ["llama"]}], workdir)
         wait_until(lambda: status(hp, "readiness") == SERVING, 10, "ready once the endpoint answers", picker)
         assert status(hp, "envoy.service.ext_proc.v3.ExternalProcessor") == SERVING
+        assert status(hp, "") == SERVING
         server.stop()
         server = None
         wait_until(lambda: status(hp, "readiness") == NOT_SERVING, 10, "not ready once its metrics are stale", picker)

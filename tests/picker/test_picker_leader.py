@@ -117,6 +117,43 @@ def test_readiness_needs_the_lease():
     assert asyncio.run(main()) == [NOT_SERVING, SERVING, SERVING]
 
 
+@pytest.mark.parametrize("elect", [True, False], ids=["leader-election", "no-election"])
+def test_health_names_answer_as_upstreams(elect):
+    """upstream's cmd/epp/runner/health.go: with leader election "", `readiness` and the ext_proc
+    name are SERVING only on the leader (with a ready endpoint), `liveness` on every replica;
+    without it "" answers as `readiness` too."""
+    names = ("", "readiness", "envoy.service.ext_proc.v3.ExternalProcessor", "liveness")
+
+    async def main():
+        h = Health()
+        await h.set(live=True, ready=False)
+        state = {"leading": False, "endpoint": True}
+        task = asyncio.create_task(h.follow(lambda: state["endpoint"], interval=0.01,
+                                            leader=(lambda: state["leading"]) if elect else None))
+
+        async def answers():
+            await asyncio.sleep(0.05)
+            return tuple([(await h.servicer.Check(_req(n), None)).status for n in names])
+
+        seen = {"standby": await answers()}
+        state["leading"] = True
+        seen["leader"] = await answers()
+        state["endpoint"] = False
+        seen["leader, no endpoint"] = await answers()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await h.set(live=True, ready=False)  # the drain
+        seen["draining"] = await answers()
+        return seen
+
+    seen = asyncio.run(main())
+    not_ready = (NOT_SERVING, NOT_SERVING, NOT_SERVING, SERVING)
+    assert seen["standby"] == (not_ready if elect else (SERVING,) * 4)
+    assert seen["leader"] == (SERVING,) * 4
+    assert seen["leader, no endpoint"] == not_ready
+    assert seen["draining"] == not_ready
+
+
 def _req(service):
     from grpc_health.v1 import health_pb2
 

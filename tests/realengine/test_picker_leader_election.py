@@ -198,6 +198,7 @@ def test_exactly_one_leader_and_failover(cluster, pickers):
     # the standby is live, not ready, and warm: it discovered the pod and scrapes its server
     assert standby.health("liveness") == "SERVING" and standby.health("readiness") == "NOT_SERVING"
     assert standby.health("envoy.service.ext_proc.v3.ExternalProcessor") == "NOT_SERVING"
+    assert standby.health("") == "NOT_SERVING" and leader.health("") == "SERVING"  # "" is readiness, as upstream's
     standby.wait(lambda: any(r.get("endpoints") for r in standby.records("kubernetes endpoints")), 10,
                  "the standby's endpoints")
     rec = standby.wait(lambda: standby.records("leader election: following"), 5, "the standby following")
