@@ -4,8 +4,9 @@ A provider's gateway (ACK's Envoy Gateway, GKE's managed proxies) answers nothin
 listing is objects of the stack: a ConfigMap holding every listing (`listings.json`: listing key
 -> OpenAI model list), a small Deployment serving it from the picker's image
 (`python -m infershift.picker.listing`, picker/listing.py) and its Service, and per Gateway
-listener (and per hostname its routes name) an HTTPRoute with one rule: Exact `/v1/models`,
-method GET, a RequestHeaderModifier setting `x-infershift-listing: <key>`, the Service as backend.
+listener (and per hostname its routes name) an HTTPRoute with one rule: Exact `/v1/models` (any
+method: the server answers GET and HEAD, 405 otherwise), a RequestHeaderModifier setting
+`x-infershift-listing: <key>`, the Service as backend — Core Gateway API features only.
 
 A listing holds the client-facing model names of the pools the listener's routes send to (their
 model routing objects' names, and base models served under their own name; adapters that are
@@ -232,7 +233,10 @@ def manifests(a: ModelsListingArgs) -> list[dict]:
             spec["hostnames"] = [e["hostname"]]
         spec.update({
             "rules": [{
-                "matches": [{"path": {"type": "Exact", "value": PATH}, "method": "GET"}],
+                # no method match: HTTPRouteMethodMatching is Extended, and GKE's gateway does not
+                # support it (gateway-api conformance/reports/v1.3.0/gke-gateway/*-report.yaml,
+                # unsupportedFeatures); the server answers other methods with 405 itself
+                "matches": [{"path": {"type": "Exact", "value": PATH}}],
                 "filters": [{"type": "RequestHeaderModifier", "requestHeaderModifier": {
                     "set": [{"name": contract.LISTING_HEADER, "value": e["key"]}]}}],
                 "backendRefs": [{"group": "", "kind": "Service", "name": name, "port": PORT}],

@@ -22,6 +22,8 @@ from infershift import contract
 from infershift.gateway_errors import RETRY_AFTER_SECONDS, openai_error, protocol_replies
 from infershift.picker.envoy_config import EXT_PROC as EXT_PROC_FILTER
 from infershift.picker.envoy_config import RESTORE_HEADER, ext_proc_filters, picker_transport_socket
+from infershift.picker.listing import ALLOW as LISTING_ALLOW
+from infershift.picker.listing import METHOD_NOT_ALLOWED
 from infershift.routing_headers import strip_matchers
 
 from . import ir
@@ -264,10 +266,18 @@ def _routes_for(rules: list[tuple[str | None, ir.Rule]], timeout: float | None) 
             if refused:
                 route.setdefault("request_headers_to_remove", []).extend(refused)
             if rule.listing is not None:
-                # the stack's rendered models listing (components/models_listing.py): the bytes its
-                # server (picker/listing.py) answers with, answered here
-                route["direct_response"] = {"status": 200, "body": {"inline_string": rule.listing}}
-                route["response_headers_to_add"] = [_json_header()]
+                # the stack's rendered models listing (components/models_listing.py): what its server
+                # (picker/listing.py) answers, answered here — the listing to GET and HEAD, 405 else
+                get = json.loads(json.dumps(route))  # a copy sharing no list with the other route
+                get["match"].setdefault("headers", []).append(
+                    {"name": ":method", "string_match": {"safe_regex": {"regex": "GET|HEAD"}}})
+                get["direct_response"] = {"status": 200, "body": {"inline_string": rule.listing}}
+                get["response_headers_to_add"] = [_json_header()]
+                keyed.append((key, get))
+                route["name"] = f"{name}.other-methods"
+                route["direct_response"] = {"status": 405, "body": {"inline_string": METHOD_NOT_ALLOWED.decode()}}
+                route["response_headers_to_add"] = [_json_header(), {
+                    "header": {"key": "allow", "value": LISTING_ALLOW}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]
             elif any(b.weight > 0 for b in rule.backends):
                 route["route"] = _route_action(rule, timeout)
             else:

@@ -42,6 +42,11 @@ def _error(message: str, kind: str, code: str) -> bytes:
     return json.dumps({"error": {"message": message, "type": kind, "param": None, "code": code}}).encode()
 
 
+ALLOW = "GET, HEAD"
+# the 405 answer, byte for byte what the local stack's gateway answers for its listing rules too
+METHOD_NOT_ALLOWED = _error(f"{PATH} answers GET and HEAD only", "invalid_request_error", "method_not_allowed")
+
+
 def parse(text: str, where: str) -> dict[str, dict]:
     """The listings of a file's text; ListingFileError naming what is wrong."""
     try:
@@ -134,8 +139,7 @@ def handler(listings: Listings) -> type[BaseHTTPRequestHandler]:
                 self._send(404, _error(f"no route for {path}", "invalid_request_error", "route_not_found"))
                 return
             if self.command not in ("GET", "HEAD"):
-                self._send(405, _error(f"{self.command} is not allowed on {PATH} (GET, HEAD)",
-                                       "invalid_request_error", "method_not_allowed"), {"allow": "GET, HEAD"})
+                self._send(405, METHOD_NOT_ALLOWED, {"allow": ALLOW})
                 return
             bodies = listings.current()
             key = self.headers.get(contract.LISTING_HEADER)

@@ -483,7 +483,7 @@ class ModelsListing(Spec):
     """`GET /v1/models` through the gateway (components/models_listing.py): per listener, the
     client-facing model names its routes serve and the targets behind them, in OpenAI's list
     shape, served by a small Deployment from the picker's image and routed by an HTTPRoute rule
-    (Exact `/v1/models`, GET). A listener whose routes name `/v1/models` themselves keeps it."""
+    (Exact `/v1/models`; GET/HEAD, 405 to other methods). A listener whose routes name `/v1/models` themselves keeps it."""
 
     enabled: bool = True
     image: str | None = None
