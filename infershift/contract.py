@@ -116,3 +116,8 @@ PACKAGE_VERSION = "0.1.0"
 PICKER_GRPC_PORT, PICKER_HEALTH_PORT, PICKER_METRICS_PORT = 9002, 9003, 9090
 MODEL_SERVER_PORT = 8000
 MODELS_LISTING_PORT = 8080
+# The shadow recorder a mirror to a Service sends its copies through (components/shadow_recorder.py,
+# picker/recorder.py); its Deployment and Service carry RECORDER_LABEL (value: the mirrored Service).
+RECORDER_PORT = 8000
+RECORDER_MODULE = "infershift.picker.recorder"
+RECORDER_LABEL = "infershift.io/shadow-recorder"

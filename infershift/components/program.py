@@ -11,6 +11,7 @@ import pulumi
 from infershift import contract
 from infershift import spec as stackspec
 from infershift.spec.base import duration_seconds
+from infershift.spec.checks import recorded_services
 from infershift.spec.config_path import weight_paths
 from infershift.spec.model import StackSpec
 from infershift.spec.prefix import with_prefix
@@ -24,8 +25,9 @@ from .inference_pool import InferencePool, InferencePoolArgs
 from .inference_service import InferenceService, InferenceServiceArgs
 from .node_pool import NODE_POOL_LABEL, GpuNodePool, GpuNodePoolArgs
 from .objects import declare, declare_patch
-from .routes import CanaryRoute, CanaryRouteArgs, MirrorRoute, MirrorRouteArgs
+from .routes import CanaryRoute, CanaryRouteArgs, MirrorRoute, MirrorRouteArgs, MirrorTargetArgs, RouteMirrorArgs
 from .secrets import Secrets
+from .shadow_recorder import ShadowRecorder, ShadowRecorderArgs
 
 NAMESPACE = "infershift"
 
@@ -80,9 +82,34 @@ def needed_images(spec: StackSpec) -> list[str]:
             ml.enabled and not ml.image
             and not any(p.picker.mode == "self-hosted" and p.picker.image for p in spec.pools.values())):
         out.append("picker")
+    if "picker" not in out and recorded_services(spec) and _own_picker_image(spec) is None:
+        out.insert(0, "picker")  # the shadow recorders run from the picker's image
     if any(s.simulated and not s.sim_image for s in spec.services.values()):
         out.append("sim")
     return out
+
+
+def _own_picker_image(spec: StackSpec) -> str | None:
+    return next((p.picker.image for p in spec.pools.values() if p.picker.mode == "self-hosted" and p.picker.image),
+                None)
+
+
+def _mirror_target(spec: StackSpec, kind: str, name: str, port: int | None, record: bool) -> MirrorTargetArgs:
+    """A RequestMirror's target; a recorded Service's copies go to its recorder instead."""
+    if kind == "Service" and record:
+        return {"name": f"{name}-recorder", "kind": MirrorKind.SERVICE, "port": contract.RECORDER_PORT}
+    if kind == "Service" and port is None:
+        port = spec.services[name].port
+    return {"name": name, "kind": MirrorKind(kind), "port": port}
+
+
+def recorder_args(spec: StackSpec, service: str, image: pulumi.Input[str]) -> ShadowRecorderArgs:
+    args: ShadowRecorderArgs = {"service": service, "service_port": spec.services[service].port, "image": image,
+                                "namespace": spec.platform.namespace}
+    pull = sorted({s for p in spec.pools.values() if p.picker.mode == "self-hosted" for s in p.picker.image_pull_secrets})
+    if pull:
+        args["image_pull_secrets"] = pull
+    return args
 
 
 def images_args(spec: StackSpec) -> ImagesArgs | None:
@@ -232,8 +259,7 @@ def route_args(spec: StackSpec, name: str) -> CanaryRouteArgs:
     }
     if r.mirror is not None:
         m = r.mirror
-        port = m.port if m.port is not None or m.kind != "Service" else spec.services[m.name].port
-        mirror: RouteMirrorArgs = {"name": m.name, "kind": MirrorKind(m.kind), "port": port, "percent": m.percent}
+        mirror: RouteMirrorArgs = {**_mirror_target(spec, m.kind, m.name, m.port, m.record), "percent": m.percent}
         if m.kind == "InferencePool":
             mirror["pool_api_version"] = PoolApiVersion(spec.pools[m.name].api_version)
         args["mirror"] = mirror
@@ -243,13 +269,10 @@ def route_args(spec: StackSpec, name: str) -> CanaryRouteArgs:
 def mirror_args(spec: StackSpec, name: str) -> MirrorRouteArgs:
     m = spec.mirrors[name]
     target = m.mirror_to
-    port = target.port
-    if target.kind == "Service" and port is None:
-        port = spec.services[target.name].port
     args: MirrorRouteArgs = {
         "gateway": spec.gateway.name, "namespace": spec.platform.namespace, "listener": m.listener,
         "hostnames": list(m.hostnames), "paths": list(m.paths), "backend": m.backend,
-        "mirror_to": {"name": target.name, "kind": MirrorKind(target.kind), "port": port}, "percent": m.percent,
+        "mirror_to": _mirror_target(spec, target.kind, target.name, target.port, target.record), "percent": m.percent,
         "pool_api_version": PoolApiVersion(spec.pools[m.backend].api_version),
         "await_timeout_seconds": _status_await(spec), **_route_headers(spec, m),
     }
@@ -316,6 +339,10 @@ def build(spec: StackSpec, config: StackSpec | None = None) -> dict:
     gateway = Gateway(spec.gateway.name, gateway_args(spec), k8s_opts)
     routes = {n: CanaryRoute(n, route_args(spec, n), k8s_opts) for n in spec.routes}
     mirrors = {n: MirrorRoute(n, mirror_args(spec, n), k8s_opts) for n in spec.mirrors}
+    recorder_image = built.get("picker") or _own_picker_image(spec)
+    for svc in recorded_services(spec):
+        assert recorder_image is not None, "checks: a recorded mirror needs the picker's image"
+        ShadowRecorder(f"{svc}-recorder", recorder_args(spec, svc, recorder_image), k8s_opts)
     listing_args = models_listing.stack_args(spec, models_listing.stack_image(spec, built), _status_await(spec))
     if listing_args is not None:
         pull = sorted({s for p in spec.pools.values() if p.picker.mode == "self-hosted"

@@ -141,6 +141,7 @@ def restart_needed(old: ir.Gateway, new: ir.Gateway) -> list[str]:
                                p.picker.tls) for p in gw.pools},
             "services": {s.name: s.servers for s in gw.services},
             "servers": {s.name: (s.replicas, s.server) for s in gw.servers},
+            "recorders": {r.name: r for r in gw.recorders},
             "bufferLimit": gw.buffer_limit,
         }
 

@@ -122,7 +122,19 @@ class Pool:
 class Service:
     name: str
     selector: dict[str, str]
-    servers: tuple[str, ...]
+    servers: tuple[str, ...]  # ServerGroup (and Recorder) names the selector matches
+
+
+@dataclass(frozen=True)
+class Recorder:
+    """A Deployment running the shadow recorder (picker/recorder.py, components/shadow_recorder.py):
+    run locally in front of the Service its `--upstream` names."""
+
+    name: str
+    labels: dict[str, str]
+    upstream: str  # the Service it forwards to (the first DNS label of its --upstream URL)
+    record_as: str  # its --name: the `pool` of its answer lines
+    max_text_chars: int = 2000
 
 
 @dataclass(frozen=True)
@@ -136,6 +148,7 @@ class Gateway:
     buffer_limit: int | None  # ClientTrafficPolicy connection.bufferLimit, bytes
     request_timeout: float | None  # BackendTrafficPolicy timeout.http.requestTimeout, seconds
     ignored: tuple[str, ...] = ()  # kinds and fields not honoured locally
+    recorders: tuple[Recorder, ...] = ()
     warnings: tuple[str, ...] = ()  # what a gateway reports: unresolved refs, unattached routes
     notes: tuple[str, ...] = field(default=())  # how the local stack stands in (pickers, servers)
 

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from infershift import contract
 from infershift import spec as stackspec
 from infershift.envoy import argv as envoy_argv
 from infershift.spec import StackSpec
@@ -160,6 +161,7 @@ class LocalStack:
         self.endpoints: dict[str, list[Endpoint]] = {}
         self.sim_ports: dict[str, int] = {}
         self.sim_admin_ports: dict[str, int] = {}  # each simulator's admin port (faults, predictions)
+        self.recorder_ports: dict[str, int] = {}  # each shadow recorder's port
         self.pools: dict[str, PoolProcess] = {}
         self.gateway: dict[str, str] = {}
         self.admin_port = 0
@@ -265,6 +267,11 @@ class LocalStack:
                 ]
             else:
                 self.endpoints[group.name] = []
+        self.recorder_ports.clear()
+        for r in gw.recorders:
+            port = plan.fresh(f"shadow recorder {r.name}")
+            self.recorder_ports[r.name] = port
+            self.endpoints[r.name] = [Endpoint(f"{HOST}:{port}", r.name, r.name, ())]
         for pool in gw.pools:
             self.pools[pool.name] = PoolProcess(
                 name=pool.name,
@@ -305,8 +312,10 @@ class LocalStack:
         return config
 
     def answer_logs(self) -> list[Path]:
-        """The log files of the pickers that write answer lines (the mirrors' pools)."""
-        return [self.picker_log(name) for name in sorted(mirror_pools(self.gw))]
+        """The log files of the pickers that write answer lines (the mirrors' pools), and of the
+        shadow recorders (mirrors to a Service with `record`)."""
+        return [self.picker_log(name) for name in sorted(mirror_pools(self.gw))] + \
+            [self.supervisor.log_dir / f"recorder-{r.name}.log" for r in self.gw.recorders]
 
     def picker_log(self, pool: str) -> Path:
         """The file a pool's picker logs to (its answer lines too, when `answerLog` is on)."""
@@ -386,6 +395,19 @@ class LocalStack:
         for proc in self.pools.values():
             assert proc.child is not None
             self.supervisor.wait_ready(proc.child, log_says(proc.child, "picker ready"), self.options.ready_timeout)
+        for r in self.gw.recorders:
+            # as its Deployment runs it, in front of the Service it names: here that Service's
+            # local endpoints, taken in turn (kube-proxy's part)
+            upstream = next((s for s in self.gw.services if s.name == r.upstream), None)
+            urls = [f"http://{e.address}" for g in (upstream.servers if upstream else ()) for e in self.endpoints.get(g, [])]
+            argv = [str(picker_python), "-m", contract.RECORDER_MODULE, "--name", r.record_as, "--host", HOST,
+                    "--port", str(self.recorder_ports[r.name]), "--max-text-chars", str(r.max_text_chars)]
+            for u in urls or [f"http://{HOST}:9"]:  # no server: every copy is a logged 502
+                argv += ["--upstream", u]
+            child = self.supervisor.start(f"recorder-{r.name}", argv, env=env, cwd=cwd)
+            self.supervisor.wait_ready(
+                child, functools.partial(http_ok, f"http://{HOST}:{self.recorder_ports[r.name]}/healthz"),
+                self.options.ready_timeout)
         self.envoy = self.supervisor.start("envoy", envoy_argv(
             bootstrap_file, envoy=self.options.envoy, concurrency=self.options.envoy_concurrency,
             dynamic_base_id=False))

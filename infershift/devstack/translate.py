@@ -96,12 +96,42 @@ def _servers(deployments: list[dict], rep: _Report) -> tuple[list[ir.ServerGroup
     return servers, others
 
 
-def _services(objs: list[dict], servers: list[ir.ServerGroup]) -> list[ir.Service]:
+def _services(objs: list[dict], servers: list[ir.ServerGroup],
+              recorders: list[ir.Recorder] | None = None) -> list[ir.Service]:
     out = []
     for s in objs:
         sel = {str(k): str(v) for k, v in ((s.get("spec") or {}).get("selector") or {}).items()}
-        members = tuple(g.name for g in servers if _labels_match(sel, g.labels))
+        members = tuple(g.name for g in servers if _labels_match(sel, g.labels)) + \
+            tuple(r.name for r in recorders or [] if _labels_match(sel, r.labels))
         out.append(ir.Service(_name(s), sel, members))
+    return out
+
+
+def _flag(argv: list[str], flag: str) -> str | None:
+    """The value after `flag` in a container's argv (the first one), or None."""
+    i = argv.index(flag) if flag in argv else -1
+    return argv[i + 1] if 0 <= i < len(argv) - 1 else None
+
+
+def _recorders(others: dict[str, dict], rep: _Report) -> list[ir.Recorder]:
+    """Deployments running the shadow recorder (`python -m infershift.picker.recorder --upstream
+    http://<service>[.<ns>...]:<port> --name N`): the local stack runs each in front of the Service
+    its upstream URL names."""
+    from urllib.parse import urlsplit
+
+    out = []
+    for d in others.values():
+        c = _runs(d, contract.RECORDER_MODULE)
+        if c is None:
+            continue
+        argv = [str(x) for x in (c.get("command") or []) + (c.get("args") or [])]
+        upstream, name, chars = (_flag(argv, f) for f in ("--upstream", "--name", "--max-text-chars"))
+        host = urlsplit(upstream).hostname if upstream else None
+        if not host or not name:
+            rep.warn(f"Deployment {_name(d)} runs the shadow recorder without --upstream URL and --name; not run")
+            continue
+        out.append(ir.Recorder(_name(d), _pod_labels(d), host.split(".")[0], name,
+                               int(chars) if chars and chars.isdigit() else 2000))
     return out
 
 
@@ -659,14 +689,26 @@ def translate(objects: list[dict]) -> ir.Gateway:
         spec = (services_objs.get(service) or {}).get("spec") or {}
         return {str(k): str(v) for k, v in (spec.get("selector") or {}).items()}
 
+    recorders = _recorders(others, rep)
     for name, d in others.items():
         if _runs(d, contract.LISTING_MODULE) is not None:
             continue  # the models listing: answered by the local gateway itself (Rule.listing)
+        if _runs(d, contract.RECORDER_MODULE) is not None:
+            continue  # a shadow recorder: run locally (recorders)
         if not any(p.picker.service and _labels_match(selector(p.picker.service), _pod_labels(d)) for p in pools):
             rep.ignore(f"Deployment {name} (not a model server or a pool's picker)")
+    known = {s.name for s in servers}
+    for r in recorders:
+        if r.upstream not in services_objs:
+            rep.warn(f"Deployment {r.name}: the shadow recorder's upstream Service {r.upstream!r} is not among the "
+                     "objects; its copies fail (502)")
+        elif not any(g in known for g in _services([services_objs[r.upstream]], servers)[0].servers):
+            rep.warn(f"Deployment {r.name}: the shadow recorder's upstream Service {r.upstream!r} selects no "
+                     "model server")
     return ir.Gateway(
         ports=tuple(ports), pools=tuple(pools),
-        services=tuple(_services(by_kind["Service"], servers)), servers=tuple(servers),
+        services=tuple(_services(by_kind["Service"], servers, recorders)), servers=tuple(servers),
         buffer_limit=buffer_limit, request_timeout=request_timeout,
-        ignored=tuple(rep.ignored), warnings=tuple(rep.warnings), notes=tuple(rep.notes))
+        ignored=tuple(rep.ignored), warnings=tuple(rep.warnings), notes=tuple(rep.notes),
+        recorders=tuple(recorders))
 

@@ -227,6 +227,20 @@ def _pickers(spec: StackSpec) -> list[Problem]:
 PICKER_KINDS = ("Deployment", "Service", "ConfigMap", "ServiceAccount", "Role", "RoleBinding", "NetworkPolicy")
 
 
+def recorded_services(spec: StackSpec) -> dict[str, str]:
+    """Services mirrors send their copies to through a recorder (`mirrorTo.record`), each with the
+    config path of the first mirror that asks: one recorder per Service, shared."""
+    out: dict[str, str] = {}
+    for name, m in spec.mirrors.items():
+        if m.mirror_to.kind == "Service" and m.mirror_to.record:
+            out.setdefault(m.mirror_to.name, f"mirrors.{name}.mirrorTo.record")
+    for name, r in spec.routes.items():
+        # kept at percent 0 too: a mirror switched on again finds its recorder ready
+        if r.mirror is not None and r.mirror.kind == "Service" and r.mirror.record:
+            out.setdefault(r.mirror.name, f"routes.{name}.mirror.record")
+    return out
+
+
 def object_names(spec: StackSpec) -> list[tuple[str, str, str]]:
     """(kind, name, config path) of the namespaced objects the stack declares, with its prefix."""
     p = spec.platform.name_prefix or ""
@@ -246,6 +260,8 @@ def object_names(spec: StackSpec) -> list[tuple[str, str, str]]:
     out += [("Secret", p + name, f"secrets.{name}") for name in spec.secrets]
     out += [("Secret", p + name, f"registryCredentials.{name}") for name in spec.registry_credentials]
     out.append(("Gateway", p + spec.gateway.name, "gateway.name"))
+    for recorded, where in recorded_services(spec).items():  # components/shadow_recorder.py
+        out += [(kind, f"{p}{recorded}-recorder", where) for kind in ("Deployment", "Service")]
     if spec.gateway.models_listing.enabled:  # components/models_listing.py
         listing = f"{p}{spec.gateway.name}-models"
         out += [(kind, listing, "gateway.modelsListing") for kind in ("ConfigMap", "Deployment", "Service")]
@@ -358,6 +374,13 @@ def _mirror_target(spec: StackSpec, path: str, target) -> list[Problem]:
     out = []
     if target.kind == "Service" and target.name not in spec.services:
         out.append(Problem(f"{path}.name", f"no service named {target.name!r} (services: {_list(spec.services)})"))
+    if target.record and target.kind != "Service":
+        out.append(Problem(f"{path}.record", "a pool's picker records its answers itself: set "
+                                             f"pools.{target.name}.picker.answerLog: true instead"))
+    elif target.record and spec.images is None and not any(
+            p.picker.mode == "self-hosted" and p.picker.image for p in spec.pools.values()):
+        out.append(Problem(f"{path}.record", "the recorder runs from infershift's picker image: give `images` "
+                                             "(built by the stack) or a self-hosted pool's picker.image"))
     if target.kind == "InferencePool":
         if target.name not in spec.pools:
             out.append(Problem(f"{path}.name", f"no pool named {target.name!r} (pools: {_list(spec.pools)})"))

@@ -614,6 +614,10 @@ class MirrorTarget(Spec):
     name: str
     port: int | None = Field(None, ge=1, le=65535)
     """Service port; defaults to the inference service's port."""
+    record: bool = False
+    """A Service: send the copies through a recorder (components/shadow_recorder.py) that logs
+    each answer for `python -m infershift.shadow report` (a pool's picker records its own with
+    `picker.answerLog`)."""
 
 
 class RouteMirror(MirrorTarget):

@@ -68,6 +68,10 @@ def test_the_image_runs_from_exactly_what_it_copies(image, tmp_path):
         out = subprocess.run([str(python), "-B", "-m", "infershift.picker.listing", "--help"], cwd=app, env=env,
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 0 and "--file" in out.stdout, out.stderr[-3000:]
+        # and the shadow recorder (components/shadow_recorder.py)
+        out = subprocess.run([str(python), "-B", "-m", "infershift.picker.recorder", "--help"], cwd=app, env=env,
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0 and "--upstream" in out.stdout, out.stderr[-3000:]
     # nothing imported from the checkout: every infershift module came from /app
     probe = f"import infershift.{image}.__main__\nimport infershift\nprint(infershift.__file__)"
     where = subprocess.run([str(python), "-c", probe], cwd=app, env=env, capture_output=True, text=True, timeout=60)

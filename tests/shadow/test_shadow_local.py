@@ -95,3 +95,40 @@ def test_cli_on_the_local_stack(tmp_path, capsys):
     assert "gate passed" in capsys.readouterr().out
     md = (out / "report.md").read_text()
     assert "| (all) | 20 | 0/0 | 0.0%/0.0% |" in md and "| pass |" in md
+
+
+@pytest.fixture(scope="module")
+def recorded_stack(tmp_path_factory):
+    """The local stack with llama2-mirror sent to the candidate's **Service** through a recorder
+    (`mirrorTo.record`), as an ACK or GKE gateway would mirror: no picker on the shadow side."""
+    import yaml
+
+    directory = tmp_path_factory.mktemp("shadow-recorded")
+    file = directory / "Pulumi.local.yaml"
+    doc = yaml.safe_load(stackspec.stack_path("local").read_text())
+    doc["config"]["infershift:mirrors"][MIRROR]["mirrorTo"] = {"kind": "Service", "name": "llama2-candidate",
+                                                               "record": True}
+    file.write_text(yaml.safe_dump(doc, sort_keys=False))
+    stack = LocalStack(file, Options(auto_ports=True, time_scale=50.0, poll_interval="200ms", ready_timeout=90.0,
+                                     workdir=directory / "work"), log=lambda msg: print(f"devstack: {msg}"))
+    stack.start()
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+def test_a_mirror_to_a_service_is_recorded_and_paired(recorded_stack):
+    # the rendered recorder Deployment runs locally in front of the Service; its lines are read
+    assert [p.name for p in recorded_stack.answer_logs()] == ["picker-llama2-pool.log",
+                                                              "recorder-llama2-candidate-recorder.log"]
+    run = local.run(recorded_stack, MIRROR, 30, max_tokens=8)
+    assert run.tally.ok == run.tally.total, run.tally.errors
+    pairing = compare.pair(run.answers)
+    assert len(pairing.pairs) == 30 and not pairing.primaries and not pairing.shadows
+    for p in pairing.pairs:
+        assert (p.primary.pool, p.shadow.pool) == ("llama2-pool", "llama2-candidate")
+        # the copy left the gateway after the primary's picker rewrote the body: the same adapter
+        assert p.primary.target == p.shadow.target and p.shadow.tokens == 8
+    total = compare.compare(pairing)[compare.ALL]
+    assert total.exact_match == 1.0 and total.shadow_error_rate == 0
