@@ -314,8 +314,11 @@ class LocalStack:
     def answer_logs(self) -> list[Path]:
         """The log files of the pickers that write answer lines (the mirrors' pools), and of the
         shadow recorders (mirrors to a Service with `record`)."""
-        return [self.picker_log(name) for name in sorted(mirror_pools(self.gw))] + \
-            [self.supervisor.log_dir / f"recorder-{r.name}.log" for r in self.gw.recorders]
+        return [self.picker_log(name) for name in sorted(mirror_pools(self.gw))] + self.recorder_logs()
+
+    def recorder_logs(self) -> list[Path]:
+        """The shadow recorders' log files (their answer lines)."""
+        return [self.supervisor.log_dir / f"recorder-{r.name}.log" for r in self.gw.recorders]
 
     def picker_log(self, pool: str) -> Path:
         """The file a pool's picker logs to (its answer lines too, when `answerLog` is on)."""

@@ -9,9 +9,10 @@ it, and the gateway throws its answer away, so nothing records how the candidate
 forwards every request unchanged to `--upstream` (method, path, query, body, headers but the
 hop-by-hop ones and Host), streams the answer back as it comes, and writes the same answer line
 the pickers write with `answerLog` (picker/answers.py: request id, model, status, TTFT, end to
-end, output tokens, text and its hash), with `pool` set to `--name` and `shadow: true` for a
-copy (Envoy marks the copy's Host with `-shadow`). `python -m infershift.shadow report` then pairs
-it with the primary pool's picker line of the same `x-request-id`.
+end, output tokens, text and its hash), with `pool` set to `--name` and `shadow: true` (it only
+ever receives copies; Envoy also marks their Host with `-shadow`, other gateways may not).
+`python -m infershift.shadow report` then pairs it with the primary pool's picker line of the
+same `x-request-id`.
 
 Answers of its own, OpenAI-shaped JSON: 502 when the upstream cannot be reached (a line with
 status 502 is logged: the candidate failed that copy), 413 over `--max-body` bytes.
@@ -102,7 +103,9 @@ class Recorder:
         began = time.monotonic()
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
         lowered = {k.lower(): v for k, v in request.headers.items()}
-        shadow = answers.is_shadow({"host": request.host or ""})
+        # everything the recorder receives is a mirror's copy (the stack sends it nothing else),
+        # whether or not the gateway marked the Host with -shadow (Envoy does; others may not)
+        shadow = True
         rid = lowered.get("x-request-id", "")
         body = await _read(request, self.max_body)
         if body is None:

@@ -194,7 +194,9 @@ def _run(args) -> int:
             elif args.answers_command:
                 answers = shadow_gate.LogCommand(args.answers_command)
             elif local is not None:
-                answers = shadow_gate.LogFiles([local.picker_log(ro.stable), local.picker_log(ro.canary)])
+                # the two pickers' logs, and the shadow recorders' (the shadow phase via a Service)
+                answers = shadow_gate.LogFiles([local.picker_log(ro.stable), local.picker_log(ro.canary),
+                                                *local.recorder_logs()])
         progress = Progress(console, args.name, ro)
         controller = Controller(stack_file, args.name, source, applier, send_pinned=sender, answers=answers,
                                 poll=args.poll,

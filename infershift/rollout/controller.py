@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import yaml
 
 from infershift import spec as stackspec
+from infershift.spec.checks import shadow_target
 from infershift.spec.config_path import format_path, set_many_in_file
 from infershift.spec.rollouts import Rollout
 
@@ -311,13 +312,17 @@ class Controller:
 
     # --- the shadow phase (shadowFirst) --------------------------------------------------------
 
-    def _mirror_edits(self, percent: int) -> dict[str, Any]:
+    def _mirror_edits(self, percent: int, declare: bool = False) -> dict[str, Any]:
+        """The route's mirror: its percent, and (switching on, or `declare`) what it copies to."""
         assert self.rollout.route is not None
         base: list[str | int] = ["routes", self.rollout.route, "mirror"]
         edits: dict[str, Any] = {format_path([*base, "percent"]): percent}
-        if percent:
-            edits[format_path([*base, "kind"])] = "InferencePool"
-            edits[format_path([*base, "name"])] = self.rollout.canary
+        if percent or declare:
+            kind, target = shadow_target(self.spec, self.rollout)
+            edits[format_path([*base, "kind"])] = kind
+            edits[format_path([*base, "name"])] = target
+            if kind == "Service":
+                edits[format_path([*base, "record"])] = True
         return edits
 
     def shadow_phase(self) -> Outcome | None:
@@ -329,8 +334,15 @@ class Controller:
         if self.answers is None:
             raise RolloutError(f"rollouts.{self.name}.shadowFirst pairs the pickers' answer lines: give them "
                                "(--answers FILE... or --answers-command CMD; the local stack's are read itself)")
+        kind, target = shadow_target(self.spec, ro)
+        if kind == "Service":
+            # the copies go through a shadow recorder (components/shadow_recorder.py): declare the
+            # mirror at 0 % first, so the recorder is up (pulumi up waits for its Deployment)
+            # before any copy is sent to it
+            self.write(0, "Shadowing", -1, f"recorder for Service {target} (the canary's) declared",
+                       extra=self._mirror_edits(0, declare=True))
         self.answers.start()
-        self.write(0, "Shadowing", -1, f"{sf.percent}% of route {ro.route}'s requests mirrored to {ro.canary}; "
+        self.write(0, "Shadowing", -1, f"{sf.percent}% of route {ro.route}'s requests mirrored to {kind} {target}; "
                                        f"comparing answers", extra=self._mirror_edits(sf.percent))
         # requests the gateway took before the mirror was live have no copy: count from here, plus a
         # settle for the gateway to take the route change
@@ -343,7 +355,7 @@ class Controller:
             who = self.edited()
             now = time.time()
             answers = self.answers.answers()
-            result = shadow_gate.judge(sf, answers, ro.stable, ro.canary, since, now - shadow_gate.GRACE)
+            result = shadow_gate.judge(sf, answers, ro.stable, target, since, now - shadow_gate.GRACE)
             self.shadow = result
             if result.reason != last:
                 self.log(f"rollout {self.name}: shadow {result.verdict}: {result.reason}")

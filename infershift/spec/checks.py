@@ -446,25 +446,48 @@ def _rollouts(spec: StackSpec) -> list[Problem]:
     return out
 
 
+def shadow_target(spec: StackSpec, ro) -> tuple[str, str]:
+    """(kind, name) the shadow phase mirrors the route to: the canary pool where the gateway mirrors
+    to pools, else (ACK, GKE; or `via: service`) the canary pool's one Service, through a shadow
+    recorder. `name` is also the `pool` of the copies' answer lines."""
+    via = ro.shadow_first.via or ("pool" if spec.platform_plugin.mirror_to_pool else "service")
+    if via == "pool":
+        return "InferencePool", ro.canary
+    services = sorted(spec.pool_services(ro.canary)) if ro.canary in spec.pools else []
+    return "Service", services[0] if len(services) == 1 else ""
+
+
 def _shadow_first(spec: StackSpec, name: str, ro) -> list[Problem]:
-    """The shadow phase mirrors the route's requests to the canary pool and pairs the two pools'
-    answer lines: the gateway must be able to mirror to a pool, both pickers must log answers,
-    and the route's own mirror (if any) must be that one."""
+    """The shadow phase mirrors the route's requests to the canary (its pool, or its Service through
+    a recorder) and pairs the answer lines: the gateway must be able to mirror there, the pickers
+    must log answers, and the route's own mirror (if any) must be that one."""
     path = f"rollouts.{name}.shadowFirst"
     out = []
-    if not spec.platform_plugin.mirror_to_pool:
+    kind, target = shadow_target(spec, ro)
+    if kind == "InferencePool" and not spec.platform_plugin.mirror_to_pool:
+        out.append(Problem(f"{path}.via", (
+            f"the {spec.platform.kind.upper()} gateway cannot mirror to an InferencePool: use via: service (the "
+            "canary pool's Service, through a shadow recorder)")))
+    if kind == "Service" and ro.canary in spec.pools and not target:
+        services = sorted(spec.pool_services(ro.canary))
         out.append(Problem(path, (
-            f"the {spec.platform.kind.upper()} gateway cannot mirror to an InferencePool, and a copy sent to a "
-            "Service has no picker to record its answer: the shadow gate needs a platform whose gateway "
-            "mirrors to pools (run the pre-check on the local stack instead: python -m infershift.shadow report)")))
-    for side in (ro.stable, ro.canary):
+            f"the shadow phase mirrors to the canary pool's Service, and pool {ro.canary!r} selects "
+            f"{len(services)} ({_list(services) or 'none'}); it needs exactly one")))
+    if kind == "Service" and spec.images is None and not any(
+            p.picker.mode == "self-hosted" and p.picker.image for p in spec.pools.values()):
+        out.append(Problem(path, "the shadow recorder runs from infershift's picker image: give `images` "
+                                 "(built by the stack) or a self-hosted pool's picker.image"))
+    for side in ((ro.stable, ro.canary) if kind == "InferencePool" else (ro.stable,)):
         pool = spec.pools.get(side)
         if pool is not None and not pool.picker.answer_log:
             out.append(Problem(path, f"the shadow gate pairs the pickers' answer lines: set "
                                      f"pools.{side}.picker.answerLog: true"))
     mirror = spec.routes[ro.route].mirror
-    if mirror is not None and mirror.percent and (mirror.kind, mirror.name) != ("InferencePool", ro.canary):
+    # a rollout in its shadow phase owns the route's mirror meanwhile
+    running = any(r.route == ro.route and r.status is not None and r.status.phase == "Shadowing"
+                  for r in spec.rollouts.values())
+    if mirror is not None and mirror.percent and not running and (mirror.kind, mirror.name) != (kind, target):
         out.append(Problem(f"routes.{ro.route}.mirror", (
             f"the route already mirrors to {mirror.kind} {mirror.name!r}; the shadow phase of rollout {name!r} "
-            f"mirrors it to the canary pool {ro.canary!r}: remove the mirror or set its percent to 0")))
+            f"mirrors it to {kind} {target!r}: remove the mirror or set its percent to 0")))
     return out

@@ -114,6 +114,10 @@ class ShadowFirst(Spec):
 
     percent: int = Field(100, ge=1, le=100)
     """Share of the route's requests copied to the canary while it runs."""
+    via: Literal["pool", "service"] | None = None
+    """Mirror to the canary pool (its picker logs the copies' answers), or to the canary pool's one
+    Service through a shadow recorder (`routes.<route>.mirror.record`), as on ACK and GKE whose
+    gateways mirror to Services only. Default: the pool where the gateway can, else the Service."""
     min_pairs: int = Field(50, ge=1, le=1_000_000)
     """Compared pairs (both sides answered 200) before a verdict."""
     dwell: Duration = "0s"

@@ -97,14 +97,15 @@ def test_the_copy_is_forwarded_and_its_answer_logged(mirrored, stream):
         assert line["text"] == r.json()["choices"][0]["message"]["content"]
 
 
-def test_a_direct_request_is_not_a_shadow_and_errors_pass_through(mirrored):
+def test_every_answer_is_a_copys_and_errors_pass_through(mirrored):
     _, rec, rport = mirrored
     rid = "direct-" + uuid.uuid4().hex
     r = request(rport, "POST", "/v1/chat/completions", {"model": "nope", "messages": []}, {"x-request-id": rid})
     assert r.status in (400, 404) and "error" in r.json()  # the server's own answer, unchanged
     wait_until(lambda: _lines(rec, rid), 10, "the line", rec)
     [line] = _lines(rec, rid)
-    assert line["shadow"] is False and line["status"] == r.status
+    # the recorder only ever receives copies: a gateway that does not mark the Host still pairs
+    assert line["shadow"] is True and line["status"] == r.status
 
 
 def test_a_dead_upstream_is_a_logged_502(workdir):

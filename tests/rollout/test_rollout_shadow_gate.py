@@ -187,13 +187,30 @@ def test_config_errors_name_the_path(change, expected):
     assert any(m.startswith(expected) for m in found), found
 
 
-def test_shadow_first_on_a_gateway_that_cannot_mirror_to_a_pool_is_refused():
-    values = _values(**{"platform": {"kind": "ack", "ack": {"clusterId": "c1", "region": "cn-hangzhou"}}})
+ACK = {"kind": "ack", "ack": {"clusterId": "c1", "region": "cn-hangzhou", "selfHostEpp": True}}
+
+
+def test_on_a_gateway_that_mirrors_to_services_only_the_shadow_goes_to_the_canarys_service():
+    from infershift.spec.checks import shadow_target
+
+    s = spec.validate(_values(platform=ACK))  # ACK: no mirror to a pool; the canary's Service instead
+    assert shadow_target(s, s.rollouts["v2-shadow"]) == ("Service", "v2")
+    # and the pool itself is refused there
+    values = _values(platform=ACK)
+    values["rollouts"]["v2-shadow"]["shadowFirst"]["via"] = "pool"
     with pytest.raises(spec.StackConfigError) as info:
         spec.validate(values)
-    found = [str(p) for p in info.value.problems]
-    assert any(m.startswith("infershift:rollouts.v2-shadow.shadowFirst: the ACK gateway cannot mirror to an "
-                            "InferencePool") for m in found), found
+    assert any(str(p).startswith("infershift:rollouts.v2-shadow.shadowFirst.via: the ACK gateway cannot mirror to "
+                                 "an InferencePool") for p in info.value.problems), info.value.problems
+
+
+def test_the_service_way_needs_one_service_behind_the_canary():
+    values = _values(platform=ACK)
+    values["services"]["v2b"] = {**values["services"]["v2"]}  # a second Service the canary pool selects
+    with pytest.raises(spec.StackConfigError) as info:
+        spec.validate(values)
+    assert any("pool 'pool-v2' selects 2 (v2, v2b); it needs exactly one" in str(p)
+               for p in info.value.problems), info.value.problems
 
 
 def test_a_route_mirror_renders_a_request_mirror_on_the_weighted_rule_only():
