@@ -91,6 +91,14 @@ LISTING_FILE = "listings.json"  # the ConfigMap's data key, mounted at LISTING_D
 LISTING_DIR = "/etc/models"
 # The listing objects (ConfigMap, Deployment, Service, HTTPRoutes) carry this label (value: the Gateway).
 LISTING_LABEL = "infershift.io/models-listing"
+# Model servers' management endpoints no client may reach through the gateway (vLLM's runtime LoRA
+# loading, cache resets, sleep mode, profiling, elastic EP scaling; SGLang's server_info; the
+# simulator's /admin/): the local gateway answers them 404 itself, a cluster's listing routes send
+# them to the listing server, which answers 404 (components/models_listing.py).
+MANAGEMENT_PATHS = ("/v1/load_lora_adapter", "/v1/unload_lora_adapter", "/reset_prefix_cache", "/reset_mm_cache",
+                    "/sleep", "/wake_up", "/is_sleeping", "/collective_rpc", "/start_profile", "/stop_profile",
+                    "/server_info", "/is_scaling_elastic_ep", "/scale_elastic_ep")
+MANAGEMENT_PREFIXES = ("/admin",)
 
 # --- criticality <-> priority (InferenceModel v1alpha2 <-> InferenceObjective) -----------
 CRITICALITIES = ("Critical", "Standard", "Sheddable")

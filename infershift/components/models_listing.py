@@ -240,6 +240,12 @@ def manifests(a: ModelsListingArgs) -> list[dict]:
                 "filters": [{"type": "RequestHeaderModifier", "requestHeaderModifier": {
                     "set": [{"name": contract.LISTING_HEADER, "value": e["key"]}]}}],
                 "backendRefs": [{"group": "", "kind": "Service", "name": name, "port": PORT}],
+            }, {
+                # the model servers' management endpoints: more specific than any route's
+                # prefix, so they reach the listing server, which answers 404 (OpenAI's error JSON)
+                "matches": [{"path": {"type": "Exact", "value": path}} for path in contract.MANAGEMENT_PATHS]
+                + [{"path": {"type": "PathPrefix", "value": prefix}} for prefix in contract.MANAGEMENT_PREFIXES],
+                "backendRefs": [{"group": "", "kind": "Service", "name": name, "port": PORT}],
             }],
         })
         out.append({"apiVersion": GATEWAY_API, "kind": "HTTPRoute", "metadata": route_meta, "spec": spec})

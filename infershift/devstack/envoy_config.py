@@ -16,6 +16,7 @@ picker's header mutation never re-rolls the weighted choice.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from infershift import contract
@@ -53,16 +54,14 @@ PICKER_MESSAGE_TIMEOUT = "10s"  # generous: on 2 busy cores a picker answer can 
 GATEWAY_MAX_HEADERS, GATEWAY_MAX_HEADERS_KB = 100, 12
 POOL_MAX_HEADERS, POOL_MAX_HEADERS_KB = 200, 96
 
-# The model servers' management API (vLLM's, and the simulator's admin port's paths): never routed,
-# whatever a route's path match says (a catch-all `/` would reach them). 404 as for no route. Each
-# regex stays under Envoy's default RE2 program-size limit.
-MANAGEMENT_PATH_REGEXES = (
-    "/v1/(?:un)?load_lora_adapter",
-    "/(?:reset_prefix_cache|reset_mm_cache|sleep|wake_up|is_sleeping)",
-    "/(?:collective_rpc|start_profile|stop_profile|server_info)",
-    "/(?:is_scaling|scale)_elastic_ep",
-)
-MANAGEMENT_PREFIXES = ("/admin/",)
+# The model servers' management API (contract.MANAGEMENT_PATHS, the list a cluster's listing routes
+# send to a 404 too): never routed, whatever a route's path match says (a catch-all `/` would reach
+# them). 404 as for no route. Four paths per regex keep each under Envoy's default RE2 program-size
+# limit. Prefixes match as Gateway API's PathPrefix does (`/admin` and `/admin/...`).
+MANAGEMENT_PATH_REGEXES = tuple(
+    "|".join(re.escape(path) for path in contract.MANAGEMENT_PATHS[i:i + 4])
+    for i in range(0, len(contract.MANAGEMENT_PATHS), 4))
+MANAGEMENT_PREFIXES = contract.MANAGEMENT_PREFIXES
 # The routes the gateway answers itself, ahead of every vhost's HTTPRoutes.
 GATEWAY_OWN_ROUTES = ("models", "management-path", "connect")
 
@@ -278,6 +277,10 @@ def _routes_for(rules: list[tuple[str | None, ir.Rule]], timeout: float | None) 
                 route["direct_response"] = {"status": 405, "body": {"inline_string": METHOD_NOT_ALLOWED.decode()}}
                 route["response_headers_to_add"] = [_json_header(), {
                     "header": {"key": "allow", "value": LISTING_ALLOW}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]
+            elif rule.refused:
+                # what the listing server answers on a path other than /v1/models
+                route["direct_response"] = {"status": 404, "body": {"inline_string": NO_ROUTE}}
+                route["response_headers_to_add"] = [_json_header()]
             elif any(b.weight > 0 for b in rule.backends):
                 route["route"] = _route_action(rule, timeout)
             else:
@@ -349,7 +352,7 @@ def _gateway_own(plane: DataPlane, rules: list[ir.Rule]) -> list[dict]:
     own = [{"name": "management-path", "match": {"safe_regex": {"regex": rx}},
             "direct_response": {"status": 404, "body": {"inline_string": NO_ROUTE}},
             "response_headers_to_add": [_json_header()]} for rx in MANAGEMENT_PATH_REGEXES]
-    own += [{"name": "management-path", "match": {"prefix": p},
+    own += [{"name": "management-path", "match": {"path_separated_prefix": p},
              "direct_response": {"status": 404, "body": {"inline_string": NO_ROUTE}},
              "response_headers_to_add": [_json_header()]} for p in MANAGEMENT_PREFIXES]
     # CONNECT (a tunnel) matches no path route; answered here, before the buffer filter would wait

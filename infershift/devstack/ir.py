@@ -65,6 +65,9 @@ class Rule:
     # the `/v1/models` body the rule's one backend answers with: a models listing Service
     # (components/models_listing.py), whose rendered file the local gateway answers from itself
     listing: str | None = None
+    # the rule's one backend is a models listing Service, on paths other than /v1/models (the
+    # management paths components/models_listing.py sends there): answered 404, as its server does
+    refused: bool = False
 
 
 @dataclass(frozen=True)

@@ -422,6 +422,19 @@ def _mirror(f: dict, pools: set[str], services: set[str], where: str, rep: _Repo
     return ir.Mirror(kind, name, ref.get("port"), num, den)
 
 
+def _lists_models(rule: dict) -> bool:
+    """A rule matching /v1/models (Exact or as a prefix)."""
+    paths = [(m.get("path") or {}) for m in rule.get("matches") or [{}]]
+    return any(str(p.get("value", "/")) == "/v1/models" for p in paths)
+
+
+def _refuses(rule: dict, listings: dict[str, dict[str, str]]) -> bool:
+    """A rule whose one backend is a models listing Service on other paths: its server answers 404."""
+    refs = rule.get("backendRefs") or []
+    return (len(refs) == 1 and _ref_kind(refs[0]) == "Service" and str(refs[0].get("name", "")) in listings
+            and not _lists_models(rule))
+
+
 def _listing_key(rule: dict) -> str | None:
     """The listing key a rule's RequestHeaderModifier sets (contract.LISTING_HEADER), if it does."""
     for f in rule.get("filters") or []:
@@ -442,6 +455,8 @@ def _rule_listing(rule: dict, listings: dict[str, dict[str, str]], where: str, r
     """The `/v1/models` body of a rule whose one backend is a models listing Service."""
     refs = rule.get("backendRefs") or []
     if len(refs) != 1 or _ref_kind(refs[0]) != "Service" or str(refs[0].get("name", "")) not in listings:
+        return None
+    if not _lists_models(rule):
         return None
     served = listings[str(refs[0]["name"])]
     key = _listing_key(rule)
@@ -482,7 +497,7 @@ def _rule(route: dict, order: int, idx: int, rule: dict, hostnames: tuple[str, .
     return ir.Rule(name=f"{rname}.{idx}" if many else rname, route=rname, index=idx, order=order,
                    hostnames=hostnames, matches=_matches(rule, where, rep), backends=backends,
                    mirrors=tuple(mirrors), timeout=timeout, client_headers=_client_headers(route, rep),
-                   listing=listing)
+                   listing=listing, refused=_refuses(rule, listings or {}))
 
 
 def _client_headers(route: dict, rep: _Report) -> tuple[str, ...]:

@@ -82,11 +82,15 @@ def test_the_gateway_answers_models_and_refuses_management_paths_ahead_of_routes
     listing = json.loads(routes[0]["direct_response"]["body"]["inline_string"])
     assert listing["object"] == "list" and {m["id"] for m in listing["data"]}
     management = [r for r in routes if r["name"] == "management-path"]
-    for path in ("/v1/load_lora_adapter", "/v1/unload_lora_adapter", "/sleep", "/collective_rpc",
-                 "/scale_elastic_ep"):
+    # every management path of the contract (the list a cluster's listing routes refuse too), and
+    # nothing else: a path sharing a prefix with one still routes
+    for path in contract.MANAGEMENT_PATHS:
         assert any("safe_regex" in r["match"] and re.fullmatch(r["match"]["safe_regex"]["regex"], path)
                    for r in management), path
-    assert any(r["match"] == {"prefix": "/admin/"} for r in management)
+    for path in ("/v1/load_lora_adapters", "/sleepy", "/v1/chat/completions", "/xsleep"):
+        assert not any("safe_regex" in r["match"] and re.fullmatch(r["match"]["safe_regex"]["regex"], path)
+                       for r in management), path
+    assert any(r["match"] == {"path_separated_prefix": "/admin"} for r in management)
     # a route that maps /v1/models itself keeps it (pins-and-matches sends it to a Service)
     special = envoy_config.gateway_routes(plane_of("pins-and-matches"), "web")["virtual_hosts"][-1]["routes"]
     assert "models" not in [r["name"] for r in special]

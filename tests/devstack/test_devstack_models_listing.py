@@ -38,9 +38,13 @@ def _route_keys(objects: list[dict]) -> dict[str, str]:
     for r in _labelled(objects):
         if r["kind"] != "HTTPRoute":
             continue
-        [rule] = r["spec"]["rules"]
+        rule, management = r["spec"]["rules"]
         # Core matches only (GKE's gateway has no method matching): the server answers the methods
         assert rule["matches"] == [{"path": {"type": "Exact", "value": "/v1/models"}}]
+        # the model servers' management paths go to the listing server too, which answers 404
+        assert management["matches"] == [{"path": {"type": "Exact", "value": p}} for p in contract.MANAGEMENT_PATHS] \
+            + [{"path": {"type": "PathPrefix", "value": p}} for p in contract.MANAGEMENT_PREFIXES]
+        assert management["backendRefs"] == rule["backendRefs"] and "filters" not in management
         [header] = rule["filters"][0]["requestHeaderModifier"]["set"]
         assert header["name"] == contract.LISTING_HEADER
         out[r["spec"]["parentRefs"][0]["sectionName"]] = header["value"]
@@ -168,6 +172,13 @@ def test_the_listing_server_answers_as_the_local_gateway_does(local_stack, listi
         r = httpx.get(listing_server.url + path, headers=headers)
         assert r.status_code == 404 and r.headers["content-type"] == "application/json", (path, headers)
         assert r.json()["error"]["type"] == "invalid_request_error"
+    # the management paths the rendered routes send to the listing server: 404 JSON from it, as from
+    # the local gateway (a catch-all route would otherwise reach the model servers' management API)
+    for path in (*contract.MANAGEMENT_PATHS, "/admin", "/admin/faults"):
+        deployed = httpx.post(listing_server.url + path, json={"lora_name": "x", "lora_path": "/etc"}, timeout=10)
+        local = httpx.post(local_stack.url("llm-gw") + path, json={"lora_name": "x", "lora_path": "/etc"}, timeout=10)
+        assert deployed.status_code == local.status_code == 404, path
+        assert deployed.json()["error"]["code"] == local.json()["error"]["code"] == "route_not_found", path
 
     # A weight edit: the local stack applies it live; a cluster gets a new ConfigMap, which the
     # kubelet writes into the volume, and the server reads it again.
