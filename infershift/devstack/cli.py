@@ -128,7 +128,9 @@ def _examples(stack: LocalStack) -> str:
     for req in stack.sample_requests():
         host = "".join(f" -H '{k}: {v}'" for k, v in req["headers"].items())
         lines.append(f"  curl{host} {req['url']} -H 'Content-Type: application/json' "
-                     f"-d '{json.dumps(req['body'])}'   # {req['route']}")
+                     f"-d '{json.dumps(req['body'])}'   # {req['route']}"
+                     + ("" if set(req["routePools"]) <= set(req["pools"]) else
+                        f" (routed only by {', '.join(req['pools'])}; the share sent elsewhere gets 404)"))
     return "\n".join(lines)
 
 

@@ -485,7 +485,10 @@ class LocalStack:
         """The seeds' curl commands, here: per HTTPRoute (or attached pool), one request for each
         client-facing model name its pools route (a LoRA canary's name, an in-pool split's name) or,
         without any, the first model they serve; plus one per pin header. Bodies as the guides write
-        them (chat: "Who are you?" at temperature 0; completions: the critic prompt)."""
+        them (chat: "Who are you?" at temperature 0; completions: the critic prompt).
+        `pools` names the rule's pools that route the request's model and `routePools` the
+        ones the weights send to: where they differ, the share sent elsewhere gets 404
+        model_not_found, as on a cluster (the spec warns of it)."""
         out = []
         seen = set()
         for port in self.gw.ports:
@@ -499,8 +502,12 @@ class LocalStack:
                     continue
                 seen.add(rule.route)
                 models: list[str] = []
+                routed_by: dict[str, list[str]] = {}
                 for backend in pools:
-                    models += [x for x in translate.client_models(self.gw.pool(backend.name)) if x not in models]
+                    for x in translate.client_models(self.gw.pool(backend.name)):
+                        routed_by.setdefault(x, []).append(backend.name)
+                        if x not in models:
+                            models.append(x)
                 if not models:
                     models = sorted({x for g in self.gw.pool(pools[0].name).servers
                                      for x in self.gw.server(g).server.serves})[:1]
@@ -519,7 +526,9 @@ class LocalStack:
                 for model in models or [""]:
                     for extra in variants if model == (models or [""])[0] else variants[:1]:
                         out.append({"route": rule.route, "url": self.gateway[port.key] + path,
-                                    "headers": {**headers, **extra}, "body": _seed_body(path, model)})
+                                    "headers": {**headers, **extra}, "body": _seed_body(path, model),
+                                    "pools": routed_by.get(model, [b.name for b in pools]),
+                                    "routePools": [b.name for b in pools if b.weight > 0]})
         return out
 
     # --- live changes ------------------------------------------------------------------
