@@ -6,6 +6,8 @@ package but `infershift/picker`), so it must import nothing outside it.
 """
 from __future__ import annotations
 
+import re
+
 # --- API groups and versions -------------------------------------------------------------
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 GATEWAY_API = f"{GATEWAY_GROUP}/v1"
@@ -129,3 +131,28 @@ MODELS_LISTING_PORT = 8080
 RECORDER_PORT = 8000
 RECORDER_MODULE = "infershift.picker.recorder"
 RECORDER_LABEL = "infershift.io/shadow-recorder"
+
+
+# Gateway API's rules for an Exact or PathPrefix HTTPPathMatch value (the HTTPRoute CRD's CEL
+# validations, gateway-api httproutes.yaml, HTTPPathMatch: maxLength 1024, starts with '/', no
+# '//', '/./', '/../', '%2f'/'%2F' or '#', not ending in '/..' or '/.', only RFC 3986 path
+# characters or percent-escapes). The spec and the components check paths with these before the
+# API server would refuse the route.
+_PATH_CHARS = re.compile(r"(?:[-A-Za-z0-9/._~!$&'()*+,;=:@]|%[0-9a-fA-F]{2})+")
+
+
+def http_path_problem(value: str) -> str | None:
+    """Why the API server would refuse `value` as an HTTPRoute PathPrefix/Exact match, or None."""
+    if not value.startswith("/"):
+        return "must start with '/'"
+    if len(value) > 1024:
+        return "is longer than 1024 characters"
+    for part in ("//", "/./", "/../", "%2f", "%2F", "#"):
+        if part in value:
+            return f"must not contain {part!r}"
+    for end in ("/..", "/."):
+        if value.endswith(end):
+            return f"must not end with {end!r}"
+    if not _PATH_CHARS.fullmatch(value):
+        return "must only contain URL path characters (letters, digits, -._~!$&'()*+,;=:@/ or %XX escapes)"
+    return None

@@ -10,6 +10,8 @@ from typing import Any
 
 import pulumi
 
+from infershift import contract
+
 
 class ComponentArgsError(ValueError):
     """Inconsistent args of one component: `problems` are `arg: what is wrong`."""
@@ -34,8 +36,8 @@ def _weights(path: str, weights: Any, what: str) -> list[str]:
 
 def _paths(a: dict) -> list[str]:
     paths = a.get("paths") or []
-    return [f"paths[{i}]: {p!r} does not start with '/'" for i, p in enumerate(paths)
-            if _known(p) and not str(p).startswith("/")]
+    return [f"paths[{i}]: {p!r} {problem} (Gateway API's HTTPPathMatch rules)" for i, p in enumerate(paths)
+            if _known(p) and (problem := contract.http_path_problem(str(p)))]
 
 
 def canary_route(a: dict) -> list[str]:
