@@ -2,7 +2,8 @@
 through the `local` stack's llama2-mirror (100 % of llama2-pool mirrored to llama2-candidate-pool
 by Envoy's request_mirror_policies); both pools' pickers log each answer under the request id
 Envoy gave it, the shadow's with Envoy's `-shadow` host, and the report pairs every one. Then the
-candidate's server slowed and failing: the clients see nothing, the report and its gate do."""
+candidate's server slowed and failing: the clients see nothing, the report and its gate do; and a
+candidate that writes other answers (another simulator seed) fails the similarity gate."""
 from __future__ import annotations
 
 import shutil
@@ -132,3 +133,68 @@ def test_a_mirror_to_a_service_is_recorded_and_paired(recorded_stack):
         assert p.primary.target == p.shadow.target and p.shadow.tokens == 8
     total = compare.compare(pairing)[compare.ALL]
     assert total.exact_match == 1.0 and total.shadow_error_rate == 0
+
+
+def test_a_candidate_that_answers_differently_shows_in_the_report(tmp_path):
+    """The other candidates here answer alike (the simulator's text depends on its seed, the model
+    and the prompt). A candidate started outside the stack with another seed — a model that writes
+    other answers, at other lengths — shows as such: exact matches and token overlap drop, the
+    length ratio moves off 1, and the similarity gate fails, while clients still see the primary."""
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+    import yaml
+
+    from infershift.devstack.ports import free_port
+    from infershift.devstack.traffic import served_count
+
+    port = free_port()
+    doc = yaml.safe_load(stackspec.stack_path("local").read_text())
+    svc = doc["config"]["infershift:services"]["llama2-candidate"]
+    argv = [sys.executable, "-m", "infershift.sim", "--profile", svc["simProfile"], "--model", svc["model"],
+            "--served-model-name", svc["servedModelName"], "--host", "127.0.0.1", "--port", str(port),
+            "--pod-name", "other-candidate", "--time-scale", "50", "--seed", "7",
+            "--max-loras", str(svc["lora"]["maxLoras"]),
+            "--lora-modules", *(f"{n}={p}" for n, p in svc["lora"]["modules"].items())]
+    server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline and server.poll() is None, "the other candidate did not start"
+            time.sleep(0.1)
+        svc["endpoints"] = [f"http://127.0.0.1:{port}"]
+        svc.pop("simulated", None)
+        file = tmp_path / "Pulumi.local.yaml"
+        file.write_text(yaml.safe_dump(doc, sort_keys=False))
+        stack = LocalStack(file, Options(auto_ports=True, time_scale=50.0, poll_interval="200ms", ready_timeout=90.0,
+                                         workdir=tmp_path / "work"), log=lambda msg: print(f"devstack: {msg}"))
+        stack.start()
+        try:
+            run = local.run(stack, MIRROR, 30, max_tokens=512)
+            served = served_count(f"127.0.0.1:{port}")
+        finally:
+            stack.stop()
+    finally:
+        server.terminate()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    assert run.tally.ok == run.tally.total == 30, run.tally.errors
+    pairing = compare.pair(run.answers)
+    assert len(pairing.pairs) == 30
+    assert served >= 30  # every copy went to the outside candidate
+    assert all((p.primary.pool, p.shadow.pool) == ("llama2-pool", "llama2-candidate-pool") for p in pairing.pairs)
+    total = compare.compare(pairing)[compare.ALL]
+    assert total.primary_error_rate == 0 and total.shadow_error_rate == 0
+    # natural lengths differ with the seed (32..511 tokens under a 512 limit): few answers match
+    assert total.exact_match < 0.2 and total.overlap < 0.9 and total.length_ratio != 1.0
+    problems = compare.Gate(min_pairs=30, min_exact_match=0.99).check(total)
+    assert any("exact match" in p for p in problems), problems
