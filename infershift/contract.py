@@ -133,6 +133,17 @@ RECORDER_MODULE = "infershift.picker.recorder"
 RECORDER_LABEL = "infershift.io/shadow-recorder"
 
 
+# Request-header limits of a gateway listener: more headers or bytes of them get 431 (as error
+# JSON). The count is Envoy's default max_headers_count (100; Envoy Gateway has no setting for it);
+# the size is set on Envoy Gateway with ClientTrafficPolicy headers.maxRequestHeaderLimit (Envoy's
+# max_request_headers_kb, default 60 KiB): 12 KiB stays under what vLLM's HTTP server takes
+# (uvicorn/h11: 16 KiB of request head), so no request the gateway accepts is refused further
+# in, in plain text. The local stack reads the limit from the rendered policy.
+GATEWAY_MAX_HEADERS = 100
+GATEWAY_MAX_HEADERS_KB = 12
+ENVOY_DEFAULT_MAX_HEADERS_KB = 60
+
+
 # Gateway API's rules for an Exact or PathPrefix HTTPPathMatch value (the HTTPRoute CRD's CEL
 # validations, gateway-api httproutes.yaml, HTTPPathMatch: maxLength 1024, starts with '/', no
 # '//', '/./', '/../', '%2f'/'%2F' or '#', not ending in '/..' or '/.', only RFC 3986 path

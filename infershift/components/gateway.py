@@ -91,12 +91,18 @@ def manifests(name: str, a: GatewayArgs) -> list[dict]:
                                contract.PULUMI_TIMEOUT_SECONDS: str(a["await_timeout_seconds"])}
     out.append({"apiVersion": GATEWAY_API, "kind": "Gateway", "metadata": meta, "spec": spec})
     strip = envoy and a.get("strip_routing_headers", True)
-    if envoy and (a.get("buffer_limit") or strip):
+    if envoy:
         policy: dict = {"targetRefs": target}
         if a.get("buffer_limit"):
             policy["connection"] = {"bufferLimit": a["buffer_limit"]}
+        # the request-header size limit (contract.GATEWAY_MAX_HEADERS_KB; Envoy Gateway's
+        # maxRequestHeaderLimit, envoyproxy/gateway#9623, Aug 2026). A gateway whose CRD predates
+        # it drops the field with a warning and keeps Envoy's 60 KiB: pulumi-kubernetes creates and
+        # updates without fieldValidation (the API server's default, Warn) and upserts with Warn
+        # (provider/pkg/await/await.go @ 9497796), so `up` does not fail on it.
+        policy["headers"] = {"maxRequestHeaderLimit": f"{contract.GATEWAY_MAX_HEADERS_KB}Ki"}
         if strip:
-            policy["headers"] = {"earlyRequestHeaders": early_request_headers(a.get("client_headers") or [])}
+            policy["headers"]["earlyRequestHeaders"] = early_request_headers(a.get("client_headers") or [])
         # The guides' name for the buffer-limit policy; one policy carries both.
         policy_name = "client-buffer-limit" if a.get("buffer_limit") else "client-headers"
         out.append({"apiVersion": ENVOY_GATEWAY_API, "kind": "ClientTrafficPolicy",
@@ -127,7 +133,7 @@ def json_error_overrides() -> list[dict]:
     HTTP/1) may not be overridable this way; only a real Envoy Gateway shows which replies are
     covered."""
     out = []
-    for r in gateway_errors.protocol_replies():
+    for r in gateway_errors.protocol_replies(contract.GATEWAY_MAX_HEADERS, contract.GATEWAY_MAX_HEADERS_KB):
         if r.status == 403:
             # the local Envoy's 403 is only its refusal of an upgrade; an Envoy Gateway's can be a
             # SecurityPolicy's authorization denial, which must stay a 403 with its own message

@@ -64,6 +64,7 @@ class DataPlane:
     services: tuple[Service, ...]
     buffer_limit: int | None  # bytes, ClientTrafficPolicy connection.bufferLimit
     request_timeout: float | None  # seconds, BackendTrafficPolicy requestTimeout
+    max_request_headers_kb: int = contract.ENVOY_DEFAULT_MAX_HEADERS_KB  # ClientTrafficPolicy headers.maxRequestHeaderLimit
 
     def pool(self, name: str) -> Pool:
         return next(p for p in self.pools if p.name == name)
@@ -126,6 +127,7 @@ def build(gw: ir.Gateway, endpoints: dict[str, list[Endpoint]], ports: Ports) ->
                        for s in gw.services),
         buffer_limit=gw.buffer_limit,
         request_timeout=gw.request_timeout,
+        max_request_headers_kb=gw.max_request_headers_kb or contract.ENVOY_DEFAULT_MAX_HEADERS_KB,
     )
 
 
@@ -143,6 +145,7 @@ def restart_needed(old: ir.Gateway, new: ir.Gateway) -> list[str]:
             "servers": {s.name: (s.replicas, s.server) for s in gw.servers},
             "recorders": {r.name: r for r in gw.recorders},
             "bufferLimit": gw.buffer_limit,
+            "maxRequestHeaderLimit": gw.max_request_headers_kb,
         }
 
     a, b = shape(old), shape(new)

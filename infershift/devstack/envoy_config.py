@@ -47,11 +47,13 @@ MIRROR_HEADER = contract.MIRROR_HEADER
 LOOPBACK = "127.0.0.1"
 PICKER_MESSAGE_TIMEOUT = "10s"  # generous: on 2 busy cores a picker answer can be slow
 
-# Request-header limits. The gateway listener refuses more than 100 headers or 12 KiB of them with
-# 431 (as JSON); the pool tier behind it takes more (the gateway and the picker add headers), and so
-# do the model servers (the simulator: 256 headers, 64 KiB each; vLLM's uvicorn: 16 KiB in all), so
-# no request the gateway accepts is refused further in, where the answer would be plain text.
-GATEWAY_MAX_HEADERS, GATEWAY_MAX_HEADERS_KB = 100, 12
+# Request-header limits. The gateway listener refuses more than contract.GATEWAY_MAX_HEADERS
+# headers, or more KiB of them than the Gateway's ClientTrafficPolicy headers.maxRequestHeaderLimit
+# (what infershift renders: contract.GATEWAY_MAX_HEADERS_KB; without one, Envoy's 60), with 431 (as
+# JSON); the pool tier behind it takes more (the gateway and the picker add headers), and so do the
+# model servers (the simulator: 256 headers, 64 KiB each; vLLM's uvicorn: 16 KiB in all), so no
+# request the rendered gateway accepts is refused further in, where the answer would be plain text.
+GATEWAY_MAX_HEADERS = contract.GATEWAY_MAX_HEADERS
 POOL_MAX_HEADERS, POOL_MAX_HEADERS_KB = 200, 96
 
 # The model servers' management API (contract.MANAGEMENT_PATHS, the list a cluster's listing routes
@@ -470,14 +472,12 @@ def _upstream_failure_mapper() -> list[dict]:
     return [mapper(["UT"], False), mapper([f for f in UPSTREAM_FLAGS if f != "UT"], True)]
 
 
-# Envoy's protocol-level replies by status, as the API's error JSON (infershift/gateway_errors.py:
-# the same table a cluster's Envoy Gateway answers with).
-_PROTOCOL_REPLIES = protocol_replies(GATEWAY_MAX_HEADERS, GATEWAY_MAX_HEADERS_KB)
-
-
-def _protocol_mappers(too_large: str) -> list[dict]:
+def _protocol_mappers(too_large: str, max_headers_kb: int | None) -> list[dict]:
+    """Envoy's protocol-level replies by status, as the API's error JSON (infershift/gateway_errors.py:
+    the same table a cluster's Envoy Gateway answers with); the 431 names the gateway's limits."""
     out = []
-    for status, rewrite, message, type_, code, retry in _PROTOCOL_REPLIES:
+    replies = protocol_replies(GATEWAY_MAX_HEADERS, max_headers_kb) if max_headers_kb else protocol_replies()
+    for status, rewrite, message, type_, code, retry in replies:
         m: dict = {"filter": _status(status),
                    "body_format_override": _json_body(too_large if status == 413 else message, type_, code)}
         if rewrite:
@@ -488,7 +488,7 @@ def _protocol_mappers(too_large: str) -> list[dict]:
     return out
 
 
-def _local_reply(first: list[dict], too_large: str) -> dict:
+def _local_reply(first: list[dict], too_large: str, max_headers_kb: int | None = None) -> dict:
     """Every answer Envoy produces itself, as the API's error JSON with a fitting status: the
     direct responses and the picker's answers as they are, then `first` (the tier's own), upstream
     failures by flag, protocol-level replies by status, and anything else as a generic error."""
@@ -497,13 +497,13 @@ def _local_reply(first: list[dict], too_large: str) -> dict:
         "body_format_override": _as_is(),
     }
     return {
-        "mappers": [passthrough, *first, *_upstream_failure_mapper(), *_protocol_mappers(too_large)],
+        "mappers": [passthrough, *first, *_upstream_failure_mapper(), *_protocol_mappers(too_large, max_headers_kb)],
         "body_format": _json_body("%LOCAL_REPLY_BODY% (%RESPONSE_CODE_DETAILS%)", "server_error",
                                   "%RESPONSE_CODE_DETAILS%"),
     }
 
 
-def _gateway_reply() -> dict:
+def _gateway_reply(max_headers_kb: int) -> dict:
     # A backendRef that does not resolve: Gateway API wants its share answered with 500.
     unresolved = {
         "filter": _cel(f"xds.cluster_name == '{UNRESOLVED_CLUSTER}'"),
@@ -512,7 +512,7 @@ def _gateway_reply() -> dict:
         "body_format_override": _as_is(),
     }
     # In the gateway tier a 413 is always Envoy's own: the body is over the stack's bufferLimit.
-    return _local_reply([unresolved], "request body is larger than the gateway's bufferLimit")
+    return _local_reply([unresolved], "request body is larger than the gateway's bufferLimit", max_headers_kb)
 
 
 def _picker_failure_reply(pool: str, fail_close: bool) -> dict:
@@ -590,13 +590,13 @@ def _gateway_listener(plane: DataPlane, name: str, port: int, xds_dir: Path | No
         # goes anywhere (a gateway buffers bodies for its ext_proc filter the same way).
         filters.append({"name": "envoy.filters.http.buffer",
                         "typed_config": {"@type": BUFFER, "max_request_bytes": plane.buffer_limit}})
-    hcm = _hcm(f"gw_{name.replace('/', '.')}", routes, filters, _gateway_reply(),
+    hcm = _hcm(f"gw_{name.replace('/', '.')}", routes, filters, _gateway_reply(plane.max_request_headers_kb),
                strip_any_host_port=True,
                # /a/../v1/load_lora_adapter, //admin/, %2F: matched as the server will read them
                normalize_path=True, merge_slashes=True, path_with_escaped_slashes_action="UNESCAPE_AND_FORWARD",
                early_header_mutation_extensions=[strip_routing_headers(client_headers(lst.rules))],
                common_http_protocol_options={"max_headers_count": GATEWAY_MAX_HEADERS},
-               max_request_headers_kb=GATEWAY_MAX_HEADERS_KB)
+               max_request_headers_kb=plane.max_request_headers_kb)
     listener: dict = {
         "name": f"gateway-{name}",
         "address": _addr(LOOPBACK, port),

@@ -154,6 +154,7 @@ class Gateway:
     recorders: tuple[Recorder, ...] = ()
     warnings: tuple[str, ...] = ()  # what a gateway reports: unresolved refs, unattached routes
     notes: tuple[str, ...] = field(default=())  # how the local stack stands in (pickers, servers)
+    max_request_headers_kb: int | None = None  # ClientTrafficPolicy headers.maxRequestHeaderLimit (None: Envoy's 60)
 
     def pool(self, name: str) -> Pool:
         return next(p for p in self.pools if p.name == name)

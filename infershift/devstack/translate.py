@@ -561,18 +561,24 @@ def translate(objects: list[dict]) -> ir.Gateway:
     listings = _listings(others, services_objs, configmaps, rep)
 
     # Gateway-wide policies (Envoy Gateway): the first one targeting a Gateway wins.
-    buffer_limit = request_timeout = None
+    buffer_limit = request_timeout = max_headers_kb = None
     route_timeouts: dict[str, float] = {}
     for p in by_kind["ClientTrafficPolicy"]:
         spec = p.get("spec") or {}
         limit = (spec.get("connection") or {}).get("bufferLimit")
         if limit and buffer_limit is None:
             buffer_limit = quantity_bytes(str(limit))
+        header_limit = (spec.get("headers") or {}).get("maxRequestHeaderLimit")
+        if header_limit and max_headers_kb is None:
+            # a quantity (bare number: bytes), rounded up to whole KiB as Envoy Gateway does
+            max_headers_kb = max(1, -(-quantity_bytes(str(header_limit)) // 1024))
         # headers.earlyRequestHeaders: the local Envoy strips the routing namespaces itself, by
         # the same rules (infershift/routing_headers.py).
         other = sorted(set(spec) - {"connection", "targetRef", "targetRefs", "headers"})
-        if other or set(spec.get("connection") or {}) - {"bufferLimit"}:
-            rep.ignore(f"ClientTrafficPolicy {_name(p)}: fields other than connection.bufferLimit")
+        if (other or set(spec.get("connection") or {}) - {"bufferLimit"}
+                or set(spec.get("headers") or {}) - {"earlyRequestHeaders", "maxRequestHeaderLimit"}):
+            rep.ignore(f"ClientTrafficPolicy {_name(p)}: fields other than connection.bufferLimit, "
+                       "headers.earlyRequestHeaders and headers.maxRequestHeaderLimit")
     for p in by_kind["BackendTrafficPolicy"]:
         spec = p.get("spec") or {}
         t = ((spec.get("timeout") or {}).get("http") or {}).get("requestTimeout")
@@ -723,7 +729,7 @@ def translate(objects: list[dict]) -> ir.Gateway:
     return ir.Gateway(
         ports=tuple(ports), pools=tuple(pools),
         services=tuple(_services(by_kind["Service"], servers, recorders)), servers=tuple(servers),
-        buffer_limit=buffer_limit, request_timeout=request_timeout,
+        buffer_limit=buffer_limit, request_timeout=request_timeout, max_request_headers_kb=max_headers_kb,
         ignored=tuple(rep.ignored), warnings=tuple(rep.warnings), notes=tuple(rep.notes),
         recorders=tuple(recorders))
 

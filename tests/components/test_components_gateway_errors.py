@@ -10,9 +10,9 @@ import json
 import pytest
 from k8s_schemas import validate
 
-from infershift import gateway_errors
+from infershift import contract, gateway_errors
 from infershift.components.gateway import json_error_overrides, manifests
-from infershift.devstack import envoy_config
+from infershift.devstack import render, translate
 
 
 def _policies(stack_objects, kind="BackendTrafficPolicy"):
@@ -55,15 +55,57 @@ def test_the_timeout_and_the_overrides_share_one_policy():
     assert _policies(gke) == []
 
 
-def test_the_cluster_and_the_local_stack_answer_from_one_table():
-    local = {status: (message, type_, code) for status, _, message, type_, code, _ in envoy_config._PROTOCOL_REPLIES}
+def _local_gateway_replies(objects) -> dict[int, dict]:
+    """What the local stack's gateway listener answers for each protocol-level status: the error
+    JSON in its local_reply_config, from the Envoy config devstack builds out of the objects."""
+    bootstrap = render.envoy(translate.translate(objects))["bootstrap"]
+    [listener] = [x for x in bootstrap["static_resources"]["listeners"] if x["name"] == "gateway-llm-gw"]
+    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    out = {}
+    for m in hcm["local_reply_config"]["mappers"]:
+        code = (m["filter"].get("status_code_filter") or {}).get("comparison", {}).get("value", {}).get("default_value")
+        if code and "json_format" in m.get("body_format_override", {}):
+            out[code] = m["body_format_override"]["json_format"]["error"]
+    return out
+
+
+def test_the_cluster_and_the_local_stack_answer_from_one_table(renders):
+    objects = renders("local").objects
+    local = _local_gateway_replies(objects)
     cluster = {}
     for o in json_error_overrides():
-        err = json.loads(o["response"]["body"]["inline"])["error"]
-        cluster[o["match"]["statusCodes"][0]["value"]] = (err["message"], err["type"], err["code"])
+        cluster[o["match"]["statusCodes"][0]["value"]] = json.loads(o["response"]["body"]["inline"])["error"]
     assert set(cluster) == set(local) - {403}  # (see above)
-    for status, (message, type_, code) in cluster.items():
-        assert (type_, code) == local[status][1:]
-        # the local 431 names the local Envoy's header limits; a cluster's are Envoy Gateway's
-        assert message == local[status][0] or (status == 431 and local[status][0].startswith(message))
+    for status, err in cluster.items():
+        if status == 413:  # the local message names the tier whose limit it is (the gateway's bufferLimit)
+            assert (err["type"], err["code"]) == (local[status]["type"], local[status]["code"])
+            continue
+        assert err == local[status], status
+    # the 431 names the header limits, and they are the Gateway's: the ClientTrafficPolicy renders
+    # maxRequestHeaderLimit and the local Envoy takes it from there
+    assert "at most 100 headers, 12 KiB in all" in cluster[431]["message"]
+    [client_policy] = _policies(objects, "ClientTrafficPolicy")
+    assert client_policy["spec"]["headers"]["maxRequestHeaderLimit"] == f"{contract.GATEWAY_MAX_HEADERS_KB}Ki"
+    assert validate(client_policy) == []
+    hcm_kb = {x["name"]: x["filter_chains"][0]["filters"][0]["typed_config"].get("max_request_headers_kb")
+              for x in render.envoy(translate.translate(objects))["bootstrap"]["static_resources"]["listeners"]
+              if x["name"].startswith("gateway-")}
+    assert set(hcm_kb.values()) == {contract.GATEWAY_MAX_HEADERS_KB}, hcm_kb
     assert sorted(r.status for r in gateway_errors.protocol_replies()) == sorted(local)
+
+
+def test_without_a_header_limit_the_local_gateway_keeps_envoys_default(renders):
+    """Objects from elsewhere (no maxRequestHeaderLimit) run with Envoy's, and Envoy Gateway's,
+    default: 60 KiB."""
+    objects = []
+    for o in renders("local").objects:
+        if o["kind"] == "ClientTrafficPolicy":
+            o = json.loads(json.dumps(o))
+            del o["spec"]["headers"]["maxRequestHeaderLimit"]
+        objects.append(o)
+    gw = translate.translate(objects)
+    assert gw.max_request_headers_kb is None
+    listeners = render.envoy(gw)["bootstrap"]["static_resources"]["listeners"]
+    assert {x["filter_chains"][0]["filters"][0]["typed_config"]["max_request_headers_kb"]
+            for x in listeners if x["name"].startswith("gateway-")} == {contract.ENVOY_DEFAULT_MAX_HEADERS_KB}
+    assert "60 KiB in all" in _local_gateway_replies(objects)[431]["message"]
