@@ -36,7 +36,7 @@ from typing import Any
 import pulumi_engine
 import pytest
 import yaml
-from controlplane import ControlPlane, pod_ready, require_or_skip
+from controlplane import ApiError, ControlPlane, pod_ready, require_or_skip
 from pulumi_engine import EngineError, Preview, Project, Step
 
 from infershift import contract
@@ -448,21 +448,103 @@ class TestLocalStack:
         assert len([p for p in pods if pod_ready(p) and p["metadata"]["labels"].get("tier") == "gold"]) == 3
 
     def test_an_object_the_server_refuses_fails_up_with_the_servers_message(self, local: Deployed):
-        """A path the stack's spec accepts (spec/model.py RouteMatch: starts with '/', no '//',
-        query, fragment or space) but the HTTPRoute CRD's CEL rule refuses (Gateway API v1.4.0
-        httproutes.yaml, HTTPPathMatch: "must not contain '/../'")."""
+        """What the spec cannot know: the cluster's own admission rules. The spec refuses what
+        the HTTPRoute CRD refuses (contract.http_path_problem, the CRD's HTTPPathMatch rules);
+        here a platform team's ValidatingAdmissionPolicy (admissionregistration.k8s.io/v1, GA
+        since Kubernetes 1.30) allows this route's paths only under /v1/. `up` fails with the
+        policy's message and the live route keeps its spec."""
         local.require_up()
         cp = local.cp
+        policy = {
+            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+            "metadata": {"name": "inference-route-openai-paths"},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {"resourceRules": [{
+                    "apiGroups": ["gateway.networking.k8s.io"], "apiVersions": ["*"], "resources": ["httproutes"],
+                    "operations": ["CREATE", "UPDATE"], "resourceNames": ["inference-route"]}]},
+                "validations": [{
+                    "expression": "object.spec.rules.all(r, !has(r.matches) || r.matches.all(m, "
+                                  "!has(m.path) || m.path.value.startsWith('/v1/')))",
+                    "message": "this cluster serves the OpenAI API under /v1/ only"}]}}
+        binding = {
+            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+            "metadata": {"name": "inference-route-openai-paths"},
+            "spec": {"policyName": "inference-route-openai-paths", "validationActions": ["Deny"],
+                     "matchResources": {"namespaceSelector": {"matchLabels": {
+                         "kubernetes.io/metadata.name": LOCAL_NS}}}}}
         old_paths = list(local.values["routes"]["inference-route"]["paths"])
+        bad = "/openai/v1/chat/completions"
         before = cp.get("gateway.networking.k8s.io/v1", "HTTPRoute", "inference-route", LOCAL_NS)
-        local.set_path("routes.inference-route.paths[1]", "/v1/../v1/chat/completions")
-        with pytest.raises(EngineError) as e:
-            local.timed("up (refused)", local.project.up)
-        out = e.value.stdout + e.value.stderr
-        assert "inference-route" in out and "must not contain '/../'" in out, out[-3000:]
-        after = cp.get("gateway.networking.k8s.io/v1", "HTTPRoute", "inference-route", LOCAL_NS)
-        assert after["spec"] == before["spec"] and after["metadata"]["generation"] == before["metadata"]["generation"]
-        local.set_path("routes.inference-route.paths[1]", old_paths[1])
+        cp.apply([policy, binding])
+        try:
+            # the API server loads policies asynchronously: wait until a dry-run update is refused
+            probe = {**before, "spec": {**before["spec"], "rules": [
+                {**before["spec"]["rules"][0], "matches": [{"path": {"type": "PathPrefix", "value": bad}}]},
+                *before["spec"]["rules"][1:]]}}
+            route_path = cp.path("gateway.networking.k8s.io/v1", "HTTPRoute", "inference-route", LOCAL_NS)
+
+            def refused() -> bool:
+                try:
+                    cp.request("PUT", route_path, probe, params={"dryRun": "All"})
+                except ApiError as e:
+                    return "under /v1/" in e.message
+                return False
+            cp.wait_for(refused, 30, "the admission policy to take effect")
+            local.set_path("routes.inference-route.paths[1]", bad)
+            with pytest.raises(EngineError) as e:
+                local.timed("up (refused)", local.project.up)
+            out = e.value.stdout + e.value.stderr
+            assert "inference-route" in out and "this cluster serves the OpenAI API under /v1/ only" in out, out[-3000:]
+            after = cp.get("gateway.networking.k8s.io/v1", "HTTPRoute", "inference-route", LOCAL_NS)
+            assert after["spec"] == before["spec"] and after["metadata"]["generation"] == before["metadata"]["generation"]
+        finally:
+            local.set_path("routes.inference-route.paths[1]", old_paths[1])
+            cp.delete([binding, policy])
+
+    def test_a_rollout_step_goes_live_through_the_automation_api(self, local: Deployed):
+        """Issue 15 item 2 on the real engine: the rollout controller writes a step's weights and
+        status into the stack file (the edit `pulumi config set --path` makes) and its
+        AutomationApply (pulumi.automation: select the project's stack, `up`, output streamed) puts
+        them live — the HTTPRoute on the API server changes in place, in the same stack state the
+        CLI's updates wrote. The program is served inline by the Automation API (the Python
+        language host cannot be built here, pulumi_engine.py says why)."""
+        local.require_up()
+        from infershift.components.program import main as program
+        from infershift.rollout.automation import AutomationApply
+        from infershift.rollout.controller import Controller
+        from infershift.rollout.metrics import MetricsPages
+
+        file = local.project.stack_file
+        rollout = {"route": "inference-route", "stable": "mymodel-pool-v1", "canary": "mymodel-pool-v2",
+                   "steps": [25, 100], "dwell": "5s", "minRequests": 10,
+                   "gates": {"ttftP90": {"tolerance": 0.5}, "errorRate": {"tolerance": 0.02}}}
+        config_path.set_in_file(file, "infershift:rollouts", {"v2": rollout})
+        updates_before = len(json.loads(local.project.pulumi("stack", "history", "--json", "-s", local.stack).stdout))
+        lines: list[str] = []
+        applier = AutomationApply(str(local.project.bin_dir.parent), local.project.env(), log=lines.append,
+                                  program=program)
+        controller = Controller(file, "v2", MetricsPages({}), applier, log=lines.append)
+        t0 = time.monotonic()
+        controller.write(25, "Progressing", 0, "step 1 of 2: canary at 25%")
+        local.timings["automation api up (rollout step)"] = round(time.monotonic() - t0, 1)
+        route = local.cp.get("gateway.networking.k8s.io/v1", "HTTPRoute", "inference-route", LOCAL_NS)
+        weights = {b["name"]: b["weight"] for rule in route["spec"]["rules"] for b in rule["backendRefs"]
+                   if len(rule["backendRefs"]) == 2}
+        assert weights == {"mymodel-pool-v1": 75, "mymodel-pool-v2": 25}
+        history = json.loads(local.project.pulumi("stack", "history", "--json", "-s", local.stack).stdout)
+        assert len(history) == updates_before + 1
+        h = history[0]
+        assert h["kind"] == "update" and h["result"] == "succeeded", h
+        # the route and the /v1/models listing (it carries the route's shares); nothing replaced
+        assert h["resourceChanges"].get("update") == 2 and "replace" not in h["resourceChanges"], h["resourceChanges"]
+        assert any(line.startswith("pulumi up: ") and "inference-route" in line for line in lines), lines[-20:]
+        assert any("applied: pulumi up: succeeded" in line for line in lines), lines[-5:]
+        status = local.project.config()["infershift:rollouts"]["v2"]["status"]
+        assert (status["phase"], status["step"], status["canaryPercent"]) == ("Progressing", 0, 25)
+        # the test's values follow the file (the destroy below compares against their render)
+        local.values = {k.split(":", 1)[1]: v for k, v in local.project.config().items() if k.startswith("infershift:")}
+        local.render = render(local.values, local.stack)
 
     def test_destroy_removes_everything(self, local: Deployed):
         local.require_up()
