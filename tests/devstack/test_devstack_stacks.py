@@ -2,20 +2,14 @@
 serves one request per route through the real Envoy; ack-mirror's shadow is counted."""
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
-
 import httpx
 import pytest
 from devstack_helpers import FAST, REPO, copy_stack
 
 from infershift import spec
-from infershift.devstack.ports import free_port
 from infershift.devstack.stack import Options, run
 from infershift.devstack.traffic import served_count, settled_count
+from tests.devstack.outside_sim import outside_simulator
 
 
 @pytest.mark.parametrize("name", spec.stack_names())
@@ -71,21 +65,8 @@ def test_mirror_to_a_service_counts_on_the_shadow_and_the_client_sees_the_primar
 def test_service_endpoints_use_running_servers_instead_of_simulators(tmp_path):
     """`endpoints:` points a service at servers already running (a local vLLM, say);
     here a simulator started outside devstack stands in for one."""
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "infershift.sim", "--model", "/models/external", "--served-model-name", "ext",
-         "--port", str(port), "--pod-name", "outside", "--time-scale", "50"],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline and server.poll() is None, "external server did not start"
-            time.sleep(0.1)
+    with outside_simulator("--model", "/models/external", "--served-model-name", "ext", "--pod-name", "outside",
+                           "--time-scale", "50", cwd=str(REPO)) as port:
         stack_file = tmp_path / "Pulumi.external.yaml"
         stack_file.write_text(f"""
 config:
@@ -110,9 +91,6 @@ config:
                 "model": "ext", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})
             assert r.status_code == 200, r.text
             assert r.headers["x-inference-pod"] == "outside-0"
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(10)
 
 
 def test_body_limits_answer_in_openai_shape(tmp_path):

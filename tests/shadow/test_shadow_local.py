@@ -140,35 +140,17 @@ def test_a_candidate_that_answers_differently_shows_in_the_report(tmp_path):
     and the prompt). A candidate started outside the stack with another seed — a model that writes
     other answers, at other lengths — shows as such: exact matches and token overlap drop, the
     length ratio moves off 1, and the similarity gate fails, while clients still see the primary."""
-    import subprocess
-    import sys
-    import time
-
-    import httpx
     import yaml
 
-    from infershift.devstack.ports import free_port
     from infershift.devstack.traffic import served_count
+    from tests.devstack.outside_sim import outside_simulator
 
-    port = free_port()
     doc = yaml.safe_load(stackspec.stack_path("local").read_text())
     svc = doc["config"]["infershift:services"]["llama2-candidate"]
-    argv = [sys.executable, "-m", "infershift.sim", "--profile", svc["simProfile"], "--model", svc["model"],
-            "--served-model-name", svc["servedModelName"], "--host", "127.0.0.1", "--port", str(port),
-            "--pod-name", "other-candidate", "--time-scale", "50", "--seed", "7",
-            "--max-loras", str(svc["lora"]["maxLoras"]),
-            "--lora-modules", *(f"{n}={p}" for n, p in svc["lora"]["modules"].items())]
-    server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline and server.poll() is None, "the other candidate did not start"
-            time.sleep(0.1)
+    with outside_simulator("--profile", svc["simProfile"], "--model", svc["model"],
+                           "--served-model-name", svc["servedModelName"], "--pod-name", "other-candidate",
+                           "--time-scale", "50", "--seed", "7", "--max-loras", str(svc["lora"]["maxLoras"]),
+                           "--lora-modules", *(f"{n}={p}" for n, p in svc["lora"]["modules"].items())) as port:
         svc["endpoints"] = [f"http://127.0.0.1:{port}"]
         svc.pop("simulated", None)
         file = tmp_path / "Pulumi.local.yaml"
@@ -181,12 +163,6 @@ def test_a_candidate_that_answers_differently_shows_in_the_report(tmp_path):
             served = served_count(f"127.0.0.1:{port}")
         finally:
             stack.stop()
-    finally:
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
     assert run.tally.ok == run.tally.total == 30, run.tally.errors
     pairing = compare.pair(run.answers)
     assert len(pairing.pairs) == 30
