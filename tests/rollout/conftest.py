@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from infershift.devstack.stack import LocalStack, Options
+from infershift.devstack.stack import Options, run
 
 TESTDATA = Path(__file__).resolve().parent / "testdata"
 # fast simulated GPUs and a gentle picker scrape: many processes share 2 cores in CI
@@ -19,9 +19,5 @@ def rollout_stack(tmp_path_factory):
     directory = tmp_path_factory.mktemp("rollout-stack")
     file = directory / "Pulumi.rollout.yaml"
     shutil.copyfile(TESTDATA / "Pulumi.rollout.yaml", file)
-    stack = LocalStack(file, Options(**FAST, workdir=directory / "work"), log=lambda msg: print(f"devstack: {msg}"))
-    stack.start()
-    try:
+    with run(file, Options(**FAST, workdir=directory / "work")) as stack:
         yield stack
-    finally:
-        stack.stop()

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from infershift import spec as stackspec
-from infershift.devstack.stack import LocalStack, Options
+from infershift.devstack.stack import Options, run
 from infershift.devstack.traffic import Load, chat_body
 from infershift.rollout.controller import Controller, LocalApply
 from infershift.rollout.metrics import MetricsPages
@@ -37,12 +37,8 @@ def service_stack(tmp_path_factory):
     config["infershift:rollouts"]["v2-svc"] = ROLLOUT
     config["infershift:routes"]["route"]["mirror"] = {"kind": "Service", "name": "v2", "record": True, "percent": 0}
     file.write_text(yaml.safe_dump(doc, sort_keys=False))
-    stack = LocalStack(file, Options(**FAST, workdir=directory / "work"), log=lambda msg: print(f"devstack: {msg}"))
-    stack.start()
-    try:
+    with run(file, Options(**FAST, workdir=directory / "work")) as stack:
         yield stack
-    finally:
-        stack.stop()
 
 
 def test_the_target_is_the_canary_pools_service():

@@ -11,7 +11,7 @@ import shutil
 import pytest
 
 from infershift import spec as stackspec
-from infershift.devstack.stack import LocalStack, Options
+from infershift.devstack.stack import Options, run
 from infershift.shadow import compare, local
 
 MIRROR = "llama2-mirror"
@@ -22,13 +22,9 @@ def mirror_stack(tmp_path_factory):
     directory = tmp_path_factory.mktemp("shadow-stack")
     file = directory / "Pulumi.local.yaml"
     shutil.copyfile(stackspec.stack_path("local"), file)
-    stack = LocalStack(file, Options(auto_ports=True, time_scale=50.0, poll_interval="200ms", ready_timeout=90.0,
-                                     workdir=directory / "work"), log=lambda msg: print(f"devstack: {msg}"))
-    stack.start()
-    try:
+    with run(file, Options(auto_ports=True, time_scale=50.0, poll_interval="200ms", ready_timeout=90.0,
+                                     workdir=directory / "work")) as stack:
         yield stack
-    finally:
-        stack.stop()
 
 
 def _candidate_pods(stack) -> list[str]:
@@ -110,22 +106,18 @@ def recorded_stack(tmp_path_factory):
     doc["config"]["infershift:mirrors"][MIRROR]["mirrorTo"] = {"kind": "Service", "name": "llama2-candidate",
                                                                "record": True}
     file.write_text(yaml.safe_dump(doc, sort_keys=False))
-    stack = LocalStack(file, Options(auto_ports=True, time_scale=50.0, poll_interval="200ms", ready_timeout=90.0,
-                                     workdir=directory / "work"), log=lambda msg: print(f"devstack: {msg}"))
-    stack.start()
-    try:
+    with run(file, Options(auto_ports=True, time_scale=50.0, poll_interval="200ms", ready_timeout=90.0,
+                                     workdir=directory / "work")) as stack:
         yield stack
-    finally:
-        stack.stop()
 
 
 def test_a_mirror_to_a_service_is_recorded_and_paired(recorded_stack):
     # the rendered recorder Deployment runs locally in front of the Service; its lines are read
     assert [p.name for p in recorded_stack.answer_logs()] == ["picker-llama2-pool.log",
                                                               "recorder-llama2-candidate-recorder.log"]
-    run = local.run(recorded_stack, MIRROR, 30, max_tokens=8)
-    assert run.tally.ok == run.tally.total, run.tally.errors
-    pairing = compare.pair(run.answers)
+    result = local.run(recorded_stack, MIRROR, 30, max_tokens=8)
+    assert result.tally.ok == result.tally.total, result.tally.errors
+    pairing = compare.pair(result.answers)
     assert len(pairing.pairs) == 30 and not pairing.primaries and not pairing.shadows
     for p in pairing.pairs:
         assert (p.primary.pool, p.shadow.pool) == ("llama2-pool", "llama2-candidate")
@@ -155,16 +147,12 @@ def test_a_candidate_that_answers_differently_shows_in_the_report(tmp_path):
         svc.pop("simulated", None)
         file = tmp_path / "Pulumi.local.yaml"
         file.write_text(yaml.safe_dump(doc, sort_keys=False))
-        stack = LocalStack(file, Options(auto_ports=True, time_scale=50.0, poll_interval="200ms", ready_timeout=90.0,
-                                         workdir=tmp_path / "work"), log=lambda msg: print(f"devstack: {msg}"))
-        stack.start()
-        try:
-            run = local.run(stack, MIRROR, 30, max_tokens=512)
+        with run(file, Options(auto_ports=True, time_scale=50.0, poll_interval="200ms", ready_timeout=90.0,
+                               workdir=tmp_path / "work")) as stack:
+            result = local.run(stack, MIRROR, 30, max_tokens=512)
             served = served_count(f"127.0.0.1:{port}")
-        finally:
-            stack.stop()
-    assert run.tally.ok == run.tally.total == 30, run.tally.errors
-    pairing = compare.pair(run.answers)
+    assert result.tally.ok == result.tally.total == 30, result.tally.errors
+    pairing = compare.pair(result.answers)
     assert len(pairing.pairs) == 30
     assert served >= 30  # every copy went to the outside candidate
     assert all((p.primary.pool, p.shadow.pool) == ("llama2-pool", "llama2-candidate-pool") for p in pairing.pairs)
