@@ -496,9 +496,15 @@ class ControlPlane:
         return self.request("GET", path, params=params).get("items") or []
 
     def ensure_namespace(self, name: str) -> None:
+        """The namespace, once kube-controller-manager has given it its default ServiceAccount.
+        Usually at once; after an API-server restart (restart_apiserver) the new server refuses
+        the controllers' watches as forbidden until its RBAC cache has synced, and each refused
+        reflector backs off (client-go v0.36.3 tools/cache/reflector.go: from 800 ms, doubling, to
+        a 30 s cap with jitter, so [30, 60) s between tries), and the ServiceAccount can take over
+        30 s; CI saw that once after the leader-election tests' restarts."""
         self.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
-        self.wait_for(lambda: self.get("v1", "ServiceAccount", "default", name), 30,
-                      f"namespace {name}'s default ServiceAccount")
+        self.wait_for(lambda: self.get("v1", "ServiceAccount", "default", name), 120,
+                      f"namespace {name}'s default ServiceAccount", "kube-controller-manager")
 
     def install_crds(self, crds_dir: Path = CRDS_DIR) -> list[str]:
         """Apply every CRD under crds_dir (server-side) and wait until each is Established."""
