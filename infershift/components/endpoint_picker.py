@@ -25,7 +25,7 @@ from infershift import contract
 from .api import LLMD_API, POOL_GROUPS, pool_api_version
 from .checks import check
 from .enums import PoolApiVersion, component_args
-from .objects import build_manifests, child_opts, declare, keep_options
+from .objects import build_manifests, child_opts, declare, keep_options, restricted_security_context
 
 GRPC_PORT, HEALTH_PORT, METRICS_PORT = contract.PICKER_GRPC_PORT, contract.PICKER_HEALTH_PORT, contract.PICKER_METRICS_PORT
 CONFIG_DIR = "/etc/picker"
@@ -149,8 +149,7 @@ def manifests(a: EndpointPickerArgs) -> list[dict]:
                           "periodSeconds": 10},
         "resources": {"requests": {"cpu": a.get("cpu", "500m"), "memory": a.get("memory", "512Mi")},
                       "limits": {"memory": a.get("memory", "512Mi")}},
-        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                            "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}},
+        "securityContext": restricted_security_context(),
         "volumeMounts": [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
                          {"name": "tmp", "mountPath": "/tmp"},
                          *([{"name": "tls", "mountPath": TLS_DIR, "readOnly": True}] if secret else [])],

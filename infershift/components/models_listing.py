@@ -30,7 +30,7 @@ from .api import GATEWAY_API, GATEWAY_GROUP
 from .checks import check
 from .enums import component_args
 from .naming import dns_label
-from .objects import build_manifests, child_opts, declare, keep_options
+from .objects import build_manifests, child_opts, declare, http_health_probes, keep_options, restricted_security_context
 from .routes import route_await_annotations
 
 PATH = "/v1/models"
@@ -193,12 +193,9 @@ def manifests(a: ModelsListingArgs) -> list[dict]:
         "args": ["--file", f"{contract.LISTING_DIR}/{contract.LISTING_FILE}", "--port", str(PORT),
                  "--host", "0.0.0.0"],
         "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
-        "readinessProbe": {"httpGet": {"path": "/healthz", "port": PORT}, "periodSeconds": 5},
-        "livenessProbe": {"httpGet": {"path": "/healthz", "port": PORT}, "initialDelaySeconds": 5,
-                          "periodSeconds": 10},
+        **http_health_probes(PORT),
         "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "64Mi"}},
-        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                            "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}},
+        "securityContext": restricted_security_context(),
         "volumeMounts": [{"name": "listings", "mountPath": contract.LISTING_DIR, "readOnly": True}],
     }
     pod: dict[str, Any] = {

@@ -115,3 +115,18 @@ def build_manifests(args: Mapping[str, Any], build: Callable[[Any], list[dict]],
 
     return [(m, {k: (v if k in ("apiVersion", "kind") else field(i, k)) for k, v in m.items()})
             for i, m in enumerate(layout)]
+
+
+def restricted_security_context() -> dict[str, Any]:
+    """The containers infershift runs from its own images (picker, /v1/models listing, shadow
+    recorder): what Pod Security's "restricted" profile asks (no privilege escalation, non-root,
+    every capability dropped), and a read-only root filesystem. A fresh dict per container."""
+    return {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}}
+
+
+def http_health_probes(port: int, path: str = "/healthz") -> dict[str, Any]:
+    """Readiness (every 5 s) and liveness (every 10 s, after 5 s) on one HTTP health path."""
+    return {"readinessProbe": {"httpGet": {"path": path, "port": port}, "periodSeconds": 5},
+            "livenessProbe": {"httpGet": {"path": path, "port": port}, "initialDelaySeconds": 5,
+                              "periodSeconds": 10}}

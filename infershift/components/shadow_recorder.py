@@ -19,7 +19,7 @@ from infershift import contract
 
 from .checks import check
 from .enums import component_args
-from .objects import build_manifests, child_opts, declare, keep_options
+from .objects import build_manifests, child_opts, declare, http_health_probes, keep_options, restricted_security_context
 
 PORT = contract.RECORDER_PORT
 
@@ -55,14 +55,11 @@ def manifests(a: ShadowRecorderArgs) -> list[dict]:
         "args": ["--upstream", upstream, "--name", a["service"], "--host", "0.0.0.0", "--port", str(PORT),
                  "--max-text-chars", str(a.get("max_text_chars", 2000))],
         "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
-        "readinessProbe": {"httpGet": {"path": "/healthz", "port": PORT}, "periodSeconds": 5},
-        "livenessProbe": {"httpGet": {"path": "/healthz", "port": PORT}, "initialDelaySeconds": 5,
-                          "periodSeconds": 10},
+        **http_health_probes(PORT),
         # it holds each copy's request and answer while they pass (answers up to 4 MiB are kept
         # for the line): room for a few hundred concurrent copies
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}},
-        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                            "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}},
+        "securityContext": restricted_security_context(),
     }
     pod: dict[str, Any] = {
         "automountServiceAccountToken": False,
